@@ -1,0 +1,177 @@
+// core/bitmap.hpp — an image's write-intent bitmap: in-memory bits backed by a sidecar file.
+//
+// The md rules this class keeps (md-bitmap.c: startwrite / endwrite / unplug / daemon_work):
+//   * start_write() returns only once every bit of the range is durable in the file;
+//     writers that arrive while a flush runs are served together by the next one
+//     (group commit: one pwrite of the dirty pages + one fdatasync for all of them).
+//   * bits are cleared lazily by sweep(): only for chunks with no write in flight, not
+//     written during the last full sweep period, not awaiting resync, after both legs were
+//     fdatasync'ed (a finished pwrite is not yet durable), and never while degraded.
+//   * a failed bitmap write is sticky: every later start_write fails (no data without a
+//     durable intent) until the bitmap is reopened by an operator's action.
+//
+// Per-chunk state, derived from four bit vectors (a diagram, md-bitmap.h style):
+//
+//      clean --start_write--> dirty+recent (+inflight) --end_write--> dirty+recent
+//        ^                                                              |
+//        |            sweep k: recent cleared, chunk becomes a candidate |
+//        +-- sweep k+1: not recent, not inflight, not unsynced, legs fdatasync'ed
+//
+//   unsynced: dirty bits found at open (or after a leg error) whose chunk still has to be
+//   copied by resync; mark_synced() turns such a chunk into an ordinary recent dirty chunk.
+//
+// Thread safety: every public member is safe to call concurrently. Lock order: mu_ only;
+// the file I/O of a flush runs with mu_ released (flushing_ makes the leader unique).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <memory>
+#include <vector>
+
+#include "core/bitmap_format.hpp"
+#include "utils/fd.hpp"
+#include "utils/result.hpp"
+
+namespace fusemirror::core {
+
+struct ChunkRange {
+  std::uint64_t first = 0;  // first chunk
+  std::uint64_t end = 0;    // one past the last chunk
+  bool empty() const { return first >= end; }
+};
+
+// Chunks touched by the byte range [off, off + len); empty when len == 0.
+ChunkRange chunks_for(std::uint64_t chunk_size, std::uint64_t off, std::uint64_t len);
+
+struct BitmapOpenParams {
+  utils::Uuid set_uuid{};
+  std::uint64_t chunk_size = 65536;  // for a new bitmap; an existing one keeps its own
+  std::uint32_t daemon_sleep_ms = 5000;
+  std::uint32_t write_behind = 0;
+  std::uint64_t image_size = 0;  // current primary size: bits beyond a bitmap's cover are dirty
+  bool persist_bits = true;      // false: config "bitmap": false (md --bitmap=none)
+};
+
+struct BitmapStats {
+  std::uint64_t chunk_size = 0;
+  std::uint64_t total_chunks = 0;
+  std::uint64_t dirty_chunks = 0;
+  std::uint64_t unsynced_chunks = 0;
+  std::uint64_t flushes = 0;        // bitmap write+fdatasync rounds
+  std::uint64_t flush_waiters = 0;  // start_write calls that needed a durable bit
+  std::uint64_t events = 0;
+  std::uint64_t events_cleared = 0;
+  std::uint32_t state = 0;
+};
+
+class Bitmap {
+ public:
+  // Loads the bitmap in `fd` (opened O_RDWR) or initialises it when the file is empty.
+  // An untrusted file (bad magic/CRC/version, foreign set UUID, truncated bits) is never
+  // refused here: it is rebuilt all-dirty and `why_untrusted` says why, for the log.
+  // Before returning, the header is rewritten active (clean flag cleared, events + 1) and
+  // fdatasync'ed, so a crash from now on can never leave a header that reads clean.
+  static utils::Result<std::unique_ptr<Bitmap>> open(utils::UniqueFd fd,
+                                                     const BitmapOpenParams& params,
+                                                     std::string* why_untrusted);
+
+  // Writes a new all-dirty bitmap for an image of `image_size` into `fd` (for `create`).
+  static std::error_code write_all_dirty(int fd, const BitmapOpenParams& params);
+
+  std::uint64_t chunk_size() const { return header_.chunk_size; }
+  ChunkRange chunks_for(std::uint64_t off, std::uint64_t len) const {
+    return core::chunks_for(header_.chunk_size, off, len);
+  }
+
+  // Marks the chunks of [off, off+len) in flight and dirty, growing the cover when the
+  // range passes its end; returns when those bits are durable. On error nothing is in
+  // flight and the caller must not write data.
+  std::error_code start_write(std::uint64_t off, std::uint64_t len);
+  // Ends a start_write. `legs_ok` false: some leg failed, the chunks become unsynced.
+  void end_write(std::uint64_t off, std::uint64_t len, bool legs_ok);
+
+  // Marks [off, off+len) as needing resync (dirty + unsynced), durable before returning.
+  std::error_code mark_unsynced(std::uint64_t off, std::uint64_t len);
+  // The first unsynced chunk >= from, or total_chunks() when none.
+  std::uint64_t next_unsynced(std::uint64_t from) const;
+  // Resync copied chunk c: it is an ordinary dirty chunk now, cleared after idle.
+  void mark_synced(std::uint64_t c);
+  // Marks every dirty chunk unsynced (after re-add: the secondary lacks them).
+  void mark_all_dirty_unsynced();
+
+  // One sweep (called every daemon_sleep). `sync_legs` fdatasyncs both legs; it is called
+  // without mu_ held, only when there is something to clear. Returns chunks cleared.
+  utils::Result<std::uint64_t> sweep(const std::function<std::error_code()>& sync_legs);
+
+  // Degraded: from now on no bit is cleared; the header records it (events + 1), durably.
+  std::error_code set_degraded(bool degraded);
+  bool degraded() const;
+
+  // Clean shutdown: clears every idle, synced bit after `sync_legs`, marks the header clean
+  // when nothing is left dirty or unsynced, and flushes. REQUIRES: no write in flight.
+  std::error_code close_clean(const std::function<std::error_code()>& sync_legs);
+
+  // Makes every pending bit/header change durable now.
+  std::error_code flush();
+
+  BitmapStats stats() const;
+  const BitmapHeader& header_for_test() const { return header_; }
+
+ private:
+  explicit Bitmap(utils::UniqueFd fd) : fd_(std::move(fd)) {}
+
+  // All *_locked members REQUIRE mu_ held.
+  void grow_locked(std::uint64_t size);
+  bool test(const std::vector<std::uint64_t>& v, std::uint64_t c) const {
+    return (v[c >> 6] >> (c & 63)) & 1;
+  }
+  void set_bit_locked(std::uint64_t c);   // dirty bit; marks its page dirty on change
+  void clear_bit_locked(std::uint64_t c);
+  bool inflight_locked(std::uint64_t c) const;
+  void end_inflight_locked(const ChunkRange& r);
+  void touch_page_locked(std::uint64_t page);
+  void touch_header_locked();
+  std::uint64_t needed_gen_locked(const ChunkRange& r) const;
+  // Waits until generation `gen` is durable, leading a flush if none runs.
+  std::error_code wait_durable_locked(std::unique_lock<std::mutex>& lk, std::uint64_t gen);
+  std::error_code write_out(const std::vector<std::pair<std::uint64_t, std::vector<std::byte>>>& pages,
+                            const std::array<std::byte, kHeaderSize>* header,
+                            std::uint64_t file_size);
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  utils::UniqueFd fd_;
+  BitmapHeader header_;                   // guarded by mu_
+  bool persist_bits_ = true;
+  std::uint64_t total_chunks_ = 0;        // guarded by mu_
+  std::vector<std::uint64_t> dirty_;      // guarded by mu_: the bits
+  std::vector<std::uint64_t> recent_;     // guarded by mu_: written this sweep period
+  std::vector<std::uint64_t> unsynced_;   // guarded by mu_: waiting for resync
+  std::uint64_t dirty_count_ = 0;         // guarded by mu_
+  std::uint64_t unsynced_count_ = 0;      // guarded by mu_
+  std::vector<ChunkRange> inflight_;      // guarded by mu_: ranges of writes in flight
+  // Group commit. A change to a page (or the header) takes generation ++requested_gen_;
+  // page_gen_[p] remembers it. A flush leader snapshots every dirty page, writes them and
+  // fdatasyncs, then publishes durable_gen_ = the requested_gen_ it snapshotted.
+  std::vector<std::uint64_t> page_gen_;   // guarded by mu_
+  std::vector<std::uint64_t> dirty_pages_;  // guarded by mu_ (page indices, unique)
+  std::vector<bool> page_queued_;         // guarded by mu_
+  bool header_dirty_ = false;             // guarded by mu_
+  std::uint64_t header_gen_ = 0;          // guarded by mu_
+  std::uint64_t requested_gen_ = 0;       // guarded by mu_
+  std::uint64_t durable_gen_ = 0;         // guarded by mu_
+  bool flushing_ = false;                 // guarded by mu_
+  std::error_code sticky_error_;          // guarded by mu_
+  std::uint64_t file_size_ = 0;           // guarded by mu_ (as last extended)
+  std::uint64_t flushes_ = 0, flush_waiters_ = 0;  // guarded by mu_
+};
+
+inline constexpr std::uint64_t kBitsPerPage = 4096 * 8;
+
+}  // namespace fusemirror::core

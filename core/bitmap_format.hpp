@@ -1,0 +1,99 @@
+// core/bitmap_format.hpp — the on-disk format of a write-intent bitmap sidecar file.
+//
+// Layout (all integers little-endian; documented byte by byte in docs/on-disk-format.md):
+//
+//   [0, 4096)        header, one 4 KiB block (so the bits start block-aligned)
+//   [4096, ...)      bits, one per chunk, chunk i is bit (i % 8) of byte 4096 + i / 8
+//
+// Header fields (offset: size  name):
+//    0: 8  magic            "FMBITMAP"
+//    8: 2  version_major    kVersionMajor; a reader refuses a larger major
+//   10: 2  version_minor    new fields only in zeroed reserved space; readers ignore it
+//   12: 4  header_size      4096
+//   16: 16 set_uuid         the mirror set this bitmap belongs to
+//   32: 16 image_uuid       random per image, made when its bitmap is made
+//   48: 8  events           bumped on every state change (mount, degrade, re-add, clean)
+//   56: 8  events_cleared   events when the secondary was last known complete: from here
+//                           on the bits mean "differs from the secondary since then"
+//   64: 8  chunk_size       bytes per bit, a power of two >= 4096
+//   72: 4  daemon_sleep_ms  idle time before a bit may be cleared
+//   76: 4  write_behind     max outstanding secondary writes (0 = synchronous)
+//   80: 8  sync_size        image bytes the bits cover (bits = ceil(sync_size / chunk_size))
+//   88: 4  state            kState* flags below
+//   92: 4  reserved (0)
+//   96: 3996 reserved (0)
+// 4092: 4  crc32c           CRC32C of bytes [0, 4092)
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+
+#include "utils/result.hpp"
+#include "utils/uuid.hpp"
+
+namespace fusemirror::core {
+
+inline constexpr std::size_t kHeaderSize = 4096;
+inline constexpr std::array<char, 8> kMagic = {'F', 'M', 'B', 'I', 'T', 'M', 'A', 'P'};
+inline constexpr std::uint16_t kVersionMajor = 1;
+inline constexpr std::uint16_t kVersionMinor = 0;
+inline constexpr std::size_t kCrcOffset = 4092;
+
+// state flags
+inline constexpr std::uint32_t kStateClean = 1u << 0;          // cleanly unmounted: bits exact
+inline constexpr std::uint32_t kStateStale = 1u << 1;          // bits cannot be trusted
+inline constexpr std::uint32_t kStateNeedsFullSync = 1u << 2;  // next mount copies everything
+inline constexpr std::uint32_t kStateDegraded = 1u << 3;       // the secondary left; bits accumulate
+
+inline constexpr std::uint64_t kMinChunkSize = 4096;
+inline constexpr std::uint64_t kMaxChunkSize = 1ull << 30;
+
+struct BitmapHeader {
+  std::uint16_t version_major = kVersionMajor;
+  std::uint16_t version_minor = kVersionMinor;
+  utils::Uuid set_uuid{};
+  utils::Uuid image_uuid{};
+  std::uint64_t events = 0;
+  std::uint64_t events_cleared = 0;
+  std::uint64_t chunk_size = 65536;
+  std::uint32_t daemon_sleep_ms = 5000;
+  std::uint32_t write_behind = 0;
+  std::uint64_t sync_size = 0;
+  std::uint32_t state = 0;
+
+  std::uint64_t bit_count() const { return chunk_size ? (sync_size + chunk_size - 1) / chunk_size : 0; }
+  friend bool operator==(const BitmapHeader&, const BitmapHeader&) = default;
+};
+
+// Bytes needed for `bits` bits, rounded up to whole 4 KiB pages.
+std::uint64_t bits_bytes(std::uint64_t bits);
+
+// Encodes `h` into exactly kHeaderSize bytes, CRC included.
+std::array<std::byte, kHeaderSize> encode_header(const BitmapHeader& h);
+
+// Why a header was refused; each has a message naming the reason.
+enum class HeaderError {
+  ok = 0,
+  truncated,        // fewer than kHeaderSize bytes
+  bad_magic,        // not a fusemirror bitmap
+  bad_checksum,     // torn or corrupted header
+  future_version,   // written by a newer fusemirror
+  bad_header_size,
+  bad_chunk_size,   // not a power of two in [kMinChunkSize, kMaxChunkSize]
+};
+const std::error_category& header_category();
+std::error_code make_error_code(HeaderError e);
+
+// Decodes and validates a header. Never returns a header that failed any check.
+utils::Result<BitmapHeader> decode_header(std::span<const std::byte> bytes);
+
+std::string state_string(std::uint32_t state);
+
+}  // namespace fusemirror::core
+
+template <>
+struct std::is_error_code_enum<fusemirror::core::HeaderError> : std::true_type {};

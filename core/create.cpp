@@ -1,0 +1,142 @@
+#include "core/create.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/filesystem.hpp>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "core/bitmap.hpp"
+#include "utils/error.hpp"
+#include "utils/fd.hpp"
+
+namespace fusemirror::core {
+
+namespace fs = boost::filesystem;
+using utils::Error;
+
+namespace {
+
+std::string canonical_dir(const std::string& path, const char* what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw utils::sys_error(path, std::string(what) + " directory", errno);
+  if (!S_ISDIR(st.st_mode)) throw Error(path + ": " + what + " is not a directory");
+  boost::system::error_code ec;
+  auto c = fs::canonical(path, ec);
+  if (ec) throw Error(path + ": cannot resolve the " + what + " directory: " + ec.message());
+  return c.string();
+}
+
+bool is_within(const std::string& inner, const std::string& outer) {
+  return inner == outer || inner.rfind(outer + "/", 0) == 0;
+}
+
+// Regular files under `root` (relative path -> size), skipping the metadata directory.
+std::map<std::string, std::uint64_t> list_images(const std::string& root) {
+  std::map<std::string, std::uint64_t> out;
+  boost::system::error_code ec;
+  for (fs::recursive_directory_iterator it(root, ec), end; it != end; it.increment(ec)) {
+    if (ec) throw Error(root + ": cannot list: " + ec.message());
+    const std::string rel = fs::relative(it->path(), root).string();
+    if (rel == kMetaDirName) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (fs::is_symlink(it->symlink_status())) continue;
+    if (fs::is_regular_file(it->symlink_status())) out[rel] = fs::file_size(it->path());
+  }
+  return out;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+Config create_set(const CreateOptions& o) {
+  if (auto why = check_chunk_size(o.chunk_size); !why.empty()) throw Error("--chunk-size: " + why);
+  if (auto why = check_daemon_sleep(o.daemon_sleep); !why.empty()) throw Error("--daemon-sleep: " + why);
+  const std::string primary = canonical_dir(o.primary, "primary");
+  const std::string secondary = canonical_dir(o.secondary, "secondary");
+  if (primary == secondary)
+    throw Error(o.secondary + ": is the same directory as the primary (" + primary + ")");
+  if (is_within(secondary, primary) || is_within(primary, secondary))
+    throw Error(o.secondary + ": primary and secondary must not contain each other (" + primary +
+                ", " + secondary + ")");
+  std::optional<std::string> bitmap_dir;
+  if (o.bitmap_dir) {
+    bitmap_dir = canonical_dir(*o.bitmap_dir, "bitmap");
+    if (is_within(*bitmap_dir, secondary))
+      throw Error(*o.bitmap_dir + ": the bitmap directory must not be inside the secondary");
+  }
+
+  const std::string pmeta = primary + "/" + kMetaDirName;
+  const std::string smeta = secondary + "/" + kMetaDirName;
+  const std::string pconf = pmeta + "/" + kConfigName;
+  const std::string smember = smeta + "/" + kMemberName;
+  if (::access(pconf.c_str(), F_OK) == 0 && !o.force)
+    throw Error(primary + ": already a fusemirror primary (" + pconf +
+                " exists); use --force to re-create the set");
+  if (::access(smember.c_str(), F_OK) == 0) {
+    Member m = parse_member(read_all(smember), smember);
+    bool ours = false;
+    if (::access(pconf.c_str(), F_OK) == 0) {
+      try {
+        ours = load_config(pconf).uuid == m.set_uuid;
+      } catch (const Error&) {
+      }
+    }
+    if (!ours && !o.force)
+      throw Error(secondary + ": belongs to another mirror set (" + utils::to_string(m.set_uuid) +
+                  "); use --force to take it over");
+  }
+  const auto pimgs = list_images(primary);
+  const auto simgs = list_images(secondary);
+  if (!simgs.empty() && simgs != pimgs && !o.force)
+    throw Error(secondary + ": is not empty and its files differ from the primary's; use --force "
+                "to overwrite them from the primary");
+
+  Config c;
+  c.uuid = utils::random_uuid();
+  c.primary = primary;
+  c.secondary = secondary;
+  c.chunk_size = o.chunk_size;
+  c.daemon_sleep = o.daemon_sleep;
+  c.bitmap_dir = bitmap_dir;
+  c.bitmap = o.bitmap;
+
+  // Order: bitmaps first (all dirty), then the secondary's membership, then the config
+  // last. A crash before the config leaves no set (create can simply be run again); the
+  // config is the commit point, and by then every adopted image has its dirty bitmap.
+  for (const auto& dir : {pmeta, smeta})
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+      throw utils::sys_error(dir, "cannot create the metadata directory", errno);
+  const std::string broot = c.bitmap_root();
+  if (::mkdir(broot.c_str(), 0700) != 0 && errno != EEXIST)
+    throw utils::sys_error(broot, "cannot create the bitmap directory", errno);
+  for (const auto& [rel, size] : pimgs) {
+    const fs::path bpath = fs::path(broot) / (rel + kBitmapSuffix);
+    fs::create_directories(bpath.parent_path());
+    utils::UniqueFd fd(::open(bpath.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw utils::sys_error(bpath.string(), "cannot create the bitmap", errno);
+    BitmapOpenParams bp;
+    bp.set_uuid = c.uuid;
+    bp.chunk_size = c.chunk_size;
+    bp.daemon_sleep_ms = static_cast<std::uint32_t>(c.daemon_sleep * 1000);
+    bp.image_size = size;
+    if (auto ec = Bitmap::write_all_dirty(fd.get(), bp))
+      throw utils::sys_error(bpath.string(), "cannot write the bitmap", ec.value());
+  }
+  write_file_atomic(smeta, kMemberName, dump_member(Member{c.uuid}));
+  write_file_atomic(pmeta, kConfigName, dump_config(c));
+  return c;
+}
+
+}  // namespace fusemirror::core

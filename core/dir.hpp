@@ -1,0 +1,48 @@
+// core/dir.hpp — a backing directory, opened once; every path is resolved beneath it.
+//
+// Security (TESTING "Security checks"): paths are opened with openat2(RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), so neither `..` nor a symlink planted in
+// a backing directory can lead a read or write outside it.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "utils/fd.hpp"
+#include "utils/result.hpp"
+
+namespace fusemirror::core {
+
+// Checks a relative path ("a/b.img", no leading slash; "" is the root): no empty, ".",
+// ".." component and no NUL. Returns EINVAL otherwise.
+std::error_code check_relative_path(std::string_view rel);
+
+class Dir {
+ public:
+  Dir() = default;
+  // Opens `path` as a directory (follows symlinks in `path` itself: the operator chose it).
+  static utils::Result<Dir> open(const std::string& path);
+
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+  bool valid() const { return fd_.valid(); }
+
+  utils::Result<utils::UniqueFd> open_beneath(std::string_view rel, int flags,
+                                              mode_t mode = 0) const;
+  // The parent directory of `rel` (O_PATH) and its last component.
+  utils::Result<std::pair<utils::UniqueFd, std::string>> parent_of(std::string_view rel) const;
+  // mkdir -p of `rel` beneath the root (mode for new directories).
+  std::error_code mkdirs(std::string_view rel, mode_t mode = 0700) const;
+  utils::Result<struct stat> lstat(std::string_view rel) const;
+
+ private:
+  utils::UniqueFd fd_;
+  std::string path_;
+};
+
+}  // namespace fusemirror::core

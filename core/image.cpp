@@ -1,0 +1,337 @@
+#include "core/image.hpp"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "utils/io.hpp"
+
+namespace fusemirror::core {
+
+const char* to_string(SyncAction a) {
+  switch (a) {
+    case SyncAction::idle: return "idle";
+    case SyncAction::resync: return "resync";
+    case SyncAction::check: return "check";
+    case SyncAction::repair: return "repair";
+  }
+  return "idle";
+}
+
+namespace {
+
+// Runs `secondary` on a pool thread and `primary` on this one, concurrently; returns both
+// results. With no usable secondary, only the primary runs.
+template <typename P, typename S>
+std::pair<std::error_code, std::error_code> run_both(utils::ThreadPool* pool, bool with_secondary,
+                                                     P&& primary, S&& secondary) {
+  if (!with_secondary) return {primary(), {}};
+  std::error_code sec_ec;
+  utils::Completion done;
+  pool->submit([&] {
+    sec_ec = secondary();
+    done.done();
+  });
+  std::error_code prim_ec = primary();
+  done.wait();
+  return {prim_ec, sec_ec};
+}
+
+std::error_code do_fallocate(int fd, int mode, std::uint64_t off, std::uint64_t len) {
+  while (::fallocate(fd, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0) {
+    if (errno != EINTR) return utils::last_errno();
+  }
+  return {};
+}
+
+std::error_code write_zeros(int fd, std::uint64_t off, std::uint64_t len) {
+  static const std::vector<std::byte> zeros(1 << 20);
+  while (len > 0) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, zeros.size()));
+    if (auto ec = utils::pwrite_all(fd, std::span(zeros.data(), n), off)) return ec;
+    off += n;
+    len -= n;
+  }
+  return {};
+}
+
+// Makes [off, off+len) of `fd` read as zeros, as a hole where the file system can.
+std::error_code punch(int fd, std::uint64_t off, std::uint64_t len) {
+  auto ec = do_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+  if (ec == std::errc::operation_not_supported) return write_zeros(fd, off, len);
+  return ec;
+}
+
+// The secondary gets the same fallocate; where its file system lacks the mode, the same
+// contents by other means (an emulated zero range or punch keeps the legs identical).
+std::error_code fallocate_secondary(int fd, int mode, std::uint64_t off, std::uint64_t len) {
+  auto ec = do_fallocate(fd, mode, off, len);
+  if (ec != std::errc::operation_not_supported) return ec;
+  if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return utils::last_errno();
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    const std::uint64_t end = (mode & FALLOC_FL_KEEP_SIZE) ? std::min(size, off + len) : off + len;
+    if (end > off)
+      if (auto e = punch(fd, off, std::min(end, std::max(size, off)) - off)) return e;
+    if (end > size && ::ftruncate(fd, static_cast<off_t>(end)) != 0) return utils::last_errno();
+    return {};
+  }
+  return ec;
+}
+
+}  // namespace
+
+Image::Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondary,
+             std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool)
+    : name_(std::move(name)),
+      primary_(std::move(primary)),
+      secondary_(std::move(secondary)),
+      bitmap_(std::move(bitmap)),
+      pool_(pool),
+      secondary_ok_(secondary_.valid()) {
+  if (!secondary_ok_) (void)bitmap_->set_degraded(true);
+}
+
+Image::~Image() = default;
+
+const std::string& Image::name() const {
+  std::lock_guard lk(name_mu_);
+  return name_;
+}
+
+void Image::rename(std::string name) {
+  std::lock_guard lk(name_mu_);
+  name_ = std::move(name);
+}
+
+void Image::fail_secondary(const char* op, std::error_code ec) {
+  bool expected = true;
+  if (!secondary_ok_.compare_exchange_strong(expected, false)) return;  // logged once
+  spdlog::error("{}: secondary failed on {}: {}; image degraded, serving from the primary, "
+                "changes tracked in the bitmap",
+                name(), op, ec.message());
+  if (auto e = bitmap_->set_degraded(true))
+    spdlog::error("{}: could not record the degraded state in the bitmap: {}", name(), e.message());
+}
+
+std::error_code Image::settle(const char* op, std::error_code primary, std::error_code secondary) {
+  if (secondary) fail_secondary(op, secondary);
+  if (primary) spdlog::warn("{}: primary {} failed: {}", name(), op, primary.message());
+  return primary;
+}
+
+utils::Result<std::size_t> Image::read(std::span<std::byte> buf, std::uint64_t off) {
+  return utils::pread_all(primary_.get(), buf, off);
+}
+
+utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::uint64_t off) {
+  if (data.empty()) return std::size_t{0};
+  auto guard = locks_.lock(off, off + data.size());
+  // 1. Durable intent before any leg sees the data (TESTING invariant 1).
+  if (auto ec = bitmap_->start_write(off, data.size())) {
+    spdlog::error("{}: bitmap write failed ({}); refusing the data write", name(), ec.message());
+    return utils::errno_code(EIO);
+  }
+  // 2. Both legs concurrently.
+  const bool with_sec = secondary_ok();
+  auto [p, s] = run_both(
+      pool_, with_sec, [&] { return utils::pwrite_all(primary_.get(), data, off); },
+      [&] { return utils::pwrite_all(secondary_.get(), data, off); });
+  // 3. The chunk's bit stays until both legs are durable and idle (sweep).
+  bitmap_->end_write(off, data.size(), with_sec && !p && !s);
+  if (auto ec = settle("write", p, s)) return ec;
+  return data.size();
+}
+
+std::error_code Image::truncate(std::uint64_t size) {
+  auto guard = locks_.lock(0, RangeLock::kEnd);
+  struct stat st {};
+  if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
+  const auto old = static_cast<std::uint64_t>(st.st_size);
+  // While degraded the secondary misses this; the range it changes must be resynced. When
+  // both legs are healthy, a crash between the two ftruncates leaves different sizes, which
+  // reconcile_size() repairs at the next open before anything is served.
+  if (!secondary_ok() && old != size)
+    if (auto ec = bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size)))
+      return utils::errno_code(EIO);
+  auto [p, s] = run_both(
+      pool_, secondary_ok(),
+      [&]() -> std::error_code {
+        return ::ftruncate(primary_.get(), static_cast<off_t>(size)) ? utils::last_errno()
+                                                                     : std::error_code{};
+      },
+      [&]() -> std::error_code {
+        return ::ftruncate(secondary_.get(), static_cast<off_t>(size)) ? utils::last_errno()
+                                                                       : std::error_code{};
+      });
+  if (s && old != size)
+    (void)bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size));
+  return settle("truncate", p, s);
+}
+
+std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len) {
+  constexpr int kSupported = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+  if (mode & ~kSupported) return utils::errno_code(EOPNOTSUPP);
+  if (len == 0) return utils::errno_code(EINVAL);
+  auto guard = locks_.lock(off, (mode & FALLOC_FL_KEEP_SIZE) ? off + len : RangeLock::kEnd);
+  if (auto ec = bitmap_->start_write(off, len)) {
+    spdlog::error("{}: bitmap write failed ({}); refusing fallocate", name(), ec.message());
+    return utils::errno_code(EIO);
+  }
+  // The primary first: a mode it refuses is refused to the user with nothing changed.
+  std::error_code p = do_fallocate(primary_.get(), mode, off, len);
+  std::error_code s;
+  const bool with_sec = secondary_ok() && !p;
+  if (with_sec) s = fallocate_secondary(secondary_.get(), mode, off, len);
+  bitmap_->end_write(off, len, secondary_ok() && !s);
+  if (p) return p;  // nothing changed on either leg
+  return settle("fallocate", p, s);
+}
+
+std::error_code Image::fsync(bool datasync) {
+  // The bitmap needs nothing here: every started write's bits were durable before its
+  // data was issued. Primary and secondary are synced concurrently.
+  auto sync = [datasync](int fd) -> std::error_code {
+    if (datasync) return utils::fdatasync_fd(fd);
+    return ::fsync(fd) ? utils::last_errno() : std::error_code{};
+  };
+  auto [p, s] = run_both(
+      pool_, secondary_ok(), [&] { return sync(primary_.get()); },
+      [&] { return sync(secondary_.get()); });
+  return settle("fsync", p, s);
+}
+
+std::error_code Image::sync_legs() {
+  auto [p, s] = run_both(
+      pool_, secondary_ok(), [&] { return utils::fdatasync_fd(primary_.get()); },
+      [&] { return utils::fdatasync_fd(secondary_.get()); });
+  if (s) fail_secondary("fdatasync", s);
+  return p ? p : s;
+}
+
+utils::Result<struct stat> Image::stat() const {
+  struct stat st {};
+  if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
+  return st;
+}
+
+std::error_code Image::reconcile_size() {
+  if (!secondary_ok()) return {};
+  auto guard = locks_.lock(0, RangeLock::kEnd);
+  struct stat p {}, s {};
+  if (::fstat(primary_.get(), &p) != 0) return utils::last_errno();
+  if (::fstat(secondary_.get(), &s) != 0) {
+    fail_secondary("fstat", utils::last_errno());
+    return {};
+  }
+  if (p.st_size != s.st_size) {
+    spdlog::info("{}: secondary size {} differs from primary size {}; set to the primary's", name(),
+                 s.st_size, p.st_size);
+    if (::ftruncate(secondary_.get(), p.st_size) != 0) fail_secondary("truncate", utils::last_errno());
+  }
+  return {};
+}
+
+utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_t max_bytes,
+                                                std::vector<std::byte>& buf,
+                                                std::uint64_t* copied) {
+  *copied = 0;
+  const std::uint64_t cs = bitmap_->chunk_size();
+  const std::uint64_t total = bitmap_->stats().total_chunks;
+  const std::uint64_t first = bitmap_->next_unsynced(from);
+  if (first >= total) return total;
+  if (!secondary_ok()) return utils::errno_code(EIO);
+  // A run of consecutive unsynced chunks, copied under one range lock: writes racing with
+  // the copy wait for it (and then go to both legs), or went before it (and are copied).
+  std::uint64_t end = first + 1;
+  while (end < total && (end - first + 1) * cs <= std::max(max_bytes, cs) &&
+         bitmap_->next_unsynced(end) == end)
+    ++end;
+  const std::uint64_t off = first * cs;
+  const std::uint64_t stop = end * cs;
+  auto guard = locks_.lock(off, stop);
+  struct stat st {};
+  if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
+  const std::uint64_t data_end = std::min<std::uint64_t>(stop, static_cast<std::uint64_t>(st.st_size));
+  const int pfd = primary_.get(), sfd = secondary_.get();
+  std::uint64_t pos = off;
+  std::error_code sec_err;
+  while (pos < data_end && !sec_err) {
+    off_t data = ::lseek(pfd, static_cast<off_t>(pos), SEEK_DATA);
+    std::uint64_t d = data < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(data));
+    if (data < 0 && errno != ENXIO) return utils::last_errno();
+    // A hole on the primary becomes a hole on the secondary, never written zeros.
+    if (d > pos) {
+      sec_err = punch(sfd, pos, d - pos);
+      if (sec_err) break;
+    }
+    if (d >= data_end) break;
+    off_t hole = ::lseek(pfd, static_cast<off_t>(d), SEEK_HOLE);
+    std::uint64_t h = hole < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(hole));
+    for (std::uint64_t p = d; p < h;) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(h - p, buf.size()));
+      auto r = utils::pread_all(pfd, std::span(buf.data(), n), p);
+      if (!r) return r.error();
+      if (*r == 0) break;
+      sec_err = utils::pwrite_all(sfd, std::span(buf.data(), *r), p);
+      if (sec_err) break;
+      *copied += *r;
+      p += *r;
+    }
+    pos = h;
+  }
+  if (sec_err) {
+    fail_secondary("resync write", sec_err);
+    return utils::errno_code(EIO);
+  }
+  for (std::uint64_t c = first; c < end; ++c) bitmap_->mark_synced(c);
+  resync_copied_.fetch_add(*copied, std::memory_order_relaxed);
+  return end;
+}
+
+void Image::set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total) {
+  std::lock_guard lk(progress_mu_);
+  action_ = a;
+  sync_done_ = done;
+  sync_total_ = total;
+}
+
+std::error_code Image::sweep() {
+  auto r = bitmap_->sweep([this] { return sync_legs(); });
+  if (!r) return r.error();
+  if (*r) spdlog::debug("{}: cleared {} idle chunk bits", name(), *r);
+  return {};
+}
+
+std::error_code Image::close_clean() {
+  return bitmap_->close_clean([this] { return sync_legs(); });
+}
+
+ImageStatus Image::status() const {
+  ImageStatus s;
+  s.name = name();
+  struct stat st {};
+  if (::fstat(primary_.get(), &st) == 0) s.size = static_cast<std::uint64_t>(st.st_size);
+  s.bitmap = bitmap_->stats();
+  s.secondary_ok = secondary_ok();
+  {
+    std::lock_guard lk(progress_mu_);
+    s.action = action_;
+    s.sync_done_bytes = sync_done_;
+    s.sync_total_bytes = sync_total_;
+  }
+  s.resync_copied_bytes = resync_copied_.load(std::memory_order_relaxed);
+  if (!s.secondary_ok) s.state = "degraded";
+  else if (s.action == SyncAction::resync || s.bitmap.unsynced_chunks) s.state = "resyncing";
+  else if (s.bitmap.dirty_chunks) s.state = "active";
+  else s.state = "clean";
+  return s;
+}
+
+}  // namespace fusemirror::core

@@ -1,0 +1,108 @@
+// core/image.hpp — one mirrored image: its two legs, its bitmap, and the write path.
+//
+// Write path ordering (argued in docs/write-path.md):
+//   range lock -> bitmap start_write (bits durable, group commit) -> pwrite both legs
+//   concurrently -> bitmap end_write -> acknowledge.
+// One leg policy, written once in settle(): the secondary fails -> the write succeeds,
+// the image is degraded (durably, in the bitmap header) and its chunks stay dirty; the
+// primary fails -> the user gets the primary's error (reads come from the primary, so
+// acknowledging a write it does not hold would serve stale data). The bitmap cannot be
+// written -> the data write is refused with EIO: never data without a durable intent.
+//
+// Thread safety: all public members may be called concurrently.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <system_error>
+
+#include "core/bitmap.hpp"
+#include "core/range_lock.hpp"
+#include "utils/fd.hpp"
+#include "utils/result.hpp"
+#include "utils/thread_pool.hpp"
+
+namespace fusemirror::core {
+
+enum class SyncAction { idle, resync, check, repair };
+const char* to_string(SyncAction a);
+
+struct ImageStatus {
+  std::string name;
+  std::uint64_t size = 0;
+  std::string state;  // clean | active | resyncing | degraded
+  bool secondary_ok = true;
+  BitmapStats bitmap;
+  SyncAction action = SyncAction::idle;
+  std::uint64_t sync_done_bytes = 0;
+  std::uint64_t sync_total_bytes = 0;
+  std::uint64_t resync_copied_bytes = 0;  // data bytes copied by resync, all passes
+};
+
+class Image {
+ public:
+  // `secondary` may be invalid: the image starts degraded.
+  Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondary,
+        std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool);
+  ~Image();
+
+  const std::string& name() const;
+  void rename(std::string name);
+
+  utils::Result<std::size_t> read(std::span<std::byte> buf, std::uint64_t off);
+  utils::Result<std::size_t> write(std::span<const std::byte> data, std::uint64_t off);
+  std::error_code truncate(std::uint64_t size);
+  std::error_code fallocate(int mode, std::uint64_t off, std::uint64_t len);
+  std::error_code fsync(bool datasync);
+  utils::Result<struct stat> stat() const;
+  int primary_fd() const { return primary_.get(); }
+  int secondary_fd() const { return secondary_.get(); }
+  bool secondary_ok() const { return secondary_ok_.load(std::memory_order_acquire); }
+
+  // Degrades the image: logs once, records it durably in the bitmap.
+  void fail_secondary(const char* op, std::error_code ec);
+
+  // --- resync (called by the resync worker only) ---
+  // Copies the next run of unsynced chunks at or after `from` (up to `max_bytes`),
+  // primary -> secondary, sparse-aware. Returns the chunk after the run, or
+  // total_chunks when nothing is left. `copied` gets the data bytes written.
+  utils::Result<std::uint64_t> resync_step(std::uint64_t from, std::uint64_t max_bytes,
+                                           std::vector<std::byte>& buf, std::uint64_t* copied);
+  // Makes the secondary's size the primary's (under the whole-file lock).
+  std::error_code reconcile_size();
+  void set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total);
+
+  // --- housekeeping ---
+  std::error_code sweep();       // lazy clearing; called every daemon_sleep
+  std::error_code close_clean(); // at unmount
+  std::error_code sync_legs();   // fdatasync both legs concurrently
+
+  Bitmap* bitmap() { return bitmap_.get(); }
+  ImageStatus status() const;
+
+ private:
+  // Turns the two legs' results into the user's result; degrades on a secondary error.
+  std::error_code settle(const char* op, std::error_code primary, std::error_code secondary);
+
+  mutable std::mutex name_mu_;
+  std::string name_;  // guarded by name_mu_
+  utils::UniqueFd primary_;
+  utils::UniqueFd secondary_;
+  std::unique_ptr<Bitmap> bitmap_;
+  utils::ThreadPool* pool_;
+  RangeLock locks_;
+  std::atomic<bool> secondary_ok_;
+  std::atomic<int> resync_running_{0};
+  mutable std::mutex progress_mu_;
+  SyncAction action_ = SyncAction::idle;  // guarded by progress_mu_
+  std::uint64_t sync_done_ = 0, sync_total_ = 0;  // guarded by progress_mu_
+  std::atomic<std::uint64_t> resync_copied_{0};
+};
+
+}  // namespace fusemirror::core

@@ -1,0 +1,352 @@
+// fusemirror/fuse_ops.cpp — each FUSE operation unpacks its arguments, calls core, and
+// turns the result into a negative errno. No exception ever reaches libfuse: every
+// operation runs inside guarded() (bad_alloc -> ENOMEM, anything else -> EIO, logged).
+#include "fusemirror/fuse_ops.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <new>
+#include <string>
+
+namespace fusemirror::fuse {
+namespace {
+
+struct Handle {
+  std::shared_ptr<core::Image> image;  // null for a control file
+  std::string content;                 // a control file's snapshot
+};
+
+core::MirrorSet& set() {
+  return *static_cast<core::MirrorSet*>(fuse_get_context()->private_data);
+}
+
+// "/a/b" -> "a/b"; "/" -> "".
+std::string rel(const char* path) {
+  if (!path) return {};
+  while (*path == '/') ++path;
+  return path;
+}
+
+int neg(std::error_code ec) {
+  if (!ec) return 0;
+  if (ec.category() == std::generic_category() || ec.category() == std::system_category())
+    return -ec.value();
+  return -EIO;
+}
+
+Handle* handle(fuse_file_info* fi) { return fi ? reinterpret_cast<Handle*>(fi->fh) : nullptr; }
+
+template <typename F>
+int guarded(const char* op, const char* path, F&& fn) noexcept {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    spdlog::error("{} {}: out of memory", op, path ? path : "(unlinked)");
+    return -ENOMEM;
+  } catch (const std::exception& e) {
+    spdlog::error("{} {}: {}", op, path ? path : "(unlinked)", e.what());
+    return -EIO;
+  } catch (...) {
+    spdlog::error("{} {}: unknown exception", op, path ? path : "(unlinked)");
+    return -EIO;
+  }
+}
+
+bool is_control_dir(const char* p) { return p && std::strcmp(p, kControlDir) == 0; }
+bool is_control(const char* p) {
+  return p && std::strncmp(p, kControlDir, std::strlen(kControlDir)) == 0 &&
+         (p[std::strlen(kControlDir)] == '\0' || p[std::strlen(kControlDir)] == '/');
+}
+
+void* op_init(fuse_conn_info* conn, fuse_config* cfg) {
+  cfg->hard_remove = 1;  // no .fuse_hidden files in the backing directories
+  cfg->nullpath_ok = 1;  // ops on unlinked-but-open images use the handle
+  cfg->use_ino = 0;
+  conn->max_write = 1u << 20;  // 1 MiB writes (the kernel negotiates max_pages)
+  conn->max_readahead = 1u << 20;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  return fuse_get_context()->private_data;
+}
+
+int op_getattr(const char* path, struct stat* st, fuse_file_info* fi) {
+  return guarded("getattr", path, [&] {
+    if (auto* h = handle(fi); h && h->image) {
+      auto r = h->image->stat();
+      if (!r) return neg(r.error());
+      *st = *r;
+      return 0;
+    }
+    if (is_control(path)) {
+      std::memset(st, 0, sizeof *st);
+      st->st_uid = ::getuid();
+      st->st_gid = ::getgid();
+      if (is_control_dir(path)) {
+        st->st_mode = S_IFDIR | 0555;
+        st->st_nlink = 2;
+      } else if (std::strcmp(path, kStatusFile) == 0) {
+        st->st_mode = S_IFREG | 0444;
+        st->st_nlink = 1;
+      } else {
+        return -ENOENT;
+      }
+      return 0;
+    }
+    auto r = set().getattr(rel(path));
+    if (!r) return neg(r.error());
+    *st = *r;
+    return 0;
+  });
+}
+
+// nullpath_ok makes libfuse pass a NULL path to readdir: opendir keeps the path.
+int op_opendir(const char* path, fuse_file_info* fi) {
+  return guarded("opendir", path, [&] {
+    fi->fh = reinterpret_cast<std::uint64_t>(new std::string(path ? path : "/"));
+    return 0;
+  });
+}
+
+int op_releasedir(const char* path, fuse_file_info* fi) {
+  delete reinterpret_cast<std::string*>(fi->fh);
+  return 0;
+}
+
+int op_readdir(const char* path_arg, void* buf, fuse_fill_dir_t filler, off_t,
+               fuse_file_info* fi, fuse_readdir_flags) {
+  const char* path = fi && fi->fh ? reinterpret_cast<std::string*>(fi->fh)->c_str() : path_arg;
+  return guarded("readdir", path, [&] {
+    filler(buf, ".", nullptr, 0, fuse_fill_dir_flags{});
+    filler(buf, "..", nullptr, 0, fuse_fill_dir_flags{});
+    if (is_control_dir(path)) {
+      filler(buf, "status.json", nullptr, 0, fuse_fill_dir_flags{});
+      return 0;
+    }
+    auto r = set().readdir(rel(path));
+    if (!r) return neg(r.error());
+    for (const auto& e : *r) filler(buf, e.name.c_str(), nullptr, 0, fuse_fill_dir_flags{});
+    return 0;
+  });
+}
+
+int op_open(const char* path, fuse_file_info* fi) {
+  return guarded("open", path, [&] {
+    if (is_control(path)) {
+      if (std::strcmp(path, kStatusFile) != 0) return -EISDIR;
+      if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EACCES;
+      auto h = std::make_unique<Handle>();
+      h->content = set().status_json();
+      fi->direct_io = 1;  // size unknown to the kernel: read what we return
+      fi->fh = reinterpret_cast<std::uint64_t>(h.release());
+      return 0;
+    }
+    auto img = set().open_image(rel(path));
+    if (!img) return neg(img.error());
+    if (fi->flags & O_TRUNC)
+      if (auto ec = (*img)->truncate(0)) return neg(ec);
+    fi->fh = reinterpret_cast<std::uint64_t>(new Handle{*img, {}});
+    return 0;
+  });
+}
+
+int op_create(const char* path, mode_t mode, fuse_file_info* fi) {
+  return guarded("create", path, [&] {
+    if (is_control(path)) return -EPERM;
+    const auto* ctx = fuse_get_context();
+    const bool as_caller = ::geteuid() == 0;
+    auto img = set().create_image(rel(path), mode, as_caller ? ctx->uid : static_cast<uid_t>(-1),
+                                  as_caller ? ctx->gid : static_cast<gid_t>(-1));
+    if (!img) return neg(img.error());
+    fi->fh = reinterpret_cast<std::uint64_t>(new Handle{*img, {}});
+    return 0;
+  });
+}
+
+int op_read(const char* path, char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  return guarded("read", path, [&]() -> int {
+    Handle* h = handle(fi);
+    if (!h) return -EBADF;
+    if (!h->image) {
+      if (static_cast<std::size_t>(off) >= h->content.size()) return 0;
+      const std::size_t n = std::min(size, h->content.size() - static_cast<std::size_t>(off));
+      std::memcpy(buf, h->content.data() + off, n);
+      return static_cast<int>(n);
+    }
+    auto r = h->image->read(std::as_writable_bytes(std::span(buf, size)), static_cast<std::uint64_t>(off));
+    if (!r) return neg(r.error());
+    return static_cast<int>(*r);
+  });
+}
+
+int op_write(const char* path, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  return guarded("write", path, [&]() -> int {
+    Handle* h = handle(fi);
+    if (!h || !h->image) return -EBADF;
+    auto r = h->image->write(std::as_bytes(std::span(buf, size)), static_cast<std::uint64_t>(off));
+    if (!r) return neg(r.error());
+    return static_cast<int>(*r);
+  });
+}
+
+int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
+  return guarded("truncate", path, [&] {
+    if (size < 0) return -EINVAL;
+    if (auto* h = handle(fi); h && h->image) return neg(h->image->truncate(static_cast<std::uint64_t>(size)));
+    if (is_control(path)) return -EPERM;
+    return neg(set().truncate(rel(path), static_cast<std::uint64_t>(size)));
+  });
+}
+
+int op_fallocate(const char* path, int mode, off_t off, off_t len, fuse_file_info* fi) {
+  return guarded("fallocate", path, [&] {
+    Handle* h = handle(fi);
+    if (!h || !h->image) return -EBADF;
+    if (off < 0 || len <= 0) return -EINVAL;
+    return neg(h->image->fallocate(mode, static_cast<std::uint64_t>(off), static_cast<std::uint64_t>(len)));
+  });
+}
+
+int op_fsync(const char* path, int datasync, fuse_file_info* fi) {
+  return guarded("fsync", path, [&] {
+    Handle* h = handle(fi);
+    if (!h || !h->image) return 0;
+    return neg(h->image->fsync(datasync != 0));
+  });
+}
+
+int op_flush(const char*, fuse_file_info*) { return 0; }
+
+int op_release(const char* path, fuse_file_info* fi) {
+  return guarded("release", path, [&] {
+    delete handle(fi);
+    return 0;
+  });
+}
+
+off_t op_lseek(const char* path, off_t off, int whence, fuse_file_info* fi) {
+  try {
+    Handle* h = handle(fi);
+    if (!h || !h->image) return -EBADF;
+    off_t r = ::lseek(h->image->primary_fd(), off, whence);
+    return r < 0 ? -errno : r;
+  } catch (...) {
+    return -EIO;
+  }
+}
+
+int op_unlink(const char* path) {
+  return guarded("unlink", path, [&] { return is_control(path) ? -EPERM : neg(set().unlink(rel(path))); });
+}
+
+int op_mkdir(const char* path, mode_t mode) {
+  return guarded("mkdir", path, [&] {
+    if (is_control(path)) return -EPERM;
+    const auto* ctx = fuse_get_context();
+    const bool as_caller = ::geteuid() == 0;
+    return neg(set().mkdir(rel(path), mode, as_caller ? ctx->uid : static_cast<uid_t>(-1),
+                           as_caller ? ctx->gid : static_cast<gid_t>(-1)));
+  });
+}
+
+int op_rmdir(const char* path) {
+  return guarded("rmdir", path, [&] { return is_control(path) ? -EPERM : neg(set().rmdir(rel(path))); });
+}
+
+int op_rename(const char* from, const char* to, unsigned flags) {
+  return guarded("rename", from, [&] {
+    if (is_control(from) || is_control(to)) return -EPERM;
+    return neg(set().rename(rel(from), rel(to), flags));
+  });
+}
+
+int op_chmod(const char* path, mode_t mode, fuse_file_info*) {
+  return guarded("chmod", path, [&] { return is_control(path) ? -EPERM : neg(set().chmod(rel(path), mode)); });
+}
+
+int op_chown(const char* path, uid_t uid, gid_t gid, fuse_file_info*) {
+  return guarded("chown", path, [&] { return is_control(path) ? -EPERM : neg(set().chown(rel(path), uid, gid)); });
+}
+
+int op_utimens(const char* path, const struct timespec ts[2], fuse_file_info*) {
+  return guarded("utimens", path, [&] { return is_control(path) ? -EPERM : neg(set().utimens(rel(path), ts)); });
+}
+
+int op_statfs(const char* path, struct statvfs* sv) {
+  return guarded("statfs", path, [&] {
+    auto r = set().statfs();
+    if (!r) return neg(r.error());
+    *sv = *r;
+    return 0;
+  });
+}
+
+int op_setxattr(const char* path, const char* name, const char* value, size_t size, int flags) {
+  return guarded("setxattr", path, [&] {
+    return is_control(path) ? -EPERM : neg(set().setxattr(rel(path), name, value, size, flags));
+  });
+}
+
+int op_getxattr(const char* path, const char* name, char* value, size_t size) {
+  return guarded("getxattr", path, [&]() -> int {
+    if (is_control(path)) return -ENODATA;
+    auto r = set().getxattr(rel(path), name, value, size);
+    return r ? static_cast<int>(*r) : neg(r.error());
+  });
+}
+
+int op_listxattr(const char* path, char* list, size_t size) {
+  return guarded("listxattr", path, [&]() -> int {
+    if (is_control(path)) return 0;
+    auto r = set().listxattr(rel(path), list, size);
+    return r ? static_cast<int>(*r) : neg(r.error());
+  });
+}
+
+int op_removexattr(const char* path, const char* name) {
+  return guarded("removexattr", path, [&] {
+    return is_control(path) ? -EPERM : neg(set().removexattr(rel(path), name));
+  });
+}
+
+fuse_operations make_ops() {
+  fuse_operations ops{};
+  ops.init = op_init;
+  ops.getattr = op_getattr;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.releasedir = op_releasedir;
+  ops.open = op_open;
+  ops.create = op_create;
+  ops.read = op_read;
+  ops.write = op_write;
+  ops.truncate = op_truncate;
+  ops.fallocate = op_fallocate;
+  ops.fsync = op_fsync;
+  ops.flush = op_flush;
+  ops.release = op_release;
+  ops.lseek = op_lseek;
+  ops.unlink = op_unlink;
+  ops.mkdir = op_mkdir;
+  ops.rmdir = op_rmdir;
+  ops.rename = op_rename;
+  ops.chmod = op_chmod;
+  ops.chown = op_chown;
+  ops.utimens = op_utimens;
+  ops.statfs = op_statfs;
+  ops.setxattr = op_setxattr;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.removexattr = op_removexattr;
+  return ops;
+}
+
+}  // namespace
+
+const fuse_operations& operations() {
+  static const fuse_operations ops = make_ops();
+  return ops;
+}
+
+}  // namespace fusemirror::fuse

@@ -1,0 +1,113 @@
+// fm_sparse_map — print a file's data extents, one "start end" line each (end exclusive),
+// found with lseek(SEEK_DATA) / lseek(SEEK_HOLE). Used by the integration tests to check
+// that the primary and secondary copies of an image are equally sparse.
+//
+// Usage: fm_sparse_map [--size] [--drop-cache] FILE
+//   --size        print "size N" as the first line
+//   --drop-cache  fdatasync the file and drop its clean page cache first. On ext4 an
+//                 unwritten (fallocated / zero-ranged) extent counts as data while its
+//                 pages sit uptodate in the page cache, so a file that was merely read
+//                 (the primary, through the mount) would otherwise map differently from
+//                 an identical file that was not (the secondary).
+//
+// A file with no data prints nothing. Exit status: 0 ok, 1 I/O error, 2 usage.
+// Note: file systems report extents at their own granularity (page for tmpfs, block for
+// ext4); compare maps of files on the same file system type.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+namespace {
+
+int usage() {
+  std::fprintf(stderr, "usage: fm_sparse_map [--size] [--drop-cache] FILE\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool print_size = false;
+  bool drop_cache = false;
+  const char* path = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--size") {
+      print_size = true;
+    } else if (a == "--drop-cache") {
+      drop_cache = true;
+    } else if (a == "-h" || a == "--help") {
+      usage();
+      return 0;
+    } else if (!a.empty() && a[0] == '-' && a != "-") {
+      return usage();
+    } else if (path == nullptr) {
+      path = argv[i];
+    } else {
+      return usage();
+    }
+  }
+  if (path == nullptr) return usage();
+
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    std::fprintf(stderr, "fm_sparse_map: %s: %s\n", path, std::strerror(errno));
+    return 1;
+  }
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) {
+    std::fprintf(stderr, "fm_sparse_map: %s: fstat: %s\n", path, std::strerror(errno));
+    return 1;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    std::fprintf(stderr, "fm_sparse_map: %s: not a regular file\n", path);
+    return 1;
+  }
+  if (drop_cache) {
+    if (::fdatasync(fd) != 0) {
+      std::fprintf(stderr, "fm_sparse_map: %s: fdatasync: %s\n", path, std::strerror(errno));
+      return 1;
+    }
+    int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    if (rc != 0) {
+      std::fprintf(stderr, "fm_sparse_map: %s: posix_fadvise: %s\n", path, std::strerror(rc));
+      return 1;
+    }
+  }
+  const off_t size = st.st_size;
+  if (print_size) std::printf("size %lld\n", static_cast<long long>(size));
+
+  off_t pos = 0;
+  while (pos < size) {
+    off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data after pos
+      std::fprintf(stderr, "fm_sparse_map: %s: SEEK_DATA at %lld: %s\n", path,
+                   static_cast<long long>(pos), std::strerror(errno));
+      return 1;
+    }
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) {
+      if (errno == ENXIO) {
+        hole = size;  // raced with a truncate; treat as end
+      } else {
+        std::fprintf(stderr, "fm_sparse_map: %s: SEEK_HOLE at %lld: %s\n", path,
+                     static_cast<long long>(data), std::strerror(errno));
+        return 1;
+      }
+    }
+    if (hole > size) hole = size;
+    if (hole <= data) break;
+    std::printf("%lld %lld\n", static_cast<long long>(data), static_cast<long long>(hole));
+    pos = hole;
+  }
+  ::close(fd);
+  if (std::fflush(stdout) != 0) return 1;
+  return 0;
+}

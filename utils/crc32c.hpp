@@ -1,0 +1,13 @@
+// utils/crc32c.hpp — CRC32C (Castagnoli, reflected, init and final xor 0xFFFFFFFF).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace fusemirror::utils {
+
+// crc32c("123456789") == 0xE3069283.
+std::uint32_t crc32c(std::span<const std::byte> data, std::uint32_t seed = 0);
+
+}  // namespace fusemirror::utils

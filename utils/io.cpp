@@ -1,0 +1,44 @@
+#include "utils/io.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace fusemirror::utils {
+
+std::error_code pwrite_all(int fd, std::span<const std::byte> data, std::uint64_t off) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(off + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return last_errno();
+    }
+    if (n == 0) return errno_code(EIO);
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+Result<std::size_t> pread_all(int fd, std::span<std::byte> data, std::uint64_t off) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::pread(fd, data.data() + done, data.size() - done, static_cast<off_t>(off + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return last_errno();
+    }
+    if (n == 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
+std::error_code fdatasync_fd(int fd) {
+  while (::fdatasync(fd) != 0) {
+    if (errno != EINTR) return last_errno();
+  }
+  return {};
+}
+
+}  // namespace fusemirror::utils
