@@ -81,6 +81,10 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
           why = "the bitmap is disabled and the set was not shut down cleanly";
         }
       }
+      if (why.empty() && (h.state & kStateStale)) {
+        all_dirty = true;
+        why = "the bitmap is marked stale";
+      }
       if (why.empty() && (h.state & kStateNeedsFullSync)) {
         all_dirty = true;
         why = "a full resync was still pending";
@@ -125,6 +129,13 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
   std::unique_lock lk(bm->mu_);
   bm->file_size_ = file_size;
   if (params.image_size > h.sync_size) bm->grow_locked(params.image_size);
+  if (params.image_size < h.sync_size && !all_dirty) {
+    // Bits past the end describe data that no longer exists on the primary.
+    const std::uint64_t chunks = (params.image_size + h.chunk_size - 1) / h.chunk_size;
+    for (std::uint64_t c = chunks; c < bm->total_chunks_; ++c) bm->clear_bit_locked(c);
+    bm->total_chunks_ = chunks;
+    bm->header_.sync_size = params.image_size;
+  }
   if (all_dirty) {
     for (std::uint64_t c = 0; c < bm->total_chunks_; ++c) bm->set_bit_locked(c);
     bm->header_.state |= kStateNeedsFullSync;
@@ -345,6 +356,30 @@ void Bitmap::end_write(std::uint64_t off, std::uint64_t len, bool legs_ok) {
       ++unsynced_count_;
     }
   }
+}
+
+std::error_code Bitmap::resize(std::uint64_t size) {
+  std::unique_lock lk(mu_);
+  if (sticky_error_) return sticky_error_;
+  const std::uint64_t chunks = (size + header_.chunk_size - 1) / header_.chunk_size;
+  if (chunks > total_chunks_) {
+    grow_locked(size);
+  } else {
+    for (std::uint64_t c = chunks; c < total_chunks_; ++c) {
+      clear_bit_locked(c);
+      const std::uint64_t m = 1ull << (c & 63);
+      if (unsynced_[c >> 6] & m) {
+        unsynced_[c >> 6] &= ~m;
+        --unsynced_count_;
+      }
+      recent_[c >> 6] &= ~m;
+    }
+    total_chunks_ = chunks;
+    header_.sync_size = size;
+    touch_header_locked();
+  }
+  if (!persist_bits_) return {};
+  return wait_durable_locked(lk, requested_gen_);
 }
 
 std::error_code Bitmap::mark_unsynced(std::uint64_t off, std::uint64_t len) {

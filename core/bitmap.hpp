@@ -96,6 +96,11 @@ class Bitmap {
   // Ends a start_write. `legs_ok` false: some leg failed, the chunks become unsynced.
   void end_write(std::uint64_t off, std::uint64_t len, bool legs_ok);
 
+  // The image's size changed to `size` (both legs truncated, under the image's whole-file
+  // lock, so nothing is in flight): the cover follows it. Bits past a shrunk end are
+  // dropped (the secondary's size is reconciled separately); a grown cover is clean.
+  std::error_code resize(std::uint64_t size);
+
   // Marks [off, off+len) as needing resync (dirty + unsynced), durable before returning.
   std::error_code mark_unsynced(std::uint64_t off, std::uint64_t len);
   // The first unsynced chunk >= from, or total_chunks() when none.
@@ -121,6 +126,10 @@ class Bitmap {
   std::error_code flush();
 
   BitmapStats stats() const;
+  utils::Uuid image_uuid() const {
+    std::lock_guard lk(mu_);
+    return header_.image_uuid;
+  }
   const BitmapHeader& header_for_test() const { return header_; }
 
  private:

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <boost/filesystem.hpp>
+#include <cstring>
+#include <vector>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -49,6 +51,21 @@ std::map<std::string, std::uint64_t> list_images(const std::string& root) {
     if (fs::is_regular_file(it->symlink_status())) out[rel] = fs::file_size(it->path());
   }
   return out;
+}
+
+// Byte-compares two files (sizes already equal).
+bool same_contents(const std::string& a, const std::string& b) {
+  utils::UniqueFd fa(::open(a.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  utils::UniqueFd fb(::open(b.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fa || !fb) return false;
+  std::vector<char> ba(1 << 20), bb(1 << 20);
+  for (;;) {
+    ssize_t na = ::read(fa.get(), ba.data(), ba.size());
+    ssize_t nb = ::read(fb.get(), bb.data(), bb.size());
+    if (na < 0 || nb < 0 || na != nb) return false;
+    if (na == 0) return true;
+    if (std::memcmp(ba.data(), bb.data(), static_cast<std::size_t>(na)) != 0) return false;
+  }
 }
 
 std::string read_all(const std::string& path) {
@@ -99,9 +116,21 @@ Config create_set(const CreateOptions& o) {
   }
   const auto pimgs = list_images(primary);
   const auto simgs = list_images(secondary);
-  if (!simgs.empty() && simgs != pimgs && !o.force)
-    throw Error(secondary + ": is not empty and its files differ from the primary's; use --force "
-                "to overwrite them from the primary");
+  if (!simgs.empty() && !o.force) {
+    std::string differs;
+    if (simgs != pimgs) {
+      differs = "its files are not the primary's";
+    } else {
+      for (const auto& [rel, size] : simgs)
+        if (!same_contents(primary + "/" + rel, secondary + "/" + rel)) {
+          differs = rel + " differs from the primary's";
+          break;
+        }
+    }
+    if (!differs.empty())
+      throw Error(secondary + ": is not empty and " + differs +
+                  "; use --force to overwrite the secondary from the primary");
+  }
 
   Config c;
   c.uuid = utils::random_uuid();

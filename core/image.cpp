@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "utils/io.hpp"
@@ -132,6 +133,8 @@ utils::Result<std::size_t> Image::read(std::span<std::byte> buf, std::uint64_t o
 
 utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::uint64_t off) {
   if (data.empty()) return std::size_t{0};
+  last_write_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                       std::memory_order_relaxed);
   auto guard = locks_.lock(off, off + data.size());
   // 1. Durable intent before any leg sees the data (TESTING invariant 1).
   if (auto ec = bitmap_->start_write(off, data.size())) {
@@ -172,6 +175,9 @@ std::error_code Image::truncate(std::uint64_t size) {
       });
   if (s && old != size)
     (void)bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size));
+  if (!p && !s && secondary_ok())
+    if (auto ec = bitmap_->resize(size))
+      spdlog::error("{}: bitmap resize failed: {}", name(), ec.message());
   return settle("truncate", p, s);
 }
 
@@ -256,6 +262,14 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
   const std::uint64_t off = first * cs;
   const std::uint64_t stop = end * cs;
   auto guard = locks_.lock(off, stop);
+  if (auto ec = copy_range_locked(off, stop, buf, copied)) return ec;
+  for (std::uint64_t c = first; c < end; ++c) bitmap_->mark_synced(c);
+  resync_copied_.fetch_add(*copied, std::memory_order_relaxed);
+  return end;
+}
+
+std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
+                                         std::vector<std::byte>& buf, std::uint64_t* copied) {
   struct stat st {};
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
   const std::uint64_t data_end = std::min<std::uint64_t>(stop, static_cast<std::uint64_t>(st.st_size));
@@ -263,17 +277,19 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
   std::uint64_t pos = off;
   std::error_code sec_err;
   while (pos < data_end && !sec_err) {
-    off_t data = ::lseek(pfd, static_cast<off_t>(pos), SEEK_DATA);
-    std::uint64_t d = data < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(data));
+    const off_t data = ::lseek(pfd, static_cast<off_t>(pos), SEEK_DATA);
     if (data < 0 && errno != ENXIO) return utils::last_errno();
+    const std::uint64_t d =
+        data < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(data));
     // A hole on the primary becomes a hole on the secondary, never written zeros.
     if (d > pos) {
       sec_err = punch(sfd, pos, d - pos);
       if (sec_err) break;
     }
     if (d >= data_end) break;
-    off_t hole = ::lseek(pfd, static_cast<off_t>(d), SEEK_HOLE);
-    std::uint64_t h = hole < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(hole));
+    const off_t hole = ::lseek(pfd, static_cast<off_t>(d), SEEK_HOLE);
+    const std::uint64_t h =
+        hole < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(hole));
     for (std::uint64_t p = d; p < h;) {
       const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(h - p, buf.size()));
       auto r = utils::pread_all(pfd, std::span(buf.data(), n), p);
@@ -290,9 +306,71 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
     fail_secondary("resync write", sec_err);
     return utils::errno_code(EIO);
   }
-  for (std::uint64_t c = first; c < end; ++c) bitmap_->mark_synced(c);
-  resync_copied_.fetch_add(*copied, std::memory_order_relaxed);
+  return {};
+}
+
+utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t n, bool repair,
+                                               std::vector<std::byte>& a,
+                                               std::vector<std::byte>& b,
+                                               std::uint64_t* mismatches) {
+  const std::uint64_t cs = bitmap_->chunk_size();
+  const std::uint64_t total = bitmap_->stats().total_chunks;
+  if (from >= total) return total;
+  if (!secondary_ok()) return utils::errno_code(EIO);
+  const std::uint64_t end = std::min(total, from + std::max<std::uint64_t>(n, 1));
+  auto guard = locks_.lock(from * cs, end * cs);
+  for (std::uint64_t c = from; c < end; ++c) {
+    bool differ = false;
+    for (std::uint64_t off = c * cs; off < (c + 1) * cs && !differ;) {
+      const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>((c + 1) * cs - off, a.size()));
+      auto ra = utils::pread_all(primary_.get(), std::span(a.data(), len), off);
+      if (!ra) return ra.error();
+      auto rb = utils::pread_all(secondary_.get(), std::span(b.data(), len), off);
+      if (!rb) {
+        fail_secondary("check read", rb.error());
+        return utils::errno_code(EIO);
+      }
+      if (*ra != *rb || std::memcmp(a.data(), b.data(), *ra) != 0) differ = true;
+      if (*ra < len) break;  // end of file on both
+      off += len;
+    }
+    if (!differ) continue;
+    ++*mismatches;
+    spdlog::warn("{}: chunk {} differs between primary and secondary{}", name(), c,
+                 repair ? "; repairing from the primary" : "");
+    if (repair) {
+      // Intent first (the repair writes the secondary), then the copy, then "synced".
+      if (auto ec = bitmap_->mark_unsynced(c * cs, cs)) return utils::errno_code(EIO);
+      std::uint64_t copied = 0;
+      if (auto ec = copy_range_locked(c * cs, (c + 1) * cs, a, &copied)) return ec;
+      bitmap_->mark_synced(c);
+    }
+  }
   return end;
+}
+
+std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
+  auto guard = locks_.lock(0, RangeLock::kEnd);
+  if (secondary_ok()) return utils::errno_code(EBUSY);
+  secondary_ = std::move(secondary);
+  if (full) {
+    struct stat st {};
+    if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
+    if (auto ec = bitmap_->mark_unsynced(0, static_cast<std::uint64_t>(st.st_size))) return ec;
+  }
+  bitmap_->mark_all_dirty_unsynced();
+  // Back in service: the degraded flag goes (events + 1); clearing resumes only after
+  // resync has copied every unsynced chunk.
+  if (auto ec = bitmap_->set_degraded(false)) return ec;
+  secondary_ok_.store(true, std::memory_order_release);
+  struct stat p {};
+  if (::fstat(primary_.get(), &p) == 0 && ::ftruncate(secondary_.get(), p.st_size) != 0) {
+    fail_secondary("truncate", utils::last_errno());
+    return utils::errno_code(EIO);
+  }
+  spdlog::info("{}: secondary re-added; {} resync of {} chunks", name(), full ? "full" : "bitmap-based",
+               bitmap_->stats().unsynced_chunks);
+  return {};
 }
 
 void Image::set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total) {
@@ -327,7 +405,9 @@ ImageStatus Image::status() const {
     s.sync_total_bytes = sync_total_;
   }
   s.resync_copied_bytes = resync_copied_.load(std::memory_order_relaxed);
+  s.mismatch_cnt = mismatch_cnt_.load(std::memory_order_relaxed);
   if (!s.secondary_ok) s.state = "degraded";
+  else if (s.action == SyncAction::check || s.action == SyncAction::repair) s.state = "checking";
   else if (s.action == SyncAction::resync || s.bitmap.unsynced_chunks) s.state = "resyncing";
   else if (s.bitmap.dirty_chunks) s.state = "active";
   else s.state = "clean";

@@ -43,6 +43,7 @@ struct ImageStatus {
   std::uint64_t sync_done_bytes = 0;
   std::uint64_t sync_total_bytes = 0;
   std::uint64_t resync_copied_bytes = 0;  // data bytes copied by resync, all passes
+  std::uint64_t mismatch_cnt = 0;         // chunks found different by the last check/repair
 };
 
 class Image {
@@ -78,6 +79,25 @@ class Image {
   std::error_code reconcile_size();
   void set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total);
 
+  // --- check / repair (md's sync_action) ---
+  // Compares chunks [from, from + n) of both legs under the range lock; counts mismatching
+  // chunks into *mismatches. With `repair`, a mismatching chunk is marked dirty (durably)
+  // and copied from the primary before the lock is dropped. Returns the next chunk.
+  utils::Result<std::uint64_t> check_step(std::uint64_t from, std::uint64_t n, bool repair,
+                                          std::vector<std::byte>& a, std::vector<std::byte>& b,
+                                          std::uint64_t* mismatches);
+  void set_mismatch_cnt(std::uint64_t n) { mismatch_cnt_.store(n, std::memory_order_relaxed); }
+  std::uint64_t total_chunks() const { return bitmap_->stats().total_chunks; }
+
+  // --- re-add ---
+  // Puts `secondary` back as the image's secondary. With `full`, every chunk is marked for
+  // resync; otherwise only the bitmap's dirty chunks (the caller proved it covers all the
+  // secondary missed). REQUIRES: the image is degraded.
+  std::error_code readd(utils::UniqueFd secondary, bool full);
+
+  // Nanoseconds (steady clock) of the last user write: resync yields to user I/O.
+  std::int64_t last_user_write_ns() const { return last_write_ns_.load(std::memory_order_relaxed); }
+
   // --- housekeeping ---
   std::error_code sweep();       // lazy clearing; called every daemon_sleep
   std::error_code close_clean(); // at unmount
@@ -103,6 +123,11 @@ class Image {
   SyncAction action_ = SyncAction::idle;  // guarded by progress_mu_
   std::uint64_t sync_done_ = 0, sync_total_ = 0;  // guarded by progress_mu_
   std::atomic<std::uint64_t> resync_copied_{0};
+  std::atomic<std::uint64_t> mismatch_cnt_{0};
+  std::atomic<std::int64_t> last_write_ns_{0};
+  // Copies [off, stop) primary -> secondary, holes as holes. REQUIRES the range lock.
+  std::error_code copy_range_locked(std::uint64_t off, std::uint64_t stop,
+                                    std::vector<std::byte>& buf, std::uint64_t* copied);
 };
 
 }  // namespace fusemirror::core

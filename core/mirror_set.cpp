@@ -25,6 +25,11 @@ namespace {
 
 std::string proc_fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
+// Where the secondary keeps its record of image REL (or of directory REL).
+std::string record_rel(const std::string& rel, bool dir = false) {
+  return std::string(kMetaDirName) + "/images/" + rel + (dir ? "" : ".json");
+}
+
 std::string parent_rel(const std::string& rel) {
   auto slash = rel.rfind('/');
   return slash == std::string::npos ? std::string{} : rel.substr(0, slash);
@@ -220,8 +225,20 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::load_image_locked(const std::st
     spdlog::info("{}: no copy on the secondary; full resync", rel);
     if (auto ec = (*bm)->mark_unsynced(0, size)) return ec;
   }
+  const bool bitmap_trusted = why.empty();
   auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary_fd),
                                      std::move(*bm), pool_.get());
+  if (img->secondary_ok()) {
+    // TESTING invariant 4: the bitmap is only trusted for the secondary copy it describes.
+    std::string not_covered;
+    if (!sec_new && bitmap_trusted && size > 0 && !bitmap_covers(rel, *img, &not_covered)) {
+      spdlog::warn("{}: full resync: {}", rel, not_covered);
+      if (auto ec = img->bitmap()->mark_unsynced(0, size)) return ec;
+    }
+    // From here the secondary is a member at the bitmap's current events.
+    if (auto ec = write_record(rel, *img, img->bitmap()->stats().events))
+      img->fail_secondary("record write", ec);
+  }
   if (auto ec = img->reconcile_size()) return ec;
   {
     std::lock_guard lk(table_mu_);
@@ -238,69 +255,127 @@ void MirrorSet::start() {
   resyncer_ = std::jthread([this](std::stop_token st) { resync_main(st); });
 }
 
-void MirrorSet::queue_resync(const std::shared_ptr<Image>& img) {
+void MirrorSet::queue_resync(const std::shared_ptr<Image>& img) { queue_job(img, SyncAction::resync); }
+
+void MirrorSet::queue_job(const std::shared_ptr<Image>& img, SyncAction action) {
   {
     std::lock_guard lk(work_mu_);
     for (const auto& q : resync_queue_)
-      if (q == img) return;
-    resync_queue_.push_back(img);
+      if (q.image == img && q.action == action) return;
+    resync_queue_.push_back({img, action});
   }
   work_cv_.notify_all();
 }
 
 void MirrorSet::resync_main(std::stop_token st) {
-  std::vector<std::byte> buf(1 << 20);
   for (;;) {
-    std::shared_ptr<Image> img;
+    Job job;
     {
       std::unique_lock lk(work_mu_);
+      running_.reset();
       resync_busy_ = false;
       idle_cv_.notify_all();
       if (!work_cv_.wait(lk, st, [&] { return !resync_queue_.empty(); })) return;
-      img = resync_queue_.front();
+      job = resync_queue_.front();
       resync_queue_.pop_front();
       resync_busy_ = true;
+      running_ = job.image;
+      cancel_running_ = false;
     }
-    if (!img->secondary_ok()) continue;
-    const auto stats0 = img->bitmap()->stats();
-    const std::uint64_t total = stats0.unsynced_chunks * stats0.chunk_size;
-    spdlog::info("{}: resync started: {} dirty chunks ({})", img->name(), stats0.unsynced_chunks,
-                 utils::format_size(total));
-    const auto t0 = std::chrono::steady_clock::now();
-    std::uint64_t next = 0, done = 0, copied_total = 0;
-    img->set_sync_progress(SyncAction::resync, 0, total);
-    bool ok = true;
-    const std::uint64_t max_rate = config_.resync_max_rate;
-    while (!st.stop_requested()) {
-      std::uint64_t copied = 0;
-      auto r = img->resync_step(next, 4 << 20, buf, &copied);
-      if (!r) {
-        spdlog::error("{}: resync stopped: {}", img->name(), r.error().message());
-        ok = false;
-        break;
-      }
-      copied_total += copied;
-      if (*r >= img->bitmap()->stats().total_chunks && img->bitmap()->next_unsynced(0) >= *r) break;
-      const std::uint64_t left = img->bitmap()->stats().unsynced_chunks * stats0.chunk_size;
-      done = left >= total ? 0 : total - left;
-      next = *r >= img->bitmap()->stats().total_chunks ? 0 : *r;
-      img->set_sync_progress(SyncAction::resync, done, total);
-      if (max_rate) {
-        // md's sync_speed_max: sleep until the average rate is back under the limit.
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const double ahead = static_cast<double>(done) / static_cast<double>(max_rate) - elapsed;
-        if (ahead > 0) std::this_thread::sleep_for(std::chrono::duration<double>(std::min(ahead, 1.0)));
-      }
+    if (!job.image->secondary_ok()) continue;
+    switch (job.action) {
+      case SyncAction::resync: run_resync(st, job.image); break;
+      case SyncAction::check: run_check(st, job.image, false); break;
+      case SyncAction::repair: run_check(st, job.image, true); break;
+      case SyncAction::idle: break;
     }
-    if (ok && !st.stop_requested()) {
-      (void)img->reconcile_size();
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      spdlog::info("{}: resync done: {} chunks ({}) checked, {} of data copied in {:.2f}s",
-                   img->name(), stats0.unsynced_chunks, utils::format_size(total),
-                   utils::format_size(copied_total), secs);
-    }
-    img->set_sync_progress(SyncAction::idle, 0, 0);
+    job.image->set_sync_progress(SyncAction::idle, 0, 0);
   }
+}
+
+void MirrorSet::throttle(const std::shared_ptr<Image>& img, std::uint64_t done,
+                         std::chrono::steady_clock::time_point t0) {
+  const auto now = std::chrono::steady_clock::now();
+  const double elapsed = std::chrono::duration<double>(now - t0).count();
+  const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
+  if (config_.resync_max_rate && rate > static_cast<double>(config_.resync_max_rate)) {
+    // md's sync_speed_max: sleep until the average rate is back under the limit.
+    const double ahead = static_cast<double>(done) / static_cast<double>(config_.resync_max_rate) - elapsed;
+    if (ahead > 0) std::this_thread::sleep_for(std::chrono::duration<double>(std::min(ahead, 1.0)));
+    return;
+  }
+  // md's sync_speed_min: above it, resync yields to user writes of the last 100 ms.
+  const auto last = std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(img->last_user_write_ns()));
+  if (config_.resync_min_rate && rate > static_cast<double>(config_.resync_min_rate) &&
+      now - last < std::chrono::milliseconds(100))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+void MirrorSet::run_resync(std::stop_token& st, const std::shared_ptr<Image>& img) {
+  std::vector<std::byte> buf(1 << 20);
+  const auto stats0 = img->bitmap()->stats();
+  const std::uint64_t total = stats0.unsynced_chunks * stats0.chunk_size;
+  if (stats0.unsynced_chunks == 0) {
+    (void)img->reconcile_size();
+    return;
+  }
+  spdlog::info("{}: resync started: {} dirty chunks ({})", img->name(), stats0.unsynced_chunks,
+               utils::format_size(total));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::uint64_t next = 0, done = 0, copied_total = 0;
+  img->set_sync_progress(SyncAction::resync, 0, total);
+  while (!st.stop_requested() && !cancel_running_) {
+    std::uint64_t copied = 0;
+    auto r = img->resync_step(next, 4 << 20, buf, &copied);
+    if (!r) {
+      spdlog::error("{}: resync stopped: {}", img->name(), r.error().message());
+      return;
+    }
+    copied_total += copied;
+    const std::uint64_t total_chunks = img->bitmap()->stats().total_chunks;
+    if (*r >= total_chunks && img->bitmap()->next_unsynced(0) >= total_chunks) break;
+    const std::uint64_t left = img->bitmap()->stats().unsynced_chunks * stats0.chunk_size;
+    done = left >= total ? 0 : total - left;
+    next = *r >= total_chunks ? 0 : *r;
+    img->set_sync_progress(SyncAction::resync, done, total);
+    throttle(img, done, t0);
+  }
+  if (st.stop_requested() || cancel_running_) {
+    spdlog::info("{}: resync interrupted; it resumes from the bitmap", img->name());
+    return;
+  }
+  (void)img->reconcile_size();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("{}: resync done: {} chunks ({}) checked, {} of data copied in {:.2f}s",
+               img->name(), stats0.unsynced_chunks, utils::format_size(total),
+               utils::format_size(copied_total), secs);
+}
+
+void MirrorSet::run_check(std::stop_token& st, const std::shared_ptr<Image>& img, bool repair) {
+  std::vector<std::byte> a(1 << 20), b(1 << 20);
+  const SyncAction action = repair ? SyncAction::repair : SyncAction::check;
+  const std::uint64_t cs = img->bitmap()->chunk_size();
+  const std::uint64_t total_chunks = img->total_chunks();
+  const std::uint64_t step = std::max<std::uint64_t>(1, (4u << 20) / cs);
+  spdlog::info("{}: {} started over {} chunks", img->name(), to_string(action), total_chunks);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::uint64_t mismatches = 0, next = 0;
+  img->set_mismatch_cnt(0);
+  img->set_sync_progress(action, 0, total_chunks * cs);
+  while (next < total_chunks && !st.stop_requested() && !cancel_running_) {
+    auto r = img->check_step(next, step, repair, a, b, &mismatches);
+    if (!r) {
+      spdlog::error("{}: {} stopped: {}", img->name(), to_string(action), r.error().message());
+      return;
+    }
+    next = *r;
+    img->set_mismatch_cnt(mismatches);
+    img->set_sync_progress(action, next * cs, total_chunks * cs);
+    throttle(img, next * cs, t0);
+  }
+  spdlog::info("{}: {} {}: mismatch_cnt {} ({} chunks of {})", img->name(), to_string(action),
+               next >= total_chunks ? "done" : "interrupted", mismatches, next, total_chunks);
 }
 
 void MirrorSet::check_secondary_identity() {
@@ -362,6 +437,11 @@ void MirrorSet::shutdown() {
   resyncer_ = {};
   std::unique_lock ns(ns_mu_);
   for (auto& img : images_snapshot()) {
+    // The record first, at the events the clean header will carry: a crash between the two
+    // leaves a record newer than the header, which still proves coverage.
+    if (img->secondary_ok())
+      if (auto ec = write_record(img->name(), *img, img->bitmap()->stats().events + 1))
+        img->fail_secondary("record write", ec);
     if (auto ec = img->close_clean())
       spdlog::error("{}: could not mark the bitmap clean: {}", img->name(), ec.message());
   }
@@ -458,6 +538,7 @@ std::error_code MirrorSet::unlink(const std::string& rel) {
     if (::unlinkat(sp->first.get(), sp->second.c_str(), 0) != 0 && errno != ENOENT)
       secondary_ns_error("unlink", rel, utils::last_errno());
   }
+  if (auto rp = secondary_.parent_of(record_rel(rel)); rp) ::unlinkat(rp->first.get(), rp->second.c_str(), 0);
   return {};
 }
 
@@ -502,6 +583,14 @@ std::error_code MirrorSet::rename(const std::string& from, const std::string& to
       for (auto it = images_.begin(); it != images_.end();)
         it = it->first.rfind(to + "/", 0) == 0 ? images_.erase(it) : std::next(it);
     images_.merge(moved);
+  }
+  {
+    const std::string rfrom = is_dir ? record_rel(from, true) : record_rel(from);
+    const std::string rto = is_dir ? record_rel(to, true) : record_rel(to);
+    if (!secondary_.mkdirs(parent_rel(rto), 0700)) {
+      auto rf = secondary_.parent_of(rfrom), rt = secondary_.parent_of(rto);
+      if (rf && rt) ::renameat(rf->first.get(), rf->second.c_str(), rt->first.get(), rt->second.c_str());
+    }
   }
   auto sf = secondary_.parent_of(from);
   auto stt = secondary_.parent_of(to);
@@ -646,6 +735,183 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::create_image(const std::string&
   return load_image_locked(rel);
 }
 
+// ---- the secondary's records and the operator's controls ---------------------------------
+
+MirrorSet::LegRecord MirrorSet::read_record(const std::string& rel) const {
+  LegRecord r;
+  auto fd = secondary_.open_beneath(record_rel(rel), O_RDONLY | O_NOFOLLOW);
+  if (!fd) return r;
+  std::string text(4096, '\0');
+  ssize_t n = ::pread(fd->get(), text.data(), text.size(), 0);
+  if (n <= 0) return r;
+  text.resize(static_cast<std::size_t>(n));
+  try {
+    auto j = nlohmann::json::parse(text);
+    auto su = utils::parse_uuid(j.at("set_uuid").get<std::string>());
+    auto iu = utils::parse_uuid(j.at("image_uuid").get<std::string>());
+    if (!su || !iu) return r;
+    r.set_uuid = *su;
+    r.image_uuid = *iu;
+    r.events = j.at("events").get<std::uint64_t>();
+    r.present = true;
+  } catch (const std::exception&) {
+  }
+  return r;
+}
+
+std::error_code MirrorSet::write_record(const std::string& rel, const Image& img,
+                                        std::uint64_t events) {
+  nlohmann::json j;
+  j["set_uuid"] = utils::to_string(config_.uuid);
+  j["image_uuid"] = utils::to_string(const_cast<Image&>(img).bitmap()->image_uuid());
+  j["events"] = events;
+  const std::string rrel = record_rel(rel);
+  if (auto ec = secondary_.mkdirs(parent_rel(rrel), 0700)) return ec;
+  try {
+    write_file_atomic(secondary_.path() + "/" + parent_rel(rrel),
+                      rrel.substr(rrel.rfind('/') + 1), j.dump() + "\n");
+  } catch (const Error& e) {
+    spdlog::error("{}", e.what());
+    return utils::errno_code(EIO);
+  }
+  return {};
+}
+
+bool MirrorSet::bitmap_covers(const std::string& rel, const Image& img, std::string* why) const {
+  const LegRecord r = read_record(rel);
+  auto& bm = *const_cast<Image&>(img).bitmap();
+  const BitmapStats st = bm.stats();
+  if (!r.present) {
+    *why = "the secondary has no record of this image (new, foreign or restored copy)";
+    return false;
+  }
+  if (r.set_uuid != config_.uuid) {
+    *why = "the secondary's record belongs to another mirror set (" + utils::to_string(r.set_uuid) + ")";
+    return false;
+  }
+  if (r.image_uuid != bm.image_uuid()) {
+    *why = "the secondary's copy belongs to another image (uuid " + utils::to_string(r.image_uuid) + ")";
+    return false;
+  }
+  if (r.events < st.events_cleared) {
+    *why = "the secondary's copy is older than the bitmap (its events " + std::to_string(r.events) +
+           " < events_cleared " + std::to_string(st.events_cleared) + ")";
+    return false;
+  }
+  return true;
+}
+
+std::error_code MirrorSet::fail(const std::string& rel) {
+  auto img = open_image(rel);
+  if (!img) return img.error();
+  if (!(*img)->secondary_ok()) return utils::errno_code(EALREADY);
+  spdlog::warn("{}: secondary failed by the operator", rel);
+  (*img)->fail_secondary("operator request", utils::errno_code(ECANCELED));
+  return {};
+}
+
+std::error_code MirrorSet::readd(const std::string& rel) {
+  auto img = open_image(rel);
+  if (!img) return img.error();
+  if ((*img)->secondary_ok()) return utils::errno_code(EBUSY);
+  std::unique_lock ns(ns_mu_);
+  if (secondary_vanished_) {
+    // The secondary directory came back (remounted): it must be the same set's.
+    auto d = Dir::open(config_.secondary);
+    if (!d) {
+      spdlog::error("{}: re-add refused: secondary directory unusable: {}", config_.secondary,
+                    d.error().message());
+      return d.error();
+    }
+    const std::string member_path = config_.secondary + "/" + kMetaDirName + "/" + kMemberName;
+    try {
+      if (parse_member(read_file(member_path), member_path).set_uuid != config_.uuid) {
+        spdlog::error("{}: re-add refused: the secondary belongs to another mirror set", config_.secondary);
+        return utils::errno_code(EINVAL);
+      }
+    } catch (const Error& e) {
+      spdlog::error("re-add refused: {}", e.what());
+      return utils::errno_code(EINVAL);
+    }
+    struct stat st {};
+    ::fstat(d->fd(), &st);
+    secondary_ = std::move(*d);
+    secondary_dev_ = st.st_dev;
+    secondary_ino_ = st.st_ino;
+    secondary_vanished_ = false;
+  }
+  bool sec_new = false;
+  auto sfd = secondary_.open_beneath(rel, O_RDWR | O_NOFOLLOW);
+  if (!sfd && sfd.error() == std::errc::no_such_file_or_directory) {
+    (void)secondary_.mkdirs(parent_rel(rel), 0755);
+    sfd = secondary_.open_beneath(rel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+    sec_new = sfd.ok();
+  }
+  if (!sfd) {
+    spdlog::error("{}/{}: re-add refused: {}", config_.secondary, rel, sfd.error().message());
+    return sfd.error();
+  }
+  std::string why;
+  bool full = sec_new;
+  if (sec_new) why = "the secondary has no copy of the image";
+  else if (!bitmap_covers(rel, **img, &why)) full = true;
+  if (full) spdlog::warn("{}: re-add: full resync: {}", rel, why);
+  if (auto ec = (*img)->readd(std::move(*sfd), full)) return ec;
+  if (auto ec = write_record(rel, **img, (*img)->bitmap()->stats().events)) {
+    (*img)->fail_secondary("record write", ec);
+    return ec;
+  }
+  queue_resync(*img);
+  return {};
+}
+
+std::error_code MirrorSet::sync_action(const std::string& rel, SyncAction action) {
+  auto img = open_image(rel);
+  if (!img) return img.error();
+  if (action == SyncAction::idle) {
+    std::lock_guard lk(work_mu_);
+    std::erase_if(resync_queue_, [&](const Job& j) { return j.image == *img; });
+    if (running_ == *img) cancel_running_ = true;
+    return {};
+  }
+  if (!(*img)->secondary_ok()) return utils::errno_code(EIO);  // degraded: re-add first
+  if (action == SyncAction::resync) (*img)->bitmap()->mark_all_dirty_unsynced();
+  queue_job(*img, action);
+  return {};
+}
+
+std::error_code MirrorSet::control(const std::string& line, std::string* why) {
+  std::istringstream in(line);
+  std::string cmd, image, arg;
+  in >> cmd >> image >> arg;
+  if (image.empty()) {
+    *why = "usage: fail IMAGE | re-add IMAGE | sync-action IMAGE idle|resync|check|repair";
+    return utils::errno_code(EINVAL);
+  }
+  std::error_code ec;
+  if (cmd == "fail") {
+    ec = fail(image);
+  } else if (cmd == "re-add") {
+    ec = readd(image);
+  } else if (cmd == "sync-action") {
+    SyncAction a;
+    if (arg == "idle") a = SyncAction::idle;
+    else if (arg == "resync") a = SyncAction::resync;
+    else if (arg == "check") a = SyncAction::check;
+    else if (arg == "repair") a = SyncAction::repair;
+    else {
+      *why = "unknown sync action '" + arg + "' (idle, resync, check, repair)";
+      return utils::errno_code(EINVAL);
+    }
+    ec = sync_action(image, a);
+  } else {
+    *why = "unknown control '" + cmd + "'";
+    return utils::errno_code(EINVAL);
+  }
+  if (ec) *why = cmd + " " + image + ": " + ec.message();
+  return ec;
+}
+
 // ---- status ------------------------------------------------------------------------------
 
 std::string MirrorSet::status_json() const {
@@ -676,7 +942,9 @@ std::string MirrorSet::status_json() const {
     i["events_cleared"] = s.bitmap.events_cleared;
     i["bitmap_flushes"] = s.bitmap.flushes;
     i["write_behind"] = {{"outstanding", 0}, {"limit", config_.write_behind}};
+    i["mismatch_cnt"] = s.mismatch_cnt;
     i["sync"] = {{"action", to_string(s.action)},
+                 {"mismatch_cnt", s.mismatch_cnt},
                  {"done_bytes", s.sync_done_bytes},
                  {"total_bytes", s.sync_total_bytes},
                  {"copied_bytes", s.resync_copied_bytes}};

@@ -11,6 +11,8 @@
 
 #include <sys/statvfs.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -73,8 +75,18 @@ class MirrorSet {
   utils::Result<std::shared_ptr<Image>> create_image(const std::string& rel, mode_t mode,
                                                      uid_t uid, gid_t gid);
 
-  // The live state as JSON (docs/status.md), and the same for one image.
+  // The live state as JSON (docs/quickstart.md), and the same for one image.
   std::string status_json() const;
+
+  // Operator controls (md's sysfs): fail / re-add the secondary of an image, and
+  // sync_action idle|resync|check|repair. Errors: ENOENT unknown image, EBUSY/EINVAL
+  // wrong state; the reason is logged.
+  std::error_code fail(const std::string& rel);
+  std::error_code readd(const std::string& rel);
+  std::error_code sync_action(const std::string& rel, SyncAction action);
+  // Parses and runs one control line ("fail IMAGE", "re-add IMAGE",
+  // "sync-action IMAGE ACTION"); `why` gets the reason of a refusal.
+  std::error_code control(const std::string& line, std::string* why);
 
   // Runs one sweep of every image now (tests; the sweeper thread does it periodically).
   void sweep_all();
@@ -89,8 +101,26 @@ class MirrorSet {
   utils::Result<std::shared_ptr<Image>> load_image_locked(const std::string& rel);
   void scan(const std::string& rel_dir);
   void queue_resync(const std::shared_ptr<Image>& img);
+  void queue_job(const std::shared_ptr<Image>& img, SyncAction action);
   void sweeper_main(std::stop_token st);
   void resync_main(std::stop_token st);
+  void run_resync(std::stop_token& st, const std::shared_ptr<Image>& img);
+  void run_check(std::stop_token& st, const std::shared_ptr<Image>& img, bool repair);
+  // Sleeps as md's sync_speed_min/max ask: never above max; above min only while
+  // user writes are idle. `done` bytes since `t0`.
+  void throttle(const std::shared_ptr<Image>& img, std::uint64_t done,
+                std::chrono::steady_clock::time_point t0);
+  // The secondary's record of an image: the bitmap events at which its copy was last
+  // known complete (md's per-device event count). SECONDARY/.fusemirror/images/REL.json
+  struct LegRecord {
+    bool present = false;
+    utils::Uuid set_uuid{}, image_uuid{};
+    std::uint64_t events = 0;
+  };
+  LegRecord read_record(const std::string& rel) const;
+  std::error_code write_record(const std::string& rel, const Image& img, std::uint64_t events);
+  // Whether the bitmap covers everything the secondary copy may lack; `why` says why not.
+  bool bitmap_covers(const std::string& rel, const Image& img, std::string* why) const;
   void check_secondary_identity();
   std::vector<std::shared_ptr<Image>> images_snapshot() const;
   // Applies `fn(dir)` to the secondary (logging, not failing, on its error).
@@ -110,8 +140,14 @@ class MirrorSet {
 
   std::mutex work_mu_;
   std::condition_variable_any work_cv_;
-  std::deque<std::shared_ptr<Image>> resync_queue_;  // guarded by work_mu_
+  struct Job {
+    std::shared_ptr<Image> image;
+    SyncAction action;
+  };
+  std::deque<Job> resync_queue_;                     // guarded by work_mu_
   bool resync_busy_ = false;                         // guarded by work_mu_
+  std::shared_ptr<Image> running_;                   // guarded by work_mu_
+  std::atomic<bool> cancel_running_{false};
   std::condition_variable_any idle_cv_;
   std::jthread sweeper_, resyncer_;
   bool shut_down_ = false;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -114,7 +115,10 @@ int examine_bitmap(const std::string& file) {
   std::printf("          Bitmap : %llu bits (chunks), %llu dirty (%.1f%%)%s\n",
               static_cast<unsigned long long>(bits), static_cast<unsigned long long>(dirty),
               bits ? 100.0 * static_cast<double>(dirty) / static_cast<double>(bits) : 0.0,
-              truncated ? " [bits truncated: treated as all dirty on mount]" : "");
+              truncated ? " [bits truncated]" : "");
+  if (truncated)
+    throw Error(file + ": bits truncated (" + std::to_string(*r) + " of " +
+                std::to_string((bits + 7) / 8) + " bytes); a mount treats this bitmap as all dirty");
   return 0;
 }
 
@@ -201,6 +205,17 @@ int unmount(const std::string& mountpoint, double timeout_s) {
                   " has not exited after " + std::to_string(static_cast<int>(timeout_s)) + "s");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  return 0;
+}
+
+int control(const std::string& mountpoint, const std::string& line) {
+  (void)read_status_file(mountpoint);  // a clear error when it is not a fusemirror mount
+  const std::string path = mountpoint + "/.fusemirror/control";
+  utils::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) throw utils::sys_error(path, "cannot open the control file", errno);
+  if (::write(fd.get(), line.data(), line.size()) < 0)
+    throw Error(mountpoint + ": " + line + ": " + std::strerror(errno) +
+                " (the daemon's log says why)");
   return 0;
 }
 

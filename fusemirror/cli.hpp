@@ -10,6 +10,8 @@ namespace fusemirror::cli {
 int examine_bitmap(const std::string& file);
 int status(const std::string& mountpoint, bool json);
 int unmount(const std::string& mountpoint, double timeout_s);
+// Writes one control line to MOUNTPOINT/.fusemirror/control.
+int control(const std::string& mountpoint, const std::string& line);
 
 // Mount points of running fusemirror sets (from /proc/self/mountinfo).
 std::vector<std::string> fusemirror_mounts();

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <new>
 #include <string>
@@ -17,7 +18,14 @@ namespace {
 struct Handle {
   std::shared_ptr<core::Image> image;  // null for a control file
   std::string content;                 // a control file's snapshot
+  bool control = false;                // the write-only control file
 };
+
+// SECURITY: controls are the mount owner's (and root's) only.
+bool caller_owns_mount() {
+  const uid_t uid = fuse_get_context()->uid;
+  return uid == 0 || uid == ::getuid();
+}
 
 core::MirrorSet& set() {
   return *static_cast<core::MirrorSet*>(fuse_get_context()->private_data);
@@ -89,6 +97,9 @@ int op_getattr(const char* path, struct stat* st, fuse_file_info* fi) {
       } else if (std::strcmp(path, kStatusFile) == 0) {
         st->st_mode = S_IFREG | 0444;
         st->st_nlink = 1;
+      } else if (std::strcmp(path, kControlFile) == 0) {
+        st->st_mode = S_IFREG | 0200;
+        st->st_nlink = 1;
       } else {
         return -ENOENT;
       }
@@ -122,6 +133,7 @@ int op_readdir(const char* path_arg, void* buf, fuse_fill_dir_t filler, off_t,
     filler(buf, "..", nullptr, 0, fuse_fill_dir_flags{});
     if (is_control_dir(path)) {
       filler(buf, "status.json", nullptr, 0, fuse_fill_dir_flags{});
+      filler(buf, "control", nullptr, 0, fuse_fill_dir_flags{});
       return 0;
     }
     auto r = set().readdir(rel(path));
@@ -133,6 +145,13 @@ int op_readdir(const char* path_arg, void* buf, fuse_fill_dir_t filler, off_t,
 
 int op_open(const char* path, fuse_file_info* fi) {
   return guarded("open", path, [&] {
+    if (is_control(path) && std::strcmp(path, kControlFile) == 0) {
+      if (!caller_owns_mount()) return -EACCES;
+      if ((fi->flags & O_ACCMODE) == O_RDONLY) return -EACCES;
+      fi->direct_io = 1;
+      fi->fh = reinterpret_cast<std::uint64_t>(new Handle{nullptr, {}, true});
+      return 0;
+    }
     if (is_control(path)) {
       if (std::strcmp(path, kStatusFile) != 0) return -EISDIR;
       if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EACCES;
@@ -183,7 +202,24 @@ int op_read(const char* path, char* buf, size_t size, off_t off, fuse_file_info*
 int op_write(const char* path, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
   return guarded("write", path, [&]() -> int {
     Handle* h = handle(fi);
+    if (h && h->control) {
+      if (!caller_owns_mount()) return -EACCES;
+      std::string line(buf, size);
+      while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+      std::string why;
+      if (auto ec = set().control(line, &why)) {
+        spdlog::warn("control '{}' refused: {}", line, why);
+        return neg(ec);
+      }
+      spdlog::info("control '{}' done", line);
+      return static_cast<int>(size);
+    }
     if (!h || !h->image) return -EBADF;
+    static std::atomic<std::size_t> largest{0};
+    if (size > largest.load(std::memory_order_relaxed)) {
+      largest.store(size, std::memory_order_relaxed);
+      spdlog::debug("largest FUSE write so far: {} bytes", size);
+    }
     auto r = h->image->write(std::as_bytes(std::span(buf, size)), static_cast<std::uint64_t>(off));
     if (!r) return neg(r.error());
     return static_cast<int>(*r);
@@ -194,6 +230,7 @@ int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
   return guarded("truncate", path, [&] {
     if (size < 0) return -EINVAL;
     if (auto* h = handle(fi); h && h->image) return neg(h->image->truncate(static_cast<std::uint64_t>(size)));
+    if (path && std::strcmp(path, kControlFile) == 0) return caller_owns_mount() ? 0 : -EACCES;
     if (is_control(path)) return -EPERM;
     return neg(set().truncate(rel(path), static_cast<std::uint64_t>(size)));
   });

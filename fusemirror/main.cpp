@@ -151,13 +151,39 @@ int main(int argc, char** argv) {
   bool status_json = false;
   auto* status = app.add_subcommand("status", "Show mounted mirror sets, like /proc/mdstat");
   status->add_option("mountpoint", status_mp, "Only this mount");
-  status->add_flag("--json", status_json, "JSON for scripts (schema in docs/status.md)");
+  status->add_flag("--json", status_json, "JSON for scripts (schema in docs/quickstart.md)");
+
+  std::string ctl_mp, ctl_image, ctl_action;
+  auto* fail = app.add_subcommand("fail", "Mark an image's secondary failed (degraded; changes tracked in the bitmap)");
+  fail->add_option("mountpoint", ctl_mp, "Mount point")->required();
+  fail->add_option("image", ctl_image, "Image path relative to the mount")->required();
+  auto* readd = app.add_subcommand("re-add", "Put an image's secondary back; resync only what the bitmap proves it missed");
+  readd->add_option("mountpoint", ctl_mp, "Mount point")->required();
+  readd->add_option("image", ctl_image, "Image path relative to the mount")->required();
+  auto* action = app.add_subcommand("sync-action", "Start or stop resync, check or repair of an image (md's sync_action)");
+  action->add_option("mountpoint", ctl_mp, "Mount point")->required();
+  action->add_option("image", ctl_image, "Image path relative to the mount")->required();
+  action->add_option("action", ctl_action, "idle | resync | check | repair")
+      ->required()
+      ->check(CLI::IsMember({"idle", "resync", "check", "repair"}));
 
   std::string bitmap_file;
   auto* examine = app.add_subcommand("examine-bitmap", "Print a bitmap file's header, like mdadm -X");
   examine->add_option("file", bitmap_file, "Bitmap file (.fmbm)")->required();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line that names the problem (SPEC §7); --help has the rest.
+    std::fprintf(stderr, "fusemirror: %s (see fusemirror --help)\n", e.what());
+    return e.get_exit_code() ? e.get_exit_code() : 2;
+  }
 
   try {
     if (*create) {
@@ -177,6 +203,9 @@ int main(int argc, char** argv) {
     if (*umount) return fm::cli::unmount(absolute(umount_mp), umount_timeout);
     if (*status) return fm::cli::status(status_mp.empty() ? "" : absolute(status_mp), status_json);
     if (*examine) return fm::cli::examine_bitmap(bitmap_file);
+    if (*fail) return fm::cli::control(absolute(ctl_mp), "fail " + ctl_image);
+    if (*readd) return fm::cli::control(absolute(ctl_mp), "re-add " + ctl_image);
+    if (*action) return fm::cli::control(absolute(ctl_mp), "sync-action " + ctl_image + " " + ctl_action);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fusemirror: %s\n", e.what());
     return 1;

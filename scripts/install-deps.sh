@@ -17,7 +17,7 @@ build_pkgs=(
   libcli11-dev libspdlog-dev libxxhash-dev
 )
 test_pkgs=(
-  e2fsprogs fio qemu-utils jq util-linux kmod diffutils procps
+  e2fsprogs fio qemu-utils jq util-linux mount kmod diffutils procps coreutils
 )
 
 want=("${build_pkgs[@]}")
@@ -30,6 +30,14 @@ if [[ "${1:-}" != "--build" ]]; then
     done < test/integration/PACKAGES
   fi
 fi
+
+declare -A seen=()
+uniq=()
+for p in "${want[@]}"; do
+  [[ -n "${seen[$p]:-}" ]] || uniq+=("$p")
+  seen[$p]=1
+done
+want=("${uniq[@]}")
 
 missing=()
 for p in "${want[@]}"; do
@@ -52,7 +60,6 @@ else
 fi
 
 echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y -q --no-install-recommends "${missing[@]}"

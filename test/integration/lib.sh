@@ -429,6 +429,29 @@ fm_unmount() {
   return 0
 }
 
+# fm_signal_daemon MOUNTPOINT SIG — sends SIG to the daemon we started for MOUNTPOINT
+# (a -f daemon unmounts cleanly on TERM/INT); waits for it; it must exit 0 and the mount
+# must be gone. Failures are soft.
+fm_signal_daemon() {
+  local mnt sig=$2
+  mnt=$(realpath -m -- "$1")
+  local pid=${FM_PID[$mnt]:-}
+  [[ -n $pid ]] || fail "fm_signal_daemon: no daemon of ours on $mnt"
+  kill "-$sig" "$pid" || fail "kill -$sig $pid failed"
+  if ! _fm_wait_pid "$pid" 30; then
+    soft_fail "daemon pid $pid still running 30s after SIG$sig"
+    fm_timeout 20 fusermount3 -u "$mnt" || umount -l "$mnt" || true
+    _fm_kill_pid "$pid" || fail "daemon pid $pid would not die"
+  elif ((FM_WAIT_RC != 0)); then
+    soft_fail "daemon of $mnt (pid $pid) exited with status $FM_WAIT_RC after SIG$sig, want 0"
+  fi
+  unset "FM_PID[$mnt]"
+  if fm_is_mounted "$mnt"; then
+    soft_fail "$mnt still mounted after its -f daemon got SIG$sig and exited"
+    fm_timeout 20 fusermount3 -u "$mnt" || umount -l "$mnt" || fail "cannot unmount $mnt"
+  fi
+}
+
 # loop_attach FILE [losetup options] — sets FM_LAST_LOOP.
 loop_attach() {
   local file=$1 dev

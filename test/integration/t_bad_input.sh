@@ -49,16 +49,30 @@ mkdir -p "$FM_TMP/pri2"
 refuse "create: secondary member of another set" "$(q "$SEC")" $FM create "$FM_TMP/pri2" "$SEC"
 stderr_has "create: secondary member of another set" "member|belongs|another|set"
 
-# non-empty secondary whose files differ from the primary
+# non-empty secondary whose files differ from the primary (a fresh pair per case, so a
+# wrongly accepted create does not hide the next case)
+pair() { # pair NAME → sets PP and SS, two fresh directories
+  PP=$FM_TMP/pri-$1 SS=$FM_TMP/sec-$1
+  mkdir -p "$PP" "$SS"
+}
+pair samesize
+pwrite_rand "$PP/x.img" 0 65536
+pwrite_rand "$SS/x.img" 0 65536
+refuse "create: secondary file with the same size, different bytes" "$(q "$SS")|x\.img" $FM create "$PP" "$SS"
+pair size
+pwrite_rand "$PP/x.img" 0 65536
+pwrite_rand "$SS/x.img" 0 4096
+refuse "create: secondary file with a different size" "$(q "$SS")|x\.img" $FM create "$PP" "$SS"
+pair extra
+pwrite_rand "$PP/x.img" 0 65536
+cp -a "$PP/x.img" "$SS/x.img"
+pwrite_rand "$SS/only-on-secondary.img" 0 4096
+refuse "create: secondary with a file the primary lacks" "$(q "$SS")|only-on-secondary" $FM create "$PP" "$SS"
+# --force takes it
 P3=$FM_TMP/pri3 S3=$FM_TMP/sec3
 mkdir -p "$P3" "$S3"
 pwrite_rand "$P3/x.img" 0 65536
-pwrite_rand "$S3/x.img" 0 65536
-refuse "create: non-empty secondary that differs" "$(q "$S3")|x\.img" $FM create "$P3" "$S3"
-pwrite_rand "$S3/only-on-secondary.img" 0 4096
-refuse "create: secondary with extra files" "$(q "$S3")|only-on-secondary" $FM create "$P3" "$S3"
-rm "$S3/only-on-secondary.img"
-# --force takes it
+pwrite_rand "$S3/x.img" 0 4096
 fm_create "$P3" "$S3" --force
 [[ -f $P3/.fusemirror/config.json ]] || fail "create --force wrote no config"
 # identical non-empty secondary: accepted without --force
@@ -253,11 +267,34 @@ if [[ $(crc32c_header "$GOOD") == "$(stored_crc "$GOOD")" ]]; then
   put_le "$FM_TMP/hs.fmbm" 12 4 512
   fix_crc "$FM_TMP/hs.fmbm"
   refuse "examine-bitmap: header_size 512 with a valid CRC" "$(q "$FM_TMP/hs.fmbm")" $FM examine-bitmap "$FM_TMP/hs.fmbm"
-  # sync_size claims more bits than the file holds: truncated bits
+  # sync_size claims more bits than the file holds (truncated bits): either refused
+  # naming the file, or shown with the truncation said (never as a plain clean bitmap)
   cp "$GOOD" "$FM_TMP/bigsync.fmbm"
-  put_le "$FM_TMP/bigsync.fmbm" 80 8 $((1 << 50))
+  put_le "$FM_TMP/bigsync.fmbm" 80 8 $((1 << 36))
   fix_crc "$FM_TMP/bigsync.fmbm"
-  refuse "examine-bitmap: bits truncated (sync_size beyond the file)" "$(q "$FM_TMP/bigsync.fmbm")" $FM examine-bitmap "$FM_TMP/bigsync.fmbm"
+  rc=0
+  out=$(timeout 30 "$FM" examine-bitmap "$FM_TMP/bigsync.fmbm" 2>"$FM_TMP/logs/bigsync.err") || rc=$?
+  if ((rc == 0)); then
+    grep -qiE "truncat|missing|short" <<<"$out" ||
+      soft_fail "examine-bitmap of a bitmap whose bits are truncated (sync_size 64 GiB, file $(stat -c %s "$GOOD") bytes) exits 0 without saying so: $(tail -n 2 <<<"$out")"
+  else
+    grep -qF "$FM_TMP/bigsync.fmbm" "$FM_TMP/logs/bigsync.err" ||
+      soft_fail "examine-bitmap of a bitmap with truncated bits: error does not name the file: $(cat "$FM_TMP/logs/bigsync.err")"
+  fi
+  # an absurd sync_size (2^62 bytes) with a valid CRC: a clean error naming the file, not
+  # an attempt to allocate the bits
+  cp "$GOOD" "$FM_TMP/hugesync.fmbm"
+  put_le "$FM_TMP/hugesync.fmbm" 80 8 $((1 << 62))
+  fix_crc "$FM_TMP/hugesync.fmbm"
+  rc=0
+  out=$(timeout 30 "$FM" examine-bitmap "$FM_TMP/hugesync.fmbm" 2>"$FM_TMP/logs/hugesync.err") || rc=$?
+  if ((rc != 0)); then
+    grep -qF "$FM_TMP/hugesync.fmbm" "$FM_TMP/logs/hugesync.err" ||
+      soft_fail "examine-bitmap of a header with sync_size 2^62 (valid CRC): error does not name the file: $(cat "$FM_TMP/logs/hugesync.err")"
+  else
+    grep -qiE "truncat|missing|short" <<<"$out" ||
+      soft_fail "examine-bitmap of a header with sync_size 2^62 exits 0 without saying the bits are truncated"
+  fi
 else
   fm_log "note: header CRC is not CRC32C over [0,4092) as documented (stored $(stored_crc "$GOOD"), computed $(crc32c_header "$GOOD")); skipping valid-CRC cases"
   soft_fail "bitmap header CRC at 4092 is not the documented CRC32C of bytes [0,4092): stored $(stored_crc "$GOOD"), computed $(crc32c_header "$GOOD")"

@@ -150,7 +150,8 @@ for name in adopt.img sub/adopt2.img busy.img; do
   ec=$(fm_examine_field "$out" "Events Cleared")
   [[ ${events1[$name]} =~ ^[0-9]+$ && $ec =~ ^[0-9]+$ ]] || soft_fail "examine-bitmap Events '${events1[$name]}' / Events Cleared '$ec' not numbers"
   size=$(stat -c %s "$PRI/$name")
-  [[ $(fm_examine_field "$out" "Sync Size") =~ (^|[^0-9])$size([^0-9]|$) ]] ||
+  ssz=$(fm_examine_field "$out" "Sync Size")
+  [[ ${ssz%% *} == "$size" ]] ||
     soft_fail "examine-bitmap $name Sync Size '$(fm_examine_field "$out" "Sync Size")' does not show the image size $size"
   ((total == (size + CHUNK - 1) / CHUNK)) || soft_fail "examine-bitmap $name: $total bits for $size bytes at 64 KiB chunks"
   assert_same "$PRI/$name" "$SEC/$name"
@@ -189,6 +190,49 @@ for name in adopt.img busy.img behind.img sub/deeper/sparse.img; do
   fi
   assert_same "$PRI/$name" "$SEC/$name"
 done
+
+# ------------------------------------------------------------------ SIGTERM / SIGINT
+# a -f daemon unmounts cleanly on SIGTERM and SIGINT: exit 0, mount gone, bitmaps clean
+for sig in TERM INT; do
+  FM_CONTEXT="SIG$sig"
+  fm_mount "$PRI" "$MNT"
+  pwrite_rand "$MNT/busy.img" $((3 * CHUNK + 5)) 70000
+  pwrite_rand "$MNT/behind.img" 0 4096
+  fm_signal_daemon "$MNT" "$sig"
+  for name in busy.img behind.img; do
+    out=$(fm_examine "$(fm_bitmap_path "$PRI" "$name")")
+    st=$(fm_examine_field "$out" State)
+    read -r _ dirty < <(fm_examine_bits "$out")
+    [[ $st == clean && $dirty == 0 ]] || soft_fail "$name after SIG$sig: examine-bitmap State '$st', $dirty dirty; want clean, 0"
+    assert_same "$PRI/$name" "$SEC/$name"
+  done
+done
+
+# ------------------------------------------------------------------ --bitmap-dir
+FM_CONTEXT="--bitmap-dir"
+P2=$FM_TMP/p2 S2=$FM_TMP/s2 BD=$FM_TMP/bitmaps2 M2=$FM_TMP/m2
+mkdir -p "$P2" "$S2" "$BD" "$M2"
+pwrite_rand "$P2/pre.img" 0 200000
+fm_create "$P2" "$S2" --chunk-size 64K --daemon-sleep "$SLEEP" --bitmap-dir "$BD"
+fm_mount "$P2" "$M2"
+mkdir -p "$M2/d"
+pwrite_rand "$M2/d/new.img" 0 100000
+j=$(fm_image_json "$M2" d/new.img)
+[[ $(realpath -m "$(jq -r .bitmap_file <<<"$j")") == "$BD/d/new.img.fmbm" ]] ||
+  soft_fail "with --bitmap-dir $BD, status bitmap_file of d/new.img is $(jq -r .bitmap_file <<<"$j")"
+synced2() { [[ $(fm_image_json_try "$M2" pre.img | jq -r '.dirty_chunks == 0 and .sync.action == "idle"') == true ]]; }
+fm_wait_for "resync of pre.img" 30 synced2 || fail "pre.img not resynced 30s after mount (--bitmap-dir set)"
+fm_unmount "$M2"
+for name in pre.img d/new.img; do
+  [[ -f $BD/$name.fmbm ]] || soft_fail "with --bitmap-dir, no bitmap $BD/$name.fmbm"
+  [[ ! -e $P2/.fusemirror/bitmaps/$name.fmbm ]] || soft_fail "with --bitmap-dir, a bitmap was also made in $P2/.fusemirror/bitmaps"
+  if [[ -f $BD/$name.fmbm ]]; then
+    out=$(fm_examine "$BD/$name.fmbm")
+    [[ $(fm_examine_field "$out" State) == clean ]] || soft_fail "$BD/$name.fmbm after unmount: State $(fm_examine_field "$out" State)"
+  fi
+  assert_same "$P2/$name" "$S2/$name"
+done
+fm_assert_log_clean "$P2"
 
 fm_assert_log_clean "$PRI"
 

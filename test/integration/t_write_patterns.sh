@@ -213,6 +213,10 @@ while read -r t m s p; do
   [[ $state == clean ]] || soft_fail "bitmap of $p after clean unmount has State '$state', want clean"
   read -r total dirty < <(fm_examine_bits "$out")
   ((dirty == 0)) || soft_fail "bitmap of $p after clean unmount has $dirty dirty bits"
+  size=$(stat -c %s "$PRI/$p")
+  ssz=$(fm_examine_field "$out" "Sync Size")
+  [[ ${ssz%% *} == "$size" ]] || soft_fail "bitmap of $p: Sync Size '$ssz' after clean unmount, image size $size"
+  ((total == (size + 4095) / 4096)) || soft_fail "bitmap of $p: $total bits for a $size-byte image at 4 KiB chunks"
 done < <(_fm_tree_list "$PRI")
 if [[ -d $PRI/.fusemirror/bitmaps ]]; then
   while read -r bm; do

@@ -1,0 +1,692 @@
+// Unit tests for core::Bitmap over real files: durability ordering, lazy clearing, trust.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "core/bitmap.hpp"
+#include "test_helpers.hpp"
+
+using namespace fusemirror;
+using core::Bitmap;
+using core::BitmapOpenParams;
+using fmtest::TempDir;
+
+namespace {
+
+const utils::Uuid kSet = {1, 2, 3, 4, 5, 6, 0x47, 8, 0x89, 10, 11, 12, 13, 14, 15, 16};
+const utils::Uuid kOtherSet = {0xF1, 2, 3, 4, 5, 6, 0x47, 8, 0x89, 10, 11, 12, 13, 14, 15, 16};
+constexpr std::uint64_t kCs = 65536;
+
+BitmapOpenParams params(std::uint64_t image_size, std::uint64_t chunk_size = kCs) {
+  BitmapOpenParams p;
+  p.set_uuid = kSet;
+  p.chunk_size = chunk_size;
+  p.daemon_sleep_ms = 1000;
+  p.image_size = image_size;
+  return p;
+}
+
+// Opens (creating if needed) `path` as a bitmap; `fdnum` gets the descriptor number it uses.
+std::unique_ptr<Bitmap> open_bm(const std::string& path, const BitmapOpenParams& p,
+                                std::string* why = nullptr, int* fdnum = nullptr) {
+  utils::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  REQUIRE(fd.valid());
+  if (fdnum) *fdnum = fd.get();
+  std::string w;
+  auto r = Bitmap::open(std::move(fd), p, &w);
+  if (why) *why = w;
+  REQUIRE_MESSAGE(r, "Bitmap::open failed: " << r.error().message());
+  return std::move(r).value();
+}
+
+// A clean bitmap of `chunks` chunks, made by hand, then opened.
+std::unique_ptr<Bitmap> clean_bm(const std::string& path, std::uint64_t chunks,
+                                 std::uint64_t chunk_size = kCs, int* fdnum = nullptr) {
+  fmtest::write_bitmap_file(path, fmtest::clean_header(kSet, chunk_size, chunks * chunk_size));
+  std::string why;
+  auto bm = open_bm(path, params(chunks * chunk_size, chunk_size), &why, fdnum);
+  CHECK(why.empty());
+  CHECK(bm->stats().dirty_chunks == 0);
+  return bm;
+}
+
+std::error_code ok_sync() { return {}; }
+
+// Copies `src` byte for byte into `dst` with pread (a snapshot of what is on disk now).
+void copy_file(const std::string& src, const std::string& dst) {
+  fmtest::write_bytes(dst, fmtest::read_bytes(src), 0600);
+}
+
+void write_once(Bitmap& bm, std::uint64_t off, std::uint64_t len) {
+  REQUIRE_FALSE(bm.start_write(off, len));
+  bm.end_write(off, len, true);
+}
+
+std::uint64_t sweep_ok(Bitmap& bm, const std::function<std::error_code()>& sync = ok_sync) {
+  auto r = bm.sweep(sync);
+  REQUIRE_MESSAGE(r, "sweep failed: " << r.error().message());
+  return *r;
+}
+
+}  // namespace
+
+TEST_SUITE("bitmap") {
+
+TEST_CASE("a new bitmap over a 0-size image is clean") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  std::string why = "unset";
+  auto bm = open_bm(path, params(0), &why);
+  CHECK(why.empty());
+  auto s = bm->stats();
+  CHECK(s.total_chunks == 0);
+  CHECK(s.dirty_chunks == 0);
+  CHECK(s.unsynced_chunks == 0);
+  CHECK(s.chunk_size == kCs);
+  CHECK_FALSE(fmtest::has(s.state, core::kStateNeedsFullSync));
+  // The header is on disk, active (not clean), with our set UUID.
+  CHECK(fmtest::file_size(path) == core::kHeaderSize);
+  auto h = fmtest::header_on_disk(path);
+  CHECK(h.set_uuid == kSet);
+  CHECK(h.chunk_size == kCs);
+  CHECK(h.sync_size == 0);
+  CHECK_FALSE(fmtest::has(h.state, core::kStateClean));
+  CHECK(h.events == 1);
+}
+
+TEST_CASE("an empty bitmap file over an image holding data is all dirty") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  const std::uint64_t size = 5 * kCs + 123;
+  std::string why;
+  auto bm = open_bm(path, params(size), &why);
+  MESSAGE("why_untrusted: " << why);
+  CHECK_FALSE(why.empty());
+  auto s = bm->stats();
+  CHECK(s.total_chunks == 6);
+  CHECK(s.dirty_chunks == 6);
+  CHECK(s.unsynced_chunks == 6);
+  CHECK(fmtest::has(s.state, core::kStateNeedsFullSync));
+  // Durable: every bit is set in the file, the padding bits are not.
+  auto file = fmtest::read_bytes(path);
+  CHECK(file.size() == core::kHeaderSize + 4096);
+  CHECK(fmtest::count_file_bits(file, 6) == 6);
+  CHECK_FALSE(fmtest::file_bit(file, 6));
+  auto h = fmtest::header_on_disk(path);
+  CHECK(h.sync_size == size);
+  CHECK(fmtest::has(h.state, core::kStateNeedsFullSync));
+  // Unsynced chunks are never cleared by sweeps.
+  for (int i = 0; i < 3; ++i) CHECK(sweep_ok(*bm) == 0);
+  CHECK(bm->stats().dirty_chunks == 6);
+  CHECK(bm->next_unsynced(0) == 0);
+  CHECK(bm->next_unsynced(5) == 5);
+  CHECK(bm->next_unsynced(6) == 6);  // none: total_chunks
+}
+
+TEST_CASE("the header on disk after open is active with events + 1") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto h0 = fmtest::clean_header(kSet, kCs, 8 * kCs);
+  h0.events = 41;
+  fmtest::write_bitmap_file(path, h0);
+  REQUIRE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateClean));
+  std::string why;
+  auto bm = open_bm(path, params(8 * kCs), &why);
+  CHECK(why.empty());
+  auto h = fmtest::header_on_disk(path);
+  CHECK_FALSE(fmtest::has(h.state, core::kStateClean));
+  CHECK(h.events == 42);
+  CHECK(h.image_uuid == h0.image_uuid);
+  CHECK(bm->stats().events == 42);
+}
+
+TEST_CASE("intent before data: start_write's bits are durable when it returns") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 16);
+  const auto before = fmtest::read_bytes(path);
+  REQUIRE_FALSE(fmtest::file_bit(before, 5));
+  REQUIRE_FALSE(fmtest::file_bit(before, 7));
+  REQUIRE_FALSE(fmtest::file_bit(before, 8));
+
+  const auto waiters0 = bm->stats().flush_waiters;
+  REQUIRE_FALSE(bm->start_write(5 * kCs + 10, 100));
+  REQUIRE_FALSE(bm->start_write(8 * kCs - 1, 2));  // chunks 7 and 8
+  // "Power cut" now: snapshot the file before any end_write.
+  copy_file(path, d / "copy.fmbm");
+  bm->end_write(5 * kCs + 10, 100, true);
+  bm->end_write(8 * kCs - 1, 2, true);
+  CHECK(bm->stats().flush_waiters == waiters0 + 2);
+
+  const auto copy = fmtest::read_bytes(d / "copy.fmbm");
+  CHECK(fmtest::file_bit(copy, 5));
+  CHECK(fmtest::file_bit(copy, 7));
+  CHECK(fmtest::file_bit(copy, 8));
+  CHECK(fmtest::count_file_bits(copy, 16) == 3);
+  // The copy, opened as a bitmap, is trusted and says exactly those chunks need a copy.
+  std::string why;
+  auto bm2 = open_bm(d / "copy.fmbm", params(16 * kCs), &why);
+  CHECK(why.empty());
+  CHECK(bm2->stats().dirty_chunks == 3);
+  CHECK(bm2->stats().unsynced_chunks == 3);
+  CHECK(bm2->next_unsynced(0) == 5);
+  CHECK(bm2->next_unsynced(6) == 7);
+  CHECK(bm2->next_unsynced(9) == 16);
+}
+
+TEST_CASE("an already durable bit needs no flush") {
+  TempDir d;
+  auto bm = clean_bm(d / "img.fmbm", 4);
+  write_once(*bm, 0, 10);
+  const auto s0 = bm->stats();
+  write_once(*bm, 20, 10);  // same chunk, bit already durable
+  const auto s1 = bm->stats();
+  CHECK(s1.flushes == s0.flushes);
+  CHECK(s1.flush_waiters == s0.flush_waiters);
+  write_once(*bm, kCs, 10);  // a new chunk needs one
+  CHECK(bm->stats().flushes == s0.flushes + 1);
+}
+
+TEST_CASE("sweep clears lazily, after sync_legs, two sweeps after the last write") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 8);
+  int syncs = 0;
+  std::uint64_t dirty_at_sync = 999;
+  bool bit_on_disk_at_sync = false;
+  auto sync = [&]() -> std::error_code {
+    ++syncs;
+    dirty_at_sync = bm->stats().dirty_chunks;
+    bit_on_disk_at_sync = fmtest::file_bit(fmtest::read_bytes(path), 3);
+    return {};
+  };
+
+  write_once(*bm, 3 * kCs, 100);
+  CHECK(bm->stats().dirty_chunks == 1);
+  CHECK(sweep_ok(*bm, sync) == 0);  // written during this period
+  CHECK(syncs == 0);                // nothing to clear: no leg sync
+  CHECK(bm->stats().dirty_chunks == 1);
+
+  SUBCASE("idle for a whole period: cleared on the second sweep, after sync_legs") {
+    CHECK(sweep_ok(*bm, sync) == 1);
+    CHECK(syncs == 1);
+    CHECK(dirty_at_sync == 1);         // sync_legs ran before the clear
+    CHECK(bit_on_disk_at_sync);
+    CHECK(bm->stats().dirty_chunks == 0);
+    CHECK_FALSE(fmtest::file_bit(fmtest::read_bytes(path), 3));  // the clear is durable
+    const auto s = bm->stats();
+    CHECK(s.events_cleared == s.events);
+    CHECK(fmtest::header_on_disk(path).events_cleared == s.events);
+    CHECK(sweep_ok(*bm, sync) == 0);
+    CHECK(syncs == 1);
+  }
+  SUBCASE("written again in the next period: not cleared") {
+    write_once(*bm, 3 * kCs + 5, 1);
+    CHECK(sweep_ok(*bm, sync) == 0);
+    CHECK(bm->stats().dirty_chunks == 1);
+    CHECK(sweep_ok(*bm, sync) == 1);
+    CHECK(bm->stats().dirty_chunks == 0);
+  }
+  SUBCASE("written while sync_legs runs: not cleared") {
+    auto racing = [&]() -> std::error_code {
+      ++syncs;
+      write_once(*bm, 3 * kCs, 1);
+      return {};
+    };
+    CHECK(sweep_ok(*bm, racing) == 0);
+    CHECK(syncs == 1);
+    CHECK(bm->stats().dirty_chunks == 1);
+    CHECK(fmtest::file_bit(fmtest::read_bytes(path), 3));
+  }
+  SUBCASE("a write still in flight: not cleared") {
+    REQUIRE_FALSE(bm->start_write(3 * kCs, 1));
+    for (int i = 0; i < 3; ++i) CHECK(sweep_ok(*bm, sync) == 0);
+    CHECK(bm->stats().dirty_chunks == 1);
+    bm->end_write(3 * kCs, 1, true);
+    CHECK(sweep_ok(*bm, sync) == 0);
+    CHECK(sweep_ok(*bm, sync) == 1);
+  }
+}
+
+TEST_CASE("never clears while degraded") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 8);
+  const auto ev0 = bm->stats().events;
+  REQUIRE_FALSE(bm->set_degraded(true));
+  CHECK(bm->degraded());
+  auto h = fmtest::header_on_disk(path);
+  CHECK(fmtest::has(h.state, core::kStateDegraded));
+  CHECK(h.events == ev0 + 1);
+  REQUIRE_FALSE(bm->set_degraded(true));  // idempotent: no second bump
+  CHECK(fmtest::header_on_disk(path).events == ev0 + 1);
+
+  int syncs = 0;
+  auto sync = [&]() -> std::error_code {
+    ++syncs;
+    return {};
+  };
+  write_once(*bm, 2 * kCs, 10);
+  for (int i = 0; i < 4; ++i) CHECK(sweep_ok(*bm, sync) == 0);
+  CHECK(bm->stats().dirty_chunks == 1);
+  CHECK(fmtest::file_bit(fmtest::read_bytes(path), 2));
+
+  SUBCASE("degraded while sync_legs runs: nothing cleared") {
+    REQUIRE_FALSE(bm->set_degraded(false));
+    CHECK(sweep_ok(*bm, sync) == 0);  // period of the write
+    auto degrade_now = [&]() -> std::error_code {
+      ++syncs;
+      return bm->set_degraded(true);
+    };
+    CHECK(sweep_ok(*bm, degrade_now) == 0);
+    CHECK(bm->stats().dirty_chunks == 1);
+  }
+  SUBCASE("back from degraded: clearing resumes") {
+    REQUIRE_FALSE(bm->set_degraded(false));
+    CHECK(fmtest::header_on_disk(path).events == ev0 + 2);
+    CHECK_FALSE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateDegraded));
+    std::uint64_t cleared = 0;
+    for (int i = 0; i < 2; ++i) cleared += sweep_ok(*bm, sync);
+    CHECK(cleared == 1);
+  }
+}
+
+TEST_CASE("never clears an unsynced chunk") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 8);
+  REQUIRE_FALSE(bm->mark_unsynced(4 * kCs, 1));
+  CHECK(fmtest::file_bit(fmtest::read_bytes(path), 4));  // durable before returning
+  CHECK(bm->stats().unsynced_chunks == 1);
+  CHECK(bm->next_unsynced(0) == 4);
+  // A failed leg at end_write: unsynced too.
+  REQUIRE_FALSE(bm->start_write(6 * kCs, 1));
+  bm->end_write(6 * kCs, 1, false);
+  CHECK(bm->stats().unsynced_chunks == 2);
+  CHECK(bm->next_unsynced(5) == 6);
+  for (int i = 0; i < 4; ++i) CHECK(sweep_ok(*bm) == 0);
+  CHECK(bm->stats().dirty_chunks == 2);
+
+  bm->mark_synced(4);
+  CHECK(bm->stats().unsynced_chunks == 1);
+  CHECK(bm->next_unsynced(0) == 6);
+  CHECK(sweep_ok(*bm) == 0);  // mark_synced counts as a write in this period
+  CHECK(sweep_ok(*bm) == 1);
+  CHECK(bm->stats().dirty_chunks == 1);
+  CHECK_FALSE(fmtest::file_bit(fmtest::read_bytes(path), 4));
+  CHECK(fmtest::file_bit(fmtest::read_bytes(path), 6));
+
+  bm->mark_all_dirty_unsynced();
+  CHECK(bm->stats().unsynced_chunks == 1);
+}
+
+TEST_CASE("a failing sync_legs clears nothing") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 8);
+  write_once(*bm, 0, 1);
+  write_once(*bm, 7 * kCs, 1);
+  CHECK(sweep_ok(*bm) == 0);
+  int calls = 0;
+  auto fail = [&]() -> std::error_code {
+    ++calls;
+    return utils::errno_code(EIO);
+  };
+  auto r = bm->sweep(fail);
+  CHECK(calls == 1);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == std::errc::io_error);
+  CHECK(bm->stats().dirty_chunks == 2);
+  auto file = fmtest::read_bytes(path);
+  CHECK(fmtest::file_bit(file, 0));
+  CHECK(fmtest::file_bit(file, 7));
+  // Not sticky: a later sweep whose sync succeeds clears them.
+  CHECK(sweep_ok(*bm) == 2);
+  CHECK(bm->stats().dirty_chunks == 0);
+}
+
+TEST_CASE("close_clean sets the clean flag and leaves nothing dirty") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 8);
+  write_once(*bm, 0, 3 * kCs);  // chunks 0..2, just written (recent)
+  const auto ev = bm->stats().events;
+  int syncs = 0;
+  REQUIRE_FALSE(bm->close_clean([&]() -> std::error_code {
+    ++syncs;
+    return {};
+  }));
+  CHECK(syncs == 1);
+  CHECK(bm->stats().dirty_chunks == 0);
+  auto h = fmtest::header_on_disk(path);
+  CHECK(fmtest::has(h.state, core::kStateClean));
+  CHECK_FALSE(fmtest::has(h.state, core::kStateNeedsFullSync));
+  CHECK(h.events == ev + 1);
+  CHECK(h.events_cleared == h.events);
+  CHECK(fmtest::count_file_bits(fmtest::read_bytes(path), 8) == 0);
+  bm.reset();
+  std::string why;
+  auto bm2 = open_bm(path, params(8 * kCs), &why);
+  CHECK(why.empty());
+  CHECK(bm2->stats().dirty_chunks == 0);
+  CHECK(fmtest::header_on_disk(path).events == ev + 2);
+}
+
+TEST_CASE("close_clean keeps unsynced and degraded bits") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 8);
+  write_once(*bm, 0, 1);
+  REQUIRE_FALSE(bm->mark_unsynced(kCs, 1));
+  SUBCASE("unsynced") {
+    REQUIRE_FALSE(bm->close_clean(ok_sync));
+    CHECK(bm->stats().dirty_chunks == 1);
+    auto file = fmtest::read_bytes(path);
+    CHECK_FALSE(fmtest::file_bit(file, 0));
+    CHECK(fmtest::file_bit(file, 1));
+  }
+  SUBCASE("degraded") {
+    REQUIRE_FALSE(bm->set_degraded(true));
+    REQUIRE_FALSE(bm->close_clean(ok_sync));
+    CHECK(bm->stats().dirty_chunks == 2);
+    auto file = fmtest::read_bytes(path);
+    CHECK(fmtest::file_bit(file, 0));
+    CHECK(fmtest::file_bit(file, 1));
+  }
+  SUBCASE("a failing sync_legs: not clean") {
+    auto r = bm->close_clean([] { return utils::errno_code(EIO); });
+    CHECK(r == std::errc::io_error);
+    CHECK_FALSE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateClean));
+    CHECK(bm->stats().dirty_chunks == 2);
+  }
+  // Whatever happened, reopening finds the kept bits and must copy them.
+  bm.reset();
+  auto bm2 = open_bm(path, params(8 * kCs));
+  CHECK(bm2->stats().unsynced_chunks >= 1);
+  CHECK(bm2->next_unsynced(0) <= 1);
+}
+
+TEST_CASE("untrusted bitmaps reopen all dirty with a reason") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  const std::uint64_t chunks = 40000;  // two pages of bits
+  const std::uint64_t size = chunks * 4096;
+  auto good = fmtest::clean_header(kSet, 4096, size);
+  std::vector<std::byte> file;
+  {
+    fmtest::write_bitmap_file(path, good);
+    file = fmtest::read_bytes(path);
+    REQUIRE(file.size() == core::kHeaderSize + 8192);
+  }
+  std::string label;
+  SUBCASE("control: the intact file is trusted") {
+    label = "intact";
+  }
+  SUBCASE("foreign set UUID") {
+    label = "foreign";
+    fmtest::write_bitmap_file(path, fmtest::clean_header(kOtherSet, 4096, size));
+  }
+  SUBCASE("flipped header byte (events)") {
+    label = "flip48";
+    file[48] ^= std::byte{0x01};
+    fmtest::write_bytes(path, file);
+  }
+  SUBCASE("flipped header byte (reserved)") {
+    label = "flip3000";
+    file[3000] ^= std::byte{0x80};
+    fmtest::write_bytes(path, file);
+  }
+  SUBCASE("flipped magic byte") {
+    label = "flip0";
+    file[0] ^= std::byte{0x20};
+    fmtest::write_bytes(path, file);
+  }
+  SUBCASE("zeroed header page") {
+    label = "zero";
+    std::fill(file.begin(), file.begin() + 4096, std::byte{0});
+    fmtest::write_bytes(path, file);
+  }
+  SUBCASE("truncated bits region") {
+    label = "truncbits";
+    file.resize(core::kHeaderSize + 4096);
+    fmtest::write_bytes(path, file);
+  }
+  SUBCASE("truncated header") {
+    label = "trunchdr";
+    file.resize(1000);
+    fmtest::write_bytes(path, file);
+  }
+  SUBCASE("the stale flag is set") {
+    label = "stale";
+    auto h = good;
+    h.state |= core::kStateStale;
+    fmtest::write_bitmap_file(path, h);
+  }
+  SUBCASE("a full resync was pending") {
+    label = "needsfull";
+    auto h = good;
+    h.state |= core::kStateNeedsFullSync;
+    fmtest::write_bitmap_file(path, h);
+  }
+  INFO("case " << label);
+  std::string why;
+  auto bm = open_bm(path, params(size, 4096), &why);
+  MESSAGE(label << ": why_untrusted = '" << why << "'");
+  const auto s = bm->stats();
+  if (label == "intact") {
+    CHECK(why.empty());
+    CHECK(s.dirty_chunks == 0);
+    return;
+  }
+  CHECK_FALSE(why.empty());
+  CHECK(s.total_chunks == chunks);
+  CHECK(s.dirty_chunks == chunks);
+  CHECK(s.unsynced_chunks == chunks);
+  if (label == "foreign") CHECK(why.find("another mirror set") != std::string::npos);
+  if (label == "truncbits") CHECK(why.find("truncated") != std::string::npos);
+  // Rebuilt on disk: our UUID, needs-full-sync, every bit set, never clean.
+  auto h = fmtest::header_on_disk(path);
+  CHECK(h.set_uuid == kSet);
+  CHECK(fmtest::has(h.state, core::kStateNeedsFullSync));
+  CHECK_FALSE(fmtest::has(h.state, core::kStateClean));
+  CHECK(h.sync_size == size);
+  auto after = fmtest::read_bytes(path);
+  CHECK(after.size() >= core::kHeaderSize + 8192);
+  CHECK(fmtest::count_file_bits(after, chunks) == chunks);
+  // And a second open of the rebuilt file still says "copy everything".
+  bm.reset();
+  std::string why2;
+  auto bm2 = open_bm(path, params(size, 4096), &why2);
+  CHECK_FALSE(why2.empty());
+  CHECK(bm2->stats().unsynced_chunks == chunks);
+}
+
+// docs/on-disk-format.md §2.7: "covers less than the image (the image grew while
+// unmounted) -> the chunks past its cover are dirty"; bitmap.hpp: "image_size: current
+// primary size: bits beyond a bitmap's cover are dirty".
+TEST_CASE("an image that grew while unmounted: chunks past the cover are dirty" *
+          doctest::may_fail()) {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  std::uint64_t old_size = 0;
+  std::uint64_t first_new = 0;  // first chunk holding bytes past the old cover
+  SUBCASE("old cover chunk-aligned") {
+    old_size = 4 * kCs;
+    first_new = 4;
+  }
+  SUBCASE("old cover ends mid-chunk") {
+    old_size = 4 * kCs + kCs / 2;
+    first_new = 4;
+  }
+  fmtest::write_bitmap_file(path, fmtest::clean_header(kSet, kCs, old_size));
+  std::string why;
+  auto bm = open_bm(path, params(10 * kCs), &why);
+  const auto s = bm->stats();
+  CHECK(s.total_chunks == 10);
+  CHECK(fmtest::header_on_disk(path).sync_size == 10 * kCs);
+  INFO("why_untrusted='" << why << "' dirty=" << s.dirty_chunks << " unsynced=" << s.unsynced_chunks);
+  CHECK(s.dirty_chunks == 10 - first_new);
+  CHECK(s.unsynced_chunks == 10 - first_new);
+  CHECK(bm->next_unsynced(0) == first_new);
+  // And durably so: a crash right after open must not lose them.
+  auto file = fmtest::read_bytes(path);
+  CHECK(fmtest::count_file_bits(file, 10) == 10 - first_new);
+  CHECK_FALSE(fmtest::file_bit(file, first_new - 1));
+}
+
+TEST_CASE("writes past the cover grow it durably") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 4, 4096);
+  CHECK(fmtest::file_size(path) == core::kHeaderSize + 4096);
+  const std::uint64_t c = 40000;  // beyond the first page of bits
+  const std::uint64_t off = c * 4096 + 100, len = 5000;  // chunks 40000 and 40001
+  REQUIRE_FALSE(bm->start_write(off, len));
+  copy_file(path, d / "copy.fmbm");
+  bm->end_write(off, len, true);
+
+  CHECK(bm->stats().total_chunks == c + 2);
+  auto copy = fmtest::read_bytes(d / "copy.fmbm");
+  CHECK(copy.size() == core::kHeaderSize + core::bits_bytes(c + 2));
+  auto h = core::decode_header(copy);
+  REQUIRE(h);
+  CHECK(h->sync_size >= off + len);
+  CHECK(h->bit_count() == c + 2);
+  CHECK(fmtest::file_bit(copy, c));
+  CHECK(fmtest::file_bit(copy, c + 1));
+  CHECK(fmtest::count_file_bits(copy, c + 2) == 2);
+  // The copy is a trusted bitmap of the grown size.
+  std::string why;
+  auto bm2 = open_bm(d / "copy.fmbm", params(off + len, 4096), &why);
+  CHECK(why.empty());
+  CHECK(bm2->stats().dirty_chunks == 2);
+  CHECK(bm2->next_unsynced(0) == c);
+
+  SUBCASE("growing within the last page") {
+    REQUIRE_FALSE(bm->start_write((c + 10) * 4096, 1));
+    bm->end_write((c + 10) * 4096, 1, true);
+    CHECK(fmtest::header_on_disk(path).sync_size == (c + 10) * 4096 + 1);
+    CHECK(fmtest::file_bit(fmtest::read_bytes(path), c + 10));
+  }
+  SUBCASE("mark_unsynced past the cover grows it too") {
+    REQUIRE_FALSE(bm->mark_unsynced(100000 * 4096ull, 1));
+    CHECK(fmtest::header_on_disk(path).sync_size == 100000 * 4096ull + 1);
+    CHECK(fmtest::file_bit(fmtest::read_bytes(path), 100000));
+  }
+}
+
+TEST_CASE("group commit: concurrent writers share flushes") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  constexpr int kThreads = 8, kPer = 200;
+  auto bm = clean_bm(path, kThreads * kPer, 4096);
+  const auto s0 = bm->stats();
+  std::atomic<int> errors{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      while (!go.load()) std::this_thread::yield();
+      for (int i = 0; i < kPer; ++i) {
+        const std::uint64_t off = static_cast<std::uint64_t>(t * kPer + i) * 4096;
+        if (bm->start_write(off, 4096)) ++errors;
+        bm->end_write(off, 4096, true);
+      }
+    });
+  go = true;
+  for (auto& t : ts) t.join();
+  const auto s = bm->stats();
+  const auto flushes = s.flushes - s0.flushes, waiters = s.flush_waiters - s0.flush_waiters;
+  MESSAGE("group commit: " << kThreads * kPer << " start_write calls, " << waiters
+                           << " needed a durable bit, " << flushes << " flushes");
+  CHECK(errors == 0);
+  CHECK(waiters == kThreads * kPer);
+  CHECK(flushes < waiters);
+  CHECK(s.dirty_chunks == kThreads * kPer);
+  CHECK(fmtest::count_file_bits(fmtest::read_bytes(path), kThreads * kPer) == kThreads * kPer);
+}
+
+TEST_CASE("a bitmap write error is sticky") {
+  // Inject the failure from outside: replace the descriptor number the Bitmap holds with
+  // /dev/full (every write: ENOSPC), then restore the real file.
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  int fdnum = -1;
+  auto bm = clean_bm(path, 8, kCs, &fdnum);
+  REQUIRE(fdnum >= 0);
+  write_once(*bm, 0, 1);  // chunk 0 durable before the fault
+  const int saved = ::dup(fdnum);
+  REQUIRE(saved >= 0);
+  {
+    utils::UniqueFd full(::open("/dev/full", O_RDWR | O_CLOEXEC));
+    REQUIRE(full.valid());
+    REQUIRE(::dup2(full.get(), fdnum) == fdnum);
+  }
+  auto ec = bm->start_write(3 * kCs, 1);  // needs a flush: fails
+  MESSAGE("injected bitmap write error: " << ec.message());
+  CHECK(ec);
+  // Restore the real file: the error stays (no data write without a durable intent).
+  REQUIRE(::dup2(saved, fdnum) == fdnum);
+  ::close(saved);
+  CHECK(bm->start_write(4 * kCs, 1));
+  CHECK(bm->start_write(0, 1));  // even when the bit is already durable
+  CHECK(bm->mark_unsynced(5 * kCs, 1));
+  CHECK(bm->flush());
+  CHECK_FALSE(bm->sweep(ok_sync));
+  CHECK(bm->close_clean(ok_sync));
+  // Nothing of it reached the file; the header never claims clean.
+  auto file = fmtest::read_bytes(path);
+  CHECK(fmtest::file_bit(file, 0));
+  CHECK_FALSE(fmtest::file_bit(file, 4));
+  CHECK_FALSE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateClean));
+  // An operator's reopen starts over.
+  bm.reset();
+  std::string why;
+  auto bm2 = open_bm(path, params(8 * kCs), &why);
+  CHECK(why.empty());
+  CHECK_FALSE(bm2->start_write(4 * kCs, 1));
+  bm2->end_write(4 * kCs, 1, true);
+}
+
+TEST_CASE("bitmap none (persist_bits=false) keeps only the header") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto p = params(0);
+  p.persist_bits = false;
+  {
+    std::string why;
+    auto bm = open_bm(path, p, &why);
+    CHECK(why.empty());
+    write_once(*bm, 10 * kCs, 100);
+    CHECK(bm->stats().dirty_chunks == 1);
+    CHECK(fmtest::file_size(path) == core::kHeaderSize);
+    // Not shut down cleanly: dropped here.
+  }
+  SUBCASE("unclean: everything dirty") {
+    p.image_size = 11 * kCs;
+    std::string why;
+    auto bm = open_bm(path, p, &why);
+    CHECK_FALSE(why.empty());
+    CHECK(bm->stats().dirty_chunks == 11);
+  }
+  SUBCASE("clean shutdown: trusted") {
+    p.image_size = 11 * kCs;
+    {
+      auto bm = open_bm(path, p);
+      REQUIRE(bm->stats().dirty_chunks == 11);
+      for (std::uint64_t c = 0; c < 11; ++c) bm->mark_synced(c);
+      REQUIRE_FALSE(bm->close_clean(ok_sync));
+      CHECK(fmtest::has(fmtest::header_on_disk(path).state, core::kStateClean));
+    }
+    std::string why;
+    auto bm = open_bm(path, p, &why);
+    CHECK(why.empty());
+    CHECK(bm->stats().dirty_chunks == 0);
+  }
+}
+
+}  // TEST_SUITE

@@ -1,0 +1,334 @@
+// Unit tests for core/config (parse/dump) and utils/size.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/config.hpp"
+#include "test_helpers.hpp"
+#include "utils/error.hpp"
+#include "utils/size.hpp"
+
+using namespace fusemirror;
+using nlohmann::json;
+
+namespace {
+
+const char* kUuid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+
+json minimal() {
+  return json{{"format", 1}, {"uuid", kUuid}, {"primary", "/srv/a"}, {"secondary", "/srv/b"}};
+}
+
+// The message of the utils::Error parse_config throws, or "" when it accepts.
+std::string reject(const json& j) {
+  try {
+    (void)core::parse_config(j.dump(), "test.json");
+  } catch (const utils::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+std::string reject_text(const std::string& text) {
+  try {
+    (void)core::parse_config(text, "test.json");
+  } catch (const utils::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
+
+json with(const char* key, json value) {
+  json j = minimal();
+  j[key] = std::move(value);
+  return j;
+}
+
+}  // namespace
+
+TEST_SUITE("config") {
+
+TEST_CASE("a minimal valid config is accepted with defaults") {
+  auto c = core::parse_config(minimal().dump(), "test.json");
+  CHECK(c.format == 1);
+  CHECK(utils::to_string(c.uuid) == kUuid);
+  CHECK(c.primary == "/srv/a");
+  CHECK(c.secondary == "/srv/b");
+  CHECK(c.chunk_size == 65536);
+  CHECK(c.daemon_sleep == doctest::Approx(5.0));
+  CHECK_FALSE(c.bitmap_dir.has_value());
+  CHECK(c.bitmap);
+  CHECK(c.write_behind == 0);
+  CHECK(c.role == core::Role::mirror);
+  CHECK(c.bitmap_root() == "/srv/a/.fusemirror/bitmaps");
+}
+
+TEST_CASE("every optional key is read") {
+  json j = minimal();
+  j["chunk_size"] = 1 << 20;
+  j["daemon_sleep"] = 0.5;
+  j["bitmap_dir"] = "/var/lib/fm";
+  j["bitmap"] = false;
+  j["write_behind"] = 16383;
+  j["role"] = "backup";
+  j["resync_min_rate"] = "1M";
+  j["resync_max_rate"] = "2M";
+  auto c = core::parse_config(j.dump(), "t");
+  CHECK(c.chunk_size == (1u << 20));
+  CHECK(c.daemon_sleep == doctest::Approx(0.5));
+  REQUIRE(c.bitmap_dir.has_value());
+  CHECK(*c.bitmap_dir == "/var/lib/fm");
+  CHECK(c.bitmap_root() == "/var/lib/fm");
+  CHECK_FALSE(c.bitmap);
+  CHECK(c.write_behind == 16383);
+  CHECK(c.role == core::Role::backup);
+  CHECK(c.resync_min_rate == (1u << 20));
+  CHECK(c.resync_max_rate == (2u << 20));
+  // bitmap_dir null means "the default".
+  CHECK_FALSE(core::parse_config(with("bitmap_dir", nullptr).dump(), "t").bitmap_dir.has_value());
+}
+
+TEST_CASE("rejections name the key and the reason") {
+  SUBCASE("unknown key") {
+    json j = minimal();
+    j["chunksize"] = 65536;
+    auto m = reject(j);
+    CHECK(contains(m, "chunksize"));
+    CHECK(contains(m, "unknown"));
+    CHECK(contains(m, "test.json"));
+  }
+  SUBCASE("missing uuid") {
+    json j = minimal();
+    j.erase("uuid");
+    auto m = reject(j);
+    CHECK(contains(m, "'uuid'"));
+    CHECK(contains(m, "missing"));
+  }
+  SUBCASE("missing primary / secondary / format") {
+    for (const char* k : {"primary", "secondary", "format"}) {
+      json j = minimal();
+      j.erase(k);
+      INFO(k);
+      CHECK(contains(reject(j), std::string("'") + k + "'"));
+    }
+  }
+  SUBCASE("bad uuid") {
+    CHECK(contains(reject(with("uuid", "not-a-uuid")), "'uuid'"));
+    CHECK(contains(reject(with("uuid", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0fZ")), "'uuid'"));
+    CHECK(contains(reject(with("uuid", "00000000-0000-0000-0000-000000000000")), "'uuid'"));
+    CHECK(contains(reject(with("uuid", 12)), "'uuid'"));
+  }
+  SUBCASE("unsupported format") {
+    CHECK(contains(reject(with("format", 2)), "'format'"));
+    CHECK(contains(reject(with("format", "1")), "'format'"));
+  }
+  SUBCASE("relative primary") {
+    auto m = reject(with("primary", "srv/a"));
+    CHECK(contains(m, "'primary'"));
+    CHECK(contains(m, "absolute"));
+    CHECK(contains(reject(with("primary", "")), "'primary'"));
+    CHECK(contains(reject(with("secondary", "./b")), "'secondary'"));
+    CHECK(contains(reject(with("bitmap_dir", "bm")), "'bitmap_dir'"));
+  }
+  SUBCASE("chunk_size") {
+    CHECK(contains(reject(with("chunk_size", 65537)), "'chunk_size'"));   // not a power of two
+    CHECK(contains(reject(with("chunk_size", 100000)), "'chunk_size'"));
+    CHECK(contains(reject(with("chunk_size", 2048)), "'chunk_size'"));    // too small
+    CHECK(contains(reject(with("chunk_size", 0)), "'chunk_size'"));
+    CHECK(contains(reject(with("chunk_size", 1ull << 31)), "'chunk_size'"));  // too large
+    auto neg = reject(with("chunk_size", -4096));
+    CHECK(contains(neg, "'chunk_size'"));
+    CHECK(contains(neg, "negative"));
+    CHECK(contains(reject(with("chunk_size", "64Q")), "'chunk_size'"));
+    CHECK(contains(reject(with("chunk_size", 65536.5)), "'chunk_size'"));
+    CHECK(contains(reject(with("chunk_size", true)), "'chunk_size'"));
+    // Accepted: "64K" as a string, and 4 KiB .. 1 GiB powers of two.
+    CHECK(core::parse_config(with("chunk_size", "64K").dump(), "t").chunk_size == 65536);
+    CHECK(core::parse_config(with("chunk_size", "1M").dump(), "t").chunk_size == (1u << 20));
+    CHECK(core::parse_config(with("chunk_size", 4096).dump(), "t").chunk_size == 4096);
+    CHECK(core::parse_config(with("chunk_size", 1 << 30).dump(), "t").chunk_size == (1u << 30));
+  }
+  SUBCASE("daemon_sleep") {
+    CHECK(contains(reject(with("daemon_sleep", 0)), "'daemon_sleep'"));
+    CHECK(contains(reject(with("daemon_sleep", -1)), "'daemon_sleep'"));
+    CHECK(contains(reject(with("daemon_sleep", 3600.5)), "'daemon_sleep'"));
+    CHECK(contains(reject(with("daemon_sleep", 3601)), "'daemon_sleep'"));
+    CHECK(contains(reject(with("daemon_sleep", "5")), "'daemon_sleep'"));
+    CHECK(core::parse_config(with("daemon_sleep", 3600).dump(), "t").daemon_sleep == 3600);
+    CHECK(core::parse_config(with("daemon_sleep", 0.001).dump(), "t").daemon_sleep ==
+          doctest::Approx(0.001));
+  }
+  SUBCASE("write_behind") {
+    CHECK(contains(reject(with("write_behind", 20000)), "'write_behind'"));
+    CHECK(contains(reject(with("write_behind", 16384)), "'write_behind'"));
+    CHECK(contains(reject(with("write_behind", -1)), "'write_behind'"));
+  }
+  SUBCASE("role") {
+    auto m = reject(with("role", "foo"));
+    CHECK(contains(m, "'role'"));
+    CHECK(contains(m, "foo"));
+    CHECK(contains(reject(with("role", 1)), "'role'"));
+  }
+  SUBCASE("bitmap must be a boolean") { CHECK(contains(reject(with("bitmap", "yes")), "'bitmap'")); }
+  SUBCASE("min rate > max rate") {
+    json j = minimal();
+    j["resync_min_rate"] = "10M";
+    j["resync_max_rate"] = "1M";
+    CHECK(contains(reject(j), "resync_min_rate"));
+    j["resync_max_rate"] = 0;  // unlimited: any min is fine
+    CHECK(reject(j).empty());
+  }
+  SUBCASE("primary == secondary") {
+    auto m = reject(with("secondary", "/srv/a"));
+    CHECK(contains(m, "'secondary'"));
+    CHECK(contains(m, "same"));
+  }
+  SUBCASE("not JSON") {
+    auto m = reject_text("{\"format\": 1,");
+    CHECK(contains(m, "not valid JSON"));
+    CHECK(contains(m, "test.json"));
+    CHECK_FALSE(reject_text("").empty());
+  }
+  SUBCASE("not an object") {
+    CHECK(contains(reject_text("[1, 2]"), "object"));
+    CHECK(contains(reject_text("\"x\""), "object"));
+    CHECK(contains(reject_text("null"), "object"));
+  }
+}
+
+TEST_CASE("dump_config round-trips") {
+  core::Config c;
+  c.uuid = *utils::parse_uuid(kUuid);
+  c.primary = "/p";
+  c.secondary = "/s";
+  c.chunk_size = 1 << 22;
+  c.daemon_sleep = 2.25;
+  c.bitmap = false;
+  c.write_behind = 7;
+  c.role = core::Role::backup;
+  c.resync_min_rate = 12345;
+  c.resync_max_rate = 99999;
+  SUBCASE("with a bitmap_dir") { c.bitmap_dir = "/bm"; }
+  SUBCASE("without a bitmap_dir") {}
+  const std::string text = core::dump_config(c);
+  auto d = core::parse_config(text, "dumped");
+  CHECK(d.format == c.format);
+  CHECK(d.uuid == c.uuid);
+  CHECK(d.primary == c.primary);
+  CHECK(d.secondary == c.secondary);
+  CHECK(d.chunk_size == c.chunk_size);
+  CHECK(d.daemon_sleep == c.daemon_sleep);
+  CHECK(d.bitmap_dir == c.bitmap_dir);
+  CHECK(d.bitmap == c.bitmap);
+  CHECK(d.write_behind == c.write_behind);
+  CHECK(d.role == c.role);
+  CHECK(d.resync_min_rate == c.resync_min_rate);
+  CHECK(d.resync_max_rate == c.resync_max_rate);
+  CHECK(core::dump_config(d) == text);
+}
+
+TEST_CASE("member record round-trips; garbage is refused") {
+  core::Member m{*utils::parse_uuid(kUuid)};
+  auto back = core::parse_member(core::dump_member(m), "member.json");
+  CHECK(back.set_uuid == m.set_uuid);
+  CHECK_THROWS_AS(core::parse_member("{}", "member.json"), utils::Error);
+  CHECK_THROWS_AS(core::parse_member("nope", "member.json"), utils::Error);
+  CHECK_THROWS_AS(core::parse_member("{\"set_uuid\": \"xyz\"}", "member.json"), utils::Error);
+}
+
+TEST_CASE("load_config and write_file_atomic") {
+  fmtest::TempDir d;
+  ::mkdir((d / ".fusemirror").c_str(), 0700);
+  core::write_file_atomic(d / ".fusemirror", "config.json", minimal().dump());
+  struct stat st {};
+  REQUIRE(::stat((d / ".fusemirror/config.json").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  std::string where;
+  auto c = core::load_config(d.path(), &where);
+  CHECK(where == d / ".fusemirror/config.json");
+  CHECK(c.primary == "/srv/a");
+  // Replacing is atomic: no temp file is left behind.
+  core::write_file_atomic(d / ".fusemirror", "config.json", with("primary", "/x").dump());
+  CHECK(core::load_config(d / ".fusemirror/config.json").primary == "/x");
+  CHECK_FALSE(fmtest::stdfs::exists(d / ".fusemirror/.config.json.tmp"));
+  // A directory without a config names the fix.
+  fmtest::TempDir empty;
+  try {
+    (void)core::load_config(empty.path());
+    FAIL("load_config accepted a directory without a config");
+  } catch (const utils::Error& e) {
+    CHECK(contains(e.what(), "create"));
+  }
+  CHECK_THROWS_AS(core::load_config(d / "does-not-exist"), utils::Error);
+}
+
+TEST_CASE("validators") {
+  CHECK(core::check_chunk_size(65536).empty());
+  CHECK_FALSE(core::check_chunk_size(65535).empty());
+  CHECK_FALSE(core::check_chunk_size(2048).empty());
+  CHECK_FALSE(core::check_chunk_size(1ull << 31).empty());
+  CHECK(core::check_daemon_sleep(5).empty());
+  CHECK_FALSE(core::check_daemon_sleep(0).empty());
+  CHECK_FALSE(core::check_daemon_sleep(-2).empty());
+  CHECK_FALSE(core::check_daemon_sleep(3601).empty());
+  CHECK_FALSE(core::check_daemon_sleep(std::numeric_limits<double>::quiet_NaN()).empty());
+  CHECK_FALSE(core::check_daemon_sleep(std::numeric_limits<double>::infinity()).empty());
+}
+
+}  // TEST_SUITE
+
+TEST_SUITE("size") {
+
+TEST_CASE("parse_size") {
+  using utils::parse_size;
+  CHECK(parse_size("64K") == std::optional<std::uint64_t>(65536));
+  CHECK(parse_size("64k") == std::optional<std::uint64_t>(65536));
+  CHECK(parse_size("64KiB") == std::optional<std::uint64_t>(65536));
+  CHECK(parse_size("1M") == std::optional<std::uint64_t>(1u << 20));
+  CHECK(parse_size("1MB") == std::optional<std::uint64_t>(1u << 20));
+  CHECK(parse_size("1GiB") == std::optional<std::uint64_t>(1u << 30));
+  CHECK(parse_size("2T") == std::optional<std::uint64_t>(2ull << 40));
+  CHECK(parse_size("4096") == std::optional<std::uint64_t>(4096));
+  CHECK(parse_size("4096B") == std::optional<std::uint64_t>(4096));
+  CHECK(parse_size("0") == std::optional<std::uint64_t>(0));
+  CHECK_FALSE(parse_size("").has_value());
+  CHECK_FALSE(parse_size("12Q").has_value());
+  CHECK_FALSE(parse_size("K").has_value());
+  CHECK_FALSE(parse_size("-1").has_value());
+  CHECK_FALSE(parse_size(" 1K").has_value());
+  CHECK_FALSE(parse_size("1 K").has_value());
+  CHECK_FALSE(parse_size("1.5M").has_value());
+  // Overflow, in the digits and in the suffix.
+  CHECK_FALSE(parse_size("99999999999999999999T").has_value());
+  CHECK_FALSE(parse_size("99999999999999999999").has_value());
+  CHECK_FALSE(parse_size("16777216T").has_value());  // 2^24 TiB = 2^64
+  CHECK(parse_size("16777215T") == std::optional<std::uint64_t>(16777215ull << 40));
+  CHECK(parse_size("18446744073709551609") == std::optional<std::uint64_t>(18446744073709551609ull));
+}
+
+TEST_CASE("format_size") {
+  using utils::format_size;
+  CHECK(format_size(0) == "0 B");
+  CHECK(format_size(512) == "512 B");
+  CHECK(format_size(1023) == "1023 B");
+  CHECK(format_size(1024) == "1 KiB");
+  CHECK(format_size(65536) == "64 KiB");
+  CHECK(format_size(1536) == "1.50 KiB");
+  CHECK(format_size(1ull << 20) == "1 MiB");
+  CHECK(format_size(3ull << 29) == "1.50 GiB");
+  CHECK(format_size(1ull << 40) == "1 TiB");
+  CHECK(format_size(1ull << 50) == "1 PiB");
+  CHECK(format_size(1ull << 60) == "1024 PiB");
+  // format and parse agree on whole units.
+  for (std::uint64_t v : {std::uint64_t{4096}, std::uint64_t{1} << 30}) {
+    auto s = format_size(v);
+    s.erase(s.find(' '), 1);
+    CHECK(utils::parse_size(s) == std::optional<std::uint64_t>(v));
+  }
+}
+
+}  // TEST_SUITE
