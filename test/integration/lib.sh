@@ -377,7 +377,9 @@ fm_mount() {
   FM_NDAEMON=$((FM_NDAEMON + 1))
   local log=$FM_TMP/logs/daemon.$FM_NDAEMON.log
   fm_step "mount $src $mnt -f $*"
-  "$FUSEMIRROR" mount "$src" "$mnt" -f "$@" </dev/null >"$log" 2>&1 &
+  # a non-interactive shell starts background jobs with SIGINT/SIGQUIT ignored, and libfuse
+  # only handles signals left at their default: restore the defaults, as on a terminal
+  env --default-signal=INT,QUIT "$FUSEMIRROR" mount "$src" "$mnt" -f "$@" </dev/null >"$log" 2>&1 &
   local pid=$!
   FM_DAEMON_PIDS+=("$pid")
   echo "$pid" >>"$FM_TMP/logs/pids"

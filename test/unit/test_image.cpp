@@ -1,0 +1,378 @@
+// Unit tests for core::Image over two real temp files and a real bitmap file.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "core/image.hpp"
+#include "test_helpers.hpp"
+#include "utils/thread_pool.hpp"
+
+using namespace fusemirror;
+using fmtest::TempDir;
+
+namespace {
+
+const utils::Uuid kSet = {7, 7, 7, 7, 7, 7, 0x47, 7, 0x87, 7, 7, 7, 7, 7, 7, 7};
+constexpr std::uint64_t kCs = 65536;
+
+struct Fixture {
+  TempDir dir;
+  std::string ppath = dir / "p.img", spath = dir / "s.img", bpath = dir / "img.fmbm";
+  utils::ThreadPool pool{2};  // declared before img: outlives it
+  std::unique_ptr<core::Image> img;
+  std::string why;
+
+  // `image_size`: both files are created with this size (holes); the bitmap file is new.
+  // `secondary_flags`: how the secondary is opened (O_RDONLY makes every write fail: EBADF).
+  explicit Fixture(std::uint64_t image_size = 0, int secondary_flags = O_RDWR,
+                   bool clean_bitmap = true) {
+    for (const auto& p : {ppath, spath}) {
+      utils::UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      REQUIRE(fd.valid());
+      REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(image_size)) == 0);
+    }
+    if (clean_bitmap)
+      fmtest::write_bitmap_file(bpath, fmtest::clean_header(kSet, kCs, image_size));
+    open(secondary_flags);
+  }
+
+  void open(int secondary_flags = O_RDWR) {
+    img.reset();
+    utils::UniqueFd p(::open(ppath.c_str(), O_RDWR | O_CLOEXEC));
+    utils::UniqueFd s(::open(spath.c_str(), secondary_flags | O_CLOEXEC));
+    utils::UniqueFd b(::open(bpath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    REQUIRE(p.valid());
+    REQUIRE(s.valid());
+    REQUIRE(b.valid());
+    struct stat st {};
+    REQUIRE(::fstat(p.get(), &st) == 0);
+    core::BitmapOpenParams bp;
+    bp.set_uuid = kSet;
+    bp.chunk_size = kCs;
+    bp.image_size = static_cast<std::uint64_t>(st.st_size);
+    auto bm = core::Bitmap::open(std::move(b), bp, &why);
+    REQUIRE(bm);
+    img = std::make_unique<core::Image>("img", std::move(p), std::move(s), std::move(*bm), &pool);
+  }
+
+  void write(const std::vector<std::byte>& data, std::uint64_t off) {
+    auto r = img->write(data, off);
+    REQUIRE_MESSAGE(r, "write failed: " << r.error().message());
+    CHECK(*r == data.size());
+  }
+  std::vector<std::byte> read(std::uint64_t off, std::size_t n) {
+    std::vector<std::byte> buf(n);
+    auto r = img->read(buf, off);
+    REQUIRE(r);
+    buf.resize(*r);
+    return buf;
+  }
+};
+
+std::vector<std::byte> slice(const std::vector<std::byte>& v, std::uint64_t off, std::size_t n) {
+  if (off >= v.size()) return {};
+  n = std::min<std::size_t>(n, v.size() - off);
+  return {v.begin() + static_cast<std::ptrdiff_t>(off), v.begin() + static_cast<std::ptrdiff_t>(off + n)};
+}
+
+bool all_zero(const std::vector<std::byte>& v) {
+  for (auto b : v)
+    if (b != std::byte{0}) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_SUITE("image") {
+
+TEST_CASE("write/read round trip; both legs hold the data") {
+  Fixture f;
+  auto data = fmtest::pattern(100000, 11);
+  f.write(data, 0);
+  CHECK(f.read(0, data.size()) == data);
+  CHECK(f.read(1000, 10) == slice(data, 1000, 10));
+  CHECK(f.read(data.size(), 10).empty());  // end of file
+  CHECK(fmtest::read_bytes(f.ppath) == data);
+  CHECK(fmtest::read_bytes(f.spath) == data);
+  auto st = f.img->status();
+  CHECK(st.secondary_ok);
+  CHECK(st.state == "active");
+  CHECK(st.size == data.size());
+  CHECK(st.bitmap.dirty_chunks == 2);
+  CHECK(f.img->stat()->st_size == static_cast<off_t>(data.size()));
+  // An empty write is a no-op.
+  auto r = f.img->write({}, 5);
+  REQUIRE(r);
+  CHECK(*r == 0);
+}
+
+TEST_CASE("legs stay identical under unaligned and overlapping concurrent writes") {
+  Fixture f;
+  SUBCASE("sequential, unaligned") {
+    const std::uint64_t offs[] = {1, 4095, 65535, 65536 * 3 - 7, 12345, 200001, 0};
+    unsigned seed = 1;
+    for (auto off : offs) {
+      f.write(fmtest::pattern(4097 + seed * 1000, seed), off);
+      ++seed;
+    }
+  }
+  SUBCASE("concurrent, overlapping") {
+    std::vector<std::thread> ts;
+    std::atomic<int> failures{0};
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([&, t] {
+        std::mt19937 rng(static_cast<unsigned>(t + 1));
+        for (int i = 0; i < 60; ++i) {
+          const std::uint64_t off = rng() % (256 * 1024);
+          const std::size_t len = 1 + rng() % 20000;
+          auto r = f.img->write(fmtest::pattern(len, rng()), off);
+          if (!r || *r != len) ++failures;
+        }
+      });
+    for (auto& t : ts) t.join();
+    CHECK(failures == 0);
+  }
+  const auto p = fmtest::read_bytes(f.ppath), s = fmtest::read_bytes(f.spath);
+  CHECK(p.size() == s.size());
+  CHECK(p == s);
+  CHECK(f.img->status().secondary_ok);
+}
+
+TEST_CASE("truncate keeps both legs the same size") {
+  Fixture f;
+  f.write(fmtest::pattern(3 * kCs, 3), 0);
+  for (std::uint64_t size : {std::uint64_t{10 * kCs}, std::uint64_t{1000}, std::uint64_t{0},
+                             std::uint64_t{kCs + 1}}) {
+    INFO("size " << size);
+    REQUIRE_FALSE(f.img->truncate(size));
+    CHECK(fmtest::file_size(f.ppath) == size);
+    CHECK(fmtest::file_size(f.spath) == size);
+    CHECK(f.img->status().size == size);
+    CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
+  }
+  // Data after a shrink and regrow reads as zeros past the shrink point.
+  CHECK(all_zero(f.read(0, kCs + 1)));
+  CHECK(f.img->status().secondary_ok);
+}
+
+TEST_CASE("fallocate on both legs") {
+  Fixture f;
+  const auto data = fmtest::pattern(4 * kCs, 4);
+  f.write(data, 0);
+  SUBCASE("punch hole reads zeros on both legs") {
+    REQUIRE_FALSE(f.img->fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kCs + 100, kCs));
+    for (const auto& path : {f.ppath, f.spath}) {
+      INFO(path);
+      auto b = fmtest::read_bytes(path);
+      CHECK(b.size() == data.size());
+      CHECK(all_zero(slice(b, kCs + 100, kCs)));
+      CHECK(slice(b, 0, kCs + 100) == slice(data, 0, kCs + 100));
+      CHECK(slice(b, 2 * kCs + 100, 10000) == slice(data, 2 * kCs + 100, 10000));
+    }
+    CHECK(all_zero(f.read(kCs + 100, kCs)));
+  }
+  SUBCASE("zero range") {
+    REQUIRE_FALSE(f.img->fallocate(FALLOC_FL_ZERO_RANGE, 3 * kCs, 2 * kCs));  // extends
+    CHECK(fmtest::file_size(f.ppath) == 5 * kCs);
+    CHECK(fmtest::file_size(f.spath) == 5 * kCs);
+    CHECK(all_zero(slice(fmtest::read_bytes(f.spath), 3 * kCs, 2 * kCs)));
+  }
+  SUBCASE("plain allocation extends both legs") {
+    REQUIRE_FALSE(f.img->fallocate(0, 4 * kCs, kCs));
+    CHECK(fmtest::file_size(f.ppath) == 5 * kCs);
+    CHECK(fmtest::file_size(f.spath) == 5 * kCs);
+  }
+  SUBCASE("unsupported mode and zero length are refused, nothing changes") {
+    CHECK(f.img->fallocate(FALLOC_FL_COLLAPSE_RANGE, 0, kCs) == std::errc::operation_not_supported);
+    CHECK(f.img->fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 0) ==
+          std::errc::invalid_argument);
+    CHECK(fmtest::read_bytes(f.ppath) == data);
+  }
+  CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
+  CHECK(f.img->status().secondary_ok);
+}
+
+TEST_CASE("a failing secondary degrades the image, the write still succeeds") {
+  Fixture f(0, O_RDONLY);  // every secondary pwrite fails with EBADF
+  const auto ev0 = fmtest::header_on_disk(f.bpath).events;
+  CHECK(f.img->status().secondary_ok);  // not known yet
+  const auto data = fmtest::pattern(5000, 5);
+  f.write(data, 2 * kCs + 10);
+  CHECK(f.read(2 * kCs + 10, data.size()) == data);
+  CHECK(slice(fmtest::read_bytes(f.ppath), 2 * kCs + 10, data.size()) == data);
+  CHECK(fmtest::file_size(f.spath) == 0);
+
+  auto st = f.img->status();
+  CHECK_FALSE(st.secondary_ok);
+  CHECK_FALSE(f.img->secondary_ok());
+  CHECK(st.state == "degraded");
+  // Durably recorded: the degraded flag and an events bump.
+  auto h = fmtest::header_on_disk(f.bpath);
+  CHECK(fmtest::has(h.state, core::kStateDegraded));
+  CHECK(h.events == ev0 + 1);
+  CHECK(fmtest::file_bit(fmtest::read_bytes(f.bpath), 2));
+  // The chunk stays dirty (and awaiting resync) through any number of sweeps.
+  for (int i = 0; i < 3; ++i) CHECK_FALSE(f.img->sweep());
+  CHECK(f.img->status().bitmap.dirty_chunks >= 1);
+  CHECK(f.img->status().bitmap.unsynced_chunks >= 1);
+  CHECK(fmtest::file_bit(fmtest::read_bytes(f.bpath), 2));
+  // Later writes go to the primary only, succeed, and accumulate bits; events stay.
+  f.write(data, 5 * kCs);
+  CHECK(fmtest::file_bit(fmtest::read_bytes(f.bpath), 5));
+  CHECK(fmtest::header_on_disk(f.bpath).events == ev0 + 1);
+  for (int i = 0; i < 3; ++i) CHECK_FALSE(f.img->sweep());
+  CHECK(f.img->status().bitmap.dirty_chunks == 2);
+  // Resync cannot run while degraded.
+  std::vector<std::byte> buf(kCs);
+  std::uint64_t copied = 0;
+  CHECK_FALSE(f.img->resync_step(0, kCs, buf, &copied));
+  // A clean unmount keeps the bits.
+  CHECK_FALSE(f.img->close_clean());
+  auto file = fmtest::read_bytes(f.bpath);
+  CHECK(fmtest::file_bit(file, 2));
+  CHECK(fmtest::file_bit(file, 5));
+}
+
+TEST_CASE("an image without a secondary starts degraded") {
+  TempDir d;
+  const auto ppath = d / "p.img", bpath = d / "b.fmbm";
+  fmtest::write_bytes(ppath, {});
+  utils::ThreadPool pool(1);
+  utils::UniqueFd p(::open(ppath.c_str(), O_RDWR | O_CLOEXEC));
+  utils::UniqueFd b(::open(bpath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  core::BitmapOpenParams bp;
+  bp.set_uuid = kSet;
+  auto bm = core::Bitmap::open(std::move(b), bp, nullptr);
+  REQUIRE(bm);
+  core::Image img("x", std::move(p), utils::UniqueFd{}, std::move(*bm), &pool);
+  CHECK(img.status().state == "degraded");
+  CHECK(fmtest::has(fmtest::header_on_disk(bpath).state, core::kStateDegraded));
+  auto r = img.write(fmtest::pattern(10, 1), 0);
+  REQUIRE(r);
+  CHECK(img.status().bitmap.unsynced_chunks == 1);
+}
+
+TEST_CASE("resync_step copies unsynced chunks and keeps holes as holes") {
+  // Primary: chunk 0 data, chunk 1 hole, chunk 2 partly data, chunk 3 hole (to EOF).
+  // Secondary: garbage everywhere. Bitmap: new, over an image holding data: all unsynced.
+  Fixture f(4 * kCs, O_RDWR, /*clean_bitmap=*/false);
+  f.img.reset();
+  const auto c0 = fmtest::pattern(kCs, 21), c2 = fmtest::pattern(10000, 22);
+  {
+    utils::UniqueFd p(::open(f.ppath.c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE_FALSE(utils::pwrite_all(p.get(), c0, 0));
+    REQUIRE_FALSE(utils::pwrite_all(p.get(), c2, 2 * kCs));
+    REQUIRE(::fsync(p.get()) == 0);
+    std::vector<std::byte> junk(4 * kCs, std::byte{0xAA});
+    utils::UniqueFd s(::open(f.spath.c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE_FALSE(utils::pwrite_all(s.get(), junk, 0));
+    REQUIRE(::fsync(s.get()) == 0);
+  }
+  ::unlink(f.bpath.c_str());
+  f.open();
+  CHECK_FALSE(f.why.empty());
+  REQUIRE(f.img->status().bitmap.unsynced_chunks == 4);
+  CHECK(f.img->status().state == "resyncing");
+
+  std::vector<std::byte> buf(16384);  // smaller than a chunk: several preads per run
+  std::uint64_t total_copied = 0, steps = 0, from = 0;
+  SUBCASE("one big run") {
+    for (;;) {
+      std::uint64_t copied = 0;
+      auto r = f.img->resync_step(from, 1 << 20, buf, &copied);
+      REQUIRE(r);
+      total_copied += copied;
+      ++steps;
+      if (*r >= 4) break;
+      from = *r;
+    }
+    CHECK(steps == 1);
+  }
+  SUBCASE("one chunk per step") {
+    for (;;) {
+      std::uint64_t copied = 0;
+      auto r = f.img->resync_step(from, kCs, buf, &copied);
+      REQUIRE(r);
+      total_copied += copied;
+      if (*r >= 4) break;
+      CHECK(*r == from + 1);
+      from = *r;
+      ++steps;
+    }
+    CHECK(steps == 3);
+  }
+  MESSAGE("resync copied " << total_copied << " bytes in " << steps << " step(s)");
+  CHECK(total_copied == c0.size() + c2.size());
+  const auto p = fmtest::read_bytes(f.ppath), s = fmtest::read_bytes(f.spath);
+  CHECK(p.size() == s.size());
+  CHECK(p == s);
+  // Holes stayed holes on the secondary.
+  utils::UniqueFd sfd(::open(f.spath.c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(sfd.valid());
+  const off_t d1 = ::lseek(sfd.get(), static_cast<off_t>(kCs), SEEK_DATA);
+  CHECK(d1 == static_cast<off_t>(2 * kCs));  // chunk 1 is a hole
+  const off_t h2 = ::lseek(sfd.get(), static_cast<off_t>(2 * kCs), SEEK_HOLE);
+  CHECK(h2 <= static_cast<off_t>(3 * kCs));
+  errno = 0;
+  const off_t d3 = ::lseek(sfd.get(), static_cast<off_t>(3 * kCs), SEEK_DATA);
+  CHECK(d3 == -1);  // nothing but a hole to EOF
+  CHECK(errno == ENXIO);
+  // Now an ordinary dirty image: cleared after idle.
+  auto st = f.img->status();
+  CHECK(st.bitmap.unsynced_chunks == 0);
+  CHECK(st.resync_copied_bytes == total_copied);
+  CHECK(st.state == "active");
+  CHECK_FALSE(f.img->sweep());
+  CHECK_FALSE(f.img->sweep());
+  CHECK(f.img->status().bitmap.dirty_chunks == 0);
+  CHECK(f.img->status().state == "clean");
+  // Nothing left: resync_step says so.
+  std::uint64_t copied = 0;
+  auto r = f.img->resync_step(0, 1 << 20, buf, &copied);
+  REQUIRE(r);
+  CHECK(*r == 4);
+  CHECK(copied == 0);
+}
+
+TEST_CASE("resync_step copies only the unsynced chunks") {
+  Fixture f(4 * kCs);
+  f.img.reset();
+  {
+    utils::UniqueFd p(::open(f.ppath.c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE_FALSE(utils::pwrite_all(p.get(), fmtest::pattern(4 * kCs, 31), 0));
+  }
+  f.open();
+  REQUIRE(f.img->status().bitmap.dirty_chunks == 0);
+  REQUIRE_FALSE(f.img->bitmap()->mark_unsynced(kCs, 1));
+  std::vector<std::byte> buf(kCs);
+  std::uint64_t copied = 0;
+  auto r = f.img->resync_step(0, 1 << 20, buf, &copied);
+  REQUIRE(r);
+  CHECK(*r == 2);
+  CHECK(copied == kCs);
+  const auto p = fmtest::read_bytes(f.ppath), s = fmtest::read_bytes(f.spath);
+  CHECK(slice(s, kCs, kCs) == slice(p, kCs, kCs));
+  CHECK(all_zero(slice(s, 0, kCs)));      // untouched
+  CHECK(all_zero(slice(s, 2 * kCs, kCs)));
+}
+
+TEST_CASE("fsync, sync_legs and close_clean") {
+  Fixture f;
+  f.write(fmtest::pattern(3 * kCs, 41), 0);
+  CHECK_FALSE(f.img->fsync(true));
+  CHECK_FALSE(f.img->fsync(false));
+  CHECK_FALSE(f.img->sync_legs());
+  CHECK_FALSE(f.img->close_clean());
+  auto h = fmtest::header_on_disk(f.bpath);
+  CHECK(fmtest::has(h.state, core::kStateClean));
+  CHECK(fmtest::count_file_bits(fmtest::read_bytes(f.bpath), 3) == 0);
+  CHECK(f.img->status().state == "clean");
+}
+
+}  // TEST_SUITE
