@@ -128,7 +128,14 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
 
   std::unique_lock lk(bm->mu_);
   bm->file_size_ = file_size;
-  if (params.image_size > h.sync_size) bm->grow_locked(params.image_size);
+  if (params.image_size > h.sync_size) {
+    // The image grew while no fusemirror watched it (the cover follows every truncate and
+    // write we serve): what lies past the old cover was never mirrored.
+    const std::uint64_t old_size = h.sync_size;
+    bm->grow_locked(params.image_size);
+    if (!all_dirty && file_size != 0)
+      for (std::uint64_t c = old_size / h.chunk_size; c < bm->total_chunks_; ++c) bm->set_bit_locked(c);
+  }
   if (params.image_size < h.sync_size && !all_dirty) {
     // Bits past the end describe data that no longer exists on the primary.
     const std::uint64_t chunks = (params.image_size + h.chunk_size - 1) / h.chunk_size;
@@ -150,7 +157,9 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
   if (bm->unsynced_count_ == 0) bm->header_.state &= ~kStateNeedsFullSync;
   // Active from here: the clean flag is cleared durably before any data write can be
   // issued, so a crash can never leave a header that claims a clean shutdown.
-  bm->header_.state &= ~(kStateClean | kStateDegraded | kStateStale);
+  // The degraded flag stays: a secondary that left stays out until an operator re-adds it
+  // (md keeps a faulty member out across restarts); its bits have kept accumulating.
+  bm->header_.state &= ~(kStateClean | kStateStale);
   bm->header_.events += 1;
   bm->touch_header_locked();
   if (auto ec = bm->wait_durable_locked(lk, bm->requested_gen_)) return ec;
@@ -328,7 +337,7 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len) {
   std::unique_lock lk(mu_);
   if (sticky_error_) return sticky_error_;
   const ChunkRange r = chunks_for(off, len);
-  if (r.end > total_chunks_) grow_locked(off + len);
+  if (r.end > total_chunks_ || off + len > header_.sync_size) grow_locked(off + len);
   inflight_.push_back(r);
   for (std::uint64_t c = r.first; c < r.end; ++c) {
     recent_[c >> 6] |= 1ull << (c & 63);
@@ -356,6 +365,14 @@ void Bitmap::end_write(std::uint64_t off, std::uint64_t len, bool legs_ok) {
       ++unsynced_count_;
     }
   }
+}
+
+bool Bitmap::range_clean(std::uint64_t off, std::uint64_t len) const {
+  std::lock_guard lk(mu_);
+  const ChunkRange r = chunks_for(off, len);
+  for (std::uint64_t c = r.first; c < r.end && c < total_chunks_; ++c)
+    if (test(dirty_, c) || test(unsynced_, c)) return false;
+  return !(header_.state & kStateDegraded);
 }
 
 std::error_code Bitmap::resize(std::uint64_t size) {
@@ -387,7 +404,7 @@ std::error_code Bitmap::mark_unsynced(std::uint64_t off, std::uint64_t len) {
   std::unique_lock lk(mu_);
   if (sticky_error_) return sticky_error_;
   const ChunkRange r = chunks_for(off, len);
-  if (r.end > total_chunks_) grow_locked(off + len);
+  if (r.end > total_chunks_ || off + len > header_.sync_size) grow_locked(off + len);
   for (std::uint64_t c = r.first; c < r.end; ++c) {
     set_bit_locked(c);
     if (!test(unsynced_, c)) {

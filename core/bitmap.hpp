@@ -101,6 +101,9 @@ class Bitmap {
   // dropped (the secondary's size is reconciled separately); a grown cover is clean.
   std::error_code resize(std::uint64_t size);
 
+  // True when no chunk of [off, off+len) is dirty (so both legs hold the same data).
+  bool range_clean(std::uint64_t off, std::uint64_t len) const;
+
   // Marks [off, off+len) as needing resync (dirty + unsynced), durable before returning.
   std::error_code mark_unsynced(std::uint64_t off, std::uint64_t len);
   // The first unsynced chunk >= from, or total_chunks() when none.

@@ -75,7 +75,8 @@ Config parse_config(const std::string& text, const std::string& source) {
   if (!j.is_object()) throw Error("config " + source + ": must be a JSON object");
   static const std::set<std::string> kKeys = {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
-      "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate"};
+      "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
+      "fsync_waits_for_secondary", "drain_timeout"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -117,6 +118,17 @@ Config parse_config(const std::string& text, const std::string& source) {
     else if (r == "backup") c.role = Role::backup;
     else bad(source, "role", "must be \"mirror\" or \"backup\" (got '" + r + "')");
   }
+  if (j.contains("fsync_waits_for_secondary")) {
+    if (!j["fsync_waits_for_secondary"].is_boolean())
+      bad(source, "fsync_waits_for_secondary", "must be true or false");
+    c.fsync_waits_for_secondary = j["fsync_waits_for_secondary"].get<bool>();
+  }
+  if (j.contains("drain_timeout")) {
+    if (!j["drain_timeout"].is_number() || j["drain_timeout"].get<double>() < 0 ||
+        j["drain_timeout"].get<double>() > 86400)
+      bad(source, "drain_timeout", "must be a number of seconds between 0 and 86400");
+    c.drain_timeout = j["drain_timeout"].get<double>();
+  }
   if (j.contains("resync_min_rate")) c.resync_min_rate = get_uint(j, "resync_min_rate", source);
   if (j.contains("resync_max_rate")) c.resync_max_rate = get_uint(j, "resync_max_rate", source);
   if (c.resync_max_rate && c.resync_min_rate > c.resync_max_rate)
@@ -139,6 +151,8 @@ std::string dump_config(const Config& c) {
   j["role"] = c.role == Role::mirror ? "mirror" : "backup";
   j["resync_min_rate"] = c.resync_min_rate;
   j["resync_max_rate"] = c.resync_max_rate;
+  j["fsync_waits_for_secondary"] = c.fsync_waits_for_secondary;
+  j["drain_timeout"] = c.drain_timeout;
   return j.dump(2) + "\n";
 }
 

@@ -30,8 +30,10 @@ struct Config {
   double daemon_sleep = 5.0;               // seconds
   std::optional<std::string> bitmap_dir;   // absolute; default PRIMARY/.fusemirror/bitmaps
   bool bitmap = true;                      // false: md's --bitmap=none
-  std::uint32_t write_behind = 0;          // reserved: 0 = synchronous
-  Role role = Role::mirror;                // reserved
+  std::uint32_t write_behind = 0;          // max outstanding secondary writes; 0 = synchronous
+  Role role = Role::mirror;                // backup: never read from the secondary
+  bool fsync_waits_for_secondary = false;  // write-behind: fsync also drains + syncs the secondary
+  double drain_timeout = 60.0;             // seconds unmount waits for the write-behind queue
   std::uint64_t resync_min_rate = 1 << 20;  // bytes/s
   std::uint64_t resync_max_rate = 0;        // bytes/s; 0 = unlimited
 

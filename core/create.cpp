@@ -140,6 +140,9 @@ Config create_set(const CreateOptions& o) {
   c.daemon_sleep = o.daemon_sleep;
   c.bitmap_dir = bitmap_dir;
   c.bitmap = o.bitmap;
+  if (o.write_behind > 16383) throw Error("--write-behind: must be between 0 and 16383 (md's limit)");
+  c.write_behind = o.write_behind;
+  c.role = o.role;
 
   // Order: bitmaps first (all dirty), then the secondary's membership, then the config
   // last. A crash before the config leaves no set (create can simply be run again); the
@@ -152,7 +155,13 @@ Config create_set(const CreateOptions& o) {
     throw utils::sys_error(broot, "cannot create the bitmap directory", errno);
   for (const auto& [rel, size] : pimgs) {
     const fs::path bpath = fs::path(broot) / (rel + kBitmapSuffix);
-    fs::create_directories(bpath.parent_path());
+    // Metadata directories are 0700, each component (create_directories uses 0777 & umask).
+    fs::path dir = broot;
+    for (const auto& part : fs::path(rel).parent_path()) {
+      dir /= part;
+      if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+        throw utils::sys_error(dir.string(), "cannot create the bitmap directory", errno);
+    }
     utils::UniqueFd fd(::open(bpath.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw utils::sys_error(bpath.string(), "cannot create the bitmap", errno);
     BitmapOpenParams bp;
@@ -160,6 +169,7 @@ Config create_set(const CreateOptions& o) {
     bp.chunk_size = c.chunk_size;
     bp.daemon_sleep_ms = static_cast<std::uint32_t>(c.daemon_sleep * 1000);
     bp.image_size = size;
+    bp.write_behind = c.write_behind;
     if (auto ec = Bitmap::write_all_dirty(fd.get(), bp))
       throw utils::sys_error(bpath.string(), "cannot write the bitmap", ec.value());
   }

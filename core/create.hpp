@@ -16,6 +16,8 @@ struct CreateOptions {
   double daemon_sleep = 5.0;
   std::optional<std::string> bitmap_dir;
   bool bitmap = true;
+  std::uint32_t write_behind = 0;
+  Role role = Role::mirror;
   bool force = false;
 };
 

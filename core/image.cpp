@@ -89,17 +89,26 @@ std::error_code fallocate_secondary(int fd, int mode, std::uint64_t off, std::ui
 }  // namespace
 
 Image::Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondary,
-             std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool)
+             std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options)
     : name_(std::move(name)),
       primary_(std::move(primary)),
       secondary_(std::move(secondary)),
       bitmap_(std::move(bitmap)),
       pool_(pool),
-      secondary_ok_(secondary_.valid()) {
+      secondary_ok_(secondary_.valid()),
+      opts_(options) {
+  if (opts_.write_behind)
+    wb_ = std::make_unique<WriteBehind>(opts_.write_behind, std::min<unsigned>(opts_.write_behind, 16));
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
 }
 
-Image::~Image() = default;
+Image::~Image() {
+  if (wb_) wb_->stop();
+}
+
+void Image::drain_write_behind() {
+  if (wb_) (void)wb_->drain(1e9);
+}
 
 const std::string& Image::name() const {
   std::lock_guard lk(name_mu_);
@@ -114,6 +123,8 @@ void Image::rename(std::string name) {
 void Image::fail_secondary(const char* op, std::error_code ec) {
   bool expected = true;
   if (!secondary_ok_.compare_exchange_strong(expected, false)) return;  // logged once
+  // Queued secondary writes are dropped, not retried forever: the bitmap keeps them.
+  if (wb_) wb_->drop_all();
   spdlog::error("{}: secondary failed on {}: {}; image degraded, serving from the primary, "
                 "changes tracked in the bitmap",
                 name(), op, ec.message());
@@ -128,7 +139,18 @@ std::error_code Image::settle(const char* op, std::error_code primary, std::erro
 }
 
 utils::Result<std::size_t> Image::read(std::span<std::byte> buf, std::uint64_t off) {
-  return utils::pread_all(primary_.get(), buf, off);
+  auto r = utils::pread_all(primary_.get(), buf, off);
+  if (r || r.error() != std::errc::io_error || !opts_.secondary_serves_reads || !secondary_ok())
+    return r;
+  // The primary failed to read (role mirror only): serve from the secondary where every
+  // chunk of the range is in sync there — clean, nothing in flight, nothing queued.
+  if (!bitmap_->range_clean(off, buf.size())) return r;
+  if (!primary_read_failed_.exchange(true))
+    spdlog::error("{}: primary read error at {}: serving in-sync chunks from the secondary",
+                  name(), off);
+  auto s = utils::pread_all(secondary_.get(), buf, off);
+  if (s) secondary_reads_.fetch_add(1, std::memory_order_relaxed);
+  return s ? s : r;
 }
 
 utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::uint64_t off) {
@@ -141,6 +163,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
     spdlog::error("{}: bitmap write failed ({}); refusing the data write", name(), ec.message());
     return utils::errno_code(EIO);
   }
+  if (wb_ && secondary_ok()) return write_behind(data, off);
   // 2. Both legs concurrently.
   const bool with_sec = secondary_ok();
   auto [p, s] = run_both(
@@ -152,8 +175,33 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   return data.size();
 }
 
+utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, std::uint64_t off) {
+  // REQUIRES: the range lock and a started bitmap write (Image::write).
+  if (auto ec = utils::pwrite_all(primary_.get(), data, off)) {
+    bitmap_->end_write(off, data.size(), false);
+    spdlog::warn("{}: primary write failed: {}", name(), ec.message());
+    return ec;
+  }
+  // Submitted under the range lock, so overlapping writes enter the queue in the primary's
+  // order; the queue keeps that order. The bitmap write ends when the secondary has it.
+  WriteBehind::Op op;
+  op.off = off;
+  op.data.assign(data.begin(), data.end());  // the caller's buffer is reused after we return
+  op.run = [this](const WriteBehind::Op& o) -> std::error_code {
+    if (!secondary_ok()) return utils::errno_code(EIO);
+    auto ec = utils::pwrite_all(secondary_.get(), o.data, o.off);
+    if (ec) fail_secondary("write-behind write", ec);
+    return ec;
+  };
+  const std::uint64_t len = data.size();
+  op.done = [this, off, len](bool ok) { bitmap_->end_write(off, len, ok); };
+  wb_->submit(std::move(op));
+  return data.size();
+}
+
 std::error_code Image::truncate(std::uint64_t size) {
   auto guard = locks_.lock(0, RangeLock::kEnd);
+  drain_write_behind();  // size changes are ordered after every queued write
   struct stat st {};
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
   const auto old = static_cast<std::uint64_t>(st.st_size);
@@ -186,6 +234,7 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
   if (mode & ~kSupported) return utils::errno_code(EOPNOTSUPP);
   if (len == 0) return utils::errno_code(EINVAL);
   auto guard = locks_.lock(off, (mode & FALLOC_FL_KEEP_SIZE) ? off + len : RangeLock::kEnd);
+  drain_write_behind();  // fallocate runs synchronously, after every queued write
   if (auto ec = bitmap_->start_write(off, len)) {
     spdlog::error("{}: bitmap write failed ({}); refusing fallocate", name(), ec.message());
     return utils::errno_code(EIO);
@@ -207,8 +256,12 @@ std::error_code Image::fsync(bool datasync) {
     if (datasync) return utils::fdatasync_fd(fd);
     return ::fsync(fd) ? utils::last_errno() : std::error_code{};
   };
+  // Write-behind: the bitmap covers the secondary's lag, so fsync waits for the primary
+  // only — unless the config asks for the secondary too (then the queue drains first).
+  const bool with_sec = secondary_ok() && (!wb_ || opts_.fsync_waits_for_secondary);
+  if (wb_ && with_sec) drain_write_behind();
   auto [p, s] = run_both(
-      pool_, secondary_ok(), [&] { return sync(primary_.get()); },
+      pool_, with_sec, [&] { return sync(primary_.get()); },
       [&] { return sync(secondary_.get()); });
   return settle("fsync", p, s);
 }
@@ -319,6 +372,7 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
   if (!secondary_ok()) return utils::errno_code(EIO);
   const std::uint64_t end = std::min(total, from + std::max<std::uint64_t>(n, 1));
   auto guard = locks_.lock(from * cs, end * cs);
+  if (wb_) wb_->wait_range_idle(from * cs, end * cs);  // compare what the queue delivered
   for (std::uint64_t c = from; c < end; ++c) {
     bool differ = false;
     for (std::uint64_t off = c * cs; off < (c + 1) * cs && !differ;) {
@@ -352,6 +406,10 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
 std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
   auto guard = locks_.lock(0, RangeLock::kEnd);
   if (secondary_ok()) return utils::errno_code(EBUSY);
+  if (wb_) {
+    drain_write_behind();  // dropped writes finish at once
+    wb_->resume();
+  }
   secondary_ = std::move(secondary);
   if (full) {
     struct stat st {};
@@ -388,6 +446,14 @@ std::error_code Image::sweep() {
 }
 
 std::error_code Image::close_clean() {
+  if (wb_ && !wb_->drain(opts_.drain_timeout)) {
+    spdlog::error("{}: write-behind queue not drained after {}s ({} writes outstanding); their "
+                  "chunks stay dirty and the next mount resyncs them",
+                  name(), opts_.drain_timeout, wb_->outstanding());
+    wb_->abandon();
+    (void)bitmap_->flush();
+    return utils::errno_code(ETIMEDOUT);
+  }
   return bitmap_->close_clean([this] { return sync_legs(); });
 }
 
@@ -406,6 +472,12 @@ ImageStatus Image::status() const {
   }
   s.resync_copied_bytes = resync_copied_.load(std::memory_order_relaxed);
   s.mismatch_cnt = mismatch_cnt_.load(std::memory_order_relaxed);
+  if (wb_) {
+    s.wb_outstanding = wb_->outstanding();
+    s.wb_limit = wb_->limit();
+    s.wb_peak = wb_->peak();
+  }
+  s.secondary_reads = secondary_reads_.load(std::memory_order_relaxed);
   if (!s.secondary_ok) s.state = "degraded";
   else if (s.action == SyncAction::check || s.action == SyncAction::repair) s.state = "checking";
   else if (s.action == SyncAction::resync || s.bitmap.unsynced_chunks) s.state = "resyncing";

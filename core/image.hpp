@@ -24,6 +24,7 @@
 
 #include "core/bitmap.hpp"
 #include "core/range_lock.hpp"
+#include "core/write_behind.hpp"
 #include "utils/fd.hpp"
 #include "utils/result.hpp"
 #include "utils/thread_pool.hpp"
@@ -44,13 +45,22 @@ struct ImageStatus {
   std::uint64_t sync_total_bytes = 0;
   std::uint64_t resync_copied_bytes = 0;  // data bytes copied by resync, all passes
   std::uint64_t mismatch_cnt = 0;         // chunks found different by the last check/repair
+  std::uint32_t wb_outstanding = 0, wb_limit = 0, wb_peak = 0;
+  std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
+};
+
+struct ImageOptions {
+  std::uint32_t write_behind = 0;          // 0: synchronous
+  bool fsync_waits_for_secondary = false;  // write-behind only
+  bool secondary_serves_reads = true;      // role mirror; false for backup (write-mostly)
+  double drain_timeout = 60.0;
 };
 
 class Image {
  public:
   // `secondary` may be invalid: the image starts degraded.
   Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondary,
-        std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool);
+        std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options = {});
   ~Image();
 
   const std::string& name() const;
@@ -107,6 +117,10 @@ class Image {
   ImageStatus status() const;
 
  private:
+  // Write-behind: the primary has the data; queue the secondary's copy.
+  utils::Result<std::size_t> write_behind(std::span<const std::byte> data, std::uint64_t off);
+  // Waits until the write-behind queue is empty (no-op when synchronous).
+  void drain_write_behind();
   // Turns the two legs' results into the user's result; degrades on a secondary error.
   std::error_code settle(const char* op, std::error_code primary, std::error_code secondary);
 
@@ -125,6 +139,10 @@ class Image {
   std::atomic<std::uint64_t> resync_copied_{0};
   std::atomic<std::uint64_t> mismatch_cnt_{0};
   std::atomic<std::int64_t> last_write_ns_{0};
+  ImageOptions opts_;
+  std::unique_ptr<WriteBehind> wb_;
+  std::atomic<std::uint64_t> secondary_reads_{0};
+  std::atomic<bool> primary_read_failed_{false};
   // Copies [off, stop) primary -> secondary, holes as holes. REQUIRES the range lock.
   std::error_code copy_range_locked(std::uint64_t off, std::uint64_t stop,
                                     std::vector<std::byte>& buf, std::uint64_t* copied);

@@ -117,6 +117,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
     std::unique_lock ns(s->ns_mu_);
     s->scan("");
   }
+  s->shut_down_ = false;
   return s;
 }
 
@@ -221,13 +222,24 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::load_image_locked(const std::st
   }
   if (!why.empty())
     spdlog::warn("{}/{}: bitmap not trusted: {}; full resync of {}", bitmaps_.path(), brel, why, rel);
+  if ((*bm)->degraded() && secondary_fd.valid()) {
+    spdlog::warn("{}: the secondary was failed earlier (events {}); it stays out until "
+                 "'fusemirror re-add'", rel, (*bm)->stats().events);
+    secondary_fd.reset();
+    sec_new = false;
+  }
   if (sec_new && size > 0) {
     spdlog::info("{}: no copy on the secondary; full resync", rel);
     if (auto ec = (*bm)->mark_unsynced(0, size)) return ec;
   }
   const bool bitmap_trusted = why.empty();
+  ImageOptions io;
+  io.write_behind = config_.write_behind;
+  io.fsync_waits_for_secondary = config_.fsync_waits_for_secondary;
+  io.secondary_serves_reads = config_.role == Role::mirror;
+  io.drain_timeout = config_.drain_timeout;
   auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary_fd),
-                                     std::move(*bm), pool_.get());
+                                     std::move(*bm), pool_.get(), io);
   if (img->secondary_ok()) {
     // TESTING invariant 4: the bitmap is only trusted for the secondary copy it describes.
     std::string not_covered;
@@ -406,6 +418,17 @@ void MirrorSet::sweeper_main(std::stop_token st) {
     }
     if (st.stop_requested()) return;
     check_secondary_identity();
+    // Chunks a failed leg write left unsynced (while the secondary stays in service) are
+    // resynced without waiting for an operator.
+    for (auto& img : images_snapshot()) {
+      if (!img->secondary_ok() || img->bitmap()->stats().unsynced_chunks == 0) continue;
+      bool busy = false;
+      {
+        std::lock_guard lk(work_mu_);
+        busy = running_ == img;
+      }
+      if (!busy) queue_resync(img);
+    }
     if (std::chrono::steady_clock::now() < next_sweep) continue;
     next_sweep = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(period);
     sweep_all();
@@ -440,7 +463,7 @@ void MirrorSet::shutdown() {
     // The record first, at the events the clean header will carry: a crash between the two
     // leaves a record newer than the header, which still proves coverage.
     if (img->secondary_ok())
-      if (auto ec = write_record(img->name(), *img, img->bitmap()->stats().events + 1))
+      if (auto ec = write_record(img->name(), *img, img->bitmap()->stats().events + 1, true))
         img->fail_secondary("record write", ec);
     if (auto ec = img->close_clean())
       spdlog::error("{}: could not mark the bitmap clean: {}", img->name(), ec.message());
@@ -753,6 +776,10 @@ MirrorSet::LegRecord MirrorSet::read_record(const std::string& rel) const {
     r.set_uuid = *su;
     r.image_uuid = *iu;
     r.events = j.at("events").get<std::uint64_t>();
+    r.clean = j.value("clean", false);
+    r.ino = j.value("ino", std::uint64_t{0});
+    r.size = j.value("size", std::uint64_t{0});
+    r.mtime_ns = j.value("mtime_ns", std::int64_t{0});
     r.present = true;
   } catch (const std::exception&) {
   }
@@ -760,11 +787,20 @@ MirrorSet::LegRecord MirrorSet::read_record(const std::string& rel) const {
 }
 
 std::error_code MirrorSet::write_record(const std::string& rel, const Image& img,
-                                        std::uint64_t events) {
+                                        std::uint64_t events, bool clean) {
   nlohmann::json j;
   j["set_uuid"] = utils::to_string(config_.uuid);
   j["image_uuid"] = utils::to_string(const_cast<Image&>(img).bitmap()->image_uuid());
   j["events"] = events;
+  j["clean"] = clean;
+  if (clean) {
+    struct stat st {};
+    if (::fstat(img.secondary_fd(), &st) == 0) {
+      j["ino"] = static_cast<std::uint64_t>(st.st_ino);
+      j["size"] = static_cast<std::uint64_t>(st.st_size);
+      j["mtime_ns"] = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    }
+  }
   const std::string rrel = record_rel(rel);
   if (auto ec = secondary_.mkdirs(parent_rel(rrel), 0700)) return ec;
   try {
@@ -792,6 +828,18 @@ bool MirrorSet::bitmap_covers(const std::string& rel, const Image& img, std::str
   if (r.image_uuid != bm.image_uuid()) {
     *why = "the secondary's copy belongs to another image (uuid " + utils::to_string(r.image_uuid) + ")";
     return false;
+  }
+  if (r.clean && r.ino) {
+    struct stat sst {};
+    if (::fstat(img.secondary_fd(), &sst) == 0) {
+      const std::int64_t mt = static_cast<std::int64_t>(sst.st_mtim.tv_sec) * 1000000000 + sst.st_mtim.tv_nsec;
+      if (static_cast<std::uint64_t>(sst.st_ino) != r.ino || static_cast<std::uint64_t>(sst.st_size) != r.size ||
+          mt != r.mtime_ns) {
+        *why = "the secondary's file is not the one this set left there at its last clean "
+               "shutdown (inode, size or mtime changed: an old or foreign copy?)";
+        return false;
+      }
+    }
   }
   if (r.events < st.events_cleared) {
     *why = "the secondary's copy is older than the bitmap (its events " + std::to_string(r.events) +
@@ -924,7 +972,8 @@ std::string MirrorSet::status_json() const {
   j["chunk_size"] = config_.chunk_size;
   j["daemon_sleep"] = config_.daemon_sleep;
   j["bitmap"] = config_.bitmap;
-  j["write_behind"] = {{"outstanding", 0}, {"limit", config_.write_behind}};
+  j["write_behind"] = config_.write_behind;
+  j["role"] = config_.role == Role::mirror ? "mirror" : "backup";
   j["images"] = nlohmann::json::array();
   for (const auto& img : images_snapshot()) {
     const ImageStatus s = img->status();
@@ -941,7 +990,8 @@ std::string MirrorSet::status_json() const {
     i["events"] = s.bitmap.events;
     i["events_cleared"] = s.bitmap.events_cleared;
     i["bitmap_flushes"] = s.bitmap.flushes;
-    i["write_behind"] = {{"outstanding", 0}, {"limit", config_.write_behind}};
+    i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak}};
+    i["secondary_reads"] = s.secondary_reads;
     i["mismatch_cnt"] = s.mismatch_cnt;
     i["sync"] = {{"action", to_string(s.action)},
                  {"mismatch_cnt", s.mismatch_cnt},

@@ -112,13 +112,19 @@ class MirrorSet {
                 std::chrono::steady_clock::time_point t0);
   // The secondary's record of an image: the bitmap events at which its copy was last
   // known complete (md's per-device event count). SECONDARY/.fusemirror/images/REL.json
+  // A record written at a clean shutdown also holds the secondary file's identity (inode,
+  // mtime, size) then: a different file found there later is an old or foreign copy.
   struct LegRecord {
     bool present = false;
     utils::Uuid set_uuid{}, image_uuid{};
     std::uint64_t events = 0;
+    bool clean = false;
+    std::uint64_t ino = 0, size = 0;
+    std::int64_t mtime_ns = 0;
   };
   LegRecord read_record(const std::string& rel) const;
-  std::error_code write_record(const std::string& rel, const Image& img, std::uint64_t events);
+  std::error_code write_record(const std::string& rel, const Image& img, std::uint64_t events,
+                               bool clean = false);
   // Whether the bitmap covers everything the secondary copy may lack; `why` says why not.
   bool bitmap_covers(const std::string& rel, const Image& img, std::string* why) const;
   void check_secondary_identity();
@@ -150,7 +156,7 @@ class MirrorSet {
   std::atomic<bool> cancel_running_{false};
   std::condition_variable_any idle_cv_;
   std::jthread sweeper_, resyncer_;
-  bool shut_down_ = false;
+  bool shut_down_ = true;  // until open() completed: a refused open has nothing to stop
   bool secondary_vanished_ = false;
 };
 

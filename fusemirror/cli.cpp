@@ -89,6 +89,10 @@ int examine_bitmap(const std::string& file) {
   auto h = core::decode_header(std::span(raw.data(), *got));
   if (!h) throw Error(file + ": " + h.error().message());
   const std::uint64_t bits = h->bit_count();
+  const auto have = static_cast<std::uint64_t>(st.st_size) - std::min<std::uint64_t>(st.st_size, core::kHeaderSize);
+  if (have < (bits + 7) / 8)
+    throw Error(file + ": bits truncated (the header covers " + std::to_string(bits) + " chunks, the file holds " +
+                std::to_string(have * 8) + " bits); a mount treats this bitmap as all dirty");
   std::vector<std::byte> data(core::bits_bytes(bits));
   auto r = utils::pread_all(fd.get(), data, core::kHeaderSize);
   if (!r) throw utils::sys_error(file, "cannot read the bits", r.error().value());

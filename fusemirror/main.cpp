@@ -99,7 +99,9 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   fuse_loop_cfg_set_clone_fd(lc, 0);
   fuse_loop_cfg_set_max_threads(lc, 16);
   fuse_loop_cfg_set_idle_threads(lc, 8);
+  // libfuse returns the signal's number after SIGTERM/SIGINT: that is a clean stop.
   int rc = fuse_loop_mt(f, lc);
+  if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP || rc == -SIGTERM || rc == -SIGINT) rc = 0;
   fuse_loop_cfg_destroy(lc);
   fuse_remove_signal_handlers(se);
   fuse_unmount(f);
@@ -128,6 +130,10 @@ int main(int argc, char** argv) {
   create->add_option("--daemon-sleep", copts.daemon_sleep, "Seconds a chunk stays idle before its bit is cleared (default 5)");
   create->add_option("--bitmap-dir", bitmap_dir, "Directory for the bitmaps (default PRIMARY/.fusemirror/bitmaps)");
   create->add_flag("--no-bitmap", no_bitmap, "No write-intent bitmap: any crash means a full resync");
+  std::string role = "mirror";
+  create->add_option("--write-behind", copts.write_behind, "Max outstanding secondary writes (0 = synchronous; md's --write-behind)");
+  create->add_option("--role", role, "Secondary role: mirror (may serve reads if the primary fails) or backup (write-mostly, never read)")
+      ->check(CLI::IsMember({"mirror", "backup"}));
   create->add_flag("--force", copts.force, "Re-create an existing set / overwrite a differing secondary");
 
   std::string source, mountpoint;
@@ -191,6 +197,7 @@ int main(int argc, char** argv) {
       if (!cs) throw Error("--chunk-size: '" + chunk_size + "' is not a size (e.g. 64K)");
       copts.chunk_size = *cs;
       copts.bitmap = !no_bitmap;
+      copts.role = role == "backup" ? fm::core::Role::backup : fm::core::Role::mirror;
       if (!bitmap_dir.empty()) copts.bitmap_dir = bitmap_dir;
       auto c = fm::core::create_set(copts);
       std::cout << "fusemirror: created mirror set " << fm::utils::to_string(c.uuid) << "\n"

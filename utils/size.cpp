@@ -10,8 +10,9 @@ std::optional<std::uint64_t> parse_size(std::string_view s) {
   std::uint64_t v = 0;
   if (s.empty() || !std::isdigit(static_cast<unsigned char>(s[0]))) return std::nullopt;
   for (; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); ++i) {
-    if (v > (UINT64_MAX - 9) / 10) return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(s[i] - '0');
+    if (__builtin_mul_overflow(v, 10u, &v) ||
+        __builtin_add_overflow(v, static_cast<std::uint64_t>(s[i] - '0'), &v))
+      return std::nullopt;
   }
   std::string suffix;
   for (; i < s.size(); ++i) suffix += static_cast<char>(std::toupper(static_cast<unsigned char>(s[i])));

@@ -27,8 +27,20 @@
 #   expect_fail WHAT REGEX CMD...  CMD must fail, with a non-empty stderr matching REGEX
 #                     (case-insensitive ERE); a fusemirror CMD must print exactly one line
 #                     starting "fusemirror: "
+#   refuse WHAT REGEX CMD...  expect_fail, plus: nothing under FM_TMP changed (names,
+#                     modes, sizes, contents; see fm_snapshot), no stray mount left
+#   stderr_has WHAT REGEX     the last expect_fail's stderr also matches REGEX
+#   assert_reads_same VIEW BACKING   same bytes (VIEW is a file seen through the mount)
+#   fm_signal_daemon MNT SIG  signal our -f daemon; it must unmount and exit 0
+#   fm_wait_for WHAT SECS CMD...  poll CMD until it succeeds (returns 1 on timeout)
+#   fm_status_json [MNT], fm_image_json MNT NAME, fm_examine FILE, fm_examine_field TEXT
+#                     KEY, fm_examine_bits TEXT ("TOTAL DIRTY"), fm_bitmap_path PRI IMAGE
+#   pwrite_rand FILE OFFSET LEN   LEN random bytes at OFFSET (dd conv=notrunc)
+#   fm_assert_log_clean PRI   no [error] lines in the daemon log
 #   fm_timeout SECS CMD...  run CMD under coreutils timeout
-#   fail MSG / soft_fail MSG / fm_pass
+#   fail MSG          hard failure: the test stops (cleanup runs)
+#   soft_fail MSG     recorded failure: the test goes on, fm_pass then fails listing all
+#   fm_pass           cleanup, then "PASS name" (or FAIL if any soft failure)
 #
 # One trap (EXIT, ERR, INT, TERM) cleans up: stops helper processes, unmounts the mounts
 # the test made, detaches its loop devices, unmounts its fusemirror mounts, kills only the
@@ -111,6 +123,10 @@ _fm_trap() {
       fi
       if [[ $FM_DONE != 1 ]]; then
         _fm_dump_logs
+        if ((${#FM_SOFT_FAILS[@]})) && [[ $FM_FAILED_MSG != *"check(s) failed" ]]; then
+          printf 'FAIL %s: also failed before that:\n' "$FM_TEST_NAME" >&2
+          printf '  - %s\n' "${FM_SOFT_FAILS[@]}" >&2
+        fi
       fi
       _fm_cleanup || rc=1
       exit "$rc"
@@ -171,6 +187,13 @@ _fm_proc_state() { # prints the state letter of PID, nothing if gone
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
   stat=${stat##*) }
   printf '%s' "${stat%% *}"
+}
+
+# fm_alive PID — running (a zombie counts as exited: PID 1 here may not reap orphans)
+fm_alive() {
+  local st
+  st=$(_fm_proc_state "$1")
+  [[ -n $st && $st != Z && $st != X ]]
 }
 
 # Waits up to SECS for our child PID to exit; sets FM_WAIT_RC. Returns 1 on timeout.

@@ -97,7 +97,7 @@ while ((SECONDS < deadline)) && ((seen_status == 0 || seen_exam == 0)); do
   fi
   sleep 0.2
 done
-kill -0 "$wpid" 2>/dev/null || fail "the write loop died"
+fm_alive "$wpid" || fail "the write loop died"
 ((seen_status > 0)) || fail "status --json never showed dirty_chunks > 0 for busy.img during writes"
 ((seen_exam > 0)) || fail "examine-bitmap $busy_bm never showed dirty bits during writes"
 ((seen_active)) || soft_fail "status state was never 'active' while busy.img had dirty chunks"
@@ -144,6 +144,8 @@ for name in adopt.img sub/adopt2.img busy.img; do
   ((dirty == 0)) || fail "examine-bitmap $name after unmount: $dirty dirty bits, want 0"
   [[ $(fm_examine_field "$out" Magic) == FMBITMAP ]] || soft_fail "examine-bitmap Magic is '$(fm_examine_field "$out" Magic)'"
   [[ $(fm_examine_field "$out" UUID) != "" ]] || soft_fail "examine-bitmap shows no UUID"
+  [[ $(fm_examine_field "$out" Version) == 1.0 ]] || soft_fail "examine-bitmap Version is '$(fm_examine_field "$out" Version)', want 1.0"
+  [[ $(fm_examine_field "$out" "Write Mode") == Normal ]] || soft_fail "examine-bitmap Write Mode is '$(fm_examine_field "$out" "Write Mode")', want Normal (synchronous)"
   [[ $(fm_examine_field "$out" Chunksize) == "64 KiB" ]] || soft_fail "examine-bitmap Chunksize is '$(fm_examine_field "$out" Chunksize)', want '64 KiB'"
   [[ $(fm_examine_field "$out" "Daemon sleep") == "${SLEEP}s" ]] || soft_fail "examine-bitmap Daemon sleep is '$(fm_examine_field "$out" "Daemon sleep")', want '${SLEEP}s'"
   events1[$name]=$(fm_examine_field "$out" Events)

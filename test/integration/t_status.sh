@@ -12,6 +12,7 @@ UUID=$(fm_config_uuid "$PRI")
 
 fm_mount "$PRI" "$MNT"
 PID=$(fm_daemon_pid "$MNT")
+[[ -f $PRI/.fusemirror/fusemirror.log ]] || soft_fail "no daemon log $PRI/.fusemirror/fusemirror.log after mount"
 
 # images: clean (created, never written), dirty (3 separate chunks + a spanning write),
 # one in a subdirectory
@@ -34,7 +35,7 @@ S=$(jq -c '.sets[0]' <<<"$J")
 g() { jq -r "$1" <<<"$S"; }
 [[ $(g .uuid) == "$UUID" ]] || soft_fail "uuid '$(g .uuid)' != config uuid '$UUID'"
 [[ $(g .pid) == "$PID" ]] || soft_fail "pid '$(g .pid)' != the daemon's pid $PID"
-kill -0 "$(g .pid)" 2>/dev/null || soft_fail "status pid $(g .pid) is not alive"
+fm_alive "$(g .pid)" || soft_fail "status pid $(g .pid) is not alive"
 [[ $(realpath -m "$(g .primary)") == "$PRI" ]] || soft_fail "primary '$(g .primary)' != $PRI"
 [[ $(realpath -m "$(g .secondary)") == "$SEC" ]] || soft_fail "secondary '$(g .secondary)' != $SEC"
 [[ $(realpath -m "$(g .mountpoint)") == "$MNT" ]] || soft_fail "mountpoint '$(g .mountpoint)' != $MNT"
@@ -82,7 +83,7 @@ done
 fm_log "dirty.img dirty_chunks = $(jq -r '.images[] | select(.name == "dirty.img") | .dirty_chunks' <<<"$S") (5 written chunks)"
 
 FM_CONTEXT="virtual status.json"
-if ls -a "$MNT" | grep -x '.fusemirror' >/dev/null; then
+if [[ $'\n'$(ls -a "$MNT")$'\n' == *$'\n'.fusemirror$'\n'* ]]; then
   soft_fail "readdir of the mount lists .fusemirror"
 fi
 V=$(cat "$MNT/.fusemirror/status.json") || fail "cannot read $MNT/.fusemirror/status.json"
@@ -158,6 +159,39 @@ if [[ -n $A ]] && jq -e --arg u "$UUID" '[.sets[]? | select(.uuid == $u)] | leng
   soft_fail "status --json still lists set $UUID after unmount: $A"
 fi
 expect_fail "status of the unmounted mount point" "$(re_quote "$MNT")" "$FUSEMIRROR" status "$MNT" --json || true
+
+# daemon mode: `mount` without -f returns once the mount is live; `unmount` returns once
+# the daemon has exited (bitmaps flushed and clean, lock released)
+FM_CONTEXT="daemon mode"
+rc=0
+fm_timeout 30 "$FUSEMIRROR" mount "$PRI" "$MNT" 2>"$FM_TMP/logs/dmount.err" || rc=$?
+((rc == 0)) || fail "fusemirror mount (daemon mode) exited $rc: $(cat "$FM_TMP/logs/dmount.err")"
+FM_MOUNTS+=("$MNT")
+fm_is_mounted "$MNT" || soft_fail "fusemirror mount (daemon mode) returned before the mount was live"
+fm_wait_for "mount" 10 fm_is_mounted "$MNT" || fail "daemon-mode mount never went live"
+J=$(fm_status_json "$MNT")
+dpid=$(jq -r '.sets[0].pid' <<<"$J")
+[[ $dpid =~ ^[0-9]+$ ]] && fm_alive "$dpid" || fail "status pid '$dpid' of the daemon-mode mount is not a live process"
+tr '\0' ' ' <"/proc/$dpid/cmdline" | grep -q fusemirror || soft_fail "status pid $dpid is not a fusemirror process: $(tr '\0' ' ' <"/proc/$dpid/cmdline")"
+[[ $(jq -r '.sets[0].uuid' <<<"$J") == "$UUID" ]] || soft_fail "daemon-mode status uuid differs from config"
+pwrite_rand "$MNT/dirty.img" 0 4096
+rc=0
+fm_timeout 60 "$FUSEMIRROR" unmount "$MNT" 2>"$FM_TMP/logs/dumount.err" || rc=$?
+((rc == 0)) || soft_fail "fusemirror unmount (daemon mode) exited $rc: $(cat "$FM_TMP/logs/dumount.err")"
+if fm_alive "$dpid"; then
+  soft_fail "fusemirror unmount returned while the daemon (pid $dpid) was still running"
+  fm_wait_for "daemon exit" 30 eval '! fm_alive "$dpid"' || fail "daemon pid $dpid still running 30s after unmount"
+fi
+fm_is_mounted "$MNT" && fail "$MNT still mounted after fusemirror unmount"
+if command -v flock >/dev/null && [[ -f $PRI/.fusemirror/lock ]]; then
+  flock -n "$PRI/.fusemirror/lock" true || soft_fail "the set's lock is still held after unmount returned"
+fi
+for name in clean.img dirty.img sub/odd.img; do
+  out=$(fm_examine "$(fm_bitmap_path "$PRI" "$name")")
+  [[ $(fm_examine_field "$out" State) == clean ]] ||
+    soft_fail "$name: examine-bitmap State '$(fm_examine_field "$out" State)' right after daemon-mode unmount returned"
+  assert_same "$PRI/$name" "$SEC/$name"
+done
 
 fm_assert_log_clean "$PRI"
 

@@ -475,7 +475,7 @@ TEST_CASE("untrusted bitmaps reopen all dirty with a reason") {
   INFO("case " << label);
   std::string why;
   auto bm = open_bm(path, params(size, 4096), &why);
-  MESSAGE(label << ": why_untrusted = '" << why << "'");
+  INFO("why_untrusted = '" << why << "'");
   const auto s = bm->stats();
   if (label == "intact") {
     CHECK(why.empty());
@@ -508,8 +508,7 @@ TEST_CASE("untrusted bitmaps reopen all dirty with a reason") {
 // docs/on-disk-format.md §2.7: "covers less than the image (the image grew while
 // unmounted) -> the chunks past its cover are dirty"; bitmap.hpp: "image_size: current
 // primary size: bits beyond a bitmap's cover are dirty".
-TEST_CASE("an image that grew while unmounted: chunks past the cover are dirty" *
-          doctest::may_fail()) {
+TEST_CASE("an image that grew while unmounted: chunks past the cover are dirty") {
   TempDir d;
   const auto path = d / "img.fmbm";
   std::uint64_t old_size = 0;
@@ -606,6 +605,7 @@ TEST_CASE("group commit: concurrent writers share flushes") {
   CHECK(errors == 0);
   CHECK(waiters == kThreads * kPer);
   CHECK(flushes < waiters);
+  WARN(flushes * 2 < waiters);  // typically ~4x fewer here; informative only
   CHECK(s.dirty_chunks == kThreads * kPer);
   CHECK(fmtest::count_file_bits(fmtest::read_bytes(path), kThreads * kPer) == kThreads * kPer);
 }

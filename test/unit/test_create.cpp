@@ -191,7 +191,7 @@ TEST_CASE("refusals change nothing") {
 TEST_CASE("an already initialised primary needs --force") {
   Dirs d;
   fmtest::write_bytes(d.p + "/a.img", fmtest::pattern(70000, 2));
-  fmtest::write_bytes(d.s + "/a.img", fmtest::pattern(70000, 3));  // same name and size
+  fmtest::write_bytes(d.s + "/a.img", fmtest::pattern(70000, 2));  // an identical copy
   auto c1 = core::create_set(d.opts());
   SUBCASE("refused without force, the same pair") {
     expect_refused(d.opts(), d.root.path(), "already");
@@ -243,12 +243,15 @@ TEST_CASE("a non-empty secondary whose files differ needs --force") {
   SUBCASE("the same name, a different size") {
     fmtest::write_bytes(d.s + "/a.img", fmtest::pattern(5001, 5));
   }
-  SUBCASE("an extra file in a subdirectory") {
+  SUBCASE("the same name and size, different contents") {
     fmtest::write_bytes(d.s + "/a.img", fmtest::pattern(5000, 5));
+  }
+  SUBCASE("an extra file in a subdirectory") {
+    fmtest::write_bytes(d.s + "/a.img", fmtest::pattern(5000, 4));
     REQUIRE(::mkdir((d.s + "/sub").c_str(), 0755) == 0);
     fmtest::write_bytes(d.s + "/sub/x.img", fmtest::pattern(10, 5));
   }
-  expect_refused(d.opts(), d.root.path(), "differ");
+  expect_refused(d.opts(), d.root.path(), "is not empty");
   auto o = d.opts();
   o.force = true;
   CHECK_NOTHROW(core::create_set(o));
@@ -307,8 +310,25 @@ TEST_CASE("adopted images get all-dirty bitmaps") {
   check_bitmap("sub/b.img", 0);
   check_bitmap("c.img", 1);
   CHECK_FALSE(exists(broot + "/l.img.fmbm"));
+  CHECK(mode_of(broot) == 0700);
   // The secondary got no data, only its record.
   CHECK_FALSE(exists(d.s + "/a.img"));
+}
+
+// docs/on-disk-format.md §1: "Metadata files are created mode 0600 (directories 0700)".
+// create_set makes the bitmap subdirectory of an image in a subdirectory with
+// boost::filesystem::create_directories, i.e. 0777 & ~umask (0755 here).
+TEST_CASE("bitmap subdirectories for nested images are created 0700") {
+  Dirs d;
+  REQUIRE(::mkdir((d.p + "/sub").c_str(), 0755) == 0);
+  REQUIRE(::mkdir((d.p + "/sub/deeper").c_str(), 0755) == 0);
+  fmtest::write_bytes(d.p + "/sub/deeper/b.img", fmtest::pattern(10, 1));
+  (void)core::create_set(d.opts());
+  const std::string broot = d.p + "/.fusemirror/bitmaps";
+  REQUIRE(exists(broot + "/sub/deeper/b.img.fmbm"));
+  CHECK(mode_of(broot) == 0700);
+  CHECK(mode_of(broot + "/sub") == 0700);
+  CHECK(mode_of(broot + "/sub/deeper") == 0700);
 }
 
 TEST_CASE("bitmaps go to bitmap_dir when given") {
