@@ -7,6 +7,7 @@
 #include <bit>
 #include <cstring>
 
+#include "utils/crash_point.hpp"
 #include "utils/io.hpp"
 
 namespace fusemirror::core {
@@ -297,8 +298,10 @@ std::error_code Bitmap::wait_durable_locked(std::unique_lock<std::mutex>& lk, st
     const std::uint64_t want_size = kHeaderSize + bits_bytes(total_chunks_);
     if (!persist_bits_) pages.clear();  // bitmap "none": only the header is kept
     lk.unlock();
+    FM_CRASH_POINT("bitmap.before_flush");
     std::error_code ec = write_out(pages, with_header ? &header_bytes : nullptr,
                                    persist_bits_ ? want_size : kHeaderSize);
+    FM_CRASH_POINT("bitmap.after_flush");
     lk.lock();
     flushing_ = false;
     ++flushes_;
@@ -343,6 +346,7 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len) {
     recent_[c >> 6] |= 1ull << (c & 63);
     set_bit_locked(c);
   }
+  FM_CRASH_POINT("bitmap.after_set");
   if (!persist_bits_) return {};
   const std::uint64_t gen = needed_gen_locked(r);
   if (gen <= durable_gen_) return {};  // hot path: every bit already durable
@@ -468,6 +472,7 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
   // Both legs must hold every completed write durably before a bit may say "in sync".
   lk.unlock();
   if (auto ec = sync_legs()) return ec;
+  FM_CRASH_POINT("sweep.before_clear");
   lk.lock();
   if (header_.state & kStateDegraded) return std::uint64_t{0};
   std::uint64_t cleared = 0;
@@ -482,6 +487,7 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
       ++cleared;
     }
   }
+  if (cleared) FM_CRASH_POINT("sweep.after_clear");
   if (cleared && header_.events_cleared != header_.events) {
     header_.events_cleared = header_.events;
     touch_header_locked();

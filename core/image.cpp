@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "utils/crash_point.hpp"
 #include "utils/io.hpp"
 
 namespace fusemirror::core {
@@ -167,8 +168,17 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   // 2. Both legs concurrently.
   const bool with_sec = secondary_ok();
   auto [p, s] = run_both(
-      pool_, with_sec, [&] { return utils::pwrite_all(primary_.get(), data, off); },
-      [&] { return utils::pwrite_all(secondary_.get(), data, off); });
+      pool_, with_sec,
+      [&] {
+        auto ec = utils::pwrite_all(primary_.get(), data, off);
+        FM_CRASH_POINT("image.after_primary");
+        return ec;
+      },
+      [&] {
+        FM_CRASH_POINT("image.before_secondary");
+        return utils::pwrite_all(secondary_.get(), data, off);
+      });
+  FM_CRASH_POINT("image.after_legs");
   // 3. The chunk's bit stays until both legs are durable and idle (sweep).
   bitmap_->end_write(off, data.size(), with_sec && !p && !s);
   if (auto ec = settle("write", p, s)) return ec;
@@ -189,6 +199,7 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
   op.data.assign(data.begin(), data.end());  // the caller's buffer is reused after we return
   op.run = [this](const WriteBehind::Op& o) -> std::error_code {
     if (!secondary_ok()) return utils::errno_code(EIO);
+    FM_CRASH_POINT("writebehind.before_secondary");
     auto ec = utils::pwrite_all(secondary_.get(), o.data, o.off);
     if (ec) fail_secondary("write-behind write", ec);
     return ec;
@@ -350,6 +361,7 @@ std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
       if (*r == 0) break;
       sec_err = utils::pwrite_all(sfd, std::span(buf.data(), *r), p);
       if (sec_err) break;
+      FM_CRASH_POINT("resync.mid_copy");
       *copied += *r;
       p += *r;
     }

@@ -829,6 +829,11 @@ bool MirrorSet::bitmap_covers(const std::string& rel, const Image& img, std::str
     *why = "the secondary's copy belongs to another image (uuid " + utils::to_string(r.image_uuid) + ")";
     return false;
   }
+  if (r.events < st.events_cleared) {
+    *why = "the secondary's copy is older than the bitmap (its events " + std::to_string(r.events) +
+           " < events_cleared " + std::to_string(st.events_cleared) + ")";
+    return false;
+  }
   if (r.clean && r.ino) {
     struct stat sst {};
     if (::fstat(img.secondary_fd(), &sst) == 0) {
@@ -840,11 +845,6 @@ bool MirrorSet::bitmap_covers(const std::string& rel, const Image& img, std::str
         return false;
       }
     }
-  }
-  if (r.events < st.events_cleared) {
-    *why = "the secondary's copy is older than the bitmap (its events " + std::to_string(r.events) +
-           " < events_cleared " + std::to_string(st.events_cleared) + ")";
-    return false;
   }
   return true;
 }
