@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/install-deps.sh
-./scripts/build.sh
+./scripts/build.sh -DFUSEMIRROR_CRASH_POINTS=ON  # the test build carries the named crash points
 
 if ((EUID == 0)); then
   as_root=()
