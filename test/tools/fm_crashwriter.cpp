@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -84,8 +85,19 @@ int cmd_write(int argc, char** argv) {
   if (fd < 0) return std::perror(argv[2]), 2;
   int log = ::open(argv[3], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log < 0) return std::perror(argv[3]), 2;
-  // Generations continue across runs: start above anything acknowledged so far.
-  std::uint64_t gen = static_cast<std::uint64_t>(::time(nullptr)) << 20;
+  // Generations must grow across runs (a later run's write of a block must carry a larger
+  // generation than any earlier acknowledged one): start above every acknowledged
+  // generation in the log and above the wall clock in nanoseconds.
+  std::uint64_t gen = 0;
+  if (FILE* f = std::fopen(argv[3], "r")) {
+    unsigned long long b, g;
+    while (std::fscanf(f, "%llu %llu", &b, &g) == 2) gen = std::max<std::uint64_t>(gen, g);
+    std::fclose(f);
+  }
+  struct timespec ts {};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  gen = std::max<std::uint64_t>(gen, static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+                                         static_cast<std::uint64_t>(ts.tv_nsec));
   std::mt19937_64 rng(seed ^ gen);
   std::vector<unsigned char> buf(kBlock);
   std::vector<std::pair<std::uint64_t, std::uint64_t>> pending;
