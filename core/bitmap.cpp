@@ -116,6 +116,7 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
   bm->dirty_.assign(pages * kWordsPerPage, 0);
   bm->recent_.assign(pages * kWordsPerPage, 0);
   bm->unsynced_.assign(pages * kWordsPerPage, 0);
+  bm->ondisk_.assign(pages * kWordsPerPage, 0);
   bm->page_gen_.assign(pages, 0);
   bm->page_queued_.assign(pages, false);
   if (!bits.empty()) std::memcpy(bm->dirty_.data(), bits.data(), std::min<std::size_t>(bits.size(), bm->dirty_.size() * 8));
@@ -201,6 +202,7 @@ void Bitmap::grow_locked(std::uint64_t size) {
     dirty_.resize(pages * kWordsPerPage, 0);
     recent_.resize(pages * kWordsPerPage, 0);
     unsynced_.resize(pages * kWordsPerPage, 0);
+    ondisk_.resize(pages * kWordsPerPage, 0);
     page_gen_.resize(pages, 0);
     page_queued_.resize(pages, false);
   }
@@ -238,6 +240,7 @@ void Bitmap::clear_bit_locked(std::uint64_t c) {
   const std::uint64_t m = 1ull << (c & 63);
   if (!(w & m)) return;
   w &= ~m;
+  ondisk_[c >> 6] &= ~m;  // a flush will write this 0: no longer a durable 1
   --dirty_count_;
   touch_page_locked(c / kBitsPerPage);
 }
@@ -312,6 +315,13 @@ std::error_code Bitmap::wait_durable_locked(std::unique_lock<std::mutex>& lk, st
       return ec;
     }
     durable_gen_ = std::max(durable_gen_, target);
+    // What this flush made durable, less anything cleared in memory meanwhile (a clear
+    // zeroes ondisk_ and queues its own write of the page).
+    for (const auto& [p, bytes] : pages) {
+      const auto* words = reinterpret_cast<const std::uint64_t*>(bytes.data());
+      for (std::uint64_t i = 0; i < kWordsPerPage; ++i)
+        ondisk_[p * kWordsPerPage + i] |= words[i] & dirty_[p * kWordsPerPage + i];
+    }
     cv_.notify_all();
   }
   return sticky_error_;
@@ -342,14 +352,18 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len) {
   const ChunkRange r = chunks_for(off, len);
   if (r.end > total_chunks_ || off + len > header_.sync_size) grow_locked(off + len);
   inflight_.push_back(r);
+  bool all_durable = true;
   for (std::uint64_t c = r.first; c < r.end; ++c) {
-    recent_[c >> 6] |= 1ull << (c & 63);
+    const std::uint64_t m = 1ull << (c & 63);
+    recent_[c >> 6] |= m;
     set_bit_locked(c);
+    all_durable &= (ondisk_[c >> 6] & m) != 0;
   }
   FM_CRASH_POINT("bitmap.after_set");
   if (!persist_bits_) return {};
+  if (all_durable) return {};  // hot path: the chunks were already dirty on disk
   const std::uint64_t gen = needed_gen_locked(r);
-  if (gen <= durable_gen_) return {};  // hot path: every bit already durable
+  if (gen <= durable_gen_) return {};  // every page holding our bits is durable
   if (auto ec = wait_durable_locked(lk, gen)) {
     end_inflight_locked(r);
     return ec;

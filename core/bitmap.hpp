@@ -165,6 +165,11 @@ class Bitmap {
   std::vector<std::uint64_t> dirty_;      // guarded by mu_: the bits
   std::vector<std::uint64_t> recent_;     // guarded by mu_: written this sweep period
   std::vector<std::uint64_t> unsynced_;   // guarded by mu_: waiting for resync
+  // Bits known to be 1 on disk *and* in every page image a pending flush may still write:
+  // set from a flush's snapshot once it is durable (ANDed with the bits as they are then),
+  // cleared at once when a bit is cleared in memory. A writer whose chunks are all set
+  // here needs no flush at all (the hot path for chunks that are already dirty).
+  std::vector<std::uint64_t> ondisk_;     // guarded by mu_
   std::uint64_t dirty_count_ = 0;         // guarded by mu_
   std::uint64_t unsynced_count_ = 0;      // guarded by mu_
   std::vector<ChunkRange> inflight_;      // guarded by mu_: ranges of writes in flight
