@@ -69,7 +69,7 @@ Config parse_config(const std::string& text, const std::string& source) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw Error("config " + source + ": not valid JSON: " + e.what());
   }
   if (!j.is_object()) throw Error("config " + source + ": must be a JSON object");

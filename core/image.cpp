@@ -99,7 +99,7 @@ Image::Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondar
       secondary_ok_(secondary_.valid()),
       opts_(options) {
   if (opts_.write_behind)
-    wb_ = std::make_unique<WriteBehind>(opts_.write_behind, std::min<unsigned>(opts_.write_behind, 16));
+    wb_ = std::make_unique<WriteBehind>(opts_.write_behind, std::min<unsigned>(opts_.write_behind, 64));
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
 }
 
@@ -457,15 +457,18 @@ std::error_code Image::sweep() {
   return {};
 }
 
+bool Image::drain_for_shutdown() {
+  if (!wb_ || wb_->drain(opts_.drain_timeout)) return true;
+  spdlog::error("{}: write-behind queue not drained after {}s ({} writes outstanding); their "
+                "chunks stay dirty and the next mount resyncs them",
+                name(), opts_.drain_timeout, wb_->outstanding());
+  wb_->abandon();
+  (void)bitmap_->flush();
+  return false;
+}
+
 std::error_code Image::close_clean() {
-  if (wb_ && !wb_->drain(opts_.drain_timeout)) {
-    spdlog::error("{}: write-behind queue not drained after {}s ({} writes outstanding); their "
-                  "chunks stay dirty and the next mount resyncs them",
-                  name(), opts_.drain_timeout, wb_->outstanding());
-    wb_->abandon();
-    (void)bitmap_->flush();
-    return utils::errno_code(ETIMEDOUT);
-  }
+  if (!drain_for_shutdown()) return utils::errno_code(ETIMEDOUT);
   return bitmap_->close_clean([this] { return sync_legs(); });
 }
 

@@ -110,7 +110,10 @@ class Image {
 
   // --- housekeeping ---
   std::error_code sweep();       // lazy clearing; called every daemon_sleep
-  std::error_code close_clean(); // at unmount
+  // Unmount: waits up to drain_timeout for the write-behind queue; false when it timed out
+  // (the queue is then abandoned: its chunks stay dirty).
+  bool drain_for_shutdown();
+  std::error_code close_clean(); // at unmount (drains first)
   std::error_code sync_legs();   // fdatasync both legs concurrently
 
   Bitmap* bitmap() { return bitmap_.get(); }

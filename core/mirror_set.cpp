@@ -112,7 +112,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   if (!b) throw utils::sys_error(broot, "bitmap directory unusable", b.error().value());
   s->bitmaps_ = std::move(*b);
 
-  s->pool_ = std::make_unique<utils::ThreadPool>(8);
+  s->pool_ = std::make_unique<utils::ThreadPool>(32);  // secondary legs of concurrent writes
   {
     std::unique_lock ns(s->ns_mu_);
     s->scan("");
@@ -243,7 +243,9 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::load_image_locked(const std::st
   if (img->secondary_ok()) {
     // TESTING invariant 4: the bitmap is only trusted for the secondary copy it describes.
     std::string not_covered;
-    if (!sec_new && bitmap_trusted && size > 0 && !bitmap_covers(rel, *img, &not_covered)) {
+    // The header's events before this mount's bump are what the bitmap last recorded.
+    if (!sec_new && bitmap_trusted && size > 0 &&
+        !bitmap_covers(rel, *img, img->bitmap()->stats().events - 1, &not_covered)) {
       spdlog::warn("{}: full resync: {}", rel, not_covered);
       if (auto ec = img->bitmap()->mark_unsynced(0, size)) return ec;
     }
@@ -306,22 +308,28 @@ void MirrorSet::resync_main(std::stop_token st) {
 }
 
 void MirrorSet::throttle(const std::shared_ptr<Image>& img, std::uint64_t done,
-                         std::chrono::steady_clock::time_point t0) {
-  const auto now = std::chrono::steady_clock::now();
-  const double elapsed = std::chrono::duration<double>(now - t0).count();
-  const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
-  if (config_.resync_max_rate && rate > static_cast<double>(config_.resync_max_rate)) {
-    // md's sync_speed_max: sleep until the average rate is back under the limit.
-    const double ahead = static_cast<double>(done) / static_cast<double>(config_.resync_max_rate) - elapsed;
-    if (ahead > 0) std::this_thread::sleep_for(std::chrono::duration<double>(std::min(ahead, 1.0)));
+                         std::chrono::steady_clock::time_point t0, const std::stop_token& st) {
+  // The rates can be changed live (control files): read them once per step.
+  const std::uint64_t max_rate = resync_max_rate(), min_rate = resync_min_rate();
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - t0).count();
+    const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
+    if (max_rate && rate > static_cast<double>(max_rate)) {
+      // md's sync_speed_max: sleep until the average rate is back under the limit, in short
+      // slices so that a stop, an idle request or a new limit is seen promptly.
+      const double ahead = static_cast<double>(done) / static_cast<double>(max_rate) - elapsed;
+      if (ahead <= 0 || st.stop_requested() || cancel_running_ || resync_max_rate() != max_rate) return;
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::min(ahead, 0.1)));
+      continue;
+    }
+    // md's sync_speed_min: above it, resync yields to user writes of the last 100 ms.
+    const auto last = std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(img->last_user_write_ns()));
+    if (min_rate && rate > static_cast<double>(min_rate) && now - last < std::chrono::milliseconds(100))
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     return;
   }
-  // md's sync_speed_min: above it, resync yields to user writes of the last 100 ms.
-  const auto last = std::chrono::steady_clock::time_point(
-      std::chrono::steady_clock::duration(img->last_user_write_ns()));
-  if (config_.resync_min_rate && rate > static_cast<double>(config_.resync_min_rate) &&
-      now - last < std::chrono::milliseconds(100))
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
 void MirrorSet::run_resync(std::stop_token& st, const std::shared_ptr<Image>& img) {
@@ -351,7 +359,7 @@ void MirrorSet::run_resync(std::stop_token& st, const std::shared_ptr<Image>& im
     done = left >= total ? 0 : total - left;
     next = *r >= total_chunks ? 0 : *r;
     img->set_sync_progress(SyncAction::resync, done, total);
-    throttle(img, done, t0);
+    throttle(img, done, t0, st);
   }
   if (st.stop_requested() || cancel_running_) {
     spdlog::info("{}: resync interrupted; it resumes from the bitmap", img->name());
@@ -384,7 +392,7 @@ void MirrorSet::run_check(std::stop_token& st, const std::shared_ptr<Image>& img
     next = *r;
     img->set_mismatch_cnt(mismatches);
     img->set_sync_progress(action, next * cs, total_chunks * cs);
-    throttle(img, next * cs, t0);
+    throttle(img, next * cs, t0, st);
   }
   spdlog::info("{}: {} {}: mismatch_cnt {} ({} chunks of {})", img->name(), to_string(action),
                next >= total_chunks ? "done" : "interrupted", mismatches, next, total_chunks);
@@ -462,6 +470,9 @@ void MirrorSet::shutdown() {
   for (auto& img : images_snapshot()) {
     // The record first, at the events the clean header will carry: a crash between the two
     // leaves a record newer than the header, which still proves coverage.
+    // Drain first: the record describes the secondary file as the queue left it; after a
+    // drain timeout no clean record is written (the bits keep what did not arrive).
+    if (!img->drain_for_shutdown()) continue;
     if (img->secondary_ok())
       if (auto ec = write_record(img->name(), *img, img->bitmap()->stats().events + 1, true))
         img->fail_secondary("record write", ec);
@@ -743,7 +754,10 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::create_image(const std::string&
     ::close(fd);
     // A new image: the secondary copy is (re)made empty and the bitmap starts clean.
     if (auto ec = secondary_.mkdirs(parent_rel(rel), 0755)) secondary_ns_error("mkdir", rel, ec);
-    if (auto s = secondary_.open_beneath(rel, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, mode & 07777); !s) {
+    // Remove whatever the secondary has there (never truncate through it: it could be a
+    // hard link to a file outside the secondary), then make a new empty copy.
+    if (auto sp = secondary_.parent_of(rel); sp) ::unlinkat(sp->first.get(), sp->second.c_str(), 0);
+    if (auto s = secondary_.open_beneath(rel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 07777); !s) {
       secondary_ns_error("create", rel, s.error());
     } else if (uid != static_cast<uid_t>(-1)) {
       (void)::fchown(s->get(), uid, gid);
@@ -813,10 +827,18 @@ std::error_code MirrorSet::write_record(const std::string& rel, const Image& img
   return {};
 }
 
-bool MirrorSet::bitmap_covers(const std::string& rel, const Image& img, std::string* why) const {
+bool MirrorSet::bitmap_covers(const std::string& rel, const Image& img, std::uint64_t bitmap_events,
+                              std::string* why) const {
   const LegRecord r = read_record(rel);
   auto& bm = *const_cast<Image&>(img).bitmap();
   const BitmapStats st = bm.stats();
+  if (r.present && r.set_uuid == config_.uuid && r.events > bitmap_events) {
+    // md: "bitmap file is out of date ... forcing full recovery". The secondary saw a later
+    // state of this set than the bitmap describes: an old bitmap was put back.
+    *why = "the bitmap is older than the secondary's record (bitmap events " +
+           std::to_string(bitmap_events) + " < record events " + std::to_string(r.events) + ")";
+    return false;
+  }
   if (!r.present) {
     *why = "the secondary has no record of this image (new, foreign or restored copy)";
     return false;
@@ -899,10 +921,15 @@ std::error_code MirrorSet::readd(const std::string& rel) {
     spdlog::error("{}/{}: re-add refused: {}", config_.secondary, rel, sfd.error().message());
     return sfd.error();
   }
+  if (struct stat sst {}; ::fstat(sfd->get(), &sst) != 0 || !S_ISREG(sst.st_mode) || sst.st_nlink > 1) {
+    spdlog::error("{}/{}: re-add refused: not a regular file with a single link (a hard link "
+                  "could redirect writes outside the secondary)", config_.secondary, rel);
+    return utils::errno_code(EPERM);
+  }
   std::string why;
   bool full = sec_new;
   if (sec_new) why = "the secondary has no copy of the image";
-  else if (!bitmap_covers(rel, **img, &why)) full = true;
+  else if (!bitmap_covers(rel, **img, (*img)->bitmap()->stats().events, &why)) full = true;
   if (full) spdlog::warn("{}: re-add: full resync: {}", rel, why);
   if (auto ec = (*img)->readd(std::move(*sfd), full)) return ec;
   if (auto ec = write_record(rel, **img, (*img)->bitmap()->stats().events)) {
@@ -1001,6 +1028,25 @@ std::string MirrorSet::status_json() const {
     j["images"].push_back(std::move(i));
   }
   return j.dump(2) + "\n";
+}
+
+// ---- live tunables -----------------------------------------------------------------------
+
+// throttle() reads the same words plainly; aligned 64-bit loads and stores do not tear on
+// the platforms we build for, and a rate is advisory: a step using the old value is fine.
+std::uint64_t MirrorSet::resync_min_rate() const {
+  return std::atomic_ref(const_cast<std::uint64_t&>(config_.resync_min_rate)).load(std::memory_order_relaxed);
+}
+std::uint64_t MirrorSet::resync_max_rate() const {
+  return std::atomic_ref(const_cast<std::uint64_t&>(config_.resync_max_rate)).load(std::memory_order_relaxed);
+}
+void MirrorSet::set_resync_min_rate(std::uint64_t v) {
+  std::atomic_ref(config_.resync_min_rate).store(v, std::memory_order_relaxed);
+  spdlog::info("sync_speed_min set to {} bytes/s", v);
+}
+void MirrorSet::set_resync_max_rate(std::uint64_t v) {
+  std::atomic_ref(config_.resync_max_rate).store(v, std::memory_order_relaxed);
+  spdlog::info("sync_speed_max set to {} bytes/s{}", v, v ? "" : " (unlimited)");
 }
 
 }  // namespace fusemirror::core

@@ -109,7 +109,7 @@ class MirrorSet {
   // Sleeps as md's sync_speed_min/max ask: never above max; above min only while
   // user writes are idle. `done` bytes since `t0`.
   void throttle(const std::shared_ptr<Image>& img, std::uint64_t done,
-                std::chrono::steady_clock::time_point t0);
+                std::chrono::steady_clock::time_point t0, const std::stop_token& st);
   // The secondary's record of an image: the bitmap events at which its copy was last
   // known complete (md's per-device event count). SECONDARY/.fusemirror/images/REL.json
   // A record written at a clean shutdown also holds the secondary file's identity (inode,
@@ -126,7 +126,9 @@ class MirrorSet {
   std::error_code write_record(const std::string& rel, const Image& img, std::uint64_t events,
                                bool clean = false);
   // Whether the bitmap covers everything the secondary copy may lack; `why` says why not.
-  bool bitmap_covers(const std::string& rel, const Image& img, std::string* why) const;
+  // `bitmap_events`: the events the bitmap had recorded before this session touched it.
+  bool bitmap_covers(const std::string& rel, const Image& img, std::uint64_t bitmap_events,
+                     std::string* why) const;
   void check_secondary_identity();
   std::vector<std::shared_ptr<Image>> images_snapshot() const;
   // Applies `fn(dir)` to the secondary (logging, not failing, on its error).
@@ -158,6 +160,16 @@ class MirrorSet {
   std::jthread sweeper_, resyncer_;
   bool shut_down_ = true;  // until open() completed: a refused open has nothing to stop
   bool secondary_vanished_ = false;
+
+ public:
+  // ---- live tunables (md's sync_speed_min / sync_speed_max), set-wide ---------------------
+  // Bytes per second; max 0 = unlimited. Take effect at the resync's next step; not
+  // persisted (config.json keeps the values the next mount starts with). Thread safety:
+  // config_'s rate words are only ever accessed through std::atomic_ref by these.
+  std::uint64_t resync_min_rate() const;
+  std::uint64_t resync_max_rate() const;
+  void set_resync_min_rate(std::uint64_t bytes_per_s);
+  void set_resync_max_rate(std::uint64_t bytes_per_s);
 };
 
 }  // namespace fusemirror::core

@@ -1,5 +1,7 @@
 #include "core/rescale.hpp"
 
+#include "utils/crash_point.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -132,7 +134,9 @@ RescaleReport rescale_bitmap_file(const std::string& path, std::uint64_t new_chu
   // Durable before it becomes visible under the bitmap's name.
   if (::fsync(tfd.get()) != 0) throw fail("cannot fsync", errno);
   tfd.reset();
+  FM_CRASH_POINT("rescale.before_rename");
   if (::rename(tmp.c_str(), path.c_str()) != 0) throw fail("cannot rename over " + path, errno);
+  FM_CRASH_POINT("rescale.after_rename");
   // The rename itself is durable only once the directory is.
   utils::UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dfd || ::fsync(dfd.get()) != 0) throw utils::sys_error(dir, "cannot fsync the directory", errno);

@@ -2,12 +2,15 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -17,6 +20,8 @@
 
 #include "core/bitmap.hpp"
 #include "core/bitmap_format.hpp"
+#include "core/config.hpp"
+#include "core/rescale.hpp"
 #include "utils/error.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
@@ -126,7 +131,17 @@ int examine_bitmap(const std::string& file) {
   return 0;
 }
 
-int status(const std::string& mountpoint, bool as_json) {
+namespace {
+
+std::string duration_text(double secs) {
+  char b[64];
+  if (secs < 60) std::snprintf(b, sizeof b, "%.0fs", secs);
+  else if (secs < 3600) std::snprintf(b, sizeof b, "%.1fmin", secs / 60);
+  else std::snprintf(b, sizeof b, "%.1fh", secs / 3600);
+  return b;
+}
+
+nlohmann::json collect_status(const std::string& mountpoint) {
   std::vector<std::string> mps = mountpoint.empty() ? fusemirror_mounts() : std::vector{mountpoint};
   nlohmann::json all;
   all["sets"] = nlohmann::json::array();
@@ -142,43 +157,74 @@ int status(const std::string& mountpoint, bool as_json) {
     j["mountpoint"] = mp;
     all["sets"].push_back(std::move(j));
   }
-  if (as_json) {
-    std::cout << all.dump(2) << "\n";
-    return 0;
-  }
-  std::cout << "Personalities : [fusemirror-raid1]\n";
+  return all;
+}
+
+void print_status(const nlohmann::json& all, std::ostream& std_cout) {
+  auto& cout = std_cout;
+  cout << "Personalities : [fusemirror-raid1]\n";
   for (const auto& s : all["sets"]) {
-    std::cout << "set " << s["uuid"].get<std::string>() << " : mounted on "
+    cout << "set " << s["uuid"].get<std::string>() << " : mounted on "
               << s["mountpoint"].get<std::string>() << " (pid " << s["pid"] << ")\n"
               << "      primary " << s["primary"].get<std::string>() << ", secondary "
               << s["secondary"].get<std::string>() << "\n";
     for (const auto& i : s["images"]) {
       const bool ok = i["secondary_ok"].get<bool>();
-      std::cout << "  " << i["name"].get<std::string>() << " : " << i["state"].get<std::string>()
+      cout << "  " << i["name"].get<std::string>() << " : " << i["state"].get<std::string>()
                 << " raid1 " << (ok ? "[UU]" : "[U_]") << " "
                 << utils::format_size(i["size"].get<std::uint64_t>()) << "\n";
-      std::cout << "      bitmap: " << i["dirty_chunks"] << "/" << i["total_chunks"]
+      cout << "      bitmap: " << i["dirty_chunks"] << "/" << i["total_chunks"]
                 << " chunks dirty, " << utils::format_size(i["chunk_size"].get<std::uint64_t>())
                 << " chunk, file: " << i["bitmap_file"].get<std::string>() << "\n";
       const auto& wb = i["write_behind"];
       if (wb["limit"].get<std::uint64_t>() > 0)
-        std::cout << "      async: " << wb["outstanding"] << "/" << wb["limit"] << " outstanding writes\n";
+        cout << "      async: " << wb["outstanding"] << "/" << wb["limit"] << " outstanding writes\n";
       const auto& sy = i["sync"];
       if (sy["action"].get<std::string>() != "idle") {
         const double total = static_cast<double>(sy["total_bytes"].get<std::uint64_t>());
         const double done = static_cast<double>(sy["done_bytes"].get<std::uint64_t>());
         const double frac = total > 0 ? done / total : 0;
-        char line[160];
-        std::snprintf(line, sizeof line, "      %s  %s = %.1f%% (%s/%s)\n", bar(frac).c_str(),
+        // md: "[==>....]  resync = 12.5% (32 MiB/256 MiB) finish=1.2min speed=10 MiB/s"
+        const std::uint64_t speed = sy.value("speed", std::uint64_t{0});
+        std::string tail = " finish=";
+        tail += sy.contains("eta_seconds") ? duration_text(sy["eta_seconds"].get<double>()) : "?";
+        tail += " speed=" + (speed ? utils::format_size(speed) + "/s" : std::string("?"));
+        char line[256];
+        std::snprintf(line, sizeof line, "      %s  %s = %.1f%% (%s/%s)%s\n", bar(frac).c_str(),
                       sy["action"].get<std::string>().c_str(), frac * 100,
                       utils::format_size(static_cast<std::uint64_t>(done)).c_str(),
-                      utils::format_size(static_cast<std::uint64_t>(total)).c_str());
-        std::cout << line;
+                      utils::format_size(static_cast<std::uint64_t>(total)).c_str(), tail.c_str());
+        cout << line;
       }
     }
   }
-  if (all["sets"].empty()) std::cout << "no fusemirror sets mounted\n";
-  return 0;
+  if (all["sets"].empty()) cout << "no fusemirror sets mounted\n";
+}
+
+}  // namespace
+
+int status(const std::string& mountpoint, bool as_json, double watch_s) {
+  // --watch refreshes on a terminal only; piped or redirected it prints once (a log or a
+  // script gets one clean snapshot, not a stream of escape codes).
+  const bool watch = watch_s > 0 && ::isatty(STDOUT_FILENO);
+  for (;;) {
+    const nlohmann::json all = collect_status(mountpoint);
+    std::ostringstream out;
+    if (as_json) out << all.dump(2) << "\n";
+    else print_status(all, out);
+    if (!watch) {
+      std::cout << out.str() << std::flush;
+      return 0;
+    }
+    char when[64];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(when, sizeof when, "%F %T", std::localtime(&now));
+    // home, clear: redraw in place like watch(1)
+    std::cout << "\033[H\033[2J" << "Every " << watch_s << "s: fusemirror status" << (as_json ? " --json" : "")
+              << "    " << when << "    (Ctrl-C to stop)\n\n"
+              << out.str() << std::flush;
+    std::this_thread::sleep_for(std::chrono::duration<double>(watch_s));
+  }
 }
 
 int unmount(const std::string& mountpoint, double timeout_s) {
@@ -220,6 +266,100 @@ int control(const std::string& mountpoint, const std::string& line) {
   if (::write(fd.get(), line.data(), line.size()) < 0)
     throw Error(mountpoint + ": " + line + ": " + std::strerror(errno) +
                 " (the daemon's log says why)");
+  return 0;
+}
+
+namespace {
+
+std::string parent_dir(const std::string& p) {
+  const auto slash = p.rfind('/');
+  return slash == 0 || slash == std::string::npos ? "/" : p.substr(0, slash);
+}
+
+bool exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
+
+}  // namespace
+
+int rescale_bitmap(const std::string& file_arg, std::uint64_t chunk_size, const std::string& primary_arg,
+                   bool force) {
+  char* rp = ::realpath(file_arg.c_str(), nullptr);
+  if (!rp) throw utils::sys_error(file_arg, "cannot open the bitmap", errno);
+  const std::string file = rp;
+  std::free(rp);
+
+  // Which set does the bitmap belong to? --primary, else the nearest directory above the
+  // file holding .fusemirror/config.json (the default PRIMARY/.fusemirror/bitmaps/...).
+  std::string primary = primary_arg;
+  if (primary.empty()) {
+    for (std::string d = parent_dir(file);; d = parent_dir(d)) {
+      if (exists(d + "/" + core::kMetaDirName + "/" + core::kConfigName)) {
+        primary = d;
+        break;
+      }
+      if (d == "/") break;
+    }
+  }
+  utils::UniqueFd lock;
+  if (primary.empty()) {
+    if (!force)
+      throw Error(file + ": cannot tell which mirror set this bitmap belongs to (no " + core::kMetaDirName +
+                  "/" + core::kConfigName + " above it; a bitmap_dir outside the primary?): give --primary "
+                  "DIR, or --force if no daemon can be using it");
+  } else {
+    const std::string meta = primary + "/" + core::kMetaDirName;
+    if (!exists(meta + "/" + core::kConfigName))
+      throw Error(primary + ": not a mirror set's primary (no " + core::kMetaDirName + "/" + core::kConfigName + ")");
+    // Offline only: the daemon holds this lock for its whole life, and a daemon starting
+    // while we rewrite fails to take it.
+    const std::string lock_path = meta + "/" + core::kLockName;
+    lock = utils::UniqueFd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!lock) throw utils::sys_error(lock_path, "cannot open the set's lock", errno);
+    if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK)
+        throw Error(file + ": the mirror set of " + primary + " is mounted (lock " + lock_path +
+                    " held); unmount it first: rescale-bitmap works offline only");
+      throw utils::sys_error(lock_path, "cannot lock", errno);
+    }
+    // The bitmap must be this set's (a header that does not decode is reported below).
+    const core::Config config = core::load_config(primary);
+    utils::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    std::array<std::byte, core::kHeaderSize> raw{};
+    if (fd) {
+      auto got = utils::pread_all(fd.get(), raw, 0);
+      if (got) {
+        auto h = core::decode_header(std::span(raw.data(), *got));
+        if (h && h->set_uuid != config.uuid && !force)
+          throw Error(file + ": belongs to mirror set " + utils::to_string(h->set_uuid) + ", not to " + primary +
+                      "'s set " + utils::to_string(config.uuid) + " (--force to rescale it anyway)");
+      }
+    }
+  }
+
+  // Progress on a terminal only (stderr, so stdout stays one clean line for scripts).
+  const bool tty = ::isatty(STDERR_FILENO);
+  int shown = -1;
+  auto progress = [&](std::uint64_t done, std::uint64_t total) {
+    if (!tty || total == 0) return;
+    const int pct = static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total));
+    if (pct == shown) return;
+    shown = pct;
+    std::fprintf(stderr, "\rrescaling %s: %3d%%", file.c_str(), pct);
+    std::fflush(stderr);
+  };
+  const auto rep = core::rescale_bitmap_file(file, chunk_size, progress);
+  if (tty && shown >= 0) std::fprintf(stderr, "\n");
+  if (!rep.changed) {
+    std::printf("%s: chunk size is already %s; nothing to do\n", file.c_str(),
+                utils::format_size(chunk_size).c_str());
+    return 0;
+  }
+  std::printf("%s: chunk size %s -> %s, %llu -> %llu bits, %llu -> %llu dirty, events %llu -> %llu\n",
+              file.c_str(), utils::format_size(rep.before.chunk_size).c_str(),
+              utils::format_size(rep.after.chunk_size).c_str(),
+              static_cast<unsigned long long>(rep.before.bit_count()),
+              static_cast<unsigned long long>(rep.after.bit_count()),
+              static_cast<unsigned long long>(rep.dirty_before), static_cast<unsigned long long>(rep.dirty_after),
+              static_cast<unsigned long long>(rep.before.events), static_cast<unsigned long long>(rep.after.events));
   return 0;
 }
 

@@ -1,6 +1,7 @@
 // fusemirror/cli.hpp — the subcommands other than mount.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -8,10 +9,15 @@ namespace fusemirror::cli {
 
 // Each returns the process exit code; errors are printed as one line on stderr.
 int examine_bitmap(const std::string& file);
-int status(const std::string& mountpoint, bool json);
+// watch_s > 0: redraw every watch_s seconds while stdout is a terminal (else print once).
+int status(const std::string& mountpoint, bool json, double watch_s = 0);
 int unmount(const std::string& mountpoint, double timeout_s);
 // Writes one control line to MOUNTPOINT/.fusemirror/control.
 int control(const std::string& mountpoint, const std::string& line);
+
+// Changes a bitmap file's chunk size offline; refuses while the set is mounted (the
+// primary's lock is held). `primary` empty: found by walking up from the file.
+int rescale_bitmap(const std::string& file, std::uint64_t chunk_size, const std::string& primary, bool force);
 
 // Mount points of running fusemirror sets (from /proc/self/mountinfo).
 std::vector<std::string> fusemirror_mounts();

@@ -12,13 +12,38 @@
 #include <new>
 #include <string>
 
+#include "fusemirror/progress.hpp"
+#include "utils/size.hpp"
+
 namespace fusemirror::fuse {
 namespace {
+
+bool g_page_cache = false;  // set once before the session starts
 
 struct Handle {
   std::shared_ptr<core::Image> image;  // null for a control file
   std::string content;                 // a control file's snapshot
   bool control = false;                // the write-only control file
+  std::string attr_image{};            // a per-image attribute file: its image ...
+  const struct AttrDef* attr = nullptr;  // ... and which attribute
+};
+
+// The md-sysfs-style files of MOUNT/.fusemirror/images/<image>/ (docs/quickstart.md).
+struct AttrDef {
+  const char* name;
+  bool writable;
+};
+constexpr AttrDef kAttrs[] = {
+    {"sync_action", true},     // idle | resync | check | repair (md's sync_action)
+    {"sync_completed", false}, // "DONE / TOTAL" bytes, or "none"
+    {"sync_speed", false},     // bytes/s of the running pass (0 when idle)
+    {"sync_speed_min", true},  // bytes/s; set-wide (md's is per array too)
+    {"sync_speed_max", true},  // bytes/s, 0 = unlimited; set-wide
+    {"mismatch_cnt", false},   // chunks found different by the last check/repair
+    {"state", false},          // clean | active | resyncing | checking | degraded ...
+    {"degraded", false},       // 1 when the secondary is out of service
+    {"secondary", true},       // in_sync | recovering | faulty; write fail | re-add
+    {"dirty_chunks", false},   // set bits of the bitmap
 };
 
 // SECURITY: controls are the mount owner's (and root's) only.
@@ -69,12 +94,113 @@ bool is_control(const char* p) {
          (p[std::strlen(kControlDir)] == '\0' || p[std::strlen(kControlDir)] == '/');
 }
 
+// What a path under the control directory names.
+struct CtlNode {
+  enum Kind { none, root, status, control, dir, image, attr } kind = none;
+  std::string rel{};            // dir / image / attr: the set-relative path of the dir or image
+  const AttrDef* def = nullptr;  // attr: which one
+};
+
+// MOUNT/.fusemirror/images mirrors the set's tree: a directory of the set is a directory
+// here, an image is a directory of attribute files. A name is an attribute only below an
+// image, so an image called "state" in a subdirectory is still reachable.
+CtlNode resolve(const char* p) {
+  if (!is_control(p)) return {};
+  if (is_control_dir(p)) return {CtlNode::root};
+  if (std::strcmp(p, kStatusFile) == 0) return {CtlNode::status};
+  if (std::strcmp(p, kControlFile) == 0) return {CtlNode::control};
+  if (std::strcmp(p, kImagesDir) == 0) return {CtlNode::dir, ""};
+  const std::size_t n = std::strlen(kImagesDir);
+  if (std::strncmp(p, kImagesDir, n) != 0 || p[n] != '/') return {};
+  const std::string rest = p + n + 1;
+  if (auto st = set().getattr(rest); st) {
+    if (S_ISDIR(st->st_mode)) return {CtlNode::dir, rest};
+    if (S_ISREG(st->st_mode)) return {CtlNode::image, rest};
+    return {};
+  }
+  const auto slash = rest.rfind('/');
+  if (slash == std::string::npos) return {};
+  const std::string parent = rest.substr(0, slash), name = rest.substr(slash + 1);
+  for (const auto& a : kAttrs) {
+    if (name != a.name) continue;
+    if (auto st = set().getattr(parent); st && S_ISREG(st->st_mode)) return {CtlNode::attr, parent, &a};
+  }
+  return {};
+}
+
+utils::Result<std::string> attr_read(const std::string& rel, const AttrDef& a) {
+  auto img = set().open_image(rel);
+  if (!img) return img.error();
+  const core::ImageStatus s = (*img)->status();
+  const std::string n = a.name;
+  std::string v;
+  if (n == "sync_action") v = core::to_string(s.action);
+  else if (n == "sync_completed")
+    v = s.action == core::SyncAction::idle ? "none"
+                                           : std::to_string(s.sync_done_bytes) + " / " + std::to_string(s.sync_total_bytes);
+  else if (n == "sync_speed") {
+    auto r = ProgressTracker::instance().rate(rel);
+    v = std::to_string(s.action != core::SyncAction::idle && r ? static_cast<std::uint64_t>(r->speed) : 0);
+  } else if (n == "sync_speed_min") v = std::to_string(set().resync_min_rate());
+  else if (n == "sync_speed_max") v = std::to_string(set().resync_max_rate());
+  else if (n == "mismatch_cnt") v = std::to_string(s.mismatch_cnt);
+  else if (n == "state") v = s.state;
+  else if (n == "degraded") v = s.secondary_ok ? "0" : "1";
+  else if (n == "secondary") v = !s.secondary_ok ? "faulty" : s.bitmap.unsynced_chunks ? "recovering" : "in_sync";
+  else if (n == "dirty_chunks") v = std::to_string(s.bitmap.dirty_chunks);
+  return v + "\n";
+}
+
+// One write to an attribute file is one command (echo's trailing newline is dropped).
+std::error_code attr_write(const std::string& rel, const AttrDef& a, std::string v, std::string* why) {
+  while (!v.empty() && (v.back() == '\n' || v.back() == ' ' || v.back() == '\t')) v.pop_back();
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.erase(0, 1);
+  const std::string n = a.name;
+  if (n == "sync_action") {
+    core::SyncAction act;
+    if (v == "idle" || v == "frozen") act = core::SyncAction::idle;
+    else if (v == "resync" || v == "recover") act = core::SyncAction::resync;
+    else if (v == "check") act = core::SyncAction::check;
+    else if (v == "repair") act = core::SyncAction::repair;
+    else {
+      *why = "unknown sync action '" + v + "' (idle, resync, check, repair)";
+      return utils::errno_code(EINVAL);
+    }
+    return set().sync_action(rel, act);
+  }
+  if (n == "secondary") {
+    if (v == "fail" || v == "faulty") return set().fail(rel);
+    if (v == "re-add" || v == "readd") return set().readd(rel);
+    *why = "write 'fail' or 're-add', not '" + v + "'";
+    return utils::errno_code(EINVAL);
+  }
+  if (n == "sync_speed_min" || n == "sync_speed_max") {
+    auto r = utils::parse_size(v);
+    if (!r) {
+      *why = "'" + v + "' is not a rate in bytes/s (e.g. 1048576 or 10M)";
+      return utils::errno_code(EINVAL);
+    }
+    if (n == "sync_speed_min") set().set_resync_min_rate(*r);
+    else set().set_resync_max_rate(*r);
+    return {};
+  }
+  *why = std::string(a.name) + " is read-only";
+  return utils::errno_code(EACCES);
+}
+
 void* op_init(fuse_conn_info* conn, fuse_config* cfg) {
-  cfg->hard_remove = 1;  // no .fuse_hidden files in the backing directories
+  // An unlinked image that is still open is renamed to .fuse_hiddenNNN (and removed at its
+  // last close): hard_remove would make fstat() of such a file fail with ESTALE, because
+  // the kernel asks for its attributes by name, not by handle.
+  cfg->hard_remove = 0;
   cfg->nullpath_ok = 1;  // ops on unlinked-but-open images use the handle
   cfg->use_ino = 0;
   conn->max_write = 1u << 20;  // 1 MiB writes (the kernel negotiates max_pages)
   conn->max_readahead = 1u << 20;
+  // Loop devices and QEMU keep many async direct requests in flight; the kernel's default
+  // of 12 background requests would cap the concurrency (and the group commit's batches).
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   return fuse_get_context()->private_data;
 }
@@ -88,20 +214,20 @@ int op_getattr(const char* path, struct stat* st, fuse_file_info* fi) {
       return 0;
     }
     if (is_control(path)) {
+      // Sizes are 0: the files are direct_io, a read returns what the daemon says now.
+      const CtlNode node = resolve(path);
       std::memset(st, 0, sizeof *st);
       st->st_uid = ::getuid();
       st->st_gid = ::getgid();
-      if (is_control_dir(path)) {
-        st->st_mode = S_IFDIR | 0555;
-        st->st_nlink = 2;
-      } else if (std::strcmp(path, kStatusFile) == 0) {
-        st->st_mode = S_IFREG | 0444;
-        st->st_nlink = 1;
-      } else if (std::strcmp(path, kControlFile) == 0) {
-        st->st_mode = S_IFREG | 0200;
-        st->st_nlink = 1;
-      } else {
-        return -ENOENT;
+      st->st_nlink = 1;
+      switch (node.kind) {
+        case CtlNode::root:
+        case CtlNode::dir:
+        case CtlNode::image: st->st_mode = S_IFDIR | 0555; st->st_nlink = 2; break;
+        case CtlNode::status: st->st_mode = S_IFREG | 0444; break;
+        case CtlNode::control: st->st_mode = S_IFREG | 0200; break;
+        case CtlNode::attr: st->st_mode = S_IFREG | (node.def->writable ? 0644 : 0444); break;
+        case CtlNode::none: return -ENOENT;
       }
       return 0;
     }
@@ -131,9 +257,21 @@ int op_readdir(const char* path_arg, void* buf, fuse_fill_dir_t filler, off_t,
   return guarded("readdir", path, [&] {
     filler(buf, ".", nullptr, 0, fuse_fill_dir_flags{});
     filler(buf, "..", nullptr, 0, fuse_fill_dir_flags{});
-    if (is_control_dir(path)) {
-      filler(buf, "status.json", nullptr, 0, fuse_fill_dir_flags{});
-      filler(buf, "control", nullptr, 0, fuse_fill_dir_flags{});
+    if (is_control(path)) {
+      const CtlNode node = resolve(path);
+      if (node.kind == CtlNode::root) {
+        filler(buf, "status.json", nullptr, 0, fuse_fill_dir_flags{});
+        filler(buf, "control", nullptr, 0, fuse_fill_dir_flags{});
+        filler(buf, "images", nullptr, 0, fuse_fill_dir_flags{});
+      } else if (node.kind == CtlNode::image) {
+        for (const auto& a : kAttrs) filler(buf, a.name, nullptr, 0, fuse_fill_dir_flags{});
+      } else if (node.kind == CtlNode::dir) {
+        auto r = set().readdir(node.rel);
+        if (!r) return neg(r.error());
+        for (const auto& e : *r) filler(buf, e.name.c_str(), nullptr, 0, fuse_fill_dir_flags{});
+      } else {
+        return node.kind == CtlNode::none ? -ENOENT : -ENOTDIR;
+      }
       return 0;
     }
     auto r = set().readdir(rel(path));
@@ -153,10 +291,24 @@ int op_open(const char* path, fuse_file_info* fi) {
       return 0;
     }
     if (is_control(path)) {
-      if (std::strcmp(path, kStatusFile) != 0) return -EISDIR;
-      if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EACCES;
+      const CtlNode node = resolve(path);
+      if (node.kind == CtlNode::none) return -ENOENT;
+      const bool writing = (fi->flags & O_ACCMODE) != O_RDONLY;
       auto h = std::make_unique<Handle>();
-      h->content = set().status_json();
+      if (node.kind == CtlNode::status) {
+        if (writing) return -EACCES;
+        h->content = ProgressTracker::instance().augment(set().status_json());
+      } else if (node.kind == CtlNode::attr) {
+        // SECURITY: only the mount's owner (and root) may change anything.
+        if (writing && (!node.def->writable || !caller_owns_mount())) return -EACCES;
+        auto v = attr_read(node.rel, *node.def);
+        if (!v) return neg(v.error());
+        h->content = std::move(*v);
+        h->attr_image = node.rel;
+        h->attr = node.def;
+      } else {
+        return -EISDIR;
+      }
       fi->direct_io = 1;  // size unknown to the kernel: read what we return
       fi->fh = reinterpret_cast<std::uint64_t>(h.release());
       return 0;
@@ -165,6 +317,7 @@ int op_open(const char* path, fuse_file_info* fi) {
     if (!img) return neg(img.error());
     if (fi->flags & O_TRUNC)
       if (auto ec = (*img)->truncate(0)) return neg(ec);
+    fi->direct_io = !g_page_cache;
     fi->fh = reinterpret_cast<std::uint64_t>(new Handle{*img, {}});
     return 0;
   });
@@ -178,6 +331,7 @@ int op_create(const char* path, mode_t mode, fuse_file_info* fi) {
     auto img = set().create_image(rel(path), mode, as_caller ? ctx->uid : static_cast<uid_t>(-1),
                                   as_caller ? ctx->gid : static_cast<gid_t>(-1));
     if (!img) return neg(img.error());
+    fi->direct_io = !g_page_cache;
     fi->fh = reinterpret_cast<std::uint64_t>(new Handle{*img, {}});
     return 0;
   });
@@ -214,6 +368,18 @@ int op_write(const char* path, const char* buf, size_t size, off_t off, fuse_fil
       spdlog::info("control '{}' done", line);
       return static_cast<int>(size);
     }
+    if (h && h->attr) {
+      if (!caller_owns_mount()) return -EACCES;
+      std::string why;
+      const std::string v(buf, size);
+      if (auto ec = attr_write(h->attr_image, *h->attr, v, &why)) {
+        spdlog::warn("{}/{}: write '{}' refused: {}", h->attr_image, h->attr->name,
+                     v.substr(0, v.find('\n')), why.empty() ? ec.message() : why);
+        return neg(ec);
+      }
+      spdlog::info("{}/{}: '{}' done", h->attr_image, h->attr->name, v.substr(0, v.find('\n')));
+      return static_cast<int>(size);
+    }
     if (!h || !h->image) return -EBADF;
     static std::atomic<std::size_t> largest{0};
     if (size > largest.load(std::memory_order_relaxed)) {
@@ -230,8 +396,14 @@ int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
   return guarded("truncate", path, [&] {
     if (size < 0) return -EINVAL;
     if (auto* h = handle(fi); h && h->image) return neg(h->image->truncate(static_cast<std::uint64_t>(size)));
-    if (path && std::strcmp(path, kControlFile) == 0) return caller_owns_mount() ? 0 : -EACCES;
-    if (is_control(path)) return -EPERM;
+    // `echo X > FILE` truncates first: a no-op for the control files, the owner's only.
+    if (auto* h = handle(fi); h && (h->control || h->attr)) return caller_owns_mount() ? 0 : -EACCES;
+    if (is_control(path)) {
+      const CtlNode node = resolve(path);
+      if (node.kind == CtlNode::control || (node.kind == CtlNode::attr && node.def->writable))
+        return caller_owns_mount() ? 0 : -EACCES;
+      return node.kind == CtlNode::none ? -ENOENT : -EPERM;
+    }
     return neg(set().truncate(rel(path), static_cast<std::uint64_t>(size)));
   });
 }
@@ -380,6 +552,9 @@ fuse_operations make_ops() {
 }
 
 }  // namespace
+
+void set_page_cache(bool on) { g_page_cache = on; }
+bool page_cache() { return g_page_cache; }
 
 const fuse_operations& operations() {
   static const fuse_operations ops = make_ops();

@@ -13,6 +13,8 @@
 #include "core/mirror_set.hpp"
 #include "fusemirror/cli.hpp"
 #include "fusemirror/fuse_ops.hpp"
+#include "fusemirror/progress.hpp"
+#include "fusemirror/parallel_writes.hpp"
 #include "utils/error.hpp"
 #include "utils/log.hpp"
 #include "utils/size.hpp"
@@ -79,11 +81,14 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
 
   struct fuse* f = fuse_new(&fargs, &fm::fuse::operations(), sizeof(fuse_operations), set.get());
+  fuse_opt_free_args(&fargs);
   if (!f) throw Error(mp + ": cannot create the FUSE session (bad -o option?)");
   if (fuse_mount(f, mp.c_str()) != 0) {
     fuse_destroy(f);
     throw Error(mp + ": mount failed (is /dev/fuse available and fusermount3 installed?)");
   }
+  if (!fm::fuse::page_cache() && !fm::fuse::enable_parallel_direct_writes(fuse_get_session(f)))
+    spdlog::warn("parallel direct writes unavailable: writes to one image will serialise");
   if (fuse_daemonize(foreground ? 1 : 0) != 0) {
     fuse_unmount(f);
     fuse_destroy(f);
@@ -94,10 +99,11 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   spdlog::info("mirror set {} mounted on {} (primary {}, secondary {}, pid {})",
                fm::utils::to_string(config.uuid), mp, config.primary, config.secondary, ::getpid());
   set->start();
+  fm::fuse::ProgressTracker::instance().start(set.get());
 
   fuse_loop_config* lc = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(lc, 0);
-  fuse_loop_cfg_set_max_threads(lc, 16);
+  fuse_loop_cfg_set_max_threads(lc, 64);
   fuse_loop_cfg_set_idle_threads(lc, 8);
   // libfuse returns the signal's number after SIGTERM/SIGINT: that is a clean stop.
   int rc = fuse_loop_mt(f, lc);
@@ -105,19 +111,119 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   fuse_loop_cfg_destroy(lc);
   fuse_remove_signal_handlers(se);
   fuse_unmount(f);
+  fm::fuse::ProgressTracker::instance().stop();
   // No FUSE request can arrive any more: drain and mark the bitmaps clean.
   set->shutdown();
   fuse_destroy(f);
-  return rc == 0 ? 0 : 1;
+  // Everything durable is flushed. Exit without running destructors: after a write-behind
+  // drain timeout, worker threads stuck in a hung secondary still reference the images.
+  spdlog::default_logger()->flush();
+  std::fflush(nullptr);
+  ::_exit(rc == 0 ? 0 : 1);
+}
+
+const char* const kHelperUsage =
+    "usage: mount.fusemirror PRIMARY|fusemirror#PRIMARY MOUNTPOINT [-o OPTIONS] [-n] [-s] [-f] [-v]\n"
+    "  The mount(8) helper: `mount -t fuse.fusemirror PRIMARY MOUNTPOINT -o OPTIONS` and fstab\n"
+    "  lines of type fuse.fusemirror run it. It mounts like `fusemirror mount` (daemonized).\n"
+    "  -o     FUSE options; mount(8)-only ones (defaults, auto, noauto, nofail, _netdev, user,\n"
+    "         users, nouser, x-*, comment=*) are dropped; page_cache = --page-cache\n"
+    "  -f     fake: check the arguments, mount nothing     -v  debug logging\n"
+    "  -n -s  accepted and ignored (no mtab; sloppy)        -t TYPE  ignored\n";
+
+// The mount(8) helper: argv[0] is mount.fusemirror / mount.fuse.fusemirror, or mount.fuse3
+// ran `fusemirror SOURCE MOUNTPOINT -o OPTIONS` for an fstab type fuse.fusemirror.
+int mount_helper(int argc, char** argv) {
+  std::vector<std::string> pos, opts;
+  bool fake = false, verbose = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kHelperUsage, stdout);
+      return 0;
+    }
+    if (a == "-o" || a == "-t" || a == "-N") {
+      if (i + 1 >= argc) throw Error(a + ": missing value (see mount.fusemirror --help)");
+      const std::string v = argv[++i];
+      if (a == "-o") opts.push_back(v);
+      if (a == "-N") throw Error("-N " + v + ": mount namespaces are not supported by mount.fusemirror");
+    } else if (a.rfind("-o", 0) == 0) {
+      opts.push_back(a.substr(2));
+    } else if (a == "-f") {
+      fake = true;
+    } else if (a == "-v") {
+      verbose = true;
+    } else if (a == "-n" || a == "-s" || a == "-i" || a.rfind("-t", 0) == 0) {
+      // no mtab / sloppy / no helpers / type: nothing to do for a FUSE mount
+    } else if (!a.empty() && a[0] == '-') {
+      throw Error(a + ": unknown option (see mount.fusemirror --help)");
+    } else {
+      pos.push_back(a);
+    }
+  }
+  if (pos.size() != 2) throw Error("want PRIMARY and MOUNTPOINT (see mount.fusemirror --help)");
+  std::string source = pos[0];
+  if (auto hash = source.find('#'); hash != std::string::npos) source = source.substr(hash + 1);
+  std::string kept;
+  for (const auto& o : opts) {
+    std::stringstream ss(o);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      if (item.empty() || item == "defaults" || item == "auto" || item == "noauto" || item == "nofail" ||
+          item == "_netdev" || item == "user" || item == "users" || item == "nouser" || item == "owner" ||
+          item == "group" || item.rfind("x-", 0) == 0 || item.rfind("comment=", 0) == 0)
+        continue;
+      if (item == "page_cache") {
+        fm::fuse::set_page_cache(true);
+        continue;
+      }
+      kept += (kept.empty() ? "" : ",") + item;
+    }
+  }
+  if (fake) {
+    (void)fm::core::load_config(source);  // the checks a real mount would start with
+    return 0;
+  }
+  std::vector<std::string> fuse_opts;
+  if (!kept.empty()) fuse_opts.push_back(kept);
+  return do_mount(source, pos[1], false, fuse_opts, verbose);
+}
+
+bool is_helper_call(int argc, char** argv) {
+  std::string prog = argv[0];
+  if (auto slash = prog.rfind('/'); slash != std::string::npos) prog = prog.substr(slash + 1);
+  if (prog == "mount.fusemirror" || prog == "mount.fuse.fusemirror") return true;
+  // mount.fuse3's form: `fusemirror SOURCE MOUNTPOINT [-o OPTIONS]`: two existing paths
+  // (a subcommand name is never taken for one: none of them is a path with a slash).
+  if (argc < 3 || argv[1][0] == '-' || argv[2][0] == '-') return false;
+  const std::string src = argv[1];
+  struct stat st {};
+  const bool src_ok = src.find('/') != std::string::npos && (src.find('#') != std::string::npos ||
+                                                               ::stat(src.c_str(), &st) == 0);
+  return src_ok && ::stat(argv[2], &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 0 && is_helper_call(argc, argv)) {
+    try {
+      return mount_helper(argc, argv);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mount.fusemirror: %s\n", e.what());
+      return 32;  // mount(8)'s "mount failure"
+    }
+  }
   CLI::App app{"fusemirror — mirror disk-image files to a secondary directory, with a "
                "write-intent bitmap per image (see man fusemirror)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "fusemirror 0.1.0");
+  app.footer(
+      "Each subcommand takes --help. From mount(8) and fstab: `mount -t fuse.fusemirror PRIMARY "
+      "MOUNTPOINT -o OPTIONS` (the mount.fusemirror helper; mount.fusemirror --help). Live controls: "
+      "files under MOUNTPOINT/.fusemirror/images/IMAGE/ (sync_action, sync_completed, sync_speed, "
+      "sync_speed_min, sync_speed_max, mismatch_cnt, state, degraded, secondary, dirty_chunks). "
+      "Details: man fusemirror.");
 
   fm::core::CreateOptions copts;
   std::string chunk_size = "64K";
@@ -145,6 +251,9 @@ int main(int argc, char** argv) {
   mount->add_flag("-f,--foreground", foreground, "Stay in the foreground (SIGTERM/SIGINT unmount cleanly)");
   mount->add_option("-o", fuse_opts, "FUSE mount options (comma-separated; allow_other implies default_permissions)");
   mount->add_flag("-v,--verbose", verbose, "Debug logging");
+  bool page_cache = false;
+  mount->add_flag("--page-cache", page_cache,
+                  "Use the kernel's page cache for images (default: direct I/O, like cache=none)");
 
   std::string umount_mp;
   double umount_timeout = 300;
@@ -153,11 +262,16 @@ int main(int argc, char** argv) {
   umount->add_option("mountpoint", umount_mp, "Mount point")->required();
   umount->add_option("--timeout", umount_timeout, "Seconds to wait for the daemon to exit (default 300)");
 
-  std::string status_mp;
+  std::string status_mp, status_watch;
   bool status_json = false;
   auto* status = app.add_subcommand("status", "Show mounted mirror sets, like /proc/mdstat");
-  status->add_option("mountpoint", status_mp, "Only this mount");
-  status->add_flag("--json", status_json, "JSON for scripts (schema in docs/quickstart.md)");
+  status->add_option("mountpoint", status_mp, "Only this mount (default: every mounted fusemirror set)");
+  status->add_flag("--json", status_json, "JSON for scripts (schema in docs/quickstart.md and man fusemirror)");
+  auto* watch_opt = status->add_option("--watch", status_watch,
+                                       "Redraw every SECS seconds (default 2) while stdout is a terminal; "
+                                       "prints once when it is not")
+                        ->expected(0, 1)
+                        ->type_name("[SECS]");
 
   std::string ctl_mp, ctl_image, ctl_action;
   auto* fail = app.add_subcommand("fail", "Mark an image's secondary failed (degraded; changes tracked in the bitmap)");
@@ -176,6 +290,20 @@ int main(int argc, char** argv) {
   std::string bitmap_file;
   auto* examine = app.add_subcommand("examine-bitmap", "Print a bitmap file's header, like mdadm -X");
   examine->add_option("file", bitmap_file, "Bitmap file (.fmbm)")->required();
+
+  std::string rescale_file, rescale_chunk, rescale_primary;
+  bool rescale_force = false;
+  auto* rescale = app.add_subcommand(
+      "rescale-bitmap",
+      "Change a bitmap file's chunk size offline (collapsing ORs bits, expanding copies them)");
+  rescale->add_option("file", rescale_file, "Bitmap file (.fmbm) of an unmounted set")->required();
+  rescale->add_option("--chunk-size", rescale_chunk, "New bytes per bit (power of two, 4K..1G; suffixes K, M, G)")
+      ->required();
+  rescale->add_option("--primary", rescale_primary,
+                      "The set's primary directory, whose lock proves it is not mounted (default: "
+                      "found above FILE)");
+  rescale->add_flag("--force", rescale_force,
+                    "Rescale a bitmap whose set cannot be found or whose UUID is another set's");
 
   try {
     app.parse(argc, argv);
@@ -206,9 +334,32 @@ int main(int argc, char** argv) {
                 << c.daemon_sleep << "s, bitmaps in " << c.bitmap_root() << "\n";
       return 0;
     }
+    fm::fuse::set_page_cache(page_cache);
     if (*mount) return do_mount(source, mountpoint, foreground, fuse_opts, verbose);
     if (*umount) return fm::cli::unmount(absolute(umount_mp), umount_timeout);
-    if (*status) return fm::cli::status(status_mp.empty() ? "" : absolute(status_mp), status_json);
+    if (*status) {
+      double watch = 0;
+      if (watch_opt->count()) {
+        watch = 2;
+        if (!status_watch.empty()) {
+          char* end = nullptr;
+          const double v = std::strtod(status_watch.c_str(), &end);
+          if (end && *end == '\0' && v > 0) {
+            watch = v;
+          } else if (status_mp.empty()) {
+            status_mp = status_watch;  // `status --watch MOUNTPOINT`
+          } else {
+            throw Error("--watch: '" + status_watch + "' is not a number of seconds");
+          }
+        }
+      }
+      return fm::cli::status(status_mp.empty() ? "" : absolute(status_mp), status_json, watch);
+    }
+    if (*rescale) {
+      auto cs = fm::utils::parse_size(rescale_chunk);
+      if (!cs) throw Error("--chunk-size: '" + rescale_chunk + "' is not a size (e.g. 64K)");
+      return fm::cli::rescale_bitmap(rescale_file, *cs, rescale_primary, rescale_force);
+    }
     if (*examine) return fm::cli::examine_bitmap(bitmap_file);
     if (*fail) return fm::cli::control(absolute(ctl_mp), "fail " + ctl_image);
     if (*readd) return fm::cli::control(absolute(ctl_mp), "re-add " + ctl_image);

@@ -6,12 +6,18 @@
 
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 namespace fusemirror::utils {
 
 void setup_logging(const std::string& file, bool to_stderr, bool verbose) {
   std::vector<spdlog::sink_ptr> sinks;
   if (to_stderr) sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
   if (!file.empty()) {
+    // Created 0600 whatever the umask: the log names paths and images.
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
     try {
       sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(file, false));
     } catch (const spdlog::spdlog_ex&) {

@@ -169,7 +169,7 @@ round() {
     bitmap.after_set | image.*) skip=$((RANDOM % 400)) ;;
     writebehind.*) skip=$((RANDOM % 400)) ;;
     bitmap.*) skip=$((RANDOM % 30)) ;;
-    sweep.*) skip=$((RANDOM % 2)) ;;
+    sweep.*) skip=0 ;; # one clearing sweep may clear every candidate: the first pass only
     resync.*) skip=$((RANDOM % 3)) ;;
   esac
   if [[ $point == resync.* ]]; then
@@ -191,7 +191,9 @@ round() {
   else
     case $point in
       sweep.*)
-        # a burst, then idle: the sweeper clears after two idle periods of 1 s
+        # a burst, then idle: the sweeper clears after two idle periods of 1 s. The image
+        # is held open meanwhile (the last close would clear the bits itself, no sweep).
+        exec {HOLD}<"$MNT/disk.img"
         writer "$seed" --max-writes $((200 + RANDOM % 2000))
         wait "$WPID" 2>/dev/null || true
         WPID=""
@@ -204,6 +206,10 @@ round() {
     fi
   fi
   after_kill
+  if [[ -n ${HOLD:-} ]]; then
+    exec {HOLD}<&-
+    HOLD=""
+  fi
   if ((hit)); then
     reached=$((reached + 1))
     POINT_HITS[$point]=$((${POINT_HITS[$point]:-0} + 1))

@@ -1,0 +1,132 @@
+#!/bin/bash
+# t_sshfs — write-behind to a secondary on a real network file system over loopback
+# (issue 4, item 5): a private sshd on 127.0.0.1 (its own config, host key, client key and
+# port, all in FM_TMP), sshfs mounts FM_TMP/remote at FM_TMP/sec, and the mirror set's
+# secondary is a directory in that sshfs mount, with --write-behind 64.
+#
+# A 64 MiB image of random data is written through the mount and fsync'ed; once the
+# write-behind queue is drained and every bit cleared, the set is unmounted and the file
+# under FM_TMP/remote (the far end of the network mount, read directly) must be byte for
+# byte the primary's, and the data written.
+#
+# Needs openssh-server and sshfs (installed with apt-get when missing; exit 77 only when
+# they cannot be installed).
+. "$(dirname "$0")/lib.sh"
+
+# ---------------------------------------------------------------------------- tools
+need_install=()
+[[ -x /usr/sbin/sshd ]] || need_install+=(openssh-server)
+command -v sshfs >/dev/null || need_install+=(sshfs)
+command -v ssh-keygen >/dev/null || need_install+=(openssh-client)
+if ((${#need_install[@]})); then
+  fm_log "installing ${need_install[*]}"
+  if ! DEBIAN_FRONTEND=noninteractive fm_timeout 300 apt-get install -y -q "${need_install[@]}" \
+    >"$FM_TMP/logs/apt.log" 2>&1; then
+    fm_timeout 300 apt-get update -q >>"$FM_TMP/logs/apt.log" 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive fm_timeout 300 apt-get install -y -q "${need_install[@]}" \
+      >>"$FM_TMP/logs/apt.log" 2>&1 || true
+  fi
+  if [[ ! -x /usr/sbin/sshd ]] || ! command -v sshfs >/dev/null || ! command -v ssh-keygen >/dev/null; then
+    echo "SKIP $FM_TEST_NAME: openssh-server / sshfs cannot be installed: $(tail -n 3 "$FM_TMP/logs/apt.log")" >&2
+    # shellcheck disable=SC2034 # read by lib.sh's EXIT trap, which cleans up and keeps the status
+    FM_DONE=1
+    exit 77
+  fi
+fi
+
+# ---------------------------------------------------------------------------- sshd
+SSHD_DIR=$FM_TMP/ssh
+REMOTE=$FM_TMP/remote # the far side of the network file system
+NETSEC=$FM_TMP/sec    # the sshfs mount
+mkdir -p "$SSHD_DIR" "$REMOTE" "$NETSEC"
+chmod 0700 "$SSHD_DIR"
+ssh-keygen -q -t ed25519 -N '' -f "$SSHD_DIR/host_key" || fail "ssh-keygen (host key) failed"
+ssh-keygen -q -t ed25519 -N '' -f "$SSHD_DIR/client_key" || fail "ssh-keygen (client key) failed"
+cp "$SSHD_DIR/client_key.pub" "$SSHD_DIR/authorized_keys"
+chmod 0600 "$SSHD_DIR/authorized_keys"
+
+free_port() { # a random TCP port in 20000..59999 that no socket uses (per /proc/net/tcp*)
+  local used p
+  used=$(awk 'NR > 1 { split($2, a, ":"); print a[2] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+  for _ in $(seq 1 50); do
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    grep -qix "$(printf '%04X' "$p")" <<<"$used" || { echo "$p"; return 0; }
+  done
+  fail "no free TCP port found"
+}
+PORT=$(free_port)
+cat >"$SSHD_DIR/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+HostKey $SSHD_DIR/host_key
+PidFile $SSHD_DIR/sshd.pid
+AuthorizedKeysFile $SSHD_DIR/authorized_keys
+PermitRootLogin yes
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+EOF
+# sshd refuses to start without its privilege separation directory (the service unit makes it)
+[[ -d /run/sshd ]] || install -d -m 0755 /run/sshd
+/usr/sbin/sshd -t -f "$SSHD_DIR/sshd_config" -p "$PORT" 2>"$FM_TMP/logs/sshd.t" ||
+  fail "sshd rejects its config: $(cat "$FM_TMP/logs/sshd.t")"
+fm_bg /usr/sbin/sshd -D -f "$SSHD_DIR/sshd_config" -p "$PORT" -E "$FM_TMP/logs/sshd.log"
+SSHD_PID=$FM_LAST_BG
+SSH_OPTS=(-o "IdentityFile=$SSHD_DIR/client_key" -o StrictHostKeyChecking=no
+  -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=5)
+ssh_ok() { ssh "${SSH_OPTS[@]}" -p "$PORT" root@127.0.0.1 true </dev/null >/dev/null 2>&1; }
+fm_wait_for "sshd" 20 ssh_ok ||
+  fail "cannot log in to the test sshd on 127.0.0.1:$PORT (alive: $(fm_alive "$SSHD_PID" && echo yes || echo no)): $(tail -n 5 "$FM_TMP/logs/sshd.log")"
+fm_log "sshd (pid $SSHD_PID) on 127.0.0.1:$PORT"
+
+# ---------------------------------------------------------------------------- sshfs
+sshfs "root@127.0.0.1:$REMOTE" "$NETSEC" -p "$PORT" \
+  -o "IdentityFile=$SSHD_DIR/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,LogLevel=ERROR" \
+  2>"$FM_TMP/logs/sshfs.err" || fail "sshfs failed: $(cat "$FM_TMP/logs/sshfs.err")"
+fm_track_mount "$NETSEC"
+fm_is_mounted "$NETSEC" || fail "sshfs returned 0 but $NETSEC is not mounted"
+echo probe >"$NETSEC/probe" || fail "cannot write into the sshfs mount"
+[[ $(cat "$REMOTE/probe") == probe ]] || fail "the sshfs mount does not reach $REMOTE"
+rm -f "$NETSEC/probe"
+mkdir "$NETSEC/mirror"
+
+# ---------------------------------------------------------------------------- the mirror
+LIM=64
+fm_create "$PRI" "$NETSEC/mirror" --write-behind $LIM --daemon-sleep 1 --role backup
+fm_mount "$PRI" "$MNT"
+SRC=$FM_TMP/logs/src.bin
+head -c $((64 << 20)) /dev/urandom >"$SRC"
+t0=$(date +%s%N)
+dd if="$SRC" of="$MNT/disk.img" bs=1M conv=fsync status=none || fail "writing 64 MiB through the mount failed"
+ms=$((($(date +%s%N) - t0) / 1000000))
+j=$(fm_image_json "$MNT" disk.img)
+fm_log "64 MiB written and fsync'ed in ${ms} ms; then: $(jq -c '{write_behind, dirty_chunks, state}' <<<"$j")"
+(($(jq -r .write_behind.peak <<<"$j") <= LIM)) || soft_fail "write_behind.peak above the limit $LIM: $j"
+
+clean() {
+  local j
+  j=$(fm_image_json_try "$MNT" disk.img) || return 1
+  jq -e '.secondary_ok and .write_behind.outstanding == 0 and .unsynced_chunks == 0 and .dirty_chunks == 0 and .state == "clean"' >/dev/null <<<"$j"
+}
+t0=$SECONDS
+fm_wait_for "drained and clean" 180 clean || fail "not drained and clean after 180 s: $(fm_image_json "$MNT" disk.img)"
+fm_log "drained and clean $((SECONDS - t0)) s after the fsync"
+cmp "$MNT/disk.img" "$SRC" || soft_fail "the mount does not read back what was written"
+fm_unmount "$MNT"
+fm_assert_log_clean "$PRI"
+
+# ---------------------------------------------------------------------------- compare
+# the far end, read directly (not through sshfs): byte for byte the primary and the data
+cmp "$PRI/disk.img" "$SRC" || soft_fail "the primary does not hold the data written"
+cmp "$REMOTE/mirror/disk.img" "$PRI/disk.img" || fail "the secondary over sshfs differs from the primary"
+assert_same "$PRI/disk.img" "$REMOTE/mirror/disk.img"
+read -r _ dirty <<<"$(fm_examine_bits "$(fm_examine "$(fm_bitmap_path "$PRI" disk.img)")")"
+((dirty == 0)) || soft_fail "the bitmap has $dirty dirty chunks after a clean unmount"
+
+# ---------------------------------------------------------------------------- teardown
+fusermount3 -u "$NETSEC" 2>/dev/null || umount "$NETSEC" || fail "cannot unmount the sshfs mount"
+fm_bg_stop "$SSHD_PID"
+fm_pass
