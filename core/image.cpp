@@ -99,7 +99,7 @@ Image::Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondar
       secondary_ok_(secondary_.valid()),
       opts_(options) {
   if (opts_.write_behind)
-    wb_ = std::make_unique<WriteBehind>(opts_.write_behind, std::min<unsigned>(opts_.write_behind, 64));
+    wb_ = std::make_unique<WriteBehind>(opts_.write_behind, std::min<unsigned>(opts_.write_behind, 32));
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
 }
 

@@ -294,7 +294,7 @@ fm_mount "$FM_TMP/p_fl" "$M"
 truncate -s 16M "$M/disk.img"
 pwrite_rand "$M/disk.img" 0 4096
 wait_clean "$M" disk.img 30
-ctl "reset=1 delay_ms_write=20"
+ctl "reset=1 delay_ms_write=200" # slow enough that the queue is seen full
 head -c $((400 * 4096)) "$FM_RAND" >"$FM_TMP/logs/fl.src"
 # one 4K write per 4K block across 400 blocks (25 chunks)
 fm_bg dd if="$FM_TMP/logs/fl.src" of="$M/disk.img" bs=4K count=400 conv=notrunc status=none

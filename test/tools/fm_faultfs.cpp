@@ -3,7 +3,8 @@
 // Used by the integration tests as a slow or failing SECONDARY.
 //
 // Usage: fm_faultfs BACKING_DIR MOUNTPOINT [-f] [-d] [-s] [-o opts]
-//   Any libfuse option works (-o max_threads=N, the default here is 64; -o allow_other ...).
+//   Any libfuse option works (-o max_threads=N, the default here is 256, so that hung writes
+//   never starve the control file; -o allow_other ...).
 //   Send SIGTERM/SIGINT (or fusermount3 -u MOUNTPOINT) to stop it.
 //
 // Control file MOUNTPOINT/.faultfs (not listed by readdir):
@@ -939,7 +940,7 @@ int main(int argc, char* argv[]) {
     if (opts.max_idle_threads != UINT_MAX)  // UINT_MAX: not given (libfuse's default)
       fuse_loop_cfg_set_idle_threads(lc, opts.max_idle_threads);
     // libfuse's default of 10 threads would cap the overlap of delayed requests
-    fuse_loop_cfg_set_max_threads(lc, opts.max_threads == 10 ? 64 : opts.max_threads);
+    fuse_loop_cfg_set_max_threads(lc, opts.max_threads == 10 ? 256 : opts.max_threads);
     res = fuse_loop_mt(g_fuse, lc);
   }
   if (res) res = 7;
