@@ -18,6 +18,7 @@ build_pkgs=(
 )
 test_pkgs=(
   e2fsprogs fio qemu-utils jq util-linux mount kmod diffutils procps coreutils
+  clang  # libFuzzer targets (test/fuzz), run briefly by scripts/test.sh
 )
 
 want=("${build_pkgs[@]}")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/sanitize.sh — the sanitizer and fuzzing runs of the reliability suite (issue 7 §4, §5).
 #
-#   scripts/sanitize.sh [asan] [tsan] [fuzz]      (default: all three)
+#   scripts/sanitize.sh [asan] [asan-unit] [tsan] [fuzz]   (default: asan tsan fuzz)
+#
+#   asan-unit  only the unit tests under ASan+UBSan (what scripts/test.sh runs in CI);
 #
 #   asan  build-asan (-DFUSEMIRROR_SANITIZE=ON: ASan+UBSan): the unit tests, then the mounted
 #         concurrency test (test/reliability/concurrency.sh) with the ASan daemon;
@@ -88,6 +90,15 @@ for w in "${what[@]}"; do
       if build build-asan fm_unit_tests fusemirror fm_sparse_map -- -DFUSEMIRROR_SANITIZE=ON; then
         units build-asan ASAN_OPTIONS
         mounted build-asan ASAN_OPTIONS
+      else
+        failures+=("build-asan: build failed")
+      fi
+      ;;
+    asan-unit)
+      # The CI subset: the unit tests only, under ASan+UBSan.
+      say "ASan+UBSan unit tests (build-asan)"
+      if build build-asan fm_unit_tests -- -DFUSEMIRROR_SANITIZE=ON; then
+        units build-asan ASAN_OPTIONS
       else
         failures+=("build-asan: build failed")
       fi

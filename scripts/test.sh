@@ -51,6 +51,16 @@ else
   echo "test.sh: WARNING: loop devices are not usable; loop-based tests will fail or skip" >&2
 fi
 
+# The unit tests under ASan+UBSan, and a short libFuzzer run on the header and config
+# parsers (the long runs, TSan and the mounted sanitizer test: scripts/sanitize.sh).
+# Both come before ctest so that ctest's summary is the last thing printed.
+pre=0
+FM_FUZZ_SECS=${FM_FUZZ_SECS:-15} ./scripts/sanitize.sh asan-unit fuzz || pre=$?
+
 rc=0
 ctest --test-dir build --output-on-failure || rc=$?
+if ((rc == 0 && pre != 0)); then
+  echo "test.sh: the sanitizer or fuzz run failed (above)" >&2
+  rc=$pre
+fi
 exit "$rc"
