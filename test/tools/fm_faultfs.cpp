@@ -48,6 +48,7 @@
 // FAULTFS_PARALLEL=0 disables the shim. O_DIRECT is not passed on to the backing file.
 
 #define FUSE_USE_VERSION 312
+#include "fusemirror/parallel_writes.hpp"
 #include <dirent.h>
 #include <fcntl.h>
 #include <fuse.h>
@@ -739,71 +740,6 @@ off_t op_lseek(const char* path, off_t off, int whence, fuse_file_info* fi) {
   return r < 0 ? neg_errno() : r;
 }
 
-// ------------------------------------------------------------------ FOPEN_PARALLEL_DIRECT_WRITES shim
-
-constexpr uint32_t kOpOpen = 14, kOpCreate = 35;  // FUSE_OPEN, FUSE_CREATE
-constexpr uint32_t kFopenDirectIo = 1u << 0, kFopenParallelDirectWrites = 1u << 6;
-struct InHeader {  // struct fuse_in_header
-  uint32_t len, opcode;
-  uint64_t unique, nodeid;
-  uint32_t uid, gid, pid;
-  uint16_t total_extlen, padding;
-};
-struct OutHeader {  // struct fuse_out_header
-  uint32_t len;
-  int32_t error;
-  uint64_t unique;
-};
-constexpr size_t kOpenOutSize = 16;  // struct fuse_open_out: fh, open_flags, padding
-
-std::mutex g_open_mu;
-std::unordered_map<uint64_t, uint32_t> g_open_reqs;  // unique -> opcode, awaiting reply
-
-ssize_t shim_read(int fd, void* buf, size_t len, void*) {
-  ssize_t n = read(fd, buf, len);
-  if (n >= static_cast<ssize_t>(sizeof(InHeader))) {
-    InHeader in;
-    std::memcpy(&in, buf, sizeof in);
-    if (in.opcode == kOpOpen || in.opcode == kOpCreate) {
-      std::lock_guard lk(g_open_mu);
-      g_open_reqs[in.unique] = in.opcode;
-    }
-  }
-  return n;
-}
-
-ssize_t shim_writev(int fd, iovec* iov, int count, void*) {
-  if (count >= 1 && iov[0].iov_len >= sizeof(OutHeader)) {
-    OutHeader out;
-    std::memcpy(&out, iov[0].iov_base, sizeof out);
-    bool ours = false;
-    if (out.unique != 0) {
-      std::lock_guard lk(g_open_mu);
-      if (!g_open_reqs.empty()) ours = g_open_reqs.erase(out.unique) > 0;
-    }
-    if (ours && out.error == 0) {
-      std::vector<char> flat;
-      for (int i = 0; i < count; ++i) {
-        const char* p = static_cast<const char*>(iov[i].iov_base);
-        flat.insert(flat.end(), p, p + iov[i].iov_len);
-      }
-      if (flat.size() >= sizeof(OutHeader) + kOpenOutSize) {
-        char* flags_at = flat.data() + flat.size() - kOpenOutSize + 8;  // last payload: open_out
-        uint32_t flags;
-        std::memcpy(&flags, flags_at, sizeof flags);
-        if (flags & kFopenDirectIo) {
-          flags |= kFopenParallelDirectWrites;
-          std::memcpy(flags_at, &flags, sizeof flags);
-        }
-        iovec one{flat.data(), flat.size()};
-        ssize_t n = writev(fd, &one, 1);
-        return n;
-      }
-    }
-  }
-  return writev(fd, iov, count);
-}
-
 // ------------------------------------------------------------------ main
 
 int usage() {
@@ -919,9 +855,8 @@ int main(int argc, char* argv[]) {
     goto out2;
   }
   if (parallel && !g_cached) {
-    static const fuse_custom_io io = {shim_writev, shim_read, nullptr, nullptr};
-    struct fuse_session* se = fuse_get_session(g_fuse);
-    if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) != 0)
+    // The same shim fusemirror uses (fusemirror/parallel_writes.hpp).
+    if (!fusemirror::fuse::enable_parallel_direct_writes(fuse_get_session(g_fuse)))
       std::fprintf(stderr, "fm_faultfs: custom io failed; direct writes to one file serialize\n");
   }
   if (fuse_daemonize(opts.foreground) != 0) {
