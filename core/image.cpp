@@ -27,12 +27,21 @@ const char* to_string(SyncAction a) {
 
 namespace {
 
+constexpr std::size_t kInlineWriteMax = 64 * 1024;
+
 // Runs `secondary` on a pool thread and `primary` on this one, concurrently; returns both
 // results. With no usable secondary, only the primary runs.
+// `inline_both`: run both legs on this thread, primary first — for small buffered writes a
+// pwrite costs microseconds, less than waking a pool thread and waiting for it.
 template <typename P, typename S>
 std::pair<std::error_code, std::error_code> run_both(utils::ThreadPool* pool, bool with_secondary,
-                                                     P&& primary, S&& secondary) {
+                                                     P&& primary, S&& secondary,
+                                                     bool inline_both = false) {
   if (!with_secondary) return {primary(), {}};
+  if (inline_both) {
+    std::error_code prim_ec = primary();
+    return {prim_ec, secondary()};
+  }
   std::error_code sec_ec;
   utils::Completion done;
   pool->submit([&] {
@@ -177,7 +186,8 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
       [&] {
         FM_CRASH_POINT("image.before_secondary");
         return utils::pwrite_all(secondary_.get(), data, off);
-      });
+      },
+      data.size() <= kInlineWriteMax);
   FM_CRASH_POINT("image.after_legs");
   // 3. The chunk's bit stays until both legs are durable and idle (sweep).
   bitmap_->end_write(off, data.size(), with_sec && !p && !s);
@@ -328,6 +338,10 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
   auto guard = locks_.lock(off, stop);
   if (auto ec = copy_range_locked(off, stop, buf, copied)) return ec;
   for (std::uint64_t c = first; c < end; ++c) bitmap_->mark_synced(c);
+  // Scattered dirty chunks are small random reads: start reading the next run now.
+  if (const std::uint64_t nxt = bitmap_->next_unsynced(end); nxt < total)
+    ::posix_fadvise(primary_.get(), static_cast<off_t>(nxt * cs),
+                    static_cast<off_t>(std::max(max_bytes, cs)), POSIX_FADV_WILLNEED);
   resync_copied_.fetch_add(*copied, std::memory_order_relaxed);
   return end;
 }
@@ -356,6 +370,20 @@ std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
         hole < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(hole));
     for (std::uint64_t p = d; p < h;) {
       const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(h - p, buf.size()));
+      // In-kernel copy first (no round trip through this process); any error falls back to
+      // read + write for this piece, which tells a primary error from a secondary one.
+      if (use_copy_range_) {
+        loff_t in = static_cast<loff_t>(p), out = static_cast<loff_t>(p);
+        const ssize_t c = ::copy_file_range(pfd, &in, sfd, &out, n, 0);
+        if (c > 0) {
+          *copied += static_cast<std::uint64_t>(c);
+          p += static_cast<std::uint64_t>(c);
+          FM_CRASH_POINT("resync.mid_copy");
+          continue;
+        }
+        if (c < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL))
+          use_copy_range_ = false;  // not between these two file systems: never again
+      }
       auto r = utils::pread_all(pfd, std::span(buf.data(), n), p);
       if (!r) return r.error();
       if (*r == 0) break;
