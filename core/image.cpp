@@ -338,10 +338,6 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
   auto guard = locks_.lock(off, stop);
   if (auto ec = copy_range_locked(off, stop, buf, copied)) return ec;
   for (std::uint64_t c = first; c < end; ++c) bitmap_->mark_synced(c);
-  // Scattered dirty chunks are small random reads: start reading the next run now.
-  if (const std::uint64_t nxt = bitmap_->next_unsynced(end); nxt < total)
-    ::posix_fadvise(primary_.get(), static_cast<off_t>(nxt * cs),
-                    static_cast<off_t>(std::max(max_bytes, cs)), POSIX_FADV_WILLNEED);
   resync_copied_.fetch_add(*copied, std::memory_order_relaxed);
   return end;
 }
@@ -352,6 +348,14 @@ std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
   const std::uint64_t data_end = std::min<std::uint64_t>(stop, static_cast<std::uint64_t>(st.st_size));
   const int pfd = primary_.get(), sfd = secondary_.get();
+  // SEEK_DATA counts page-cache pages over unwritten extents (zero-range, fallocate) as data,
+  // even clean ones that were merely read: write the range back and drop it, so that what
+  // is a hole on the primary's disk stays a hole on the secondary.
+  if (data_end > off) {
+    ::sync_file_range(pfd, static_cast<off_t>(off), static_cast<off_t>(data_end - off),
+                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    ::posix_fadvise(pfd, static_cast<off_t>(off), static_cast<off_t>(data_end - off), POSIX_FADV_DONTNEED);
+  }
   std::uint64_t pos = off;
   std::error_code sec_err;
   while (pos < data_end && !sec_err) {
@@ -370,20 +374,6 @@ std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
         hole < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(hole));
     for (std::uint64_t p = d; p < h;) {
       const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(h - p, buf.size()));
-      // In-kernel copy first (no round trip through this process); any error falls back to
-      // read + write for this piece, which tells a primary error from a secondary one.
-      if (use_copy_range_) {
-        loff_t in = static_cast<loff_t>(p), out = static_cast<loff_t>(p);
-        const ssize_t c = ::copy_file_range(pfd, &in, sfd, &out, n, 0);
-        if (c > 0) {
-          *copied += static_cast<std::uint64_t>(c);
-          p += static_cast<std::uint64_t>(c);
-          FM_CRASH_POINT("resync.mid_copy");
-          continue;
-        }
-        if (c < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL))
-          use_copy_range_ = false;  // not between these two file systems: never again
-      }
       auto r = utils::pread_all(pfd, std::span(buf.data(), n), p);
       if (!r) return r.error();
       if (*r == 0) break;

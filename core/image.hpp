@@ -146,7 +146,6 @@ class Image {
   std::unique_ptr<WriteBehind> wb_;
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::atomic<bool> primary_read_failed_{false};
-  bool use_copy_range_ = true;  // resync worker only: copy_file_range works between the legs
   // Copies [off, stop) primary -> secondary, holes as holes. REQUIRES the range lock.
   std::error_code copy_range_locked(std::uint64_t off, std::uint64_t stop,
                                     std::vector<std::byte>& buf, std::uint64_t* copied);

@@ -89,6 +89,9 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   }
   if (!fm::fuse::page_cache() && !fm::fuse::enable_parallel_direct_writes(fuse_get_session(f)))
     spdlog::warn("parallel direct writes unavailable: writes to one image will serialise");
+  // Nothing buffered may be inherited by the daemon (it would be written a second time).
+  spdlog::default_logger()->flush();
+  std::fflush(nullptr);
   if (fuse_daemonize(foreground ? 1 : 0) != 0) {
     fuse_unmount(f);
     fuse_destroy(f);
