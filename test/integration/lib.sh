@@ -744,6 +744,14 @@ fm_image_json_try() {
   jq -ce --arg n "$name" '[.sets[].images[] | select(.name == $n)][0] // empty' <<<"$j" 2>/dev/null
 }
 
+# fm_image_is MOUNTPOINT NAME JQ_PREDICATE — that image's status object satisfies the jq
+# predicate; quietly false on any error (for fm_wait_for and polling loops).
+fm_image_is() {
+  local j
+  j=$(fm_image_json_try "$1" "$2") || return 1
+  jq -e "$3" >/dev/null <<<"$j"
+}
+
 # fm_examine FILE — examine-bitmap output; fails the test if it fails.
 fm_examine() {
   local err=$FM_TMP/logs/examine.err rc=0 out

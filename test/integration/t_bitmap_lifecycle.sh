@@ -14,11 +14,7 @@ CHUNK=65536
 img_get() { fm_image_json "$MNT" "$1" | jq -r "$2"; }
 
 # resynced NAME — status says NAME is fully in sync
-resynced() {
-  local j
-  j=$(fm_image_json_try "$MNT" "$1") || return 1
-  jq -e '.dirty_chunks == 0 and .sync.action == "idle" and .state == "clean"' >/dev/null <<<"$j"
-}
+resynced() { fm_image_is "$MNT" "$1" '.dirty_chunks == 0 and .sync.action == "idle" and .state == "clean"'; }
 
 examine_dirty() { # examine_dirty BITMAP → dirty count
   local out

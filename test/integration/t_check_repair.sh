@@ -17,11 +17,7 @@ LOG=$PRI/.fusemirror/fusemirror.log
 
 img_get() { fm_image_json "$MNT" "$1" | jq -r "$2"; }
 
-is_clean() {
-  local j
-  j=$(fm_image_json_try "$MNT" "$1") || return 1
-  jq -e '.state == "clean" and .dirty_chunks == 0 and .sync.action == "idle"' >/dev/null <<<"$j"
-}
+is_clean() { fm_image_is "$MNT" "$1" '.state == "clean" and .dirty_chunks == 0 and .sync.action == "idle"'; }
 
 # done_lines IMAGE ACTION — how many "IMAGE: ACTION done|interrupted" lines the log has
 done_lines() { grep -cE -- "\] $(re_quote "$1"): $2 (done|interrupted):" "$LOG" || true; }

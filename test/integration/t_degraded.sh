@@ -28,24 +28,12 @@ FM=$FUSEMIRROR
 img_get() { fm_image_json "$1" "$2" | jq -r "$3"; }
 
 # in_sync MNT NAME — the image's secondary is in service and nothing is left to resync
-in_sync() {
-  local j
-  j=$(fm_image_json_try "$1" "$2") || return 1
-  jq -e '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"' >/dev/null <<<"$j"
-}
+in_sync() { fm_image_is "$1" "$2" '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"'; }
 
 # is_clean MNT NAME — in sync and every bit cleared
-is_clean() {
-  local j
-  j=$(fm_image_json_try "$1" "$2") || return 1
-  jq -e '.state == "clean" and .dirty_chunks == 0' >/dev/null <<<"$j"
-}
+is_clean() { fm_image_is "$1" "$2" '.state == "clean" and .dirty_chunks == 0'; }
 
-is_degraded() {
-  local j
-  j=$(fm_image_json_try "$1" "$2") || return 1
-  jq -e '.state == "degraded" and .secondary_ok == false' >/dev/null <<<"$j"
-}
+is_degraded() { fm_image_is "$1" "$2" '.state == "degraded" and .secondary_ok == false'; }
 
 # mkext4 NAME SIZE — an ext4 file system on a loop device over $FM_TMP/NAME.fs, mounted at
 # $FM_TMP/NAME (tracked); sets LOOP.

@@ -68,21 +68,9 @@ ctl() { # ctl NAME key=value...
 
 # ------------------------------------------------------------------ status helpers
 img() { fm_image_json "$MNT" disk.img; }
-in_sync() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"' >/dev/null <<<"$j"
-}
-is_clean() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.state == "clean" and .dirty_chunks == 0' >/dev/null <<<"$j"
-}
-is_degraded() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.secondary_ok == false' >/dev/null <<<"$j"
-}
+in_sync() { fm_image_is "$MNT" disk.img '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"'; }
+is_clean() { fm_image_is "$MNT" disk.img '.state == "clean" and .dirty_chunks == 0'; }
+is_degraded() { fm_image_is "$MNT" disk.img '.secondary_ok == false'; }
 degrade_lines() { grep -c -- "\] disk.img: secondary failed on" "$1" || true; }
 
 # write_image — 4 MiB of random data through the mount, then wait until clean

@@ -18,17 +18,9 @@ LOG=$PRI/.fusemirror/fusemirror.log
 
 img_json() { fm_image_json "$MNT" disk.img; }
 
-resync_over() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"' >/dev/null <<<"$j"
-}
+resync_over() { fm_image_is "$MNT" disk.img '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"'; }
 
-is_clean() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.state == "clean" and .dirty_chunks == 0' >/dev/null <<<"$j"
-}
+is_clean() { fm_image_is "$MNT" disk.img '.state == "clean" and .dirty_chunks == 0'; }
 
 # the image: data everywhere except a hole in the middle (holes must stay holes)
 SRC=$FM_TMP/logs/src.bin

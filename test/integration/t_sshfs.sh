@@ -106,11 +106,7 @@ j=$(fm_image_json "$MNT" disk.img)
 fm_log "64 MiB written and fsync'ed in ${ms} ms; then: $(jq -c '{write_behind, dirty_chunks, state}' <<<"$j")"
 (($(jq -r .write_behind.peak <<<"$j") <= LIM)) || soft_fail "write_behind.peak above the limit $LIM: $j"
 
-clean() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.secondary_ok and .write_behind.outstanding == 0 and .unsynced_chunks == 0 and .dirty_chunks == 0 and .state == "clean"' >/dev/null <<<"$j"
-}
+clean() { fm_image_is "$MNT" disk.img '.secondary_ok and .write_behind.outstanding == 0 and .unsynced_chunks == 0 and .dirty_chunks == 0 and .state == "clean"'; }
 t0=$SECONDS
 fm_wait_for "drained and clean" 180 clean || fail "not drained and clean after 180 s: $(fm_image_json "$MNT" disk.img)"
 fm_log "drained and clean $((SECONDS - t0)) s after the fsync"

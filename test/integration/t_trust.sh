@@ -29,23 +29,11 @@ REC=$SEC/.fusemirror/images/disk.img.json
 
 img_get() { fm_image_json "$MNT" disk.img | jq -r "$1"; }
 
-in_sync() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"' >/dev/null <<<"$j"
-}
+in_sync() { fm_image_is "$MNT" disk.img '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"'; }
 
-is_clean() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.state == "clean" and .dirty_chunks == 0 and .sync.action == "idle"' >/dev/null <<<"$j"
-}
+is_clean() { fm_image_is "$MNT" disk.img '.state == "clean" and .dirty_chunks == 0 and .sync.action == "idle"'; }
 
-action_idle() {
-  local j
-  j=$(fm_image_json_try "$MNT" disk.img) || return 1
-  jq -e '.sync.action == "idle"' >/dev/null <<<"$j"
-}
+action_idle() { fm_image_is "$MNT" disk.img '.sync.action == "idle"'; }
 
 loglines() { if [[ -f $LOG ]]; then wc -l <"$LOG"; else echo 0; fi; }
 
