@@ -191,6 +191,13 @@ Member parse_member(const std::string& text, const std::string& source) {
   }
 }
 
+Member load_member(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_member(ss.str(), path);
+}
+
 void write_file_atomic(const std::string& dir, const std::string& name, const std::string& content) {
   const std::string tmp = dir + "/." + name + ".tmp";
   const std::string dst = dir + "/" + name;

@@ -56,6 +56,8 @@ struct Member {
 };
 std::string dump_member(const Member& m);
 Member parse_member(const std::string& json_text, const std::string& source);
+// Reads and parses the membership record at `path`; throws utils::Error naming it.
+Member load_member(const std::string& path);
 
 // Writes `content` to DIR/NAME durably and atomically, mode 0600: temp file in DIR ->
 // fsync -> rename over NAME -> fsync DIR (LevelDB's SetCurrentFile). A crash leaves either

@@ -68,13 +68,6 @@ bool same_contents(const std::string& a, const std::string& b) {
   }
 }
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 Config create_set(const CreateOptions& o) {
@@ -102,7 +95,7 @@ Config create_set(const CreateOptions& o) {
     throw Error(primary + ": already a fusemirror primary (" + pconf +
                 " exists); use --force to re-create the set");
   if (::access(smember.c_str(), F_OK) == 0) {
-    Member m = parse_member(read_all(smember), smember);
+    Member m = load_member(smember);
     bool ours = false;
     if (::access(pconf.c_str(), F_OK) == 0) {
       try {

@@ -48,13 +48,6 @@ utils::UniqueFd take_lock(const std::string& dir, const std::string& what) {
   return fd;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void raise_fd_limit() {
   struct rlimit rl {};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -97,7 +90,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   if (::access(member_path.c_str(), F_OK) != 0)
     throw Error(config.secondary + ": not a member of mirror set " + utils::to_string(config.uuid) +
                 " (no " + kMetaDirName + "/" + kMemberName + "; was it replaced or not created?)");
-  Member m = parse_member(read_file(member_path), member_path);
+  Member m = load_member(member_path);
   if (m.set_uuid != config.uuid)
     throw Error(config.secondary + ": belongs to another mirror set (" + utils::to_string(m.set_uuid) +
                 ", expected " + utils::to_string(config.uuid) + ")");
@@ -895,7 +888,7 @@ std::error_code MirrorSet::readd(const std::string& rel) {
     }
     const std::string member_path = config_.secondary + "/" + kMetaDirName + "/" + kMemberName;
     try {
-      if (parse_member(read_file(member_path), member_path).set_uuid != config_.uuid) {
+      if (load_member(member_path).set_uuid != config_.uuid) {
         spdlog::error("{}: re-add refused: the secondary belongs to another mirror set", config_.secondary);
         return utils::errno_code(EINVAL);
       }
