@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "utils/crash_point.hpp"
+#include "utils/extents.hpp"
 #include "utils/io.hpp"
 
 namespace fusemirror::core {
@@ -75,6 +76,14 @@ std::error_code write_zeros(int fd, std::uint64_t off, std::uint64_t len) {
 std::error_code punch(int fd, std::uint64_t off, std::uint64_t len) {
   auto ec = do_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
   if (ec == std::errc::operation_not_supported) return write_zeros(fd, off, len);
+  return ec;
+}
+
+// Makes [off, off+len) of `fd` read as zeros and stay allocated (an unwritten extent), as
+// the primary's preallocation is; a hole where the file system cannot.
+std::error_code zero_range(int fd, std::uint64_t off, std::uint64_t len) {
+  auto ec = do_fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+  if (ec == std::errc::operation_not_supported) return punch(fd, off, len);
   return ec;
 }
 
@@ -342,49 +351,87 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
   return end;
 }
 
+std::uint64_t Image::read_ahead_unsynced(std::uint64_t from, std::uint64_t max_bytes) const {
+  const std::uint64_t cs = bitmap_->chunk_size();
+  const std::uint64_t total = bitmap_->stats().total_chunks;
+  std::uint64_t bytes = 0, c = bitmap_->next_unsynced(from);
+  while (c < total && bytes < max_bytes) {
+    std::uint64_t end = c + 1;
+    while (end < total && (end - c) * cs < max_bytes - bytes && bitmap_->next_unsynced(end) == end) ++end;
+    // Asynchronous: starts the reads and returns; the copy finds the pages in the cache.
+    ::posix_fadvise(primary_.get(), static_cast<off_t>(c * cs), static_cast<off_t>((end - c) * cs),
+                    POSIX_FADV_WILLNEED);
+    bytes += (end - c) * cs;
+    c = end >= total ? total : bitmap_->next_unsynced(end);
+  }
+  return c;
+}
+
 std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
                                          std::vector<std::byte>& buf, std::uint64_t* copied) {
   struct stat st {};
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
   const std::uint64_t data_end = std::min<std::uint64_t>(stop, static_cast<std::uint64_t>(st.st_size));
+  if (data_end <= off) return {};
   const int pfd = primary_.get(), sfd = secondary_.get();
-  // SEEK_DATA counts page-cache pages over unwritten extents (zero-range, fallocate) as data,
-  // even clean ones that were merely read: write the range back and drop it, so that what
-  // is a hole on the primary's disk stays a hole on the secondary.
-  if (data_end > off) {
-    ::sync_file_range(pfd, static_cast<off_t>(off), static_cast<off_t>(data_end - off),
-                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  // The secondary gets the primary's layout, not only its bytes: data where it has data,
+  // an unwritten (preallocated) extent where it has one, a hole where it has a hole. The
+  // layout comes from the extent tree (FIEMAP), which the page cache cannot disguise — on
+  // ext4 SEEK_DATA reports clean cached pages over an unwritten extent as data, and the
+  // copy would then write zeros where the primary has none. The range's dirty pages are
+  // written back first, so delayed allocations and unwritten extents under new data are
+  // settled in the tree (the range lock keeps new writes out until the copy is done).
+  ::sync_file_range(pfd, static_cast<off_t>(off), static_cast<off_t>(data_end - off),
+                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  auto map = utils::fiemap_extents(pfd, off, data_end);
+  if (!map && map.error() == std::errc::operation_not_supported) {
+    // No FIEMAP (tmpfs, FUSE, NFS): SEEK_DATA, with the range's clean cache dropped first
+    // (best effort: a page that cannot be dropped is copied as zeros, never lost).
     ::posix_fadvise(pfd, static_cast<off_t>(off), static_cast<off_t>(data_end - off), POSIX_FADV_DONTNEED);
+    map = utils::seek_data_extents(pfd, off, data_end);
   }
+  if (!map) return map.error();
   std::uint64_t pos = off;
   std::error_code sec_err;
-  while (pos < data_end && !sec_err) {
-    const off_t data = ::lseek(pfd, static_cast<off_t>(pos), SEEK_DATA);
-    if (data < 0 && errno != ENXIO) return utils::last_errno();
-    const std::uint64_t d =
-        data < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(data));
+  for (const utils::Extent& e : *map) {
     // A hole on the primary becomes a hole on the secondary, never written zeros.
-    if (d > pos) {
-      sec_err = punch(sfd, pos, d - pos);
-      if (sec_err) break;
+    if (e.off > pos && (sec_err = punch(sfd, pos, e.off - pos))) break;
+    pos = e.off + e.len;
+    if (e.unwritten) {
+      if ((sec_err = zero_range(sfd, e.off, e.len))) break;
+      continue;
     }
-    if (d >= data_end) break;
-    const off_t hole = ::lseek(pfd, static_cast<off_t>(d), SEEK_HOLE);
-    const std::uint64_t h =
-        hole < 0 ? data_end : std::min<std::uint64_t>(data_end, static_cast<std::uint64_t>(hole));
-    for (std::uint64_t p = d; p < h;) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(h - p, buf.size()));
-      auto r = utils::pread_all(pfd, std::span(buf.data(), n), p);
-      if (!r) return r.error();
-      if (*r == 0) break;
-      sec_err = utils::pwrite_all(sfd, std::span(buf.data(), *r), p);
-      if (sec_err) break;
+    for (std::uint64_t p = e.off; p < pos;) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(pos - p, buf.size()));
+      // In the kernel where it can (no bytes through user space; only over written
+      // extents, so it cannot fill a hole); any failure is redone by pread/pwrite, which
+      // tells a primary read error from a secondary write error.
+      std::size_t done = 0;
+      if (copy_file_range_ok_.load(std::memory_order_relaxed)) {
+        loff_t in = static_cast<loff_t>(p), out = static_cast<loff_t>(p);
+        const ssize_t c = ::copy_file_range(pfd, &in, sfd, &out, n, 0);
+        if (c > 0) {
+          done = static_cast<std::size_t>(c);
+        } else if (c < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP ||
+                             errno == ENOSYS || errno == EBADF)) {
+          copy_file_range_ok_.store(false, std::memory_order_relaxed);
+        }
+      }
+      if (done == 0) {
+        auto r = utils::pread_all(pfd, std::span(buf.data(), n), p);
+        if (!r) return r.error();
+        if (*r == 0) break;
+        sec_err = utils::pwrite_all(sfd, std::span(buf.data(), *r), p);
+        if (sec_err) break;
+        done = *r;
+      }
       FM_CRASH_POINT("resync.mid_copy");
-      *copied += *r;
-      p += *r;
+      *copied += done;
+      p += done;
     }
-    pos = h;
+    if (sec_err) break;
   }
+  if (!sec_err && pos < data_end) sec_err = punch(sfd, pos, data_end - pos);
   if (sec_err) {
     fail_secondary("resync write", sec_err);
     return utils::errno_code(EIO);

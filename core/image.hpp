@@ -85,6 +85,10 @@ class Image {
   // total_chunks when nothing is left. `copied` gets the data bytes written.
   utils::Result<std::uint64_t> resync_step(std::uint64_t from, std::uint64_t max_bytes,
                                            std::vector<std::byte>& buf, std::uint64_t* copied);
+  // Starts reading the primary's ranges of the unsynced chunks at or after `from`, up to
+  // `max_bytes` of them, without waiting (the disk gets many requests at once instead of
+  // one per step). Returns the chunk after the last one requested.
+  std::uint64_t read_ahead_unsynced(std::uint64_t from, std::uint64_t max_bytes) const;
   // Makes the secondary's size the primary's (under the whole-file lock).
   std::error_code reconcile_size();
   void set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total);
@@ -146,6 +150,7 @@ class Image {
   std::unique_ptr<WriteBehind> wb_;
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::atomic<bool> primary_read_failed_{false};
+  std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it
   // Copies [off, stop) primary -> secondary, holes as holes. REQUIRES the range lock.
   std::error_code copy_range_locked(std::uint64_t off, std::uint64_t stop,
                                     std::vector<std::byte>& buf, std::uint64_t* copied);

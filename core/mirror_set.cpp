@@ -336,9 +336,16 @@ void MirrorSet::run_resync(std::stop_token& st, const std::shared_ptr<Image>& im
   spdlog::info("{}: resync started: {} dirty chunks ({})", img->name(), stats0.unsynced_chunks,
                utils::format_size(total));
   const auto t0 = std::chrono::steady_clock::now();
-  std::uint64_t next = 0, done = 0, copied_total = 0;
+  std::uint64_t next = 0, done = 0, copied_total = 0, ahead = 0;
   img->set_sync_progress(SyncAction::resync, 0, total);
+  // Reads of the primary are requested up to kReadAhead ahead of the copy: a scattered
+  // resync then waits for the disk's queue, not for one seek per chunk, and a full one
+  // overlaps reading the next runs with writing this one.
+  constexpr std::uint64_t kReadAhead = 16 << 20, kReadAheadRefill = 8 << 20;
   while (!st.stop_requested() && !cancel_running_) {
+    const std::uint64_t cs = stats0.chunk_size;
+    if (ahead <= next || (ahead - next) * cs < kReadAheadRefill)
+      ahead = img->read_ahead_unsynced(std::max(ahead, next), kReadAhead);
     std::uint64_t copied = 0;
     auto r = img->resync_step(next, 4 << 20, buf, &copied);
     if (!r) {
@@ -351,6 +358,7 @@ void MirrorSet::run_resync(std::stop_token& st, const std::shared_ptr<Image>& im
     const std::uint64_t left = img->bitmap()->stats().unsynced_chunks * stats0.chunk_size;
     done = left >= total ? 0 : total - left;
     next = *r >= total_chunks ? 0 : *r;
+    if (next == 0) ahead = 0;  // a new pass over chunks dirtied meanwhile
     img->set_sync_progress(SyncAction::resync, done, total);
     throttle(img, done, t0, st);
   }

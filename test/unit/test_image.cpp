@@ -7,10 +7,12 @@
 #include <atomic>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/image.hpp"
 #include "test_helpers.hpp"
+#include "utils/extents.hpp"
 #include "utils/thread_pool.hpp"
 
 using namespace fusemirror;
@@ -256,6 +258,55 @@ TEST_CASE("an image without a secondary starts degraded") {
   auto r = img.write(fmtest::pattern(10, 1), 0);
   REQUIRE(r);
   CHECK(img.status().bitmap.unsynced_chunks == 1);
+}
+
+TEST_CASE("resync_step gives the secondary the primary's preallocation, not written zeros") {
+  // Primary: chunk 0 data; chunk 1 preallocated (unwritten) and READ, so its clean pages
+  // sit in the page cache, where SEEK_DATA reports them as data on ext4; chunk 2 half data,
+  // half preallocated; chunk 3 a hole. The secondary must get the same layout.
+  Fixture f(4 * kCs, O_RDWR, /*clean_bitmap=*/false);
+  f.img.reset();
+  const auto c0 = fmtest::pattern(kCs, 31), c2 = fmtest::pattern(kCs / 2, 32);
+  {
+    utils::UniqueFd p(::open(f.ppath.c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE_FALSE(utils::pwrite_all(p.get(), c0, 0));
+    if (::fallocate(p.get(), FALLOC_FL_KEEP_SIZE, kCs, 2 * kCs) != 0) {
+      MESSAGE("no fallocate on this file system; case skipped");
+      return;
+    }
+    REQUIRE_FALSE(utils::pwrite_all(p.get(), c2, 2 * kCs));
+    REQUIRE(::fsync(p.get()) == 0);
+    std::vector<std::byte> junk(kCs);
+    REQUIRE(utils::pread_all(p.get(), junk, kCs));  // cache the unwritten chunk's pages
+  }
+  {
+    utils::UniqueFd p(::open(f.ppath.c_str(), O_RDONLY | O_CLOEXEC));
+    auto pm = utils::fiemap_extents(p.get(), 0, 4 * kCs);
+    if (!pm) {
+      MESSAGE("no FIEMAP on this file system; case skipped");
+      return;
+    }
+  }
+  ::unlink(f.bpath.c_str());
+  f.open();
+  std::vector<std::byte> buf(1 << 20);
+  std::uint64_t copied = 0;
+  auto r = f.img->resync_step(0, 4 * kCs, buf, &copied);
+  REQUIRE(r);
+  CHECK(*r == 4);
+  CHECK(copied == c0.size() + c2.size());  // the unwritten range was not copied as zeros
+  CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
+  utils::UniqueFd s(::open(f.spath.c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(s.valid());
+  REQUIRE(::fsync(s.get()) == 0);
+  auto sm = utils::fiemap_extents(s.get(), 0, 4 * kCs);
+  REQUIRE(sm);
+  // Written [0, kCs) and [2 kCs, 2.5 kCs); unwritten [kCs, 2 kCs) and [2.5 kCs, 3 kCs).
+  std::vector<std::tuple<std::uint64_t, std::uint64_t, bool>> got;
+  for (const auto& e : *sm) got.emplace_back(e.off, e.len, e.unwritten);
+  const std::vector<std::tuple<std::uint64_t, std::uint64_t, bool>> want = {
+      {0, kCs, false}, {kCs, kCs, true}, {2 * kCs, kCs / 2, false}, {2 * kCs + kCs / 2, kCs / 2, true}};
+  CHECK(got == want);
 }
 
 TEST_CASE("resync_step copies unsynced chunks and keeps holes as holes") {
