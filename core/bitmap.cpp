@@ -345,7 +345,7 @@ std::error_code Bitmap::write_out(
 
 // ---- the write path ----------------------------------------------------------------------
 
-std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len) {
+std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::uint64_t ahead) {
   if (len == 0) return {};
   std::unique_lock lk(mu_);
   if (sticky_error_) return sticky_error_;
@@ -362,6 +362,14 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len) {
   FM_CRASH_POINT("bitmap.after_set");
   if (!persist_bits_) return {};
   if (all_durable) return {};  // hot path: the chunks were already dirty on disk
+  if (ahead) {
+    // Intent ahead of a sequential stream, in the flush this write needs anyway.
+    const std::uint64_t stop = std::min(total_chunks_, chunks_for(off + len, ahead).end);
+    for (std::uint64_t c = r.end; c < stop; ++c) {
+      recent_[c >> 6] |= 1ull << (c & 63);
+      set_bit_locked(c);
+    }
+  }
   const std::uint64_t gen = needed_gen_locked(r);
   if (gen <= durable_gen_) return {};  // every page holding our bits is durable
   if (auto ec = wait_durable_locked(lk, gen)) {

@@ -92,7 +92,11 @@ class Bitmap {
   // Marks the chunks of [off, off+len) in flight and dirty, growing the cover when the
   // range passes its end; returns when those bits are durable. On error nothing is in
   // flight and the caller must not write data.
-  std::error_code start_write(std::uint64_t off, std::uint64_t len);
+  // `ahead` (bytes): when the range needs a flush, the chunks of the next `ahead` bytes
+  // after it (within the cover) are marked dirty in the same flush, not in flight — the
+  // writer of a sequential stream then finds its next chunks durably dirty. A superset of
+  // the intent is always safe; they are cleared by the sweep like any idle chunk.
+  std::error_code start_write(std::uint64_t off, std::uint64_t len, std::uint64_t ahead = 0);
   // Ends a start_write. `legs_ok` false: some leg failed, the chunks become unsynced.
   void end_write(std::uint64_t off, std::uint64_t len, bool legs_ok);
 

@@ -76,7 +76,7 @@ Config parse_config(const std::string& text, const std::string& source) {
   static const std::set<std::string> kKeys = {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
-      "fsync_waits_for_secondary", "drain_timeout"};
+      "fsync_waits_for_secondary", "drain_timeout", "intent_ahead"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -129,6 +129,10 @@ Config parse_config(const std::string& text, const std::string& source) {
       bad(source, "drain_timeout", "must be a number of seconds between 0 and 86400");
     c.drain_timeout = j["drain_timeout"].get<double>();
   }
+  if (j.contains("intent_ahead")) {
+    c.intent_ahead = get_uint(j, "intent_ahead", source);
+    if (c.intent_ahead > (1ull << 30)) bad(source, "intent_ahead", "must be at most 1 GiB (1073741824 bytes)");
+  }
   if (j.contains("resync_min_rate")) c.resync_min_rate = get_uint(j, "resync_min_rate", source);
   if (j.contains("resync_max_rate")) c.resync_max_rate = get_uint(j, "resync_max_rate", source);
   if (c.resync_max_rate && c.resync_min_rate > c.resync_max_rate)
@@ -153,6 +157,7 @@ std::string dump_config(const Config& c) {
   j["resync_max_rate"] = c.resync_max_rate;
   j["fsync_waits_for_secondary"] = c.fsync_waits_for_secondary;
   j["drain_timeout"] = c.drain_timeout;
+  j["intent_ahead"] = c.intent_ahead;
   return j.dump(2) + "\n";
 }
 

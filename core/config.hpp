@@ -36,6 +36,7 @@ struct Config {
   double drain_timeout = 60.0;             // seconds unmount waits for the write-behind queue
   std::uint64_t resync_min_rate = 1 << 20;  // bytes/s
   std::uint64_t resync_max_rate = 0;        // bytes/s; 0 = unlimited
+  std::uint64_t intent_ahead = 16 << 20;    // bytes marked dirty ahead of a sequential stream
 
   std::string bitmap_root() const;  // the directory holding the bitmaps
 };

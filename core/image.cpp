@@ -178,7 +178,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
                        std::memory_order_relaxed);
   auto guard = locks_.lock(off, off + data.size());
   // 1. Durable intent before any leg sees the data (TESTING invariant 1).
-  if (auto ec = bitmap_->start_write(off, data.size())) {
+  if (auto ec = bitmap_->start_write(off, data.size(), intent_ahead_for(off, data.size()))) {
     spdlog::error("{}: bitmap write failed ({}); refusing the data write", name(), ec.message());
     return utils::errno_code(EIO);
   }
@@ -202,6 +202,18 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   bitmap_->end_write(off, data.size(), with_sec && !p && !s);
   if (auto ec = settle("write", p, s)) return ec;
   return data.size();
+}
+
+std::uint64_t Image::intent_ahead_for(std::uint64_t off, std::uint64_t len) {
+  if (opts_.intent_ahead == 0) return 0;
+  for (auto& end : stream_end_) {
+    std::uint64_t expected = off;
+    if (off != 0 && end.compare_exchange_strong(expected, off + len, std::memory_order_relaxed))
+      return opts_.intent_ahead;
+  }
+  stream_end_[stream_victim_.fetch_add(1, std::memory_order_relaxed) % stream_end_.size()].store(
+      off + len, std::memory_order_relaxed);
+  return 0;
 }
 
 utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, std::uint64_t off) {

@@ -14,6 +14,7 @@
 
 #include <sys/stat.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -54,6 +55,7 @@ struct ImageOptions {
   bool fsync_waits_for_secondary = false;  // write-behind only
   bool secondary_serves_reads = true;      // role mirror; false for backup (write-mostly)
   double drain_timeout = 60.0;
+  std::uint64_t intent_ahead = 16 << 20;   // bytes marked dirty ahead of a sequential stream
 };
 
 class Image {
@@ -150,7 +152,13 @@ class Image {
   std::unique_ptr<WriteBehind> wb_;
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::atomic<bool> primary_read_failed_{false};
-  std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it
+  std::atomic<bool> copy_file_range_ok_{true};
+  // Where the last few write streams ended: a write starting at one of them continues a
+  // sequential stream (a heuristic: a miss only costs a flush that could have been saved).
+  std::array<std::atomic<std::uint64_t>, 4> stream_end_{};
+  std::atomic<unsigned> stream_victim_{0};
+  // The bytes to mark dirty ahead of this write: opts_.intent_ahead for a sequential one.
+  std::uint64_t intent_ahead_for(std::uint64_t off, std::uint64_t len);  // false once the legs' file systems refuse it
   // Copies [off, stop) primary -> secondary, holes as holes. REQUIRES the range lock.
   std::error_code copy_range_locked(std::uint64_t off, std::uint64_t stop,
                                     std::vector<std::byte>& buf, std::uint64_t* copied);

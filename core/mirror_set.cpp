@@ -231,6 +231,7 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::load_image_locked(const std::st
   io.fsync_waits_for_secondary = config_.fsync_waits_for_secondary;
   io.secondary_serves_reads = config_.role == Role::mirror;
   io.drain_timeout = config_.drain_timeout;
+  io.intent_ahead = config_.intent_ahead;
   auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary_fd),
                                      std::move(*bm), pool_.get(), io);
   if (img->secondary_ok()) {
@@ -999,6 +1000,7 @@ std::string MirrorSet::status_json() const {
   j["pid"] = ::getpid();
   j["chunk_size"] = config_.chunk_size;
   j["daemon_sleep"] = config_.daemon_sleep;
+  j["intent_ahead"] = config_.intent_ahead;
   j["bitmap"] = config_.bitmap;
   j["write_behind"] = config_.write_behind;
   j["role"] = config_.role == Role::mirror ? "mirror" : "backup";

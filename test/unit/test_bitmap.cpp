@@ -191,6 +191,40 @@ TEST_CASE("an already durable bit needs no flush") {
   CHECK(bm->stats().flushes == s0.flushes + 1);
 }
 
+TEST_CASE("intent ahead: one flush covers the next chunks of a sequential stream") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 64);
+  const auto s0 = bm->stats();
+  // A write needing a flush, with 4 chunks ahead: chunks 0 (written) and 1..4 (ahead).
+  REQUIRE_FALSE(bm->start_write(0, kCs, 4 * kCs));
+  bm->end_write(0, kCs, true);
+  CHECK(bm->stats().dirty_chunks == 5);
+  CHECK(bm->stats().flushes == s0.flushes + 1);
+  // The ahead bits are on disk, so the next four writes need no flush.
+  const auto on_disk = fmtest::read_bytes(path);
+  CHECK((std::to_integer<unsigned>(on_disk[core::kHeaderSize]) & 0x1f) == 0x1f);
+  for (std::uint64_t c = 1; c <= 4; ++c) {
+    REQUIRE_FALSE(bm->start_write(c * kCs, kCs, 4 * kCs));
+    bm->end_write(c * kCs, kCs, true);
+  }
+  CHECK(bm->stats().flushes == s0.flushes + 1);
+  CHECK(bm->stats().dirty_chunks == 5);  // nothing more was marked: no flush was needed
+  // Chunk 5 needs one: it marks 5..9.
+  REQUIRE_FALSE(bm->start_write(5 * kCs, kCs, 4 * kCs));
+  bm->end_write(5 * kCs, kCs, true);
+  CHECK(bm->stats().flushes == s0.flushes + 2);
+  CHECK(bm->stats().dirty_chunks == 10);
+  // Ahead never passes the cover, and never grows it.
+  REQUIRE_FALSE(bm->start_write(62 * kCs, kCs, 16 * kCs));
+  bm->end_write(62 * kCs, kCs, true);
+  CHECK(bm->stats().total_chunks == 64);
+  CHECK(bm->stats().dirty_chunks == 12);
+  // Chunks marked ahead and never written are cleared by the sweep like any idle chunk.
+  for (int i = 0; i < 3; ++i) REQUIRE(bm->sweep(ok_sync));
+  CHECK(bm->stats().dirty_chunks == 0);
+}
+
 TEST_CASE("sweep clears lazily, after sync_legs, two sweeps after the last write") {
   TempDir d;
   const auto path = d / "img.fmbm";

@@ -77,7 +77,10 @@ TEST_CASE("every optional key is read") {
   j["role"] = "backup";
   j["resync_min_rate"] = "1M";
   j["resync_max_rate"] = "2M";
+  j["intent_ahead"] = "4M";
   auto c = core::parse_config(j.dump(), "t");
+  CHECK(c.intent_ahead == (4u << 20));
+  CHECK(core::parse_config(minimal().dump(), "t").intent_ahead == (16u << 20));
   CHECK(c.chunk_size == (1u << 20));
   CHECK(c.daemon_sleep == doctest::Approx(0.5));
   REQUIRE(c.bitmap_dir.has_value());
@@ -115,6 +118,12 @@ TEST_CASE("rejections name the key and the reason") {
       INFO(k);
       CHECK(contains(reject(j), std::string("'") + k + "'"));
     }
+  }
+  SUBCASE("intent_ahead out of range") {
+    auto m = reject(with("intent_ahead", "2G"));
+    CHECK(contains(m, "'intent_ahead'"));
+    CHECK(contains(m, "at most 1 GiB"));
+    CHECK(contains(reject(with("intent_ahead", -1)), "'intent_ahead'"));
   }
   SUBCASE("bad uuid") {
     CHECK(contains(reject(with("uuid", "not-a-uuid")), "'uuid'"));
@@ -212,6 +221,7 @@ TEST_CASE("dump_config round-trips") {
   c.role = core::Role::backup;
   c.resync_min_rate = 12345;
   c.resync_max_rate = 99999;
+  c.intent_ahead = 0;
   SUBCASE("with a bitmap_dir") { c.bitmap_dir = "/bm"; }
   SUBCASE("without a bitmap_dir") {}
   const std::string text = core::dump_config(c);
@@ -224,6 +234,7 @@ TEST_CASE("dump_config round-trips") {
   CHECK(d.daemon_sleep == c.daemon_sleep);
   CHECK(d.bitmap_dir == c.bitmap_dir);
   CHECK(d.bitmap == c.bitmap);
+  CHECK(d.intent_ahead == c.intent_ahead);
   CHECK(d.write_behind == c.write_behind);
   CHECK(d.role == c.role);
   CHECK(d.resync_min_rate == c.resync_min_rate);

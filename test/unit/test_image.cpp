@@ -260,6 +260,25 @@ TEST_CASE("an image without a secondary starts degraded") {
   CHECK(img.status().bitmap.unsynced_chunks == 1);
 }
 
+TEST_CASE("a sequential stream needs one bitmap flush per intent_ahead, random writes one each") {
+  Fixture f(32 * 1024 * 1024);  // 512 chunks; default intent_ahead 16 MiB = 256 chunks
+  const auto data = fmtest::pattern(kCs, 41);
+  const auto f0 = f.img->bitmap()->stats().flushes;
+  for (std::uint64_t c = 0; c < 128; ++c) f.write(data, c * kCs);  // 8 MiB, in order
+  const auto seq = f.img->bitmap()->stats().flushes - f0;
+  MESSAGE("128 sequential 64 KiB writes: " << seq << " bitmap flushes");
+  CHECK(seq <= 2);  // the first write is not yet known to be a stream: it flushes alone
+  CHECK(f.img->bitmap()->stats().dirty_chunks >= 128);
+  CHECK(f.img->bitmap()->stats().dirty_chunks <= 1 + 256 + 128);
+  // Writes that do not continue a stream mark nothing ahead.
+  const auto f1 = f.img->bitmap()->stats().flushes;
+  const auto d1 = f.img->bitmap()->stats().dirty_chunks;
+  for (std::uint64_t c : {500, 450, 480, 470, 460}) f.write(data, c * kCs);
+  CHECK(f.img->bitmap()->stats().flushes - f1 == 5);
+  CHECK(f.img->bitmap()->stats().dirty_chunks == d1 + 5);
+  CHECK(f.read(0, 128 * kCs).size() == 128 * kCs);
+}
+
 TEST_CASE("resync_step gives the secondary the primary's preallocation, not written zeros") {
   // Primary: chunk 0 data; chunk 1 preallocated (unwritten) and READ, so its clean pages
   // sit in the page cache, where SEEK_DATA reports them as data on ext4; chunk 2 half data,
