@@ -54,26 +54,17 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
       why = "no bitmap existed for an image holding data";
     }
   } else {
-    std::array<std::byte, kHeaderSize> raw{};
-    auto got = utils::pread_all(bm->fd_.get(), raw, 0);
-    if (!got) return got.error();
-    auto dec = decode_header(std::span(raw.data(), *got));
+    auto file = read_bitmap_file(bm->fd_.get(), params.persist_bits);
+    if (!file) return file.error();
+    const std::optional<BitmapHeader>& dec = file->header;
     if (!dec) {
-      why = dec.error().message();
+      why = file->problem;
     } else if (dec->set_uuid != params.set_uuid) {
       why = "belongs to another mirror set (uuid " + utils::to_string(dec->set_uuid) + ")";
     } else {
       h = *dec;
-      const std::uint64_t need = params.persist_bits ? bits_bytes(h.bit_count()) : 0;
-      if (file_size < kHeaderSize + need) {
-        why = "bits truncated (file has " + std::to_string(file_size) + " bytes, needs " +
-              std::to_string(kHeaderSize + need) + ")";
-      } else {
-        bits.resize(need);
-        auto r = utils::pread_all(bm->fd_.get(), bits, kHeaderSize);
-        if (!r) return r.error();
-        if (*r != need) why = "bits truncated";
-      }
+      why = file->problem;  // bits truncated, or nothing
+      bits = std::move(file->bits);
       if (why.empty() && !params.persist_bits) {
         // bitmap "none" keeps only the header: its clean flag is all there is to trust.
         bits.clear();

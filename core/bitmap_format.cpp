@@ -2,7 +2,10 @@
 
 #include <cstring>
 
+#include <sys/stat.h>
+
 #include "utils/crc32c.hpp"
+#include "utils/io.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::core {
@@ -120,6 +123,37 @@ std::string state_string(std::uint32_t state) {
   if (state & kStateNeedsFullSync) add("needs-full-sync");
   if (state & kStateDegraded) add("degraded");
   return s;
+}
+
+utils::Result<BitmapFile> read_bitmap_file(int fd, bool with_bits) {
+  BitmapFile f;
+  std::array<std::byte, kHeaderSize> raw{};
+  auto got = utils::pread_all(fd, raw, 0);
+  if (!got) return got.error();
+  auto h = decode_header(std::span(raw.data(), *got));
+  if (!h) {
+    f.problem = h.error().message();
+    return f;
+  }
+  f.header = *h;
+  if (!with_bits) return f;
+  const std::uint64_t need = (h->bit_count() + 7) / 8;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return utils::last_errno();
+  const auto have = static_cast<std::uint64_t>(st.st_size) - std::min<std::uint64_t>(st.st_size, kHeaderSize);
+  // Never allocate what the file cannot hold (a corrupt sync_size may claim exabytes).
+  f.bits.resize(static_cast<std::size_t>(std::min(need, have)));
+  auto r = utils::pread_all(fd, f.bits, kHeaderSize);
+  if (!r) return r.error();
+  f.bits.resize(*r);
+  if (*r < need) {
+    f.bits_truncated = true;
+    f.bits_present = *r;
+    f.problem = "bits truncated (the header covers " + std::to_string(h->bit_count()) +
+                " chunks = " + std::to_string(need) + " bytes of bits, the file holds " +
+                std::to_string(*r) + ")";
+  }
+  return f;
 }
 
 }  // namespace fusemirror::core

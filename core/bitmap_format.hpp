@@ -28,9 +28,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "utils/result.hpp"
 #include "utils/uuid.hpp"
@@ -92,6 +94,22 @@ std::error_code make_error_code(HeaderError e);
 utils::Result<BitmapHeader> decode_header(std::span<const std::byte> bytes);
 
 std::string state_string(std::uint32_t state);
+
+// A bitmap file as found on disk: what `mount` (Bitmap::open), `examine-bitmap` and
+// `rescale-bitmap` all read, so that they agree on what is valid.
+struct BitmapFile {
+  // The header did not decode: `problem` says why and nothing else is set.
+  std::optional<BitmapHeader> header;
+  // ceil(bit_count / 8) bytes when `with_bits` and the file holds them all; the padding up
+  // to a whole page that the daemon writes holds no bits and is not required.
+  std::vector<std::byte> bits;
+  bool bits_truncated = false;  // the file ends before the last bit
+  std::uint64_t bits_present = 0;  // bytes of bits the file holds (when truncated)
+  std::string problem;  // empty when the header decoded and the bits are complete
+};
+// Reads the header and (with `with_bits`) the bits of the bitmap file open on `fd`.
+// Only I/O errors are errors; a bad header or short bits are described in `problem`.
+utils::Result<BitmapFile> read_bitmap_file(int fd, bool with_bits = true);
 
 }  // namespace fusemirror::core
 

@@ -205,14 +205,17 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
 }
 
 std::uint64_t Image::intent_ahead_for(std::uint64_t off, std::uint64_t len) {
+  constexpr std::uint64_t kMinStream = 1 << 20;
   if (opts_.intent_ahead == 0) return 0;
-  for (auto& end : stream_end_) {
-    std::uint64_t expected = off;
-    if (off != 0 && end.compare_exchange_strong(expected, off + len, std::memory_order_relaxed))
-      return opts_.intent_ahead;
+  std::lock_guard lk(stream_mu_);
+  for (Stream& st : streams_) {
+    if (off == 0 || st.end != off) continue;
+    const std::uint64_t before = st.length;
+    st.end = off + len;
+    st.length += len;
+    return before >= kMinStream ? std::min(before, opts_.intent_ahead) : 0;
   }
-  stream_end_[stream_victim_.fetch_add(1, std::memory_order_relaxed) % stream_end_.size()].store(
-      off + len, std::memory_order_relaxed);
+  streams_[stream_victim_++ % streams_.size()] = Stream{off + len, len};
   return 0;
 }
 

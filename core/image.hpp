@@ -55,7 +55,10 @@ struct ImageOptions {
   bool fsync_waits_for_secondary = false;  // write-behind only
   bool secondary_serves_reads = true;      // role mirror; false for backup (write-mostly)
   double drain_timeout = 60.0;
-  std::uint64_t intent_ahead = 16 << 20;   // bytes marked dirty ahead of a sequential stream
+  // Bytes marked dirty ahead of a sequential stream, at most: a stream that has written
+  // L >= 1 MiB in order gets min(L, intent_ahead) ahead (ramping up like read-ahead), so
+  // short runs of small writes (a file system's metadata) mark nothing extra.
+  std::uint64_t intent_ahead = 16 << 20;
 };
 
 class Image {
@@ -153,11 +156,16 @@ class Image {
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::atomic<bool> primary_read_failed_{false};
   std::atomic<bool> copy_file_range_ok_{true};
-  // Where the last few write streams ended: a write starting at one of them continues a
-  // sequential stream (a heuristic: a miss only costs a flush that could have been saved).
-  std::array<std::atomic<std::uint64_t>, 4> stream_end_{};
-  std::atomic<unsigned> stream_victim_{0};
-  // The bytes to mark dirty ahead of this write: opts_.intent_ahead for a sequential one.
+  // The last few write streams: a write starting where one ended continues it (a
+  // heuristic: a miss only costs a flush that could have been saved).
+  struct Stream {
+    std::uint64_t end = 0;     // one past the stream's last byte
+    std::uint64_t length = 0;  // bytes written in order so far
+  };
+  std::mutex stream_mu_;
+  std::array<Stream, 4> streams_{};  // guarded by stream_mu_
+  unsigned stream_victim_ = 0;       // guarded by stream_mu_
+  // The bytes to mark dirty ahead of this write (see ImageOptions::intent_ahead).
   std::uint64_t intent_ahead_for(std::uint64_t off, std::uint64_t len);  // false once the legs' file systems refuse it
   // Copies [off, stop) primary -> secondary, holes as holes. REQUIRES the range lock.
   std::error_code copy_range_locked(std::uint64_t off, std::uint64_t stop,

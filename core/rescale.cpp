@@ -80,22 +80,17 @@ RescaleReport rescale_bitmap_file(const std::string& path, std::uint64_t new_chu
   if (::fstat(fd.get(), &st) != 0) throw utils::sys_error(path, "cannot stat", errno);
   if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
 
-  std::array<std::byte, kHeaderSize> raw{};
-  auto got = utils::pread_all(fd.get(), raw, 0);
-  if (!got) throw utils::sys_error(path, "cannot read", got.error().value());
-  auto h = decode_header(std::span(raw.data(), *got));
-  if (!h) throw Error(path + ": " + h.error().message() + "; not rescaled");
+  auto found = read_bitmap_file(fd.get());
+  if (!found) throw utils::sys_error(path, "cannot read", found.error().value());
+  if (!found->header) throw Error(path + ": " + found->problem + "; not rescaled");
+  if (found->bits_truncated)
+    throw Error(path + ": " + found->problem + "; not rescaled (a mount treats this bitmap as all dirty)");
+  const BitmapHeader* h = &*found->header;
+  const std::vector<std::byte>& bits = found->bits;
 
   RescaleReport rep;
   rep.before = *h;
   const std::uint64_t old_n = h->bit_count();
-  const std::uint64_t need = ceil_div(old_n, 8);
-  std::vector<std::byte> bits(need);
-  auto r = utils::pread_all(fd.get(), bits, kHeaderSize);
-  if (!r) throw utils::sys_error(path, "cannot read the bits", r.error().value());
-  if (*r < need)
-    throw Error(path + ": bits truncated (" + std::to_string(*r) + " of " + std::to_string(need) +
-                " bytes); not rescaled (a mount treats this bitmap as all dirty)");
   rep.dirty_before = count_bits(bits, old_n);
   if (h->chunk_size == new_chunk) {
     rep.after = *h;

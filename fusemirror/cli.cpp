@@ -86,25 +86,15 @@ std::vector<std::string> fusemirror_mounts() {
 int examine_bitmap(const std::string& file) {
   utils::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) throw utils::sys_error(file, "cannot open", errno);
-  struct stat st {};
-  ::fstat(fd.get(), &st);
-  std::array<std::byte, core::kHeaderSize> raw{};
-  auto got = utils::pread_all(fd.get(), raw, 0);
-  if (!got) throw utils::sys_error(file, "cannot read", got.error().value());
-  auto h = core::decode_header(std::span(raw.data(), *got));
-  if (!h) throw Error(file + ": " + h.error().message());
+  auto bf = core::read_bitmap_file(fd.get());
+  if (!bf) throw utils::sys_error(file, "cannot read", bf.error().value());
+  if (!bf->header) throw Error(file + ": " + bf->problem);
+  const core::BitmapHeader* h = &*bf->header;
   const std::uint64_t bits = h->bit_count();
-  const auto have = static_cast<std::uint64_t>(st.st_size) - std::min<std::uint64_t>(st.st_size, core::kHeaderSize);
-  if (have < (bits + 7) / 8)
-    throw Error(file + ": bits truncated (the header covers " + std::to_string(bits) + " chunks, the file holds " +
-                std::to_string(have * 8) + " bits); a mount treats this bitmap as all dirty");
-  std::vector<std::byte> data(core::bits_bytes(bits));
-  auto r = utils::pread_all(fd.get(), data, core::kHeaderSize);
-  if (!r) throw utils::sys_error(file, "cannot read the bits", r.error().value());
-  const bool truncated = *r < (bits + 7) / 8;
+  const bool truncated = bf->bits_truncated;
   std::uint64_t dirty = 0;
-  for (std::uint64_t c = 0; c < bits; ++c)
-    if (c / 8 < *r && (static_cast<unsigned>(data[c / 8]) >> (c % 8)) & 1) ++dirty;
+  for (std::uint64_t c = 0; c < bits && c / 8 < bf->bits.size(); ++c)
+    if ((static_cast<unsigned>(bf->bits[c / 8]) >> (c % 8)) & 1) ++dirty;
   std::printf("        Filename : %s\n", file.c_str());
   std::printf("           Magic : FMBITMAP\n");
   std::printf("         Version : %u.%u\n", h->version_major, h->version_minor);
@@ -125,9 +115,7 @@ int examine_bitmap(const std::string& file) {
               static_cast<unsigned long long>(bits), static_cast<unsigned long long>(dirty),
               bits ? 100.0 * static_cast<double>(dirty) / static_cast<double>(bits) : 0.0,
               truncated ? " [bits truncated]" : "");
-  if (truncated)
-    throw Error(file + ": bits truncated (" + std::to_string(*r) + " of " +
-                std::to_string((bits + 7) / 8) + " bytes); a mount treats this bitmap as all dirty");
+  if (truncated) throw Error(file + ": " + bf->problem + "; a mount treats this bitmap as all dirty");
   return 0;
 }
 

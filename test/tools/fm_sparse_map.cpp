@@ -8,9 +8,13 @@
 // extent next to a write instead of splitting it, and which one it does depends on the
 // order of writes, which two legs written concurrently need not share.
 // Elsewhere lseek(SEEK_DATA) / lseek(SEEK_HOLE).
+// --written: FIEMAP's written extents only, the same answer SEEK_DATA gives with the page
+// cache dropped — for comparing a file on a file system with FIEMAP against one without
+// (a FUSE view of it, say).
 //
 // Usage: fm_sparse_map [--size] [--drop-cache] FILE
 //   --size        print "size N" as the first line
+//   --written     count written extents only (unwritten ones as holes), see above
 //   --drop-cache  fdatasync the file and drop its clean page cache first. On ext4 an
 //                 unwritten (fallocated / zero-ranged) extent counts as data while its
 //                 pages sit uptodate in the page cache, so a file that was merely read
@@ -38,12 +42,12 @@
 namespace {
 
 int usage() {
-  std::fprintf(stderr, "usage: fm_sparse_map [--size] [--drop-cache] FILE\n");
+  std::fprintf(stderr, "usage: fm_sparse_map [--size] [--written] [--drop-cache] FILE\n");
   return 2;
 }
 
 // Allocated extents by FIEMAP, merged; false if the file system has no FIEMAP.
-bool fiemap_map(int fd, off_t size, std::vector<std::pair<off_t, off_t>>& out, int& err) {
+bool fiemap_map(int fd, off_t size, bool written_only, std::vector<std::pair<off_t, off_t>>& out, int& err) {
   constexpr unsigned kBatch = 256;
   std::vector<unsigned char> raw(sizeof(struct fiemap) + kBatch * sizeof(struct fiemap_extent));
   auto* fm = reinterpret_cast<struct fiemap*>(raw.data());
@@ -64,6 +68,7 @@ bool fiemap_map(int fd, off_t size, std::vector<std::pair<off_t, off_t>>& out, i
       const auto& fe = fm->fm_extents[i];
       off_t s = static_cast<off_t>(fe.fe_logical);
       off_t e = std::min<off_t>(size, static_cast<off_t>(fe.fe_logical + fe.fe_length));
+      if (written_only && (fe.fe_flags & FIEMAP_EXTENT_UNWRITTEN)) e = s;
       if (e > s) {
         if (!out.empty() && out.back().second >= s)
           out.back().second = std::max(out.back().second, e);
@@ -83,11 +88,14 @@ bool fiemap_map(int fd, off_t size, std::vector<std::pair<off_t, off_t>>& out, i
 int main(int argc, char** argv) {
   bool print_size = false;
   bool drop_cache = false;
+  bool written_only = false;
   const char* path = nullptr;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--size") {
       print_size = true;
+    } else if (a == "--written") {
+      written_only = true;
     } else if (a == "--drop-cache") {
       drop_cache = true;
     } else if (a == "-h" || a == "--help") {
@@ -133,7 +141,7 @@ int main(int argc, char** argv) {
 
   std::vector<std::pair<off_t, off_t>> extents;
   int err = 0;
-  if (fiemap_map(fd, size, extents, err)) {
+  if (fiemap_map(fd, size, written_only, extents, err)) {
     if (err != 0) {
       std::fprintf(stderr, "fm_sparse_map: %s: FIEMAP: %s\n", path, std::strerror(err));
       return 1;
