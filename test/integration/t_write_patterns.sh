@@ -1,7 +1,8 @@
 #!/bin/bash
 # t_write_patterns — every kind of write and namespace operation through the mount leaves
 # the primary and the secondary byte-identical and equally sparse, after each step and
-# after unmount. 4 KiB chunks, 1 s daemon sleep.
+# after unmount. 4 KiB chunks, 1 s daemon sleep. Last, a full resync of a preallocated
+# image must give the secondary the same allocation (unwritten extents, not written zeros).
 . "$(dirname "$0")/lib.sh"
 
 command -v fallocate >/dev/null || fail "missing tool fallocate (util-linux)"
@@ -245,6 +246,29 @@ fm_mount "$PRI" "$MNT"
 check "remount"
 fm_unmount "$MNT"
 assert_tree_same "$PRI" "$SEC"
+
+# --- a full resync gives the secondary the primary's layout: data, preallocated (unwritten)
+# extents and holes. The preallocated range is read through the mount first, so its pages
+# sit in the primary's page cache, where SEEK_DATA would report them as data (and a copy
+# by SEEK_DATA would write zeros over what the primary only reserved).
+FM_CONTEXT="full resync of a preallocated image"
+fm_mount "$PRI" "$MNT"
+truncate -s 8M "$MNT/prealloc.img"
+fallocate -o $((1 << 20)) -l $((3 << 20)) "$MNT/prealloc.img" || fail "fallocate through the mount failed"
+pwrite_rand "$MNT/prealloc.img" $((2 << 20)) 65536
+cat "$MNT/prealloc.img" >/dev/null
+fm_unmount "$MNT"
+rm -f "$SEC/prealloc.img" "$SEC/.fusemirror/images/prealloc.img.json"
+fm_mount "$PRI" "$MNT"
+fm_wait_for "full resync of prealloc.img" 60 fm_image_is "$MNT" prealloc.img \
+  '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"' ||
+  fail "full resync did not finish: $(fm_image_json "$MNT" prealloc.img)"
+copied=$(fm_image_json "$MNT" prealloc.img | jq -r .sync.copied_bytes)
+fm_unmount "$MNT"
+assert_same "$PRI/prealloc.img" "$SEC/prealloc.img" # allocation compared: unwritten counts
+blocks_p=$(stat -c %b "$PRI/prealloc.img") blocks_s=$(stat -c %b "$SEC/prealloc.img")
+((blocks_s == blocks_p)) || fail "secondary has $blocks_s blocks allocated, primary $blocks_p"
+((copied == 65536)) || soft_fail "full resync copied $copied bytes of data, want 65536 (the written range only)"
 
 fm_assert_log_clean "$PRI"
 
