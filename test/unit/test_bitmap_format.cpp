@@ -1,5 +1,7 @@
 // Unit tests for core/bitmap_format: the documented on-disk header (format version 1).
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <set>
@@ -319,3 +321,62 @@ TEST_CASE("state_string") {
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("read_bitmap_file: the bits without their page padding are complete; one byte less is not") {
+  fmtest::TempDir d;
+  const std::string path = d / "x.fmbm";
+  // 100 chunks: 13 bytes of bits, padded to 4096 by the daemon.
+  const auto h = fmtest::clean_header(fusemirror::utils::Uuid{1, 2, 3, 4, 5, 6, 0x47, 8, 0x89, 10, 11, 12, 13, 14, 15, 16},
+                                      65536, 100 * 65536);
+  fmtest::write_bitmap_file(path, h, {0, 7, 99});
+  auto whole = fmtest::read_bytes(path);
+  REQUIRE(whole.size() == core::kHeaderSize + 4096);
+  auto read = [&](std::size_t keep) {
+    fmtest::write_bytes(path, std::vector<std::byte>(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(keep)), 0600);
+    fusemirror::utils::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fd.valid());
+    auto r = core::read_bitmap_file(fd.get());
+    REQUIRE(r);
+    return std::move(r).value();
+  };
+  SUBCASE("padded") {
+    auto f = read(whole.size());
+    CHECK(f.problem.empty());
+    CHECK(f.bits.size() == 13);
+  }
+  SUBCASE("exactly the bits") {
+    auto f = read(core::kHeaderSize + 13);
+    REQUIRE(f.header);
+    CHECK(f.problem.empty());
+    CHECK_FALSE(f.bits_truncated);
+    REQUIRE(f.bits.size() == 13);
+    CHECK(std::to_integer<unsigned>(f.bits[0]) == 0x81);
+    CHECK(std::to_integer<unsigned>(f.bits[12]) == 0x08);  // chunk 99 = bit 3 of byte 12
+  }
+  SUBCASE("one byte short") {
+    auto f = read(core::kHeaderSize + 12);
+    REQUIRE(f.header);
+    CHECK(f.bits_truncated);
+    CHECK(f.bits_present == 12);
+    CHECK(f.problem.find("bits truncated") != std::string::npos);
+    CHECK(f.problem.find("100 chunks") != std::string::npos);
+  }
+  SUBCASE("header only, no bits wanted") {
+    fmtest::write_bytes(path, std::vector<std::byte>(whole.begin(), whole.begin() + core::kHeaderSize), 0600);
+    fusemirror::utils::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    auto r = core::read_bitmap_file(fd.get(), /*with_bits=*/false);
+    REQUIRE(r);
+    CHECK(r->problem.empty());
+    CHECK(r->bits.empty());
+  }
+  SUBCASE("a bad header is described, not an error") {
+    auto bad = whole;
+    bad[0] = std::byte{'X'};
+    fmtest::write_bytes(path, bad, 0600);
+    fusemirror::utils::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    auto r = core::read_bitmap_file(fd.get());
+    REQUIRE(r);
+    CHECK_FALSE(r->header);
+    CHECK(r->problem.find("magic") != std::string::npos);
+  }
+}
