@@ -148,7 +148,6 @@ utils::Result<BitmapFile> read_bitmap_file(int fd, bool with_bits) {
   f.bits.resize(*r);
   if (*r < need) {
     f.bits_truncated = true;
-    f.bits_present = *r;
     f.problem = "bits truncated (the header covers " + std::to_string(h->bit_count()) +
                 " chunks = " + std::to_string(need) + " bytes of bits, the file holds " +
                 std::to_string(*r) + ")";

@@ -103,8 +103,7 @@ struct BitmapFile {
   // ceil(bit_count / 8) bytes when `with_bits` and the file holds them all; the padding up
   // to a whole page that the daemon writes holds no bits and is not required.
   std::vector<std::byte> bits;
-  bool bits_truncated = false;  // the file ends before the last bit
-  std::uint64_t bits_present = 0;  // bytes of bits the file holds (when truncated)
+  bool bits_truncated = false;  // the file ends before the last bit; `bits` has what it holds
   std::string problem;  // empty when the header decoded and the bits are complete
 };
 // Reads the header and (with `with_bits`) the bits of the bitmap file open on `fd`.

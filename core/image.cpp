@@ -79,14 +79,6 @@ std::error_code punch(int fd, std::uint64_t off, std::uint64_t len) {
   return ec;
 }
 
-// Makes [off, off+len) of `fd` read as zeros and stay allocated (an unwritten extent), as
-// the primary's preallocation is; a hole where the file system cannot.
-std::error_code zero_range(int fd, std::uint64_t off, std::uint64_t len) {
-  auto ec = do_fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
-  if (ec == std::errc::operation_not_supported) return punch(fd, off, len);
-  return ec;
-}
-
 // The secondary gets the same fallocate; where its file system lacks the mode, the same
 // contents by other means (an emulated zero range or punch keeps the legs identical).
 std::error_code fallocate_secondary(int fd, int mode, std::uint64_t off, std::uint64_t len) {
@@ -419,7 +411,9 @@ std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
     if (e.off > pos && (sec_err = punch(sfd, pos, e.off - pos))) break;
     pos = e.off + e.len;
     if (e.unwritten) {
-      if ((sec_err = zero_range(sfd, e.off, e.len))) break;
+      // Zeros that stay allocated, as the primary's preallocation is (a hole where the
+      // secondary's file system cannot zero a range).
+      if ((sec_err = fallocate_secondary(sfd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, e.off, e.len))) break;
       continue;
     }
     for (std::uint64_t p = e.off; p < pos;) {

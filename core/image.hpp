@@ -155,7 +155,7 @@ class Image {
   std::unique_ptr<WriteBehind> wb_;
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::atomic<bool> primary_read_failed_{false};
-  std::atomic<bool> copy_file_range_ok_{true};
+  std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it
   // The last few write streams: a write starting where one ended continues it (a
   // heuristic: a miss only costs a flush that could have been saved).
   struct Stream {
@@ -166,7 +166,7 @@ class Image {
   std::array<Stream, 4> streams_{};  // guarded by stream_mu_
   unsigned stream_victim_ = 0;       // guarded by stream_mu_
   // The bytes to mark dirty ahead of this write (see ImageOptions::intent_ahead).
-  std::uint64_t intent_ahead_for(std::uint64_t off, std::uint64_t len);  // false once the legs' file systems refuse it
+  std::uint64_t intent_ahead_for(std::uint64_t off, std::uint64_t len);
   // Copies [off, stop) primary -> secondary, holes as holes. REQUIRES the range lock.
   std::error_code copy_range_locked(std::uint64_t off, std::uint64_t stop,
                                     std::vector<std::byte>& buf, std::uint64_t* copied);

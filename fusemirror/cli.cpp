@@ -148,8 +148,7 @@ nlohmann::json collect_status(const std::string& mountpoint) {
   return all;
 }
 
-void print_status(const nlohmann::json& all, std::ostream& std_cout) {
-  auto& cout = std_cout;
+void print_status(const nlohmann::json& all, std::ostream& cout) {
   cout << "Personalities : [fusemirror-raid1]\n";
   for (const auto& s : all["sets"]) {
     cout << "set " << s["uuid"].get<std::string>() << " : mounted on "
@@ -311,16 +310,10 @@ int rescale_bitmap(const std::string& file_arg, std::uint64_t chunk_size, const 
     // The bitmap must be this set's (a header that does not decode is reported below).
     const core::Config config = core::load_config(primary);
     utils::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    std::array<std::byte, core::kHeaderSize> raw{};
-    if (fd) {
-      auto got = utils::pread_all(fd.get(), raw, 0);
-      if (got) {
-        auto h = core::decode_header(std::span(raw.data(), *got));
-        if (h && h->set_uuid != config.uuid && !force)
-          throw Error(file + ": belongs to mirror set " + utils::to_string(h->set_uuid) + ", not to " + primary +
-                      "'s set " + utils::to_string(config.uuid) + " (--force to rescale it anyway)");
-      }
-    }
+    if (auto bf = fd ? core::read_bitmap_file(fd.get(), /*with_bits=*/false) : core::BitmapFile{};
+        bf && bf->header && bf->header->set_uuid != config.uuid && !force)
+      throw Error(file + ": belongs to mirror set " + utils::to_string(bf->header->set_uuid) + ", not to " +
+                  primary + "'s set " + utils::to_string(config.uuid) + " (--force to rescale it anyway)");
   }
 
   // Progress on a terminal only (stderr, so stdout stays one clean line for scripts).

@@ -83,10 +83,4 @@ Result<std::vector<Extent>> seek_data_extents(int fd, std::uint64_t off, std::ui
   return out;
 }
 
-Result<std::vector<Extent>> allocated_extents(int fd, std::uint64_t off, std::uint64_t end) {
-  auto r = fiemap_extents(fd, off, end);
-  if (r || r.error() != std::errc::operation_not_supported) return r;
-  return seek_data_extents(fd, off, end);
-}
-
 }  // namespace fusemirror::utils

@@ -19,18 +19,15 @@ struct Extent {
 // The allocated extents of `fd` that overlap [off, end), clipped to it, in order, adjacent
 // extents of the same kind merged. Gaps between them are holes.
 //
-// FIEMAP where the file system has it: it reads the extent tree, so the answer does not
-// depend on the page cache. Dirty pages in the range must have been written back first
-// (sync_file_range), or delayed allocations are reported as FIEMAP_EXTENT_DELALLOC, which is
-// returned as written data, and unwritten extents under dirty pages as unwritten.
-// Elsewhere (tmpfs, FUSE, NFS) SEEK_DATA / SEEK_HOLE, which count cached pages over an
-// unwritten extent as data: callers that care drop the range's clean cache first.
-Result<std::vector<Extent>> allocated_extents(int fd, std::uint64_t off, std::uint64_t end);
-
-// The same, FIEMAP only: errc::operation_not_supported where the file system lacks it.
+// By FIEMAP: it reads the extent tree, so the answer does not depend on the page cache.
+// Dirty pages in the range must have been written back first (sync_file_range), or delayed
+// allocations are reported as FIEMAP_EXTENT_DELALLOC, which is returned as written data, and
+// unwritten extents under dirty pages as unwritten. errc::operation_not_supported where the
+// file system lacks FIEMAP (tmpfs, FUSE, NFS).
 Result<std::vector<Extent>> fiemap_extents(int fd, std::uint64_t off, std::uint64_t end);
 
-// The same, SEEK_DATA / SEEK_HOLE only.
+// The same by SEEK_DATA / SEEK_HOLE, which count cached pages over an unwritten extent as
+// data: callers that care drop the range's clean cache first.
 Result<std::vector<Extent>> seek_data_extents(int fd, std::uint64_t off, std::uint64_t end);
 
 }  // namespace fusemirror::utils

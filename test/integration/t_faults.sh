@@ -80,6 +80,13 @@ write_image() {
   dd if="$DATA" of="$MNT/disk.img" bs=1M conv=fsync status=none || fail "writing the image failed"
   fm_wait_for "clean" 15 is_clean || fail "not clean 15 s after writing: $(img)"
 }
+# sec_set N — P=$FM_TMP/pN, a new set whose secondary is the fm_faultfs mount ffsN
+sec_set() {
+  ff_start "ffs$1"
+  P=$FM_TMP/p$1
+  mkdir -p "$P"
+  fm_create "$P" "$FM_TMP/ffs$1" --chunk-size 64K --daemon-sleep 1
+}
 # wwrite OFF LEN — a write through the mount that must succeed (fsync'ed)
 wwrite() {
   dd if="$(fm_rand)" of="$MNT/disk.img" bs="$2" count=1 iflag=skip_bytes skip=$((RANDOM * 64)) \
@@ -99,10 +106,7 @@ readd_and_check() {
 
 # ====================================================================== sec-eio-write
 FM_CONTEXT=sec-eio-write
-ff_start ffs1
-P=$FM_TMP/p1
-mkdir -p "$P"
-fm_create "$P" "$FM_TMP/ffs1" --chunk-size 64K --daemon-sleep 1
+sec_set 1
 fm_mount "$P" "$MNT"
 write_image
 ev0=$(img | jq -r .events)
@@ -126,10 +130,7 @@ cell sec-eio-write "writes ok, degraded (1 log line), events $ev0->$ev1, $d2 dir
 
 # ====================================================================== sec-eio-resync
 FM_CONTEXT=sec-eio-resync
-ff_start ffs2
-P=$FM_TMP/p2
-mkdir -p "$P"
-fm_create "$P" "$FM_TMP/ffs2" --chunk-size 64K --daemon-sleep 1
+sec_set 2
 # resync works in steps of up to 4 MiB and sleeps to keep the rate: 16 MiB at 2 MiB/s
 fm_json_edit "$P/.fusemirror/config.json" '.resync_max_rate = 2097152 | .resync_min_rate = 65536'
 fm_mount "$P" "$MNT"
@@ -150,10 +151,7 @@ cell sec-eio-resync "EIO mid-resync (at $st): degraded again" "identical after 2
 
 # ====================================================================== sec-enospc
 FM_CONTEXT=sec-enospc
-ff_start ffs3
-P=$FM_TMP/p3
-mkdir -p "$P"
-fm_create "$P" "$FM_TMP/ffs3" --chunk-size 64K --daemon-sleep 1
+sec_set 3
 fm_mount "$P" "$MNT"
 write_image
 ctl ffs3 fail_after_bytes=1048576
@@ -171,10 +169,7 @@ cell sec-enospc "writes ok, degraded, 1 line 'No space left on device'" "identic
 
 # ====================================================================== sec-vanish
 FM_CONTEXT=sec-vanish
-ff_start ffs4
-P=$FM_TMP/p4
-mkdir -p "$P"
-fm_create "$P" "$FM_TMP/ffs4" --chunk-size 64K --daemon-sleep 1
+sec_set 4
 fm_mount "$P" "$MNT"
 write_image
 t0=$(date +%s%N)

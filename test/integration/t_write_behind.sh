@@ -68,6 +68,14 @@ ctl() { printf '%s\n' "$*" >"$FF/.faultfs" || fail "writing '$*' to .faultfs fai
 ffget() { awk -F= -v k="$1" '$1 == k { print $2; f = 1 } END { exit !f }' "$FF/.faultfs" ||
   fail "no key $1 in .faultfs"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# assert_drained PRI SECFILE AFTER — after a stop that drained the queue (set unmounted):
+# the legs are identical and the bitmap has no dirty bit
+assert_drained() {
+  assert_same "$1/disk.img" "$2"
+  local dirty
+  read -r _ dirty <<<"$(fm_examine_bits "$(fm_examine "$(fm_bitmap_path "$1" disk.img)")")"
+  ((dirty == 0)) || soft_fail "after $3 the bitmap still has $dirty dirty chunks"
+}
 
 # ---------------------------------------------------------------------------- status helpers
 img() { fm_image_json "$1" "$2"; }                 # img MNT NAME — the image's status JSON
@@ -343,9 +351,7 @@ t0=$(now_ms)
 fm_unmount "$M"
 t=$(($(now_ms) - t0))
 fm_log "unmount with $q queued writes at 20 ms: ${t} ms; fixture writes $(ffget writes)"
-assert_same "$PD/disk.img" "$BK/s_dr/disk.img"
-read -r _ dirty <<<"$(fm_examine_bits "$(fm_examine "$(fm_bitmap_path "$PD" disk.img)")")"
-((dirty == 0)) || soft_fail "after a drained unmount the bitmap still has $dirty dirty chunks"
+assert_drained "$PD" "$BK/s_dr/disk.img" "a drained unmount"
 ctl delay_ms_write=0
 fm_assert_log_clean "$PD"
 
@@ -440,9 +446,7 @@ dd if="$FM_RAND" of="$M/disk.img" bs=4K count=200 skip=77 conv=notrunc status=no
 q=$(img_get "$M" disk.img .write_behind.outstanding)
 fm_log "SIGTERM with $q writes queued at 20 ms"
 fm_signal_daemon "$M" TERM
-assert_same "$PF/disk.img" "$BK/s_fs/disk.img"
-read -r _ dirty <<<"$(fm_examine_bits "$(fm_examine "$(fm_bitmap_path "$PF" disk.img)")")"
-((dirty == 0)) || soft_fail "after SIGTERM drained the queue the bitmap has $dirty dirty chunks"
+assert_drained "$PF" "$BK/s_fs/disk.img" "SIGTERM drained the queue"
 ctl delay_ms_write=0
 fm_assert_log_clean "$PF"
 

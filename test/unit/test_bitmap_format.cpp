@@ -357,7 +357,7 @@ TEST_CASE("read_bitmap_file: the bits without their page padding are complete; o
     auto f = read(core::kHeaderSize + 12);
     REQUIRE(f.header);
     CHECK(f.bits_truncated);
-    CHECK(f.bits_present == 12);
+    CHECK(f.bits.size() == 12);
     CHECK(f.problem.find("bits truncated") != std::string::npos);
     CHECK(f.problem.find("100 chunks") != std::string::npos);
   }
