@@ -1005,6 +1005,13 @@ std::string MirrorSet::status_json() const {
   j["write_behind"] = config_.write_behind;
   j["role"] = config_.role == Role::mirror ? "mirror" : "backup";
   j["images"] = nlohmann::json::array();
+  // Queued actions, so that a script (fusemirror wait) never mistakes "queued behind another
+  // image" or "requested a moment ago" for "done".
+  std::map<const Image*, nlohmann::json> pending;
+  {
+    std::lock_guard lk(work_mu_);
+    for (const auto& q : resync_queue_) pending[q.image.get()].push_back(to_string(q.action));
+  }
   for (const auto& img : images_snapshot()) {
     const ImageStatus s = img->status();
     nlohmann::json i;
@@ -1027,7 +1034,8 @@ std::string MirrorSet::status_json() const {
                  {"mismatch_cnt", s.mismatch_cnt},
                  {"done_bytes", s.sync_done_bytes},
                  {"total_bytes", s.sync_total_bytes},
-                 {"copied_bytes", s.resync_copied_bytes}};
+                 {"copied_bytes", s.resync_copied_bytes},
+                 {"pending", pending.contains(img.get()) ? pending[img.get()] : nlohmann::json::array()}};
     j["images"].push_back(std::move(i));
   }
   return j.dump(2) + "\n";

@@ -146,7 +146,7 @@ class MirrorSet {
   mutable std::mutex table_mu_;
   std::map<std::string, std::shared_ptr<Image>> images_;  // guarded by table_mu_
 
-  std::mutex work_mu_;
+  mutable std::mutex work_mu_;
   std::condition_variable_any work_cv_;
   struct Job {
     std::shared_ptr<Image> image;

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -243,6 +244,69 @@ int unmount(const std::string& mountpoint, double timeout_s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return 0;
+}
+
+namespace {
+
+// What keeps one image from being "in sync" (empty when nothing does).
+std::string not_settled(const nlohmann::json& i, bool clean) {
+  const auto& sy = i["sync"];
+  const std::string action = sy["action"].get<std::string>();
+  char b[160];
+  if (action != "idle") {
+    const double total = static_cast<double>(sy["total_bytes"].get<std::uint64_t>());
+    const double done = static_cast<double>(sy["done_bytes"].get<std::uint64_t>());
+    std::snprintf(b, sizeof b, "%s at %.1f%%", action.c_str(), total > 0 ? 100 * done / total : 0.0);
+    return b;
+  }
+  if (sy.contains("pending") && !sy["pending"].empty()) return sy["pending"][0].get<std::string>() + " queued";
+  if (const auto n = i["unsynced_chunks"].get<std::uint64_t>()) return std::to_string(n) + " unsynced chunks";
+  if (const auto n = i["write_behind"]["outstanding"].get<std::uint64_t>())
+    return std::to_string(n) + " write-behind writes outstanding";
+  if (clean)
+    if (const auto n = i["dirty_chunks"].get<std::uint64_t>()) return std::to_string(n) + " dirty chunks";
+  return "";
+}
+
+}  // namespace
+
+int wait(const std::string& mountpoint, const std::vector<std::string>& images, bool clean, double timeout_s) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    const auto j = nlohmann::json::parse(read_status_file(mountpoint));
+    std::vector<std::string> busy;
+    std::vector<std::string> names;
+    for (const auto& i : j["images"]) names.push_back(i["name"].get<std::string>());
+    for (const auto& want : images)
+      if (std::find(names.begin(), names.end(), want) == names.end())
+        throw Error(mountpoint + ": no image '" + want + "' in this set (images: " +
+                    (names.empty() ? std::string("none") : [&] {
+                      std::string l;
+                      for (const auto& n : names) l += (l.empty() ? "" : ", ") + n;
+                      return l;
+                    }()) + ")");
+    for (const auto& i : j["images"]) {
+      const std::string name = i["name"].get<std::string>();
+      if (!images.empty() && std::find(images.begin(), images.end(), name) == images.end()) continue;
+      // Degraded: nothing will bring the secondary in sync until someone re-adds it.
+      if (!i["secondary_ok"].get<bool>())
+        throw Error(mountpoint + ": " + name + " is degraded (its secondary failed); it cannot get in " +
+                    "sync until `fusemirror re-add " + mountpoint + " " + name + "`");
+      if (auto why = not_settled(i, clean); !why.empty()) busy.push_back(name + ": " + why);
+    }
+    if (busy.empty()) return 0;
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (timeout_s > 0 && waited >= timeout_s) {
+      std::string l;
+      for (const auto& b : busy) l += (l.empty() ? "" : "; ") + b;
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%g", timeout_s);
+      throw Error(mountpoint + ": still not in sync after " + secs + "s (" + l + ")");
+    }
+    // 10 ms: reading status.json costs the daemon tens of microseconds, and a short resync
+    // is not reported late by a long sleep.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 int control(const std::string& mountpoint, const std::string& line) {

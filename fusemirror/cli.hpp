@@ -12,6 +12,12 @@ int examine_bitmap(const std::string& file);
 // watch_s > 0: redraw every watch_s seconds while stdout is a terminal (else print once).
 int status(const std::string& mountpoint, bool json, double watch_s = 0);
 int unmount(const std::string& mountpoint, double timeout_s);
+// Blocks until the images (all when `images` is empty) are in sync, like `mdadm --wait`:
+// no resync, check or repair running or queued, no unsynced chunk, no write-behind write
+// outstanding; with `clean`, also no dirty bit (the sweeper cleared them). Throws when an
+// image is degraded (it cannot get in sync before a re-add), unknown, or when timeout_s > 0
+// passes first, naming what is still pending.
+int wait(const std::string& mountpoint, const std::vector<std::string>& images, bool clean, double timeout_s);
 // Writes one control line to MOUNTPOINT/.fusemirror/control.
 int control(const std::string& mountpoint, const std::string& line);
 

@@ -290,6 +290,17 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::IsMember({"idle", "resync", "check", "repair"}));
 
+  std::string wait_mp;
+  std::vector<std::string> wait_images;
+  bool wait_clean = false;
+  double wait_timeout = 0;
+  auto* waitc = app.add_subcommand("wait", "Wait until images are in sync: no resync/check queued or running, "
+                                           "nothing unsynced (mdadm --wait)");
+  waitc->add_option("mountpoint", wait_mp, "Mount point")->required();
+  waitc->add_option("images", wait_images, "Images to wait for, relative to the mount (default: all)");
+  waitc->add_flag("--clean", wait_clean, "Also wait until no bit is dirty (writes idle for daemon_sleep)");
+  waitc->add_option("--timeout", wait_timeout, "Give up after SECS seconds, exit 1 (default 0: wait forever)");
+
   std::string bitmap_file;
   auto* examine = app.add_subcommand("examine-bitmap", "Print a bitmap file's header, like mdadm -X");
   examine->add_option("file", bitmap_file, "Bitmap file (.fmbm)")->required();
@@ -364,6 +375,9 @@ int main(int argc, char** argv) {
       return fm::cli::rescale_bitmap(rescale_file, *cs, rescale_primary, rescale_force);
     }
     if (*examine) return fm::cli::examine_bitmap(bitmap_file);
+    if (*waitc && !(wait_timeout >= 0))
+      throw Error("--timeout: " + std::to_string(wait_timeout) + " is not a number of seconds >= 0");
+    if (*waitc) return fm::cli::wait(absolute(wait_mp), wait_images, wait_clean, wait_timeout);
     if (*fail) return fm::cli::control(absolute(ctl_mp), "fail " + ctl_image);
     if (*readd) return fm::cli::control(absolute(ctl_mp), "re-add " + ctl_image);
     if (*action) return fm::cli::control(absolute(ctl_mp), "sync-action " + ctl_image + " " + ctl_action);

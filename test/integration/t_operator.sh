@@ -2,7 +2,10 @@
 # t_operator — the operator's interface (SPEC §6, issue 5):
 #   1. `status --json` during a throttled resync shows done_bytes moving; the text form and
 #      the md-sysfs-style files under MOUNT/.fusemirror/images/ show the same numbers;
-#      sync_speed_max is a live tunable; `status --watch` redraws on a tty, prints once off it.
+#      sync_speed_max is a live tunable; `status --watch` redraws on a tty, prints once off it;
+#      `fusemirror wait` returns when a resync, check or re-add is done (not while queued or
+#      running), gives up at --timeout naming what runs, refuses a degraded or unknown image;
+#      `wait --clean` also waits for the sweeper.
 #   2. a non-owner (uid 65534) may read the control files but not write them, on a mount
 #      made with -o allow_other.
 #   3. rescale-bitmap on planted bit patterns (written through the mount, daemon killed -9
@@ -104,21 +107,47 @@ nobody sh -c "echo 'sync-action big.img idle' > '$MNT/.fusemirror/control'" 2>/d
   soft_fail "uid 65534 wrote to the control file"
 [[ $(cat "$CTL/sync_action") == resync ]] || soft_fail "the resync stopped after refused writes"
 
+# `fusemirror wait` (mdadm --wait): gives up at its timeout naming what is still running,
+# refuses an image the set does not have and a negative timeout.
+expect_fail "wait during a throttled resync" "still not in sync after 0.5s \(big\.img: resync at [0-9.]+%\)" \
+  "$F" wait "$MNT" big.img --timeout 0.5
+expect_fail "wait for an unknown image" "no image 'nope\.img' in this set \(images: big\.img\)" "$F" wait "$MNT" nope.img
+expect_fail "wait --timeout -1" "--timeout: .* not a number of seconds" "$F" wait "$MNT" --timeout -1
+
 # The owner's writes work: a bad value is refused, then the max rate lifted live.
 if sh -c "echo bogus > '$CTL/sync_action'" 2>/dev/null; then soft_fail "sync_action accepted 'bogus'"; fi
 echo 0 >"$CTL/sync_speed_max"
 [[ $(cat "$CTL/sync_speed_max") == 0 ]] || soft_fail "sync_speed_max did not take 0"
-fm_wait_for "resync done" 60 bash -c "[[ \$(cat '$CTL/sync_action') == idle ]]" ||
-  fail "resync did not finish after sync_speed_max=0: $(img)"
+fm_timeout 60 "$F" wait "$MNT" || fail "wait after sync_speed_max=0: exit $?: $(img)"
+[[ $(cat "$CTL/sync_action") == idle && $(img | jq .unsynced_chunks) == 0 ]] ||
+  fail "wait returned before the resync was done: $(img)"
 [[ $(cat "$CTL/sync_completed") == none ]] || soft_fail "sync_completed after the resync: $(cat "$CTL/sync_completed")"
 [[ $(cat "$CTL/secondary") == in_sync ]] || soft_fail "secondary after the resync: $(cat "$CTL/secondary")"
+# A check at 32 MiB/s (2 s): wait returns when it is done, not while it is queued or running.
+echo 33554432 >"$CTL/sync_speed_max"
 echo check >"$CTL/sync_action"
-fm_wait_for "check done" 60 bash -c "[[ \$(cat '$CTL/sync_action') == idle ]]" || soft_fail "check did not finish"
+t0=$(date +%s%N)
+fm_timeout 60 "$F" wait "$MNT" big.img || soft_fail "wait for the check: exit $?"
+waited_ms=$((($(date +%s%N) - t0) / 1000000))
+[[ $(cat "$CTL/sync_action") == idle ]] || soft_fail "wait returned during the check ($(cat "$CTL/sync_action"))"
+grep -q "big.img: check done: mismatch_cnt 0" "$PRI/.fusemirror/fusemirror.log" ||
+  soft_fail "wait returned ${waited_ms} ms after the check started, and the log has no 'check done'"
+((waited_ms >= 1000)) || soft_fail "wait for a 2 s check returned after ${waited_ms} ms"
 [[ $(cat "$CTL/mismatch_cnt") == 0 ]] || soft_fail "mismatch_cnt after check: $(cat "$CTL/mismatch_cnt")"
+echo 0 >"$CTL/sync_speed_max"
 echo fail >"$CTL/secondary"
 [[ $(cat "$CTL/secondary") == faulty && $(cat "$CTL/degraded") == 1 ]] || soft_fail "secondary after 'fail': $(cat "$CTL/secondary")"
+# Degraded: nothing brings it in sync but a re-add, so wait says so instead of hanging.
+expect_fail "wait on a degraded image" "big\.img is degraded .*fusemirror re-add $MNT big\.img" \
+  "$F" wait "$MNT"
 echo re-add >"$CTL/secondary"
-fm_wait_for "re-added" 30 bash -c "[[ \$(cat '$CTL/secondary') == in_sync ]]" || soft_fail "secondary after re-add: $(cat "$CTL/secondary")"
+fm_timeout 30 "$F" wait "$MNT" big.img || soft_fail "wait after re-add: exit $?"
+[[ $(cat "$CTL/secondary") == in_sync ]] || soft_fail "secondary after re-add + wait: $(cat "$CTL/secondary")"
+# --clean: also until the sweeper cleared every bit (daemon sleep 1 s here).
+pwrite_rand "$MNT/big.img" $((5 << 20)) 8192
+(($(img | jq .dirty_chunks) > 0)) || soft_fail "no dirty bit right after a write: $(img)"
+fm_timeout 30 "$F" wait --clean "$MNT" || soft_fail "wait --clean: exit $?"
+[[ $(img | jq .dirty_chunks) == 0 ]] || soft_fail "wait --clean returned with dirty bits: $(img)"
 
 # rescale-bitmap is refused while the set is mounted (its lock is held).
 FM_CONTEXT="rescale"
