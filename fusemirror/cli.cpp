@@ -303,9 +303,10 @@ int wait(const std::string& mountpoint, const std::vector<std::string>& images, 
       std::snprintf(secs, sizeof secs, "%g", timeout_s);
       throw Error(mountpoint + ": still not in sync after " + secs + "s (" + l + ")");
     }
-    // 10 ms: reading status.json costs the daemon tens of microseconds, and a short resync
-    // is not reported late by a long sleep.
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // Reading status.json costs the daemon tens of microseconds: poll every 2 ms for the
+    // first 0.2 s (a resync of a few chunks is reported at once), then every 10 ms, and
+    // every 100 ms after 10 s (a long resync is not reported late by more than that).
+    std::this_thread::sleep_for(std::chrono::milliseconds(waited < 0.2 ? 2 : waited < 10 ? 10 : 100));
   }
 }
 
