@@ -73,13 +73,6 @@ wait_for() {
   return 1
 }
 
-# True when disk.img has no dirty chunks and no sync running.
-image_clean() {
-  "$fm" status "$mnt" --json |
-    jq -e '.sets[].images[] | select(.name == "disk.img")
-           | .dirty_chunks == 0 and .sync.action == "idle"' >/dev/null
-}
-
 step "create the mirror set: $primary -> $secondary"
 "$fm" create "$primary" "$secondary" --chunk-size 64K --daemon-sleep 2
 
@@ -105,7 +98,7 @@ step "unmount the ext4, detach $loopdev, wait for the bitmap to clean"
 umount "$ext"
 losetup -d "$loopdev"
 loopdev=""
-wait_for 60 "disk.img to become clean" image_clean
+"$fm" wait --clean "$mnt" disk.img --timeout 60   # in sync, and every bit cleared
 
 step "status when clean"
 "$fm" status "$mnt"

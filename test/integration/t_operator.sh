@@ -113,6 +113,9 @@ expect_fail "wait during a throttled resync" "still not in sync after 0.5s \(big
   "$F" wait "$MNT" big.img --timeout 0.5
 expect_fail "wait for an unknown image" "no image 'nope\.img' in this set \(images: big\.img\)" "$F" wait "$MNT" nope.img
 expect_fail "wait --timeout -1" "--timeout: .* not a number of seconds" "$F" wait "$MNT" --timeout -1
+# A check requested during the resync is queued behind it, and status says so.
+echo check >"$CTL/sync_action"
+[[ $(img | jq -c .sync.pending) == '["check"]' ]] || soft_fail "a check queued behind the resync: sync.pending $(img | jq -c .sync.pending)"
 
 # The owner's writes work: a bad value is refused, then the max rate lifted live.
 if sh -c "echo bogus > '$CTL/sync_action'" 2>/dev/null; then soft_fail "sync_action accepted 'bogus'"; fi
@@ -121,6 +124,9 @@ echo 0 >"$CTL/sync_speed_max"
 fm_timeout 60 "$F" wait "$MNT" || fail "wait after sync_speed_max=0: exit $?: $(img)"
 [[ $(cat "$CTL/sync_action") == idle && $(img | jq .unsynced_chunks) == 0 ]] ||
   fail "wait returned before the resync was done: $(img)"
+checks_done() { grep -c "big.img: check done: mismatch_cnt 0" "$PRI/.fusemirror/fusemirror.log" || true; }
+[[ $(checks_done) == 1 && $(img | jq -c .sync.pending) == '[]' ]] ||
+  soft_fail "wait returned before the queued check ran ($(checks_done) checks done): $(img)"
 [[ $(cat "$CTL/sync_completed") == none ]] || soft_fail "sync_completed after the resync: $(cat "$CTL/sync_completed")"
 [[ $(cat "$CTL/secondary") == in_sync ]] || soft_fail "secondary after the resync: $(cat "$CTL/secondary")"
 # A check at 32 MiB/s (2 s): wait returns when it is done, not while it is queued or running.
@@ -130,8 +136,8 @@ t0=$(date +%s%N)
 fm_timeout 60 "$F" wait "$MNT" big.img || soft_fail "wait for the check: exit $?"
 waited_ms=$((($(date +%s%N) - t0) / 1000000))
 [[ $(cat "$CTL/sync_action") == idle ]] || soft_fail "wait returned during the check ($(cat "$CTL/sync_action"))"
-grep -q "big.img: check done: mismatch_cnt 0" "$PRI/.fusemirror/fusemirror.log" ||
-  soft_fail "wait returned ${waited_ms} ms after the check started, and the log has no 'check done'"
+[[ $(checks_done) == 2 ]] ||
+  soft_fail "wait returned ${waited_ms} ms after the check started, and the log has $(checks_done) 'check done' lines, want 2"
 ((waited_ms >= 1000)) || soft_fail "wait for a 2 s check returned after ${waited_ms} ms"
 [[ $(cat "$CTL/mismatch_cnt") == 0 ]] || soft_fail "mismatch_cnt after check: $(cat "$CTL/mismatch_cnt")"
 echo 0 >"$CTL/sync_speed_max"
