@@ -289,8 +289,15 @@ void MirrorSet::resync_main(std::stop_token st) {
       resync_busy_ = true;
       running_ = job.image;
       cancel_running_ = false;
+      // The job leaves the queue and shows as the image's action in one step (status_json
+      // reads the queue under this lock): a reader never sees it in neither place, which
+      // `fusemirror wait` would take for "done".
+      job.image->set_sync_progress(job.action, 0, 0);
     }
-    if (!job.image->secondary_ok()) continue;
+    if (!job.image->secondary_ok()) {
+      job.image->set_sync_progress(SyncAction::idle, 0, 0);
+      continue;
+    }
     switch (job.action) {
       case SyncAction::resync: run_resync(st, job.image); break;
       case SyncAction::check: run_check(st, job.image, false); break;

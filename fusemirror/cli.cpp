@@ -248,6 +248,12 @@ int unmount(const std::string& mountpoint, double timeout_s) {
 
 namespace {
 
+std::string join(const std::vector<std::string>& parts, const char* sep) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
 // What keeps one image from being "in sync" (empty when nothing does).
 std::string not_settled(const nlohmann::json& i, bool clean) {
   const auto& sy = i["sync"];
@@ -280,11 +286,7 @@ int wait(const std::string& mountpoint, const std::vector<std::string>& images, 
     for (const auto& want : images)
       if (std::find(names.begin(), names.end(), want) == names.end())
         throw Error(mountpoint + ": no image '" + want + "' in this set (images: " +
-                    (names.empty() ? std::string("none") : [&] {
-                      std::string l;
-                      for (const auto& n : names) l += (l.empty() ? "" : ", ") + n;
-                      return l;
-                    }()) + ")");
+                    (names.empty() ? std::string("none") : join(names, ", ")) + ")");
     for (const auto& i : j["images"]) {
       const std::string name = i["name"].get<std::string>();
       if (!images.empty() && std::find(images.begin(), images.end(), name) == images.end()) continue;
@@ -297,11 +299,9 @@ int wait(const std::string& mountpoint, const std::vector<std::string>& images, 
     if (busy.empty()) return 0;
     const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (timeout_s > 0 && waited >= timeout_s) {
-      std::string l;
-      for (const auto& b : busy) l += (l.empty() ? "" : "; ") + b;
       char secs[32];
       std::snprintf(secs, sizeof secs, "%g", timeout_s);
-      throw Error(mountpoint + ": still not in sync after " + secs + "s (" + l + ")");
+      throw Error(mountpoint + ": still not in sync after " + secs + "s (" + join(busy, "; ") + ")");
     }
     // Reading status.json costs the daemon tens of microseconds: poll every 2 ms for the
     // first 0.2 s (a resync of a few chunks is reported at once), then every 10 ms, and
