@@ -291,13 +291,14 @@ else
   sed -i 's/\\-/-/g' "$MANTXT"
 fi
 "$F" --help >"$FM_TMP/logs/help" || soft_fail "fusemirror --help exit $?"
-for sub in create mount unmount status examine-bitmap rescale-bitmap fail re-add sync-action; do
+for sub in create mount unmount status wait examine-bitmap rescale-bitmap fail re-add sync-action; do
   grep -q "^  $sub" "$FM_TMP/logs/help" || soft_fail "--help does not list $sub"
   "$F" "$sub" --help >"$FM_TMP/logs/help.$sub" 2>&1 || soft_fail "$sub --help exit $?"
   grep -qi "usage" "$FM_TMP/logs/help.$sub" || soft_fail "$sub --help has no usage"
   grep -q "fusemirror $sub" "$MANTXT" || soft_fail "man page does not mention 'fusemirror $sub'"
 done
 grep -q -- "--watch" "$FM_TMP/logs/help.status" || soft_fail "status --help lacks --watch"
+grep -q -- "--clean" "$FM_TMP/logs/help.wait" || soft_fail "wait --help lacks --clean"
 grep -q -- "--chunk-size" "$FM_TMP/logs/help.rescale-bitmap" || soft_fail "rescale-bitmap --help lacks --chunk-size"
 if command -v cpack >/dev/null && command -v dpkg-deb >/dev/null && [[ -f $BUILD_DIR/CPackConfig.cmake ]]; then
   (cd "$FM_TMP" && fm_timeout 120 cpack -G DEB --config "$BUILD_DIR/CPackConfig.cmake" -B "$FM_TMP/pkg") \
