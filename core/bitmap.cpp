@@ -300,7 +300,7 @@ std::error_code Bitmap::wait_durable_locked(std::unique_lock<std::mutex>& lk, st
     flushing_ = false;
     ++flushes_;
     if (ec) {
-      // Sticky (TESTING invariant 5): from now on no data write gets a durable intent.
+      // Sticky (docs/reliability.md invariant 5): from now on no data write gets a durable intent.
       sticky_error_ = ec;
       cv_.notify_all();
       return ec;

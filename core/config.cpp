@@ -22,7 +22,7 @@ using nlohmann::json;
 using utils::Error;
 
 std::string Config::bitmap_root() const {
-  return bitmap_dir ? *bitmap_dir : primary + "/" + kMetaDirName + "/bitmaps";
+  return bitmap_dir ? *bitmap_dir : meta_dir(primary) + "/" + kBitmapsDirName;
 }
 
 std::string check_chunk_size(std::uint64_t v) {

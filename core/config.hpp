@@ -8,16 +8,10 @@
 #include <optional>
 #include <string>
 
+#include "core/layout.hpp"
 #include "utils/uuid.hpp"
 
 namespace fusemirror::core {
-
-inline constexpr const char* kMetaDirName = ".fusemirror";
-inline constexpr const char* kConfigName = "config.json";
-inline constexpr const char* kMemberName = "member.json";
-inline constexpr const char* kLockName = "lock";
-inline constexpr const char* kLogName = "fusemirror.log";
-inline constexpr const char* kBitmapSuffix = ".fmbm";
 
 enum class Role { mirror, backup };
 

@@ -1,6 +1,6 @@
 // core/dir.hpp — a backing directory, opened once; every path is resolved beneath it.
 //
-// Security (TESTING "Security checks"): paths are opened with openat2(RESOLVE_BENEATH |
+// Security (docs/reliability.md §5 "Security"): paths are opened with openat2(RESOLVE_BENEATH |
 // RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), so neither `..` nor a symlink planted in
 // a backing directory can lead a read or write outside it.
 #pragma once

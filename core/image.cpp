@@ -16,16 +16,6 @@
 
 namespace fusemirror::core {
 
-const char* to_string(SyncAction a) {
-  switch (a) {
-    case SyncAction::idle: return "idle";
-    case SyncAction::resync: return "resync";
-    case SyncAction::check: return "check";
-    case SyncAction::repair: return "repair";
-  }
-  return "idle";
-}
-
 namespace {
 
 constexpr std::size_t kInlineWriteMax = 64 * 1024;
@@ -121,7 +111,7 @@ void Image::drain_write_behind() {
   if (wb_) (void)wb_->drain(1e9);
 }
 
-const std::string& Image::name() const {
+std::string Image::name() const {
   std::lock_guard lk(name_mu_);
   return name_;
 }
@@ -169,7 +159,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   last_write_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                        std::memory_order_relaxed);
   auto guard = locks_.lock(off, off + data.size());
-  // 1. Durable intent before any leg sees the data (TESTING invariant 1).
+  // 1. Durable intent before any leg sees the data (docs/reliability.md invariant 1).
   if (auto ec = bitmap_->start_write(off, data.size(), intent_ahead_for(off, data.size()))) {
     spdlog::error("{}: bitmap write failed ({}); refusing the data write", name(), ec.message());
     return utils::errno_code(EIO);

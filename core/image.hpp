@@ -24,6 +24,7 @@
 #include <system_error>
 
 #include "core/bitmap.hpp"
+#include "core/status.hpp"
 #include "core/range_lock.hpp"
 #include "core/write_behind.hpp"
 #include "utils/fd.hpp"
@@ -31,24 +32,6 @@
 #include "utils/thread_pool.hpp"
 
 namespace fusemirror::core {
-
-enum class SyncAction { idle, resync, check, repair };
-const char* to_string(SyncAction a);
-
-struct ImageStatus {
-  std::string name;
-  std::uint64_t size = 0;
-  std::string state;  // clean | active | resyncing | degraded
-  bool secondary_ok = true;
-  BitmapStats bitmap;
-  SyncAction action = SyncAction::idle;
-  std::uint64_t sync_done_bytes = 0;
-  std::uint64_t sync_total_bytes = 0;
-  std::uint64_t resync_copied_bytes = 0;  // data bytes copied by resync, all passes
-  std::uint64_t mismatch_cnt = 0;         // chunks found different by the last check/repair
-  std::uint32_t wb_outstanding = 0, wb_limit = 0, wb_peak = 0;
-  std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
-};
 
 struct ImageOptions {
   std::uint32_t write_behind = 0;          // 0: synchronous
@@ -68,7 +51,8 @@ class Image {
         std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options = {});
   ~Image();
 
-  const std::string& name() const;
+  // By value: a rename may change it concurrently (name_mu_ guards it).
+  std::string name() const;
   void rename(std::string name);
 
   utils::Result<std::size_t> read(std::span<std::byte> buf, std::uint64_t off);
@@ -126,6 +110,7 @@ class Image {
   std::error_code sync_legs();   // fdatasync both legs concurrently
 
   Bitmap* bitmap() { return bitmap_.get(); }
+  const Bitmap* bitmap() const { return bitmap_.get(); }
   ImageStatus status() const;
 
  private:

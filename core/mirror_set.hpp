@@ -1,175 +1,87 @@
-// core/mirror_set.hpp — a mounted mirror set: the two backing directories, the bitmaps,
-// the table of images, and the background workers (sweeper, resync).
+// core/mirror_set.hpp — a mounted mirror set: assembly and lifetime of its parts.
 //
-// Paths given to the namespace operations are relative to the set's root ("" is the root,
-// "dir/disk.img" an image), already stripped of FUSE's leading slash. The primary's
-// metadata directory (.fusemirror) is never reachable through them.
+// MirrorSet opens the set (both directories, the membership check, the locks), builds the
+// units that each own one job, and starts and stops them. It holds no logic of its own
+// beyond that and the status snapshot. The units (docs/design.md has the picture):
 //
-// Thread safety: every public member may be called concurrently. Lock order:
-//   ns_mu_ (namespace changes) -> table_mu_ (image table) -> Image internals.
+//   Legs              the three backing directories, the rule for creating anything on them
+//   ImageTable        the loaded images
+//   SecondaryRecords  member.json and the per-image records; the coverage proof
+//   ImageLoader       loading an image and the trust decision
+//   Namespace         the mirrored namespace operations; the namespace lock
+//   ResyncEngine      the resync/check/repair queue, worker and throttle
+//   ProgressTracker   speed and ETA of running passes
+//   SecondaryWatch    the secondary's identity watchdog
+//   Sweeper           lazy bit clearing, the watchdog's clock, re-queueing unsynced chunks
+//   Control           the operator's verbs and the md-sysfs attributes
+//
+// Thread safety: every public member may be called concurrently once open() returned.
 #pragma once
 
-#include <sys/statvfs.h>
-
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstdint>
-#include <deque>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "core/config.hpp"
-#include "core/dir.hpp"
-#include "core/image.hpp"
+#include "core/control.hpp"
+#include "core/image_loader.hpp"
+#include "core/image_table.hpp"
+#include "core/legs.hpp"
+#include "core/namespace.hpp"
+#include "core/progress.hpp"
+#include "core/records.hpp"
+#include "core/resync.hpp"
+#include "core/status.hpp"
+#include "core/sweeper.hpp"
 #include "utils/fd.hpp"
-#include "utils/result.hpp"
 #include "utils/thread_pool.hpp"
 
 namespace fusemirror::core {
 
-struct DirEntry {
-  std::string name;
-  bool is_dir = false;
-};
-
 class MirrorSet {
  public:
   // Opens the set for serving: checks both directories, the secondary's membership, takes
-  // the locks, loads every image's bitmap (repairing sizes, logging untrusted bitmaps).
+  // the locks, loads every image (repairing sizes, logging untrusted bitmaps).
   // Throws utils::Error naming the path and the reason.
   static std::unique_ptr<MirrorSet> open(const Config& config, const std::string& mountpoint);
   ~MirrorSet();
+  MirrorSet(const MirrorSet&) = delete;
+  MirrorSet& operator=(const MirrorSet&) = delete;
 
-  // Starts the sweeper and the resync of every image with unsynced chunks.
+  // Starts the sweeper, the resync worker (resyncing every image with unsynced chunks) and
+  // the progress sampler.
   void start();
-  // Stops the workers, drains, clears idle bits and marks the bitmaps clean. Idempotent.
+  // Stops the workers, drains, records the secondary's copies and marks the bitmaps clean.
+  // Idempotent.
   void shutdown();
 
   const Config& config() const { return config_; }
+  Namespace& ns() { return *ns_; }
+  Control& control() { return *control_; }
+  // The live state (samples the progress tracker).
+  SetStatus status();
 
-  utils::Result<struct stat> getattr(const std::string& rel);
-  utils::Result<std::vector<DirEntry>> readdir(const std::string& rel);
-  std::error_code mkdir(const std::string& rel, mode_t mode, uid_t uid, gid_t gid);
-  std::error_code rmdir(const std::string& rel);
-  std::error_code unlink(const std::string& rel);
-  std::error_code rename(const std::string& from, const std::string& to, unsigned flags);
-  std::error_code chmod(const std::string& rel, mode_t mode);
-  std::error_code chown(const std::string& rel, uid_t uid, gid_t gid);
-  std::error_code utimens(const std::string& rel, const struct timespec ts[2]);
-  std::error_code truncate(const std::string& rel, std::uint64_t size);
-  utils::Result<struct statvfs> statfs();
-  std::error_code setxattr(const std::string& rel, const std::string& name, const char* value,
-                           std::size_t size, int flags);
-  utils::Result<std::size_t> getxattr(const std::string& rel, const std::string& name, char* value,
-                                      std::size_t size);
-  utils::Result<std::size_t> listxattr(const std::string& rel, char* list, std::size_t size);
-  std::error_code removexattr(const std::string& rel, const std::string& name);
-
-  utils::Result<std::shared_ptr<Image>> open_image(const std::string& rel);
-  utils::Result<std::shared_ptr<Image>> create_image(const std::string& rel, mode_t mode,
-                                                     uid_t uid, gid_t gid);
-
-  // The live state as JSON (docs/quickstart.md), and the same for one image.
-  std::string status_json() const;
-
-  // Operator controls (md's sysfs): fail / re-add the secondary of an image, and
-  // sync_action idle|resync|check|repair. Errors: ENOENT unknown image, EBUSY/EINVAL
-  // wrong state; the reason is logged.
-  std::error_code fail(const std::string& rel);
-  std::error_code readd(const std::string& rel);
-  std::error_code sync_action(const std::string& rel, SyncAction action);
-  // Parses and runs one control line ("fail IMAGE", "re-add IMAGE",
-  // "sync-action IMAGE ACTION"); `why` gets the reason of a refusal.
-  std::error_code control(const std::string& line, std::string* why);
-
-  // Runs one sweep of every image now (tests; the sweeper thread does it periodically).
-  void sweep_all();
-  // Blocks until no image has unsynced chunks or a resync queued (tests, CLI waits).
-  void wait_resync_idle();
+  // Tests: one sweep of every image now; wait until no resync is queued or running.
+  void sweep_all() { sweeper_->sweep_all(); }
+  void wait_resync_idle() { resync_->wait_idle(); }
 
  private:
   MirrorSet() = default;
-  static bool reserved_name(const std::string& rel);
-  std::string bitmap_rel(const std::string& rel) const;
-  // Loads (or returns the loaded) image; REQUIRES ns_mu_ held (shared or exclusive).
-  utils::Result<std::shared_ptr<Image>> load_image_locked(const std::string& rel);
-  void scan(const std::string& rel_dir);
-  void queue_resync(const std::shared_ptr<Image>& img);
-  void queue_job(const std::shared_ptr<Image>& img, SyncAction action);
-  void sweeper_main(std::stop_token st);
-  void resync_main(std::stop_token st);
-  void run_resync(std::stop_token& st, const std::shared_ptr<Image>& img);
-  void run_check(std::stop_token& st, const std::shared_ptr<Image>& img, bool repair);
-  // Sleeps as md's sync_speed_min/max ask: never above max; above min only while
-  // user writes are idle. `done` bytes since `t0`.
-  void throttle(const std::shared_ptr<Image>& img, std::uint64_t done,
-                std::chrono::steady_clock::time_point t0, const std::stop_token& st);
-  // The secondary's record of an image: the bitmap events at which its copy was last
-  // known complete (md's per-device event count). SECONDARY/.fusemirror/images/REL.json
-  // A record written at a clean shutdown also holds the secondary file's identity (inode,
-  // mtime, size) then: a different file found there later is an old or foreign copy.
-  struct LegRecord {
-    bool present = false;
-    utils::Uuid set_uuid{}, image_uuid{};
-    std::uint64_t events = 0;
-    bool clean = false;
-    std::uint64_t ino = 0, size = 0;
-    std::int64_t mtime_ns = 0;
-  };
-  LegRecord read_record(const std::string& rel) const;
-  std::error_code write_record(const std::string& rel, const Image& img, std::uint64_t events,
-                               bool clean = false);
-  // Whether the bitmap covers everything the secondary copy may lack; `why` says why not.
-  // `bitmap_events`: the events the bitmap had recorded before this session touched it.
-  bool bitmap_covers(const std::string& rel, const Image& img, std::uint64_t bitmap_events,
-                     std::string* why) const;
-  void check_secondary_identity();
-  std::vector<std::shared_ptr<Image>> images_snapshot() const;
-  // Applies `fn(dir)` to the secondary (logging, not failing, on its error).
-  void secondary_ns_error(const char* op, const std::string& rel, std::error_code ec);
 
   Config config_;
   std::string mountpoint_;
-  Dir primary_, secondary_, bitmaps_;
+  Legs legs_;
   utils::UniqueFd primary_lock_, secondary_lock_;
-  dev_t secondary_dev_ = 0;
-  ino_t secondary_ino_ = 0;
-  std::unique_ptr<utils::ThreadPool> pool_;
-
-  mutable std::shared_mutex ns_mu_;     // exclusive for create/unlink/rename/rmdir
-  mutable std::mutex table_mu_;
-  std::map<std::string, std::shared_ptr<Image>> images_;  // guarded by table_mu_
-
-  mutable std::mutex work_mu_;
-  std::condition_variable_any work_cv_;
-  struct Job {
-    std::shared_ptr<Image> image;
-    SyncAction action;
-  };
-  std::deque<Job> resync_queue_;                     // guarded by work_mu_
-  bool resync_busy_ = false;                         // guarded by work_mu_
-  std::shared_ptr<Image> running_;                   // guarded by work_mu_
-  std::atomic<bool> cancel_running_{false};
-  std::condition_variable_any idle_cv_;
-  std::jthread sweeper_, resyncer_;
+  std::unique_ptr<utils::ThreadPool> pool_;  // secondary legs of concurrent writes
+  ImageTable table_;                         // destroyed before the pool its images use
+  std::unique_ptr<SecondaryRecords> records_;
+  std::unique_ptr<ResyncEngine> resync_;
+  ProgressTracker progress_;
+  std::unique_ptr<SecondaryWatch> watch_;
+  std::unique_ptr<ImageLoader> loader_;
+  std::unique_ptr<Namespace> ns_;
+  std::unique_ptr<Sweeper> sweeper_;
+  std::unique_ptr<Control> control_;
   bool shut_down_ = true;  // until open() completed: a refused open has nothing to stop
-  bool secondary_vanished_ = false;
-
- public:
-  // ---- live tunables (md's sync_speed_min / sync_speed_max), set-wide ---------------------
-  // Bytes per second; max 0 = unlimited. Take effect at the resync's next step; not
-  // persisted (config.json keeps the values the next mount starts with). Thread safety:
-  // config_'s rate words are only ever accessed through std::atomic_ref by these.
-  std::uint64_t resync_min_rate() const;
-  std::uint64_t resync_max_rate() const;
-  void set_resync_min_rate(std::uint64_t bytes_per_s);
-  void set_resync_max_rate(std::uint64_t bytes_per_s);
 };
 
 }  // namespace fusemirror::core

@@ -1,7 +1,7 @@
 // core/rescale.hpp — changing a bitmap's chunk size offline (md's `mdadm --grow
 // --bitmap-chunk`, done on the file).
 //
-// The rule (SPEC §4): a collapsed chunk is dirty if any of its parts was (bits are ORed);
+// The rule (docs/on-disk-format.md §2.2): a collapsed chunk is dirty if any of its parts was (bits are ORed);
 // an expanded chunk's children all inherit its bit. Either way the new bits are a superset
 // of the chunks that may differ, so a rescale can never make a differing chunk look clean.
 // The image bytes the bits cover (sync_size) do not change; the bit count follows

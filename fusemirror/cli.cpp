@@ -23,6 +23,8 @@
 #include "core/bitmap_format.hpp"
 #include "core/config.hpp"
 #include "core/rescale.hpp"
+#include "core/status.hpp"
+#include "fusemirror/status_json.hpp"
 #include "utils/error.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
@@ -55,6 +57,14 @@ std::string read_status_file(const std::string& mountpoint) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+core::SetStatus read_status(const std::string& mountpoint) {
+  try {
+    return fuse::set_status_from_json(nlohmann::json::parse(read_status_file(mountpoint)));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(mountpoint + ": the daemon's status does not parse (" + e.what() + ")");
+  }
 }
 
 std::string bar(double frac) {
@@ -130,63 +140,51 @@ std::string duration_text(double secs) {
   return b;
 }
 
-nlohmann::json collect_status(const std::string& mountpoint) {
+std::vector<core::SetStatus> collect_status(const std::string& mountpoint) {
   std::vector<std::string> mps = mountpoint.empty() ? fusemirror_mounts() : std::vector{mountpoint};
-  nlohmann::json all;
-  all["sets"] = nlohmann::json::array();
+  std::vector<core::SetStatus> all;
   for (const auto& mp : mps) {
-    std::string text;
     try {
-      text = read_status_file(mp);
+      all.push_back(read_status(mp));
     } catch (const Error&) {
       if (!mountpoint.empty()) throw;
       continue;  // a mount that went away meanwhile
     }
-    auto j = nlohmann::json::parse(text);
-    j["mountpoint"] = mp;
-    all["sets"].push_back(std::move(j));
+    all.back().mountpoint = mp;
   }
   return all;
 }
 
-void print_status(const nlohmann::json& all, std::ostream& cout) {
+void print_status(const std::vector<core::SetStatus>& all, std::ostream& cout) {
   cout << "Personalities : [fusemirror-raid1]\n";
-  for (const auto& s : all["sets"]) {
-    cout << "set " << s["uuid"].get<std::string>() << " : mounted on "
-              << s["mountpoint"].get<std::string>() << " (pid " << s["pid"] << ")\n"
-              << "      primary " << s["primary"].get<std::string>() << ", secondary "
-              << s["secondary"].get<std::string>() << "\n";
-    for (const auto& i : s["images"]) {
-      const bool ok = i["secondary_ok"].get<bool>();
-      cout << "  " << i["name"].get<std::string>() << " : " << i["state"].get<std::string>()
-                << " raid1 " << (ok ? "[UU]" : "[U_]") << " "
-                << utils::format_size(i["size"].get<std::uint64_t>()) << "\n";
-      cout << "      bitmap: " << i["dirty_chunks"] << "/" << i["total_chunks"]
-                << " chunks dirty, " << utils::format_size(i["chunk_size"].get<std::uint64_t>())
-                << " chunk, file: " << i["bitmap_file"].get<std::string>() << "\n";
-      const auto& wb = i["write_behind"];
-      if (wb["limit"].get<std::uint64_t>() > 0)
-        cout << "      async: " << wb["outstanding"] << "/" << wb["limit"] << " outstanding writes\n";
-      const auto& sy = i["sync"];
-      if (sy["action"].get<std::string>() != "idle") {
-        const double total = static_cast<double>(sy["total_bytes"].get<std::uint64_t>());
-        const double done = static_cast<double>(sy["done_bytes"].get<std::uint64_t>());
+  for (const auto& s : all) {
+    cout << "set " << utils::to_string(s.uuid) << " : mounted on " << s.mountpoint << " (pid " << s.pid << ")\n"
+         << "      primary " << s.primary << ", secondary " << s.secondary << "\n";
+    for (const auto& i : s.images) {
+      cout << "  " << i.name << " : " << i.state << " raid1 " << (i.secondary_ok ? "[UU]" : "[U_]") << " "
+           << utils::format_size(i.size) << "\n";
+      cout << "      bitmap: " << i.bitmap.dirty_chunks << "/" << i.bitmap.total_chunks << " chunks dirty, "
+           << utils::format_size(i.bitmap.chunk_size) << " chunk, file: " << i.bitmap_file << "\n";
+      if (i.wb_limit > 0) cout << "      async: " << i.wb_outstanding << "/" << i.wb_limit << " outstanding writes\n";
+      if (i.action != core::SyncAction::idle) {
+        const double total = static_cast<double>(i.sync_total_bytes);
+        const double done = static_cast<double>(i.sync_done_bytes);
         const double frac = total > 0 ? done / total : 0;
         // md: "[==>....]  resync = 12.5% (32 MiB/256 MiB) finish=1.2min speed=10 MiB/s"
-        const std::uint64_t speed = sy.value("speed", std::uint64_t{0});
+        const std::uint64_t speed = i.rate ? static_cast<std::uint64_t>(i.rate->speed) : 0;
         std::string tail = " finish=";
-        tail += sy.contains("eta_seconds") ? duration_text(sy["eta_seconds"].get<double>()) : "?";
+        tail += i.rate && i.rate->eta >= 0 ? duration_text(i.rate->eta) : "?";
         tail += " speed=" + (speed ? utils::format_size(speed) + "/s" : std::string("?"));
         char line[256];
         std::snprintf(line, sizeof line, "      %s  %s = %.1f%% (%s/%s)%s\n", bar(frac).c_str(),
-                      sy["action"].get<std::string>().c_str(), frac * 100,
+                      core::to_string(i.action), frac * 100,
                       utils::format_size(static_cast<std::uint64_t>(done)).c_str(),
                       utils::format_size(static_cast<std::uint64_t>(total)).c_str(), tail.c_str());
         cout << line;
       }
     }
   }
-  if (all["sets"].empty()) cout << "no fusemirror sets mounted\n";
+  if (all.empty()) cout << "no fusemirror sets mounted\n";
 }
 
 }  // namespace
@@ -196,10 +194,16 @@ int status(const std::string& mountpoint, bool as_json, double watch_s) {
   // script gets one clean snapshot, not a stream of escape codes).
   const bool watch = watch_s > 0 && ::isatty(STDOUT_FILENO);
   for (;;) {
-    const nlohmann::json all = collect_status(mountpoint);
+    const std::vector<core::SetStatus> all = collect_status(mountpoint);
     std::ostringstream out;
-    if (as_json) out << all.dump(2) << "\n";
-    else print_status(all, out);
+    if (as_json) {
+      nlohmann::json j;
+      j["sets"] = nlohmann::json::array();
+      for (const auto& set : all) j["sets"].push_back(fuse::to_json(set));
+      out << j.dump(2) << "\n";
+    } else {
+      print_status(all, out);
+    }
     if (!watch) {
       std::cout << out.str() << std::flush;
       return 0;
@@ -216,8 +220,7 @@ int status(const std::string& mountpoint, bool as_json, double watch_s) {
 }
 
 int unmount(const std::string& mountpoint, double timeout_s) {
-  auto j = nlohmann::json::parse(read_status_file(mountpoint));
-  const pid_t pid = j["pid"].get<pid_t>();
+  const pid_t pid = static_cast<pid_t>(read_status(mountpoint).pid);
   // fusermount3 works for the mount's owner without root; it is also what umount uses.
   pid_t child = ::fork();
   if (child == 0) {
@@ -255,22 +258,19 @@ std::string join(const std::vector<std::string>& parts, const char* sep) {
 }
 
 // What keeps one image from being "in sync" (empty when nothing does).
-std::string not_settled(const nlohmann::json& i, bool clean) {
-  const auto& sy = i["sync"];
-  const std::string action = sy["action"].get<std::string>();
+std::string not_settled(const core::ImageStatus& i, bool clean) {
   char b[160];
-  if (action != "idle") {
-    const double total = static_cast<double>(sy["total_bytes"].get<std::uint64_t>());
-    const double done = static_cast<double>(sy["done_bytes"].get<std::uint64_t>());
-    std::snprintf(b, sizeof b, "%s at %.1f%%", action.c_str(), total > 0 ? 100 * done / total : 0.0);
+  if (i.action != core::SyncAction::idle) {
+    const double total = static_cast<double>(i.sync_total_bytes);
+    const double done = static_cast<double>(i.sync_done_bytes);
+    std::snprintf(b, sizeof b, "%s at %.1f%%", core::to_string(i.action), total > 0 ? 100 * done / total : 0.0);
     return b;
   }
-  if (sy.contains("pending") && !sy["pending"].empty()) return sy["pending"][0].get<std::string>() + " queued";
-  if (const auto n = i["unsynced_chunks"].get<std::uint64_t>()) return std::to_string(n) + " unsynced chunks";
-  if (const auto n = i["write_behind"]["outstanding"].get<std::uint64_t>())
-    return std::to_string(n) + " write-behind writes outstanding";
+  if (!i.pending.empty()) return std::string(core::to_string(i.pending.front())) + " queued";
+  if (const auto n = i.bitmap.unsynced_chunks) return std::to_string(n) + " unsynced chunks";
+  if (const auto n = i.wb_outstanding) return std::to_string(n) + " write-behind writes outstanding";
   if (clean)
-    if (const auto n = i["dirty_chunks"].get<std::uint64_t>()) return std::to_string(n) + " dirty chunks";
+    if (const auto n = i.bitmap.dirty_chunks) return std::to_string(n) + " dirty chunks";
   return "";
 }
 
@@ -279,19 +279,19 @@ std::string not_settled(const nlohmann::json& i, bool clean) {
 int wait(const std::string& mountpoint, const std::vector<std::string>& images, bool clean, double timeout_s) {
   const auto t0 = std::chrono::steady_clock::now();
   for (;;) {
-    const auto j = nlohmann::json::parse(read_status_file(mountpoint));
+    const core::SetStatus st = read_status(mountpoint);
     std::vector<std::string> busy;
     std::vector<std::string> names;
-    for (const auto& i : j["images"]) names.push_back(i["name"].get<std::string>());
+    for (const auto& i : st.images) names.push_back(i.name);
     for (const auto& want : images)
       if (std::find(names.begin(), names.end(), want) == names.end())
         throw Error(mountpoint + ": no image '" + want + "' in this set (images: " +
                     (names.empty() ? std::string("none") : join(names, ", ")) + ")");
-    for (const auto& i : j["images"]) {
-      const std::string name = i["name"].get<std::string>();
+    for (const auto& i : st.images) {
+      const std::string& name = i.name;
       if (!images.empty() && std::find(images.begin(), images.end(), name) == images.end()) continue;
       // Degraded: nothing will bring the secondary in sync until someone re-adds it.
-      if (!i["secondary_ok"].get<bool>())
+      if (!i.secondary_ok)
         throw Error(mountpoint + ": " + name + " is degraded (its secondary failed); it cannot get in " +
                     "sync until `fusemirror re-add " + mountpoint + " " + name + "`");
       if (auto why = not_settled(i, clean); !why.empty()) busy.push_back(name + ": " + why);
@@ -363,14 +363,10 @@ int rescale_bitmap(const std::string& file_arg, std::uint64_t chunk_size, const 
       throw Error(primary + ": not a mirror set's primary (no " + core::kMetaDirName + "/" + core::kConfigName + ")");
     // Offline only: the daemon holds this lock for its whole life, and a daemon starting
     // while we rewrite fails to take it.
-    const std::string lock_path = meta + "/" + core::kLockName;
-    lock = utils::UniqueFd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!lock) throw utils::sys_error(lock_path, "cannot open the set's lock", errno);
-    if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EWOULDBLOCK)
-        throw Error(file + ": the mirror set of " + primary + " is mounted (lock " + lock_path +
-                    " held); unmount it first: rescale-bitmap works offline only");
-      throw utils::sys_error(lock_path, "cannot lock", errno);
+    try {
+      lock = core::lock_set_dir(primary, "primary");
+    } catch (const Error& e) {
+      throw Error(file + ": " + e.what() + "; unmount it first: rescale-bitmap works offline only");
     }
     // The bitmap must be this set's (a header that does not decode is reported below).
     const core::Config config = core::load_config(primary);

@@ -7,7 +7,8 @@
 
 namespace fusemirror::cli {
 
-// Each returns the process exit code; errors are printed as one line on stderr.
+// Each returns 0 on success and throws utils::Error (one line naming the thing and the
+// reason) otherwise; main() prints it on stderr and exits 1.
 int examine_bitmap(const std::string& file);
 // watch_s > 0: redraw every watch_s seconds while stdout is a terminal (else print once).
 int status(const std::string& mountpoint, bool json, double watch_s = 0);

@@ -13,7 +13,6 @@
 #include "core/mirror_set.hpp"
 #include "fusemirror/cli.hpp"
 #include "fusemirror/fuse_ops.hpp"
-#include "fusemirror/progress.hpp"
 #include "fusemirror/parallel_writes.hpp"
 #include "utils/error.hpp"
 #include "utils/log.hpp"
@@ -102,7 +101,6 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   spdlog::info("mirror set {} mounted on {} (primary {}, secondary {}, pid {})",
                fm::utils::to_string(config.uuid), mp, config.primary, config.secondary, ::getpid());
   set->start();
-  fm::fuse::ProgressTracker::instance().start(set.get());
 
   fuse_loop_config* lc = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(lc, 0);
@@ -114,7 +112,6 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   fuse_loop_cfg_destroy(lc);
   fuse_remove_signal_handlers(se);
   fuse_unmount(f);
-  fm::fuse::ProgressTracker::instance().stop();
   // No FUSE request can arrive any more: drain and mark the bitmaps clean.
   set->shutdown();
   fuse_destroy(f);
@@ -288,7 +285,8 @@ int main(int argc, char** argv) {
   action->add_option("image", ctl_image, "Image path relative to the mount")->required();
   action->add_option("action", ctl_action, "idle | resync | check | repair")
       ->required()
-      ->check(CLI::IsMember({"idle", "resync", "check", "repair"}));
+      ->check(CLI::IsMember(std::vector<std::string>(fm::core::kSyncActionNames.begin(),
+                                                     fm::core::kSyncActionNames.end())));
 
   std::string wait_mp;
   std::vector<std::string> wait_images;
@@ -328,7 +326,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    // One line that names the problem (SPEC §7); --help has the rest.
+    // One line that names the problem (docs/quickstart.md §4); --help has the rest.
     std::fprintf(stderr, "fusemirror: %s (see fusemirror --help)\n", e.what());
     return e.get_exit_code() ? e.get_exit_code() : 2;
   }
@@ -378,9 +376,13 @@ int main(int argc, char** argv) {
     if (*waitc && !(wait_timeout >= 0))
       throw Error("--timeout: " + std::to_string(wait_timeout) + " is not a number of seconds >= 0");
     if (*waitc) return fm::cli::wait(absolute(wait_mp), wait_images, wait_clean, wait_timeout);
-    if (*fail) return fm::cli::control(absolute(ctl_mp), "fail " + ctl_image);
-    if (*readd) return fm::cli::control(absolute(ctl_mp), "re-add " + ctl_image);
-    if (*action) return fm::cli::control(absolute(ctl_mp), "sync-action " + ctl_image + " " + ctl_action);
+    using Verb = fm::core::ControlLine::Verb;
+    auto send = [&](Verb verb, fm::core::SyncAction a = fm::core::SyncAction::idle) {
+      return fm::cli::control(absolute(ctl_mp), fm::core::format_control_line({verb, ctl_image, a}));
+    };
+    if (*fail) return send(Verb::fail);
+    if (*readd) return send(Verb::readd);
+    if (*action) return send(Verb::sync_action, *fm::core::parse_sync_action(ctl_action));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fusemirror: %s\n", e.what());
     return 1;

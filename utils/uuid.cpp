@@ -2,18 +2,36 @@
 
 #include <sys/random.h>
 
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
-#include <stdexcept>
+#include <cstring>
 
 namespace fusemirror::utils {
 
-Uuid random_uuid() {
+Uuid random_uuid() noexcept {
   Uuid u{};
   std::size_t got = 0;
   while (got < u.size()) {
     ssize_t n = ::getrandom(u.data() + got, u.size() - got, 0);
-    if (n < 0) throw std::runtime_error("getrandom failed");
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
     got += static_cast<std::size_t>(n);
+  }
+  if (got < u.size()) {
+    // getrandom(2) cannot fail on the kernels we run on (only EINTR, retried above); should it,
+    // a UUID needs uniqueness, not secrecy: time, pid and a counter give that. Never throws
+    // (reachable from a FUSE request that creates an image).
+    static std::atomic<std::uint64_t> counter{0};
+    struct timespec ts {};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    const std::uint64_t a = static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
+    const std::uint64_t b = (static_cast<std::uint64_t>(::getpid()) << 32) ^ counter.fetch_add(1);
+    std::memcpy(u.data(), &a, 8);
+    std::memcpy(u.data() + 8, &b, 8);
   }
   u[6] = (u[6] & 0x0F) | 0x40;  // version 4
   u[8] = (u[8] & 0x3F) | 0x80;  // RFC 4122 variant

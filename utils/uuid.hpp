@@ -11,7 +11,8 @@ namespace fusemirror::utils {
 
 using Uuid = std::array<std::uint8_t, 16>;
 
-Uuid random_uuid();
+// Never throws: falls back to a unique (time, pid, counter) UUID should getrandom fail.
+Uuid random_uuid() noexcept;
 std::string to_string(const Uuid& u);
 std::optional<Uuid> parse_uuid(std::string_view s);
 inline bool is_nil(const Uuid& u) {

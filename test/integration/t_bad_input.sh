@@ -1,5 +1,5 @@
 #!/bin/bash
-# t_bad_input — SPEC §7: every bad input to create / mount / examine-bitmap / status /
+# t_bad_input — docs/quickstart.md §4: every bad input to create / mount / examine-bitmap / status /
 # unmount exits non-zero with ONE line on stderr starting "fusemirror: ", naming the thing
 # (path, option or config key) and the reason, and changes nothing on disk.
 . "$(dirname "$0")/lib.sh"
@@ -329,7 +329,7 @@ fi
 
 # ====================================================================== security
 # fusemirror's metadata cannot be reached or changed through the mount, and symlinks
-# planted in the backing directories never redirect I/O outside them (TESTING.md)
+# planted in the backing directories never redirect I/O outside them (docs/reliability.md §5)
 FM_CONTEXT="security"
 fm_is_mounted "$MNT" && fail "$MNT unexpectedly mounted"
 printf 'outside-primary\n' >"$FM_TMP/outside-p.img"

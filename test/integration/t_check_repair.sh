@@ -1,6 +1,6 @@
 #!/bin/bash
 # shellcheck disable=SC2016 # the bash -c snippets get their values as arguments
-# t_check_repair — md's sync_action check/repair (SPEC §5):
+# t_check_repair — md's sync_action check/repair (docs/operations.md §6):
 #   * a few bytes changed in the secondary's backing file behind the daemon's back (reads
 #     are served from the primary, so nothing notices): `sync-action check` reports
 #     mismatch_cnt 1 and leaves both legs untouched; `repair` rewrites the chunk from the

@@ -9,7 +9,7 @@
 #      permitted in this container), `re-add` resyncs: copied bytes <= the dirty chunks
 #      measured before the re-add x chunk size; the legs are identical.
 #   b) vanishing secondary: `umount -l` of the ext4 under the secondary while writes run
-#      (the TESTING trap: open descriptors keep writing into the detached file system).
+#      (docs/operations.md §3.2: open descriptors keep writing into the detached file system).
 #      The daemon must notice within seconds (degraded), writes go on succeeding; the ext4
 #      is mounted again at the same place, `re-add` resyncs, the legs are identical.
 #      Prints the time it took to detect the lost secondary.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# t_operator — the operator's interface (SPEC §6, issue 5):
+# t_operator — the operator's interface (docs/quickstart.md §3, docs/operations.md §2):
 #   1. `status --json` during a throttled resync shows done_bytes moving; the text form and
 #      the md-sysfs-style files under MOUNT/.fusemirror/images/ show the same numbers;
 #      sync_speed_max is a live tunable; `status --watch` redraws on a tty, prints once off it;

@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_resync_race — writes that race with the resync are never lost or left unmirrored
-# (SPEC §5). A 128 MiB image holding data exists in PRIMARY only before `create` (so it is
+# (docs/operations.md §5). A 128 MiB image holding data exists in PRIMARY only before `create` (so it is
 # adopted all dirty), resync_max_rate is 16 MiB/s so the initial full resync takes ~8 s;
 # while it runs, random writes (4 KiB .. 256 KiB, some straddling chunk boundaries, each
 # fsync'ed) go through the mount into [0, 96 MiB), ahead of, behind and on top of the resync

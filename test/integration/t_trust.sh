@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_trust — a bitmap (or a secondary copy) that cannot be trusted is never taken for
-# "clean" (SPEC §4, §5, §7; TESTING invariant 4). Each case tampers with a cleanly
+# "clean" (docs/on-disk-format.md §2.7; docs/reliability.md invariant 4). Each case tampers with a cleanly
 # unmounted set, plants a difference on the secondary that only a full copy would repair,
 # mounts, and requires: a log line saying "full resync" and why, a resync that copies the
 # whole image, and byte-identical legs after unmount.

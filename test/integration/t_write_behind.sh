@@ -1,5 +1,5 @@
 #!/bin/bash
-# t_write_behind — write-behind mode (issue 4; SPEC §1, §3 fsync, §4; TESTING invariant 7)
+# t_write_behind — write-behind mode (docs/write-path.md; docs/reliability.md invariant 7)
 # with the secondary a directory inside an fm_faultfs mount (a slow / hung / failing
 # secondary, switched at run time through FF/.faultfs).
 #

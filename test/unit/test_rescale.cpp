@@ -24,7 +24,7 @@ std::set<std::uint64_t> unpack(const std::vector<std::byte>& v, std::uint64_t nb
   return s;
 }
 
-// The rule, bit by bit, straight from SPEC §4: a new chunk is dirty iff some old chunk
+// The rule, bit by bit, straight from docs/on-disk-format.md §2.2: a new chunk is dirty iff some old chunk
 // overlapping it was dirty.
 std::set<std::uint64_t> reference(const std::set<std::uint64_t>& old, std::uint64_t sync_size,
                                   std::uint64_t oc, std::uint64_t nc) {

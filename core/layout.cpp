@@ -1,0 +1,45 @@
+#include "core/layout.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <cerrno>
+
+#include "utils/error.hpp"
+
+namespace fusemirror::core {
+
+bool reserved_name(std::string_view rel) {
+  const std::string_view meta = kMetaDirName;
+  return rel == meta || (rel.size() > meta.size() && rel.substr(0, meta.size()) == meta &&
+                         rel[meta.size()] == '/');
+}
+
+std::string parent_rel(std::string_view rel) {
+  const auto slash = rel.rfind('/');
+  return slash == std::string_view::npos ? std::string{} : std::string(rel.substr(0, slash));
+}
+
+std::string bitmap_rel(std::string_view image_rel) { return std::string(image_rel) + kBitmapSuffix; }
+
+std::string record_rel(std::string_view rel, bool dir) {
+  return std::string(kMetaDirName) + "/" + kRecordsDirName + "/" + std::string(rel) +
+         (dir ? "" : kRecordSuffix);
+}
+
+std::string meta_dir(const std::string& dir) { return dir + "/" + kMetaDirName; }
+
+utils::UniqueFd lock_set_dir(const std::string& dir, const std::string& what) {
+  const std::string path = meta_dir(dir) + "/" + kLockName;
+  utils::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) throw utils::sys_error(path, "cannot open the " + what + " lock", errno);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK)
+      throw utils::Error(dir + ": the " + what + " is in use by another running fusemirror (lock " +
+                         path + " held)");
+    throw utils::sys_error(path, "cannot lock", errno);
+  }
+  return fd;
+}
+
+}  // namespace fusemirror::core

@@ -1,0 +1,50 @@
+// core/layout.hpp — every on-disk name and path of a mirror set, in one place, and the
+// set lock that guards them (docs/design.md "Files on disk").
+//
+//   PRIMARY/.fusemirror/config.json          the set's identity and tunables
+//   PRIMARY/.fusemirror/lock                 flock()ed by the daemon and by rescale-bitmap
+//   PRIMARY/.fusemirror/fusemirror.log       the daemon's log
+//   BITMAPS/<image>.fmbm                     one bitmap per image (BITMAPS: bitmap_root())
+//   SECONDARY/.fusemirror/member.json        the secondary belongs to set UUID
+//   SECONDARY/.fusemirror/lock               flock()ed by the daemon
+//   SECONDARY/.fusemirror/images/<image>.json  the secondary's record of an image
+//
+// Relative paths ("dir/disk.img", "" for the root) are those of core/dir.hpp.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "utils/fd.hpp"
+
+namespace fusemirror::core {
+
+inline constexpr const char* kMetaDirName = ".fusemirror";
+inline constexpr const char* kConfigName = "config.json";
+inline constexpr const char* kMemberName = "member.json";
+inline constexpr const char* kLockName = "lock";
+inline constexpr const char* kLogName = "fusemirror.log";
+inline constexpr const char* kBitmapsDirName = "bitmaps";
+inline constexpr const char* kRecordsDirName = "images";
+inline constexpr const char* kBitmapSuffix = ".fmbm";
+inline constexpr const char* kRecordSuffix = ".json";
+
+// True for the metadata directory and everything beneath it: never an image or a
+// directory of the set.
+bool reserved_name(std::string_view rel);
+// "a/b/c" -> "a/b"; "c" -> "".
+std::string parent_rel(std::string_view rel);
+// An image's bitmap, relative to the bitmap directory.
+std::string bitmap_rel(std::string_view image_rel);
+// The secondary's record of image REL (or, with `dir`, the directory of records mirroring
+// directory REL), relative to the secondary.
+std::string record_rel(std::string_view rel, bool dir = false);
+// DIR/.fusemirror (the metadata directory of a backing directory).
+std::string meta_dir(const std::string& dir);
+
+// Takes the set lock DIR/.fusemirror/lock (exclusive, non-blocking) and returns it held.
+// `what` names the side for messages ("primary", "secondary"). Throws utils::Error naming
+// the lock and who holds it.
+utils::UniqueFd lock_set_dir(const std::string& dir, const std::string& what);
+
+}  // namespace fusemirror::core

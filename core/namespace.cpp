@@ -1,0 +1,257 @@
+#include "core/namespace.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "core/layout.hpp"
+
+namespace fusemirror::core {
+
+namespace {
+
+std::string proc_fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+// Applies `fn(path)` to `rel` in `dir`, through an O_PATH descriptor opened beneath it
+// (never following a symlink) and its /proc/self/fd path.
+template <typename F>
+std::error_code via_path(const Dir& dir, const std::string& rel, F&& fn) {
+  auto fd = dir.open_beneath(rel, O_PATH | O_NOFOLLOW);
+  if (!fd) return fd.error();
+  if (fn(proc_fd_path(fd->get()).c_str()) != 0) return utils::last_errno();
+  return {};
+}
+
+}  // namespace
+
+void Namespace::secondary_error(const char* op, const std::string& rel, std::error_code ec) const {
+  spdlog::error("{}/{}: secondary {} failed: {}", legs_.secondary.path(), rel, op, ec.message());
+}
+
+template <typename F>
+std::error_code Namespace::on_both(const char* op, const std::string& rel, F&& fn) {
+  if (reserved_name(rel)) return utils::errno_code(EPERM);
+  std::shared_lock ns(mu_);
+  if (auto ec = via_path(legs_.primary, rel, fn)) return ec;
+  if (auto ec = via_path(legs_.secondary, rel, fn)) secondary_error(op, rel, ec);
+  return {};
+}
+
+utils::Result<struct stat> Namespace::getattr(const std::string& rel) const {
+  if (reserved_name(rel)) return utils::errno_code(ENOENT);
+  auto st = legs_.primary.lstat(rel);
+  if (!st) return st;
+  if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode)) return utils::errno_code(ENOENT);
+  return st;
+}
+
+utils::Result<std::vector<DirEntry>> Namespace::readdir(const std::string& rel) const {
+  if (reserved_name(rel)) return utils::errno_code(ENOENT);
+  auto dfd = legs_.primary.open_beneath(rel, O_RDONLY | O_DIRECTORY);
+  if (!dfd) return dfd.error();
+  DIR* d = ::fdopendir(dfd->release());
+  if (!d) return utils::last_errno();
+  std::vector<DirEntry> out;
+  while (auto* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    if (rel.empty() && name == kMetaDirName) continue;
+    unsigned char type = e->d_type;
+    if (type == DT_UNKNOWN) {
+      struct stat st {};
+      if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+    }
+    if (type == DT_DIR || type == DT_REG) out.push_back({name, type == DT_DIR});
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::error_code Namespace::mkdir(const std::string& rel, mode_t mode, uid_t uid, gid_t gid) {
+  if (reserved_name(rel)) return utils::errno_code(EPERM);
+  std::shared_lock ns(mu_);
+  const Owner owner{uid, gid, mode & 07777};
+  if (auto ec = create_dir(legs_.primary, rel, owner)) return ec;
+  if (auto ec = create_dir(legs_.secondary, rel, owner); ec && ec != std::errc::file_exists)
+    secondary_error("mkdir", rel, ec);
+  return {};
+}
+
+std::error_code Namespace::rmdir(const std::string& rel) {
+  if (reserved_name(rel) || rel.empty()) return utils::errno_code(EPERM);
+  std::unique_lock ns(mu_);
+  auto parent = legs_.primary.parent_of(rel);
+  if (!parent) return parent.error();
+  if (::unlinkat(parent->first.get(), parent->second.c_str(), AT_REMOVEDIR) != 0)
+    return utils::last_errno();
+  if (auto sp = legs_.secondary.parent_of(rel); sp) {
+    if (::unlinkat(sp->first.get(), sp->second.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+      secondary_error("rmdir", rel, utils::last_errno());
+  }
+  if (auto bp = legs_.bitmaps.parent_of(rel); bp)
+    ::unlinkat(bp->first.get(), bp->second.c_str(), AT_REMOVEDIR);  // may not exist
+  return {};
+}
+
+std::error_code Namespace::unlink(const std::string& rel) {
+  if (reserved_name(rel)) return utils::errno_code(EPERM);
+  std::unique_lock ns(mu_);
+  auto parent = legs_.primary.parent_of(rel);
+  if (!parent) return parent.error();
+  // Primary first: once it is gone the image is gone for the user; a crash before the
+  // secondary's unlink leaves an orphan copy there, which is harmless and logged at mount.
+  if (::unlinkat(parent->first.get(), parent->second.c_str(), 0) != 0) return utils::last_errno();
+  table_.erase(rel);
+  if (auto bp = legs_.bitmaps.parent_of(bitmap_rel(rel)); bp) ::unlinkat(bp->first.get(), bp->second.c_str(), 0);
+  if (auto sp = legs_.secondary.parent_of(rel); sp) {
+    if (::unlinkat(sp->first.get(), sp->second.c_str(), 0) != 0 && errno != ENOENT)
+      secondary_error("unlink", rel, utils::last_errno());
+  }
+  records_.remove(rel);
+  return {};
+}
+
+std::error_code Namespace::rename(const std::string& from, const std::string& to, unsigned flags) {
+  if (reserved_name(from) || reserved_name(to)) return utils::errno_code(EPERM);
+  if (flags & RENAME_EXCHANGE) return utils::errno_code(EINVAL);
+  std::unique_lock ns(mu_);
+  auto pf = legs_.primary.parent_of(from);
+  auto pt = legs_.primary.parent_of(to);
+  if (!pf) return pf.error();
+  if (!pt) return pt.error();
+  struct stat st {};
+  if (::fstatat(pf->first.get(), pf->second.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return utils::last_errno();
+  if (::renameat2(pf->first.get(), pf->second.c_str(), pt->first.get(), pt->second.c_str(), flags) != 0)
+    return utils::last_errno();
+  const bool is_dir = S_ISDIR(st.st_mode);
+  // The bitmap follows the primary: a crash between the two leaves an image without its
+  // bitmap, which the next mount treats as all dirty (full resync), never as clean.
+  const std::string bfrom = is_dir ? from : bitmap_rel(from);
+  const std::string bto = is_dir ? to : bitmap_rel(to);
+  if (auto ec = legs_.bitmaps.mkdirs(parent_rel(bto), 0700); !ec) {
+    auto bf = legs_.bitmaps.parent_of(bfrom), bt = legs_.bitmaps.parent_of(bto);
+    if (bf && bt) ::renameat(bf->first.get(), bf->second.c_str(), bt->first.get(), bt->second.c_str());
+  }
+  table_.rename(from, to, is_dir);
+  records_.rename(from, to, is_dir);
+  auto sf = legs_.secondary.parent_of(from);
+  auto stt = legs_.secondary.parent_of(to);
+  if (!stt) {
+    (void)mkdirs_like(legs_.secondary, legs_.primary, parent_rel(to));
+    stt = legs_.secondary.parent_of(to);
+  }
+  if (sf && stt) {
+    if (::renameat2(sf->first.get(), sf->second.c_str(), stt->first.get(), stt->second.c_str(),
+                    flags & ~RENAME_NOREPLACE) != 0)
+      secondary_error("rename", from, utils::last_errno());
+  }
+  return {};
+}
+
+std::error_code Namespace::chmod(const std::string& rel, mode_t mode) {
+  return on_both("chmod", rel, [mode](const char* p) { return ::chmod(p, mode); });
+}
+
+std::error_code Namespace::chown(const std::string& rel, uid_t uid, gid_t gid) {
+  return on_both("chown", rel, [uid, gid](const char* p) { return ::chown(p, uid, gid); });
+}
+
+std::error_code Namespace::utimens(const std::string& rel, const struct timespec ts[2]) {
+  return on_both("utimens", rel, [ts](const char* p) { return ::utimensat(AT_FDCWD, p, ts, 0); });
+}
+
+std::error_code Namespace::setxattr(const std::string& rel, const std::string& name, const char* value,
+                                    std::size_t size, int flags) {
+  return on_both("setxattr", rel,
+                 [&](const char* p) { return ::setxattr(p, name.c_str(), value, size, flags); });
+}
+
+std::error_code Namespace::removexattr(const std::string& rel, const std::string& name) {
+  return on_both("removexattr", rel, [&](const char* p) { return ::removexattr(p, name.c_str()); });
+}
+
+std::error_code Namespace::truncate(const std::string& rel, std::uint64_t size) {
+  auto img = open_image(rel);
+  if (!img) return img.error();
+  return (*img)->truncate(size);
+}
+
+utils::Result<struct statvfs> Namespace::statfs() const {
+  struct statvfs sv {};
+  if (::fstatvfs(legs_.primary.fd(), &sv) != 0) return utils::last_errno();
+  return sv;
+}
+
+utils::Result<std::size_t> Namespace::getxattr(const std::string& rel, const std::string& name, char* value,
+                                               std::size_t size) const {
+  if (reserved_name(rel)) return utils::errno_code(ENOENT);
+  auto fd = legs_.primary.open_beneath(rel, O_PATH | O_NOFOLLOW);
+  if (!fd) return fd.error();
+  ssize_t n = ::getxattr(proc_fd_path(fd->get()).c_str(), name.c_str(), value, size);
+  if (n < 0) return utils::last_errno();
+  return static_cast<std::size_t>(n);
+}
+
+utils::Result<std::size_t> Namespace::listxattr(const std::string& rel, char* list, std::size_t size) const {
+  if (reserved_name(rel)) return utils::errno_code(ENOENT);
+  auto fd = legs_.primary.open_beneath(rel, O_PATH | O_NOFOLLOW);
+  if (!fd) return fd.error();
+  ssize_t n = ::listxattr(proc_fd_path(fd->get()).c_str(), list, size);
+  if (n < 0) return utils::last_errno();
+  return static_cast<std::size_t>(n);
+}
+
+bool Namespace::reachable_by(const std::string& rel, const utils::Credentials& who) const {
+  if (who.uid == 0) return true;
+  std::string dir;  // "" (the root), then each ancestor of REL
+  for (std::size_t pos = 0;;) {
+    auto st = legs_.primary.lstat(dir);
+    // A missing component or one that is not a directory ends the walk: the caller learns
+    // nothing past it that the mount would not tell.
+    if (!st || !S_ISDIR(st->st_mode)) return true;
+    if (!utils::permits(*st, who, X_OK)) return false;
+    const std::size_t slash = rel.find('/', pos);
+    if (slash == std::string::npos) return true;
+    dir = rel.substr(0, slash);
+    pos = slash + 1;
+  }
+}
+
+utils::Result<std::shared_ptr<Image>> Namespace::open_image(const std::string& rel) {
+  if (reserved_name(rel)) return utils::errno_code(ENOENT);
+  if (auto img = table_.find(rel)) return img;
+  // Not loaded: a file that appeared in the primary behind our back, or a retry.
+  std::unique_lock ns(mu_);
+  return loader_.load(rel);
+}
+
+utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string& rel, mode_t mode, uid_t uid,
+                                                              gid_t gid) {
+  if (reserved_name(rel)) return utils::errno_code(EPERM);
+  std::unique_lock ns(mu_);
+  const Owner owner{uid, gid, mode & 07777};
+  auto fd = create_file(legs_.primary, rel, owner);
+  if (!fd && fd.error() != std::errc::file_exists) return fd.error();
+  if (fd) {
+    fd->reset();
+    // A new image: the secondary copy is (re)made empty and the bitmap starts clean.
+    if (auto ec = mkdirs_like(legs_.secondary, legs_.primary, parent_rel(rel))) secondary_error("mkdir", rel, ec);
+    // Remove whatever the secondary has there (never truncate through it: it could be a
+    // hard link to a file outside the secondary), then make a new empty copy.
+    if (auto sp = legs_.secondary.parent_of(rel); sp) ::unlinkat(sp->first.get(), sp->second.c_str(), 0);
+    if (auto s = create_file(legs_.secondary, rel, owner); !s) secondary_error("create", rel, s.error());
+    if (auto ec = legs_.bitmaps.mkdirs(parent_rel(bitmap_rel(rel)), 0700); !ec) {
+      if (auto b = legs_.bitmaps.open_beneath(bitmap_rel(rel), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600); b)
+        (void)::ftruncate(b->get(), 0);
+    }
+    table_.erase(rel);
+  }
+  return loader_.load(rel);
+}
+
+}  // namespace fusemirror::core

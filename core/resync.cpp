@@ -1,0 +1,203 @@
+#include "core/resync.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "utils/result.hpp"
+#include "utils/size.hpp"
+
+namespace fusemirror::core {
+
+void ResyncEngine::start() {
+  worker_ = std::jthread([this](std::stop_token st) { main(st); });
+}
+
+void ResyncEngine::stop() { worker_ = {}; }  // request stop + join
+
+void ResyncEngine::queue(const std::shared_ptr<Image>& img, SyncAction action) {
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& q : queue_)
+      if (q.image == img && q.action == action) return;
+    queue_.push_back({img, action});
+  }
+  work_cv_.notify_all();
+}
+
+void ResyncEngine::cancel(const std::shared_ptr<Image>& img) {
+  std::lock_guard lk(mu_);
+  std::erase_if(queue_, [&](const Job& j) { return j.image == img; });
+  if (running_ == img) cancel_running_ = true;
+}
+
+bool ResyncEngine::running(const std::shared_ptr<Image>& img) const {
+  std::lock_guard lk(mu_);
+  return running_ == img;
+}
+
+std::map<const Image*, std::vector<SyncAction>> ResyncEngine::pending() const {
+  std::map<const Image*, std::vector<SyncAction>> out;
+  std::lock_guard lk(mu_);
+  for (const auto& q : queue_) out[q.image.get()].push_back(q.action);
+  return out;
+}
+
+void ResyncEngine::wait_idle() {
+  std::unique_lock lk(mu_);
+  idle_cv_.wait(lk, [&] { return queue_.empty() && !busy_; });
+}
+
+std::error_code ResyncEngine::set_min_rate(std::uint64_t v) {
+  const std::uint64_t max = max_rate();
+  if (max && v > max) {
+    spdlog::warn("sync_speed_min {} refused: above sync_speed_max {}", v, max);
+    return utils::errno_code(EINVAL);
+  }
+  min_rate_.store(v, std::memory_order_relaxed);
+  spdlog::info("sync_speed_min set to {} bytes/s", v);
+  return {};
+}
+
+std::error_code ResyncEngine::set_max_rate(std::uint64_t v) {
+  const std::uint64_t min = min_rate();
+  if (v && min > v) {
+    spdlog::warn("sync_speed_max {} refused: below sync_speed_min {}", v, min);
+    return utils::errno_code(EINVAL);
+  }
+  max_rate_.store(v, std::memory_order_relaxed);
+  spdlog::info("sync_speed_max set to {} bytes/s{}", v, v ? "" : " (unlimited)");
+  return {};
+}
+
+void ResyncEngine::main(std::stop_token st) {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lk(mu_);
+      running_.reset();
+      busy_ = false;
+      idle_cv_.notify_all();
+      if (!work_cv_.wait(lk, st, [&] { return !queue_.empty(); })) return;
+      job = queue_.front();
+      queue_.pop_front();
+      busy_ = true;
+      running_ = job.image;
+      cancel_running_ = false;
+      // The job leaves the queue and shows as the image's action in one step (the status
+      // reads the queue under this lock): a reader never sees it in neither place, which
+      // `fusemirror wait` would take for "done".
+      job.image->set_sync_progress(job.action, 0, 0);
+    }
+    if (!job.image->secondary_ok()) {
+      job.image->set_sync_progress(SyncAction::idle, 0, 0);
+      continue;
+    }
+    switch (job.action) {
+      case SyncAction::resync: run_resync(st, job.image); break;
+      case SyncAction::check: run_check(st, job.image, false); break;
+      case SyncAction::repair: run_check(st, job.image, true); break;
+      case SyncAction::idle: break;
+    }
+    job.image->set_sync_progress(SyncAction::idle, 0, 0);
+  }
+}
+
+void ResyncEngine::throttle(const std::shared_ptr<Image>& img, std::uint64_t done,
+                            std::chrono::steady_clock::time_point t0, const std::stop_token& st) {
+  // The rates can be changed live (control files): read them once per step.
+  const std::uint64_t max_rate = this->max_rate(), min_rate = this->min_rate();
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - t0).count();
+    const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
+    if (max_rate && rate > static_cast<double>(max_rate)) {
+      // md's sync_speed_max: sleep until the average rate is back under the limit, in short
+      // slices so that a stop, an idle request or a new limit is seen promptly.
+      const double ahead = static_cast<double>(done) / static_cast<double>(max_rate) - elapsed;
+      if (ahead <= 0 || interrupted(st) || this->max_rate() != max_rate) return;
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::min(ahead, 0.1)));
+      continue;
+    }
+    // md's sync_speed_min: above it, resync yields to user writes of the last 100 ms.
+    const auto last = std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(img->last_user_write_ns()));
+    if (min_rate && rate > static_cast<double>(min_rate) && now - last < std::chrono::milliseconds(100))
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return;
+  }
+}
+
+void ResyncEngine::run_resync(const std::stop_token& st, const std::shared_ptr<Image>& img) {
+  std::vector<std::byte> buf(1 << 20);
+  const auto stats0 = img->bitmap()->stats();
+  const std::uint64_t total = stats0.unsynced_chunks * stats0.chunk_size;
+  if (stats0.unsynced_chunks == 0) {
+    (void)img->reconcile_size();
+    return;
+  }
+  spdlog::info("{}: resync started: {} dirty chunks ({})", img->name(), stats0.unsynced_chunks,
+               utils::format_size(total));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::uint64_t next = 0, done = 0, copied_total = 0, ahead = 0;
+  img->set_sync_progress(SyncAction::resync, 0, total);
+  // Reads of the primary are requested up to kReadAhead ahead of the copy: a scattered
+  // resync then waits for the disk's queue, not for one seek per chunk, and a full one
+  // overlaps reading the next runs with writing this one.
+  constexpr std::uint64_t kReadAhead = 16 << 20, kReadAheadRefill = 8 << 20;
+  while (!interrupted(st)) {
+    const std::uint64_t cs = stats0.chunk_size;
+    if (ahead <= next || (ahead - next) * cs < kReadAheadRefill)
+      ahead = img->read_ahead_unsynced(std::max(ahead, next), kReadAhead);
+    std::uint64_t copied = 0;
+    auto r = img->resync_step(next, 4 << 20, buf, &copied);
+    if (!r) {
+      spdlog::error("{}: resync stopped: {}", img->name(), r.error().message());
+      return;
+    }
+    copied_total += copied;
+    const std::uint64_t total_chunks = img->bitmap()->stats().total_chunks;
+    if (*r >= total_chunks && img->bitmap()->next_unsynced(0) >= total_chunks) break;
+    const std::uint64_t left = img->bitmap()->stats().unsynced_chunks * stats0.chunk_size;
+    done = left >= total ? 0 : total - left;
+    next = *r >= total_chunks ? 0 : *r;
+    if (next == 0) ahead = 0;  // a new pass over chunks dirtied meanwhile
+    img->set_sync_progress(SyncAction::resync, done, total);
+    throttle(img, done, t0, st);
+  }
+  if (interrupted(st)) {
+    spdlog::info("{}: resync interrupted; it resumes from the bitmap", img->name());
+    return;
+  }
+  (void)img->reconcile_size();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("{}: resync done: {} chunks ({}) checked, {} of data copied in {:.2f}s",
+               img->name(), stats0.unsynced_chunks, utils::format_size(total),
+               utils::format_size(copied_total), secs);
+}
+
+void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Image>& img, bool repair) {
+  std::vector<std::byte> a(1 << 20), b(1 << 20);
+  const SyncAction action = repair ? SyncAction::repair : SyncAction::check;
+  const std::uint64_t cs = img->bitmap()->chunk_size();
+  const std::uint64_t total_chunks = img->total_chunks();
+  const std::uint64_t step = std::max<std::uint64_t>(1, (4u << 20) / cs);
+  spdlog::info("{}: {} started over {} chunks", img->name(), to_string(action), total_chunks);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::uint64_t mismatches = 0, next = 0;
+  img->set_mismatch_cnt(0);
+  img->set_sync_progress(action, 0, total_chunks * cs);
+  while (next < total_chunks && !interrupted(st)) {
+    auto r = img->check_step(next, step, repair, a, b, &mismatches);
+    if (!r) {
+      spdlog::error("{}: {} stopped: {}", img->name(), to_string(action), r.error().message());
+      return;
+    }
+    next = *r;
+    img->set_mismatch_cnt(mismatches);
+    img->set_sync_progress(action, next * cs, total_chunks * cs);
+    throttle(img, next * cs, t0, st);
+  }
+  spdlog::info("{}: {} {}: mismatch_cnt {} ({} chunks of {})", img->name(), to_string(action),
+               next >= total_chunks ? "done" : "interrupted", mismatches, next, total_chunks);
+}
+
+}  // namespace fusemirror::core

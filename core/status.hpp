@@ -1,0 +1,65 @@
+// core/status.hpp — the live state of a set and its images, as data.
+//
+// Core fills these structs; JSON is made only at the edges (status.json in the mount, and
+// `fusemirror status --json`: fusemirror/status_json.cpp). The sync-action vocabulary
+// (md's sync_action names) is spelled here and nowhere else.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/bitmap.hpp"
+#include "core/config.hpp"
+
+namespace fusemirror::core {
+
+enum class SyncAction { idle, resync, check, repair };
+inline constexpr std::array<const char*, 4> kSyncActionNames = {"idle", "resync", "check", "repair"};
+const char* to_string(SyncAction a);
+// md's names, and md's aliases "frozen" (idle) and "recover" (resync); nullopt otherwise.
+std::optional<SyncAction> parse_sync_action(std::string_view s);
+
+// Speed and ETA of a running pass (md's /proc/mdstat "finish=… speed=…").
+struct PassRate {
+  double speed = 0;          // bytes/s over the last few seconds (0: not measured yet)
+  double eta = -1;           // seconds left at that speed (-1: unknown)
+  std::int64_t started = 0;  // unix time the pass was first seen running
+};
+
+struct ImageStatus {
+  std::string name;
+  std::uint64_t size = 0;
+  std::string state;  // clean | active | resyncing | checking | degraded
+  bool secondary_ok = true;
+  BitmapStats bitmap;
+  SyncAction action = SyncAction::idle;
+  std::uint64_t sync_done_bytes = 0;
+  std::uint64_t sync_total_bytes = 0;
+  std::uint64_t resync_copied_bytes = 0;  // data bytes copied by resync, all passes
+  std::uint64_t mismatch_cnt = 0;         // chunks found different by the last check/repair
+  std::uint32_t wb_outstanding = 0, wb_limit = 0, wb_peak = 0;
+  std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
+  // Filled by the set, not the image:
+  std::string bitmap_file;
+  std::vector<SyncAction> pending;  // queued actions, oldest first
+  std::optional<PassRate> rate;     // the running pass's, when one runs
+};
+
+struct SetStatus {
+  utils::Uuid uuid{};
+  std::string primary, secondary, mountpoint;
+  std::int64_t pid = 0;
+  std::uint64_t chunk_size = 0;
+  double daemon_sleep = 0;
+  std::uint64_t intent_ahead = 0;
+  bool bitmap = true;
+  std::uint32_t write_behind = 0;
+  Role role = Role::mirror;
+  std::vector<ImageStatus> images;
+};
+
+}  // namespace fusemirror::core

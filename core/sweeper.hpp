@@ -1,0 +1,67 @@
+// core/sweeper.hpp — the set's housekeeping thread: the secondary's identity watchdog, the
+// lazy clearing of bitmap bits (md's daemon_work, every daemon_sleep), and the re-queueing
+// of chunks a failed leg write left unsynced.
+//
+// The watchdog (docs/reliability.md, "a lazily unmounted secondary"): after `umount -l`
+// of the secondary's file system, open descriptors go on accepting writes into a file
+// system no longer attached. Every 500 ms the secondary's path must still lead to the
+// directory the set opened (same device and inode); when it does not, every image is
+// degraded at once, and the secondary stays out until `re-add` finds it back.
+//
+// Thread safety: every public member may be called concurrently.
+#pragma once
+
+#include <sys/types.h>
+
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "core/dir.hpp"
+#include "core/image_table.hpp"
+#include "core/resync.hpp"
+
+namespace fusemirror::core {
+
+class SecondaryWatch {
+ public:
+  // `path` as configured; `opened` is the directory the set opened there.
+  SecondaryWatch(std::string path, const Dir& opened);
+  // True once the path stops leading to the opened directory (sticky until reattach()).
+  bool vanished() const;
+  // Checks now; returns true exactly once, when it first finds the secondary gone.
+  bool check();
+  // The secondary came back as `d` (re-add checked its membership).
+  void reattach(const Dir& d);
+  const std::string& path() const { return path_; }
+
+ private:
+  const std::string path_;
+  mutable std::mutex mu_;
+  dev_t dev_ = 0;          // guarded by mu_
+  ino_t ino_ = 0;          // guarded by mu_
+  bool vanished_ = false;  // guarded by mu_
+};
+
+class Sweeper {
+ public:
+  Sweeper(double daemon_sleep_s, ImageTable& table, ResyncEngine& resync, SecondaryWatch& watch)
+      : period_s_(daemon_sleep_s), table_(table), resync_(resync), watch_(watch) {}
+  ~Sweeper() { stop(); }
+
+  void start();
+  void stop();  // idempotent
+  // One sweep of every image now (the thread does it every daemon_sleep).
+  void sweep_all();
+
+ private:
+  void main(std::stop_token st);
+
+  const double period_s_;
+  ImageTable& table_;
+  ResyncEngine& resync_;
+  SecondaryWatch& watch_;
+  std::jthread thread_;
+};
+
+}  // namespace fusemirror::core

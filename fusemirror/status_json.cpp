@@ -1,0 +1,120 @@
+#include "fusemirror/status_json.hpp"
+
+#include "utils/error.hpp"
+
+namespace fusemirror::fuse {
+
+namespace {
+
+core::SyncAction action_from(const nlohmann::json& j) {
+  auto a = core::parse_sync_action(j.get<std::string>());
+  if (!a) throw utils::Error("status: unknown sync action '" + j.get<std::string>() + "'");
+  return *a;
+}
+
+}  // namespace
+
+nlohmann::json to_json(const core::SetStatus& set) {
+  nlohmann::json j;
+  j["uuid"] = utils::to_string(set.uuid);
+  j["primary"] = set.primary;
+  j["secondary"] = set.secondary;
+  j["mountpoint"] = set.mountpoint;
+  j["pid"] = set.pid;
+  j["chunk_size"] = set.chunk_size;
+  j["daemon_sleep"] = set.daemon_sleep;
+  j["intent_ahead"] = set.intent_ahead;
+  j["bitmap"] = set.bitmap;
+  j["write_behind"] = set.write_behind;
+  j["role"] = set.role == core::Role::mirror ? "mirror" : "backup";
+  j["images"] = nlohmann::json::array();
+  for (const core::ImageStatus& s : set.images) {
+    nlohmann::json i;
+    i["name"] = s.name;
+    i["size"] = s.size;
+    i["state"] = s.state;
+    i["secondary_ok"] = s.secondary_ok;
+    i["chunk_size"] = s.bitmap.chunk_size;
+    i["dirty_chunks"] = s.bitmap.dirty_chunks;
+    i["unsynced_chunks"] = s.bitmap.unsynced_chunks;
+    i["total_chunks"] = s.bitmap.total_chunks;
+    i["bitmap_file"] = s.bitmap_file;
+    i["events"] = s.bitmap.events;
+    i["events_cleared"] = s.bitmap.events_cleared;
+    i["bitmap_flushes"] = s.bitmap.flushes;
+    i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak}};
+    i["secondary_reads"] = s.secondary_reads;
+    i["mismatch_cnt"] = s.mismatch_cnt;
+    nlohmann::json pending = nlohmann::json::array();
+    for (auto a : s.pending) pending.push_back(core::to_string(a));
+    nlohmann::json sync = {{"action", core::to_string(s.action)},
+                           {"mismatch_cnt", s.mismatch_cnt},
+                           {"done_bytes", s.sync_done_bytes},
+                           {"total_bytes", s.sync_total_bytes},
+                           {"copied_bytes", s.resync_copied_bytes},
+                           {"pending", std::move(pending)}};
+    if (s.rate) {
+      sync["started"] = s.rate->started;
+      sync["speed"] = static_cast<std::uint64_t>(s.rate->speed);
+      if (s.rate->eta >= 0) sync["eta_seconds"] = static_cast<std::uint64_t>(s.rate->eta + 0.5);
+    }
+    i["sync"] = std::move(sync);
+    j["images"].push_back(std::move(i));
+  }
+  return j;
+}
+
+core::SetStatus set_status_from_json(const nlohmann::json& j) {
+  core::SetStatus s;
+  auto uuid = utils::parse_uuid(j.at("uuid").get<std::string>());
+  if (!uuid) throw utils::Error("status: bad uuid");
+  s.uuid = *uuid;
+  s.primary = j.at("primary").get<std::string>();
+  s.secondary = j.at("secondary").get<std::string>();
+  s.mountpoint = j.at("mountpoint").get<std::string>();
+  s.pid = j.at("pid").get<std::int64_t>();
+  s.chunk_size = j.at("chunk_size").get<std::uint64_t>();
+  s.daemon_sleep = j.at("daemon_sleep").get<double>();
+  s.intent_ahead = j.value("intent_ahead", std::uint64_t{0});
+  s.bitmap = j.value("bitmap", true);
+  s.write_behind = j.value("write_behind", std::uint32_t{0});
+  s.role = j.value("role", std::string("mirror")) == "backup" ? core::Role::backup : core::Role::mirror;
+  for (const auto& i : j.at("images")) {
+    core::ImageStatus m;
+    m.name = i.at("name").get<std::string>();
+    m.size = i.at("size").get<std::uint64_t>();
+    m.state = i.at("state").get<std::string>();
+    m.secondary_ok = i.at("secondary_ok").get<bool>();
+    m.bitmap.chunk_size = i.at("chunk_size").get<std::uint64_t>();
+    m.bitmap.dirty_chunks = i.at("dirty_chunks").get<std::uint64_t>();
+    m.bitmap.unsynced_chunks = i.at("unsynced_chunks").get<std::uint64_t>();
+    m.bitmap.total_chunks = i.at("total_chunks").get<std::uint64_t>();
+    m.bitmap_file = i.at("bitmap_file").get<std::string>();
+    m.bitmap.events = i.at("events").get<std::uint64_t>();
+    m.bitmap.events_cleared = i.at("events_cleared").get<std::uint64_t>();
+    m.bitmap.flushes = i.value("bitmap_flushes", std::uint64_t{0});
+    const auto& wb = i.at("write_behind");
+    m.wb_outstanding = wb.at("outstanding").get<std::uint32_t>();
+    m.wb_limit = wb.at("limit").get<std::uint32_t>();
+    m.wb_peak = wb.value("peak", std::uint32_t{0});
+    m.secondary_reads = i.value("secondary_reads", std::uint64_t{0});
+    m.mismatch_cnt = i.value("mismatch_cnt", std::uint64_t{0});
+    const auto& sy = i.at("sync");
+    m.action = action_from(sy.at("action"));
+    m.sync_done_bytes = sy.at("done_bytes").get<std::uint64_t>();
+    m.sync_total_bytes = sy.at("total_bytes").get<std::uint64_t>();
+    m.resync_copied_bytes = sy.value("copied_bytes", std::uint64_t{0});
+    for (const auto& a : sy.value("pending", nlohmann::json::array())) m.pending.push_back(action_from(a));
+    if (sy.contains("started")) {
+      core::PassRate r;
+      r.started = sy.at("started").get<std::int64_t>();
+      r.speed = sy.value("speed", 0.0);
+      r.eta = sy.contains("eta_seconds") ? sy.at("eta_seconds").get<double>() : -1;
+      m.rate = r;
+    }
+    s.images.push_back(std::move(m));
+  }
+  return s;
+}
+
+}  // namespace fusemirror::fuse
