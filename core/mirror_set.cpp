@@ -1,5 +1,7 @@
 #include "core/mirror_set.hpp"
 
+#include "core/bitmap_file.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -195,11 +197,6 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::load_image_locked(const std::st
   // The bitmap.
   const std::string brel = bitmap_rel(rel);
   if (auto ec = bitmaps_.mkdirs(parent_rel(brel), 0700)) return ec;
-  auto bfd = bitmaps_.open_beneath(brel, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
-  if (!bfd) {
-    spdlog::error("{}/{}: cannot open the bitmap: {}", bitmaps_.path(), brel, bfd.error().message());
-    return bfd.error();
-  }
   BitmapOpenParams bp;
   bp.set_uuid = config_.uuid;
   bp.chunk_size = config_.chunk_size;
@@ -207,8 +204,9 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::load_image_locked(const std::st
   bp.write_behind = config_.write_behind;
   bp.image_size = size;
   bp.persist_bits = config_.bitmap;
+  bp.max_image_size = config_.max_image_size;
   std::string why;
-  auto bm = Bitmap::open(std::move(*bfd), bp, &why);
+  auto bm = open_bitmap_file(bitmaps_, brel, bp, &why);  // O_NONBLOCK, regular, one link
   if (!bm) {
     spdlog::error("{}/{}: cannot initialise the bitmap: {}", bitmaps_.path(), brel, bm.error().message());
     return bm.error();
@@ -232,6 +230,7 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::load_image_locked(const std::st
   io.secondary_serves_reads = config_.role == Role::mirror;
   io.drain_timeout = config_.drain_timeout;
   io.intent_ahead = config_.intent_ahead;
+  io.max_image_size = config_.max_image_size;
   auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary_fd),
                                      std::move(*bm), pool_.get(), io);
   if (img->secondary_ok()) {
@@ -438,7 +437,7 @@ void MirrorSet::sweeper_main(std::stop_token st) {
     // Chunks a failed leg write left unsynced (while the secondary stays in service) are
     // resynced without waiting for an operator.
     for (auto& img : images_snapshot()) {
-      if (!img->secondary_ok() || img->bitmap()->stats().unsynced_chunks == 0) continue;
+      if (!img->secondary_ok() || img->bitmap()->failed() || img->bitmap()->stats().unsynced_chunks == 0) continue;
       bool busy = false;
       {
         std::lock_guard lk(work_mu_);
@@ -1034,6 +1033,7 @@ std::string MirrorSet::status_json() const {
     i["events"] = s.bitmap.events;
     i["events_cleared"] = s.bitmap.events_cleared;
     i["bitmap_flushes"] = s.bitmap.flushes;
+    i["bitmap_error"] = s.bitmap.error;  // "" unless writes are refused (state bitmap-failed)
     i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak}};
     i["secondary_reads"] = s.secondary_reads;
     i["mismatch_cnt"] = s.mismatch_cnt;
