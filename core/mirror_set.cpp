@@ -770,10 +770,8 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::create_image(const std::string&
     } else if (uid != static_cast<uid_t>(-1)) {
       (void)::fchown(s->get(), uid, gid);
     }
-    if (auto ec = bitmaps_.mkdirs(parent_rel(bitmap_rel(rel)), 0700); !ec) {
-      if (auto b = bitmaps_.open_beneath(bitmap_rel(rel), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600); b)
-        (void)::ftruncate(b->get(), 0);
-    }
+    // The old bitmap is unlinked, never truncated through (it could be a hard link).
+    if (auto bp = bitmaps_.parent_of(bitmap_rel(rel)); bp) ::unlinkat(bp->first.get(), bp->second.c_str(), 0);
     std::lock_guard lk(table_mu_);
     images_.erase(rel);
   }
