@@ -20,14 +20,29 @@
 //   unsynced: dirty bits found at open (or after a leg error) whose chunk still has to be
 //   copied by resync; mark_synced() turns such a chunk into an ordinary recent dirty chunk.
 //
+// Memory (issue 12 §3): the vectors are sparse, by 4 KiB bitmap page (32768 chunks, one
+// page of the file), as md allocates its counter pages lazily. A page exists only while
+// one of its vectors has a set bit or it is queued for a flush; within a page each vector's
+// 4 KiB of words exists only while it has a set bit. An empty image of any size costs a
+// header; memory grows with the set bits (all dirty 16 TiB at 64 KiB chunks: dirty +
+// unsynced + on-disk copies = 3 x 32 MiB), and a shrink or a sweep gives it back.
+//
+// A failed bitmap write is sticky (md): from then on no data write gets a durable intent.
+// ENOSPC/EDQUOT alone can pass: recover() (the sweeper calls it every daemon_sleep)
+// rewrites every page held in memory and the header; once that is durable, writes resume.
+// Until then the header is never marked clean (close_clean fails) and stats().error names
+// the condition (status: bitmap-failed).
+//
 // Thread safety: every public member is safe to call concurrently. Lock order: mu_ only;
 // the file I/O of a flush runs with mu_ released (flushing_ makes the leader unique).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -56,6 +71,9 @@ struct BitmapOpenParams {
   std::uint32_t write_behind = 0;
   std::uint64_t image_size = 0;  // current primary size: bits beyond a bitmap's cover are dirty
   bool persist_bits = true;      // false: config "bitmap": false (md --bitmap=none)
+  // A header whose sync_size exceeds max(max_image_size, image_size) is not trusted (it
+  // would make a mount allocate and scan for an image nobody has).
+  std::uint64_t max_image_size = kDefaultMaxImageSize;
 };
 
 struct BitmapStats {
@@ -68,6 +86,8 @@ struct BitmapStats {
   std::uint64_t events = 0;
   std::uint64_t events_cleared = 0;
   std::uint32_t state = 0;
+  std::string error;          // the sticky bitmap write error, "" when none
+  std::uint64_t memory_bytes = 0;  // heap held by the bits (Bitmap::memory_bytes)
 };
 
 class Bitmap {
@@ -132,6 +152,23 @@ class Bitmap {
   // Makes every pending bit/header change durable now.
   std::error_code flush();
 
+  // The sticky write error (empty when the bitmap is healthy).
+  std::error_code error() const {
+    std::lock_guard lk(mu_);
+    return sticky_error_;
+  }
+  bool failed() const { return static_cast<bool>(error()); }
+  // After a sticky ENOSPC/EDQUOT: tries a full rewrite (every page in memory + the header,
+  // one fdatasync); on success the error is gone and writes resume. Any other sticky error
+  // stays until an operator reopens the bitmap (returned unchanged). No-op when healthy.
+  std::error_code recover();
+  // Bytes the file needs beyond what it has allocated to hold the whole cover (for the log
+  // line after ENOSPC: "free N bytes"); 0 when unknown or nothing is missing.
+  std::uint64_t bytes_short() const;
+
+  // Heap bytes the in-memory bits hold now (pages, their vectors, the flush queue).
+  std::uint64_t memory_bytes() const;
+
   BitmapStats stats() const;
   utils::Uuid image_uuid() const {
     std::lock_guard lk(mu_);
@@ -142,18 +179,44 @@ class Bitmap {
  private:
   explicit Bitmap(utils::UniqueFd fd) : fd_(std::move(fd)) {}
 
+  static constexpr std::size_t kWords = 4096 / 8;  // words per bitmap page
+  using Words = std::array<std::uint64_t, kWords>;
+  enum Vec : unsigned { kDirty, kRecent, kUnsynced, kOndisk, kVecs };
+  struct Page {
+    std::array<std::unique_ptr<Words>, kVecs> v;  // absent vector: all zero
+    std::uint64_t gen = 0;                         // generation of its last change
+    bool queued = false;                           // listed in dirty_pages_
+  };
+
   // All *_locked members REQUIRE mu_ held.
   void grow_locked(std::uint64_t size);
-  bool test(const std::vector<std::uint64_t>& v, std::uint64_t c) const {
-    return (v[c >> 6] >> (c & 63)) & 1;
+  Page* find_page(std::uint64_t p) {
+    auto it = pages_.find(p);
+    return it == pages_.end() ? nullptr : &it->second;
   }
-  void set_bit_locked(std::uint64_t c);   // dirty bit; marks its page dirty on change
-  void clear_bit_locked(std::uint64_t c);
+  const Page* find_page(std::uint64_t p) const {
+    auto it = pages_.find(p);
+    return it == pages_.end() ? nullptr : &it->second;
+  }
+  bool test(Vec k, std::uint64_t c) const;
+  // ORs [r.first, r.end) into vector k (creating what it needs); returns bits newly set.
+  // For kDirty the changed pages are queued for the next flush.
+  std::uint64_t set_range_locked(Vec k, ChunkRange r);
+  bool all_set_locked(Vec k, ChunkRange r) const;
+  bool any_set_locked(Vec k, ChunkRange r) const;
+  void set_bit_locked(std::uint64_t c) { set_range_locked(kDirty, {c, c + 1}); }
+  void clear_bit_locked(std::uint64_t c);  // dirty (and ondisk) bit; queues its page
+  // Drops every bit at or past chunk `chunks` (the cover shrank): whole pages are freed.
+  void drop_past_locked(std::uint64_t chunks);
+  // Frees page p's all-zero vectors, and the page when nothing is left and not queued.
+  void tidy_locked(std::uint64_t p);
   bool inflight_locked(std::uint64_t c) const;
   void end_inflight_locked(const ChunkRange& r);
   void touch_page_locked(std::uint64_t page);
   void touch_header_locked();
   std::uint64_t needed_gen_locked(const ChunkRange& r) const;
+  // Loads the bits of chunks [0, chunks) from the file, page by page (absent when zero).
+  std::error_code load_bits_locked(std::uint64_t chunks);
   // Waits until generation `gen` is durable, leading a flush if none runs.
   std::error_code wait_durable_locked(std::unique_lock<std::mutex>& lk, std::uint64_t gen);
   std::error_code write_out(const std::vector<std::pair<std::uint64_t, std::vector<std::byte>>>& pages,
@@ -166,30 +229,31 @@ class Bitmap {
   BitmapHeader header_;                   // guarded by mu_
   bool persist_bits_ = true;
   std::uint64_t total_chunks_ = 0;        // guarded by mu_
-  std::vector<std::uint64_t> dirty_;      // guarded by mu_: the bits
-  std::vector<std::uint64_t> recent_;     // guarded by mu_: written this sweep period
-  std::vector<std::uint64_t> unsynced_;   // guarded by mu_: waiting for resync
-  // Bits known to be 1 on disk *and* in every page image a pending flush may still write:
-  // set from a flush's snapshot once it is durable (ANDed with the bits as they are then),
-  // cleared at once when a bit is cleared in memory. A writer whose chunks are all set
-  // here needs no flush at all (the hot path for chunks that are already dirty).
-  std::vector<std::uint64_t> ondisk_;     // guarded by mu_
+  // The bits, by page index: dirty (the bits), recent (written this sweep period),
+  // unsynced (waiting for resync), ondisk: bits known to be 1 on disk *and* in every page
+  // image a pending flush may still write: set from a flush's snapshot once it is durable
+  // (ANDed with the bits as they are then), cleared at once when a bit is cleared in
+  // memory. A writer whose chunks are all set there needs no flush at all (the hot path
+  // for chunks that are already dirty). Ordered, so next_unsynced() skips absent pages.
+  std::map<std::uint64_t, Page> pages_;   // guarded by mu_
+  std::uint64_t vectors_ = 0;             // guarded by mu_: allocated Words, for memory_bytes
   std::uint64_t dirty_count_ = 0;         // guarded by mu_
   std::uint64_t unsynced_count_ = 0;      // guarded by mu_
   std::vector<ChunkRange> inflight_;      // guarded by mu_: ranges of writes in flight
   // Group commit. A change to a page (or the header) takes generation ++requested_gen_;
-  // page_gen_[p] remembers it. A flush leader snapshots every dirty page, writes them and
+  // the page's gen remembers it. A flush leader snapshots every dirty page, writes them and
   // fdatasyncs, then publishes durable_gen_ = the requested_gen_ it snapshotted.
-  std::vector<std::uint64_t> page_gen_;   // guarded by mu_
   std::vector<std::uint64_t> dirty_pages_;  // guarded by mu_ (page indices, unique)
-  std::vector<bool> page_queued_;         // guarded by mu_
   bool header_dirty_ = false;             // guarded by mu_
   std::uint64_t header_gen_ = 0;          // guarded by mu_
   std::uint64_t requested_gen_ = 0;       // guarded by mu_
   std::uint64_t durable_gen_ = 0;         // guarded by mu_
   bool flushing_ = false;                 // guarded by mu_
   std::error_code sticky_error_;          // guarded by mu_
-  std::uint64_t file_size_ = 0;           // guarded by mu_ (as last extended)
+  std::uint64_t file_size_ = 0;           // guarded by mu_ (as last set by write_out)
+  // The smallest file size the cover had since the last flush: a shrink then a regrow
+  // must still cut the file, so that the regrown range reads as zeros, not old bits.
+  std::uint64_t shrink_to_ = UINT64_MAX;  // guarded by mu_
   std::uint64_t flushes_ = 0, flush_waiters_ = 0;  // guarded by mu_
 };
 

@@ -1,5 +1,6 @@
 #include "core/bitmap_format.hpp"
 
+#include <cstdio>
 #include <cstring>
 
 #include <sys/stat.h>
@@ -125,6 +126,34 @@ std::string state_string(std::uint32_t state) {
   return s;
 }
 
+std::string header_implausible(const BitmapHeader& h) {
+  if (h.state & ~kStateKnown)
+    return "unknown state flags 0x" + [&] {
+      char b[16];
+      std::snprintf(b, sizeof b, "%x", h.state & ~kStateKnown);
+      return std::string(b);
+    }() + " (written by no fusemirror)";
+  if (h.events_cleared > h.events)
+    return "events_cleared " + std::to_string(h.events_cleared) + " is greater than events " +
+           std::to_string(h.events);
+  if (h.daemon_sleep_ms == 0 || h.daemon_sleep_ms > kMaxDaemonSleepMs)
+    return "daemon sleep " + std::to_string(h.daemon_sleep_ms) + " ms is outside 1 ms .. 1 h";
+  if (h.write_behind > kMaxWriteBehind)
+    return "write-behind limit " + std::to_string(h.write_behind) + " is above 16383";
+  if (h.sync_size > kMaxSyncSize)
+    return "sync_size " + std::to_string(h.sync_size) + " is larger than any file can be";
+  return {};
+}
+
+std::string bits_truncated_problem(const BitmapHeader& h, std::uint64_t file_size) {
+  const std::uint64_t need = (h.bit_count() + 7) / 8;
+  const std::uint64_t have = file_size - std::min<std::uint64_t>(file_size, kHeaderSize);
+  if (have >= need) return {};
+  return "bits truncated (the header covers " + std::to_string(h.bit_count()) +
+         " chunks = " + std::to_string(need) + " bytes of bits, the file holds " +
+         std::to_string(have) + ")";
+}
+
 utils::Result<BitmapFile> read_bitmap_file(int fd, bool with_bits) {
   BitmapFile f;
   std::array<std::byte, kHeaderSize> raw{};
@@ -136,6 +165,11 @@ utils::Result<BitmapFile> read_bitmap_file(int fd, bool with_bits) {
     return f;
   }
   f.header = *h;
+  if (auto why = header_implausible(*h); !why.empty()) {
+    f.implausible = true;
+    f.problem = why;
+    return f;
+  }
   if (!with_bits) return f;
   const std::uint64_t need = (h->bit_count() + 7) / 8;
   struct stat st {};

@@ -51,8 +51,16 @@ inline constexpr std::uint32_t kStateStale = 1u << 1;          // bits cannot be
 inline constexpr std::uint32_t kStateNeedsFullSync = 1u << 2;  // next mount copies everything
 inline constexpr std::uint32_t kStateDegraded = 1u << 3;       // the secondary left; bits accumulate
 
+inline constexpr std::uint32_t kStateKnown = kStateClean | kStateStale | kStateNeedsFullSync | kStateDegraded;
+
 inline constexpr std::uint64_t kMinChunkSize = 4096;
 inline constexpr std::uint64_t kMaxChunkSize = 1ull << 30;
+// Plausibility bounds of a decoded header (header_implausible below).
+inline constexpr std::uint32_t kMaxDaemonSleepMs = 3600u * 1000u;  // config daemon_sleep <= 3600 s
+inline constexpr std::uint32_t kMaxWriteBehind = 16383;            // md's limit, as the config
+inline constexpr std::uint64_t kMaxSyncSize = (1ull << 63) - 1;     // off_t's maximum
+// The default of the config key max_image_size (bytes): the largest image a mount serves.
+inline constexpr std::uint64_t kDefaultMaxImageSize = 16ull << 40;  // 16 TiB
 
 struct BitmapHeader {
   std::uint16_t version_major = kVersionMajor;
@@ -67,7 +75,10 @@ struct BitmapHeader {
   std::uint64_t sync_size = 0;
   std::uint32_t state = 0;
 
-  std::uint64_t bit_count() const { return chunk_size ? (sync_size + chunk_size - 1) / chunk_size : 0; }
+  // Overflow-free: a decoded sync_size may be anything.
+  std::uint64_t bit_count() const {
+    return chunk_size ? sync_size / chunk_size + (sync_size % chunk_size != 0) : 0;
+  }
   friend bool operator==(const BitmapHeader&, const BitmapHeader&) = default;
 };
 
@@ -95,6 +106,16 @@ utils::Result<BitmapHeader> decode_header(std::span<const std::byte> bytes);
 
 std::string state_string(std::uint32_t state);
 
+// A header that decoded (magic, CRC, version, chunk size all fine) may still say something
+// no fusemirror writes: unknown state flags, events_cleared > events, a daemon sleep of 0 or
+// above an hour, a write-behind limit above md's, a sync_size no file can have. Returns
+// why (a one-line reason), or "" when every field is plausible. Such a header is never
+// trusted: a mount rebuilds the bitmap all dirty, rescale refuses it, examine says so.
+std::string header_implausible(const BitmapHeader& h);
+
+// The reason a file of `file_size` bytes cannot hold the bits `h` describes, or "".
+std::string bits_truncated_problem(const BitmapHeader& h, std::uint64_t file_size);
+
 // A bitmap file as found on disk: what `mount` (Bitmap::open), `examine-bitmap` and
 // `rescale-bitmap` all read, so that they agree on what is valid.
 struct BitmapFile {
@@ -104,6 +125,9 @@ struct BitmapFile {
   // to a whole page that the daemon writes holds no bits and is not required.
   std::vector<std::byte> bits;
   bool bits_truncated = false;  // the file ends before the last bit; `bits` has what it holds
+  // The header decoded but header_implausible() refused it (`problem` says why); no bits
+  // were read (their count is not to be believed).
+  bool implausible = false;
   std::string problem;  // empty when the header decoded and the bits are complete
 };
 // Reads the header and (with `with_bits`) the bits of the bitmap file open on `fd`.

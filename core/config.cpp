@@ -37,6 +37,12 @@ std::string check_daemon_sleep(double v) {
   return {};
 }
 
+std::string check_max_image_size(std::uint64_t v) {
+  if (v < (1ull << 20) || v > kMaxSyncSize)
+    return "must be between 1 MiB and 8 EiB - 1 (9223372036854775807) bytes (got " + std::to_string(v) + ")";
+  return {};
+}
+
 namespace {
 
 [[noreturn]] void bad(const std::string& source, const std::string& key, const std::string& why) {
@@ -76,7 +82,7 @@ Config parse_config(const std::string& text, const std::string& source) {
   static const std::set<std::string> kKeys = {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
-      "fsync_waits_for_secondary", "drain_timeout", "intent_ahead"};
+      "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -133,6 +139,10 @@ Config parse_config(const std::string& text, const std::string& source) {
     c.intent_ahead = get_uint(j, "intent_ahead", source);
     if (c.intent_ahead > (1ull << 30)) bad(source, "intent_ahead", "must be at most 1 GiB (1073741824 bytes)");
   }
+  if (j.contains("max_image_size")) {
+    c.max_image_size = get_uint(j, "max_image_size", source);
+    if (auto why = check_max_image_size(c.max_image_size); !why.empty()) bad(source, "max_image_size", why);
+  }
   if (j.contains("resync_min_rate")) c.resync_min_rate = get_uint(j, "resync_min_rate", source);
   if (j.contains("resync_max_rate")) c.resync_max_rate = get_uint(j, "resync_max_rate", source);
   if (c.resync_max_rate && c.resync_min_rate > c.resync_max_rate)
@@ -158,6 +168,7 @@ std::string dump_config(const Config& c) {
   j["fsync_waits_for_secondary"] = c.fsync_waits_for_secondary;
   j["drain_timeout"] = c.drain_timeout;
   j["intent_ahead"] = c.intent_ahead;
+  j["max_image_size"] = c.max_image_size;
   return j.dump(2) + "\n";
 }
 

@@ -31,6 +31,7 @@ struct Config {
   std::uint64_t resync_min_rate = 1 << 20;  // bytes/s
   std::uint64_t resync_max_rate = 0;        // bytes/s; 0 = unlimited
   std::uint64_t intent_ahead = 16 << 20;    // bytes marked dirty ahead of a sequential stream
+  std::uint64_t max_image_size = 16ull << 40;  // bytes; larger sizes are refused with EFBIG
 
   std::string bitmap_root() const;  // the directory holding the bitmaps
 };
@@ -44,6 +45,7 @@ Config load_config(const std::string& path, std::string* config_path = nullptr);
 // Validators shared by the CLI and the parser; each returns an empty string when valid.
 std::string check_chunk_size(std::uint64_t v);
 std::string check_daemon_sleep(double v);
+std::string check_max_image_size(std::uint64_t v);
 
 // The secondary's membership record.
 struct Member {

@@ -155,7 +155,11 @@ Config create_set(const CreateOptions& o) {
       if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
         throw utils::sys_error(dir.string(), "cannot create the bitmap directory", errno);
     }
-    utils::UniqueFd fd(::open(bpath.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    // Never truncate through what is there (a hard link to a file elsewhere, a FIFO): the
+    // name is removed and a new file made, O_EXCL.
+    if (::unlink(bpath.c_str()) != 0 && errno != ENOENT)
+      throw utils::sys_error(bpath.string(), "cannot replace the bitmap", errno);
+    utils::UniqueFd fd(::open(bpath.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw utils::sys_error(bpath.string(), "cannot create the bitmap", errno);
     BitmapOpenParams bp;
     bp.set_uuid = c.uuid;

@@ -13,6 +13,7 @@
 #include "utils/crash_point.hpp"
 #include "utils/extents.hpp"
 #include "utils/io.hpp"
+#include "utils/size.hpp"
 
 namespace fusemirror::core {
 
@@ -154,8 +155,15 @@ utils::Result<std::size_t> Image::read(std::span<std::byte> buf, std::uint64_t o
   return s ? s : r;
 }
 
+std::error_code Image::check_size_limit(std::uint64_t off, std::uint64_t len) const {
+  if (off > opts_.max_image_size || len > opts_.max_image_size - off) return utils::errno_code(EFBIG);
+  return {};
+}
+
 utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::uint64_t off) {
   if (data.empty()) return std::size_t{0};
+  // Issue 12 §3: past max_image_size nothing changes — no bit, no leg.
+  if (auto ec = check_size_limit(off, data.size())) return ec;
   last_write_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                        std::memory_order_relaxed);
   auto guard = locks_.lock(off, off + data.size());
@@ -227,7 +235,14 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
 }
 
 std::error_code Image::truncate(std::uint64_t size) {
+  // Refused before either leg or the bitmap changes (issue 12 §3).
+  if (auto ec = check_size_limit(0, size)) return ec;
   auto guard = locks_.lock(0, RangeLock::kEnd);
+  // A failed bitmap could not follow the new size: nothing changes (no size without intent).
+  if (auto ec = bitmap_->error()) {
+    spdlog::error("{}: bitmap write failed ({}); refusing truncate", name(), ec.message());
+    return utils::errno_code(EIO);
+  }
   drain_write_behind();  // size changes are ordered after every queued write
   struct stat st {};
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
@@ -260,9 +275,21 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
   constexpr int kSupported = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
   if (mode & ~kSupported) return utils::errno_code(EOPNOTSUPP);
   if (len == 0) return utils::errno_code(EINVAL);
+  if (!(mode & FALLOC_FL_KEEP_SIZE))
+    if (auto ec = check_size_limit(off, len)) return ec;  // would extend past the limit
+  if (off > RangeLock::kEnd - len) return utils::errno_code(EFBIG);
   auto guard = locks_.lock(off, (mode & FALLOC_FL_KEEP_SIZE) ? off + len : RangeLock::kEnd);
   drain_write_behind();  // fallocate runs synchronously, after every queued write
-  if (auto ec = bitmap_->start_write(off, len)) {
+  // The bits cover what the image can hold: with KEEP_SIZE, nothing past its end changes
+  // what a read returns, so a huge range never grows the bitmap's cover.
+  std::uint64_t blen = len;
+  if (mode & FALLOC_FL_KEEP_SIZE) {
+    struct stat st {};
+    if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    blen = off >= size ? 0 : std::min(len, size - off);
+  }
+  if (auto ec = bitmap_->start_write(off, blen)) {
     spdlog::error("{}: bitmap write failed ({}); refusing fallocate", name(), ec.message());
     return utils::errno_code(EIO);
   }
@@ -271,7 +298,7 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
   std::error_code s;
   const bool with_sec = secondary_ok() && !p;
   if (with_sec) s = fallocate_secondary(secondary_.get(), mode, off, len);
-  bitmap_->end_write(off, len, secondary_ok() && !s);
+  bitmap_->end_write(off, blen, secondary_ok() && !s);
   if (p) return p;  // nothing changed on either leg
   return settle("fallocate", p, s);
 }
@@ -333,6 +360,9 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
   const std::uint64_t first = bitmap_->next_unsynced(from);
   if (first >= total) return total;
   if (!secondary_ok()) return utils::errno_code(EIO);
+  // The chunks' bits may not be durable while the bitmap is failed: a copy torn by a crash
+  // must find its bit set, so nothing is copied until recover() rewrote the bitmap.
+  if (auto ec = bitmap_->error()) return ec;
   // A run of consecutive unsynced chunks, copied under one range lock: writes racing with
   // the copy wait for it (and then go to both legs), or went before it (and are copied).
   std::uint64_t end = first + 1;
@@ -521,6 +551,18 @@ void Image::set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t to
 }
 
 std::error_code Image::sweep() {
+  if (bitmap_->failed()) {
+    // Issue 12 §5: no space for the bitmap passes by itself; then writes resume.
+    if (auto ec = bitmap_->recover()) {
+      if (!bitmap_error_logged_.exchange(true))
+        spdlog::error("{}: bitmap still cannot be written ({}; {} more needed); writes stay "
+                      "refused, retried every daemon_sleep", name(), ec.message(),
+                      utils::format_size(bitmap_->bytes_short()));
+      return {};
+    }
+    bitmap_error_logged_ = false;
+    spdlog::warn("{}: bitmap written again in full; writes resume", name());
+  }
   auto r = bitmap_->sweep([this] { return sync_legs(); });
   if (!r) return r.error();
   if (*r) spdlog::debug("{}: cleared {} idle chunk bits", name(), *r);
@@ -539,6 +581,7 @@ bool Image::drain_for_shutdown() {
 
 std::error_code Image::close_clean() {
   if (!drain_for_shutdown()) return utils::errno_code(ETIMEDOUT);
+  (void)bitmap_->recover();  // clean only after a full rewrite succeeded
   return bitmap_->close_clean([this] { return sync_legs(); });
 }
 
@@ -563,7 +606,8 @@ ImageStatus Image::status() const {
     s.wb_peak = wb_->peak();
   }
   s.secondary_reads = secondary_reads_.load(std::memory_order_relaxed);
-  if (!s.secondary_ok) s.state = "degraded";
+  if (!s.bitmap.error.empty()) s.state = "bitmap-failed";  // writes refused: say so first
+  else if (!s.secondary_ok) s.state = "degraded";
   else if (s.action == SyncAction::check || s.action == SyncAction::repair) s.state = "checking";
   else if (s.action == SyncAction::resync || s.bitmap.unsynced_chunks) s.state = "resyncing";
   else if (s.bitmap.dirty_chunks) s.state = "active";

@@ -42,6 +42,9 @@ struct ImageOptions {
   // L >= 1 MiB in order gets min(L, intent_ahead) ahead (ramping up like read-ahead), so
   // short runs of small writes (a file system's metadata) mark nothing extra.
   std::uint64_t intent_ahead = 16 << 20;
+  // Config max_image_size: a write, truncate or size-changing fallocate that would make the
+  // image larger is refused with EFBIG before either leg or the bitmap changes.
+  std::uint64_t max_image_size = kDefaultMaxImageSize;
 };
 
 class Image {
@@ -121,6 +124,10 @@ class Image {
   // Turns the two legs' results into the user's result; degrades on a secondary error.
   std::error_code settle(const char* op, std::error_code primary, std::error_code secondary);
 
+  // EFBIG when [off, off + len) reaches past opts_.max_image_size.
+  std::error_code check_size_limit(std::uint64_t off, std::uint64_t len) const;
+
+  std::atomic<bool> bitmap_error_logged_{false};  // the sweeper's recover() failure, once
   mutable std::mutex name_mu_;
   std::string name_;  // guarded by name_mu_
   utils::UniqueFd primary_;

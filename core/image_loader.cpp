@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "core/bitmap_file.hpp"
 #include "core/layout.hpp"
 
 namespace fusemirror::core {
@@ -18,6 +19,7 @@ ImageOptions ImageLoader::image_options() const {
   io.secondary_serves_reads = config_.role == Role::mirror;
   io.drain_timeout = config_.drain_timeout;
   io.intent_ahead = config_.intent_ahead;
+  io.max_image_size = config_.max_image_size;
   return io;
 }
 
@@ -81,11 +83,6 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   // The bitmap.
   const std::string brel = bitmap_rel(rel);
   if (auto ec = legs_.bitmaps.mkdirs(parent_rel(brel), 0700)) return ec;
-  auto bfd = legs_.bitmaps.open_beneath(brel, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
-  if (!bfd) {
-    spdlog::error("{}/{}: cannot open the bitmap: {}", legs_.bitmaps.path(), brel, bfd.error().message());
-    return bfd.error();
-  }
   BitmapOpenParams bp;
   bp.set_uuid = config_.uuid;
   bp.chunk_size = config_.chunk_size;
@@ -93,8 +90,9 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   bp.write_behind = config_.write_behind;
   bp.image_size = size;
   bp.persist_bits = config_.bitmap;
+  bp.max_image_size = config_.max_image_size;
   std::string why;
-  auto bm = Bitmap::open(std::move(*bfd), bp, &why);
+  auto bm = open_bitmap_file(legs_.bitmaps, brel, bp, &why);  // O_NONBLOCK, regular, one link
   if (!bm) {
     spdlog::error("{}/{}: cannot initialise the bitmap: {}", legs_.bitmaps.path(), brel, bm.error().message());
     return bm.error();

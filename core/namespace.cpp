@@ -245,10 +245,8 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
     // hard link to a file outside the secondary), then make a new empty copy.
     if (auto sp = legs_.secondary.parent_of(rel); sp) ::unlinkat(sp->first.get(), sp->second.c_str(), 0);
     if (auto s = create_file(legs_.secondary, rel, owner); !s) secondary_error("create", rel, s.error());
-    if (auto ec = legs_.bitmaps.mkdirs(parent_rel(bitmap_rel(rel)), 0700); !ec) {
-      if (auto b = legs_.bitmaps.open_beneath(bitmap_rel(rel), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600); b)
-        (void)::ftruncate(b->get(), 0);
-    }
+    // The old bitmap is unlinked, never truncated through (it could be a hard link).
+    if (auto bp = legs_.bitmaps.parent_of(bitmap_rel(rel)); bp) ::unlinkat(bp->first.get(), bp->second.c_str(), 0);
     table_.erase(rel);
   }
   return loader_.load(rel);

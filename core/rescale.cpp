@@ -83,6 +83,9 @@ RescaleReport rescale_bitmap_file(const std::string& path, std::uint64_t new_chu
   auto found = read_bitmap_file(fd.get());
   if (!found) throw utils::sys_error(path, "cannot read", found.error().value());
   if (!found->header) throw Error(path + ": " + found->problem + "; not rescaled");
+  if (found->implausible)
+    throw Error(path + ": not trusted: " + found->problem +
+                "; not rescaled (a mount treats this bitmap as all dirty)");
   if (found->bits_truncated)
     throw Error(path + ": " + found->problem + "; not rescaled (a mount treats this bitmap as all dirty)");
   const BitmapHeader* h = &*found->header;

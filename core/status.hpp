@@ -33,7 +33,8 @@ struct PassRate {
 struct ImageStatus {
   std::string name;
   std::uint64_t size = 0;
-  std::string state;  // clean | active | resyncing | checking | degraded
+  // bitmap-failed | degraded | checking | resyncing | active | clean (first that applies)
+  std::string state;
   bool secondary_ok = true;
   BitmapStats bitmap;
   SyncAction action = SyncAction::idle;

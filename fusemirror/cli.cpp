@@ -122,6 +122,8 @@ int examine_bitmap(const std::string& file) {
     std::printf("      Write Mode : Normal\n");
   std::printf("       Sync Size : %llu (%s)\n", static_cast<unsigned long long>(h->sync_size),
               utils::format_size(h->sync_size).c_str());
+  if (bf->implausible)
+    throw Error(file + ": not trusted: " + bf->problem + "; a mount treats this bitmap as all dirty");
   std::printf("          Bitmap : %llu bits (chunks), %llu dirty (%.1f%%)%s\n",
               static_cast<unsigned long long>(bits), static_cast<unsigned long long>(dirty),
               bits ? 100.0 * static_cast<double>(dirty) / static_cast<double>(bits) : 0.0,

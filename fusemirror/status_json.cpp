@@ -42,6 +42,7 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["events"] = s.bitmap.events;
     i["events_cleared"] = s.bitmap.events_cleared;
     i["bitmap_flushes"] = s.bitmap.flushes;
+    i["bitmap_error"] = s.bitmap.error;  // "" unless writes are refused (state bitmap-failed)
     i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak}};
     i["secondary_reads"] = s.secondary_reads;
     i["mismatch_cnt"] = s.mismatch_cnt;
@@ -93,6 +94,7 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.bitmap.events = i.at("events").get<std::uint64_t>();
     m.bitmap.events_cleared = i.at("events_cleared").get<std::uint64_t>();
     m.bitmap.flushes = i.value("bitmap_flushes", std::uint64_t{0});
+    m.bitmap.error = i.value("bitmap_error", std::string());
     const auto& wb = i.at("write_behind");
     m.wb_outstanding = wb.at("outstanding").get<std::uint32_t>();
     m.wb_limit = wb.at("limit").get<std::uint32_t>();

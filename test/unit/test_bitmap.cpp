@@ -3,11 +3,16 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
 #include "core/bitmap.hpp"
+#include "core/bitmap_file.hpp"
+#include "core/dir.hpp"
 #include "test_helpers.hpp"
 
 using namespace fusemirror;
@@ -721,6 +726,325 @@ TEST_CASE("bitmap none (persist_bits=false) keeps only the header") {
     CHECK(why.empty());
     CHECK(bm->stats().dirty_chunks == 0);
   }
+}
+
+}  // TEST_SUITE
+
+// ---- issue 12: memory proportional to the set bits, headers checked, hostile files ----------
+
+TEST_SUITE("bitmap hostile") {
+
+namespace {
+constexpr std::uint64_t kTiB = 1ull << 40;
+
+std::uint64_t allocated(const std::string& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+}  // namespace
+
+TEST_CASE("a 16 TiB cover with a few bits set costs little memory and no disk; a shrink frees it") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = open_bm(path, params(0));
+  const std::uint64_t m0 = bm->memory_bytes();
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE_FALSE(bm->resize(16 * kTiB));
+  const double grow_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(bm->stats().total_chunks == 16 * kTiB / kCs);
+  CHECK(bm->memory_bytes() < 64 * 1024);  // 256 Mi chunks: 32 MiB per dense vector before
+  // The file covers every bit (sparse: ftruncate), but no page of it was written.
+  CHECK(fmtest::file_size(path) == core::kHeaderSize + 16 * kTiB / kCs / 8);
+  CHECK(allocated(path) < 1024 * 1024);
+  // A few writes spread over the cover: one page each.
+  const std::uint64_t offs[] = {0, 3 * kTiB, 7 * kTiB + 12345, 15 * kTiB, 16 * kTiB - 1};
+  for (auto off : offs) write_once(*bm, off, 1);
+  CHECK(bm->stats().dirty_chunks == 5);
+  const std::uint64_t m5 = bm->memory_bytes();
+  MESSAGE("memory: empty " << m0 << " B, 16 TiB cover with 5 bits set " << m5 << " B, grow took "
+                           << grow_s << " s");
+  CHECK(m5 < 5 * 3 * 4096 + 64 * 1024);
+  CHECK(grow_s < 1.0);
+  CHECK(allocated(path) < 1024 * 1024);
+  // Durable on disk like any bit.
+  {
+    auto file = fmtest::read_bytes(path);  // 32 MiB, a test-only read
+    CHECK(fmtest::file_bit(file, 3 * kTiB / kCs));
+    CHECK(fmtest::file_bit(file, (16 * kTiB - 1) / kCs));
+  }
+  // Shrink to 1 MiB: every page past the end is freed, the file is cut.
+  REQUIRE_FALSE(bm->resize(1 << 20));
+  CHECK(bm->stats().dirty_chunks == 1);  // chunk 0
+  CHECK(bm->stats().total_chunks == 16);
+  CHECK(bm->memory_bytes() < 3 * 4096 + 8 * 1024);
+  CHECK(fmtest::file_size(path) == core::kHeaderSize + 4096);
+  // Regrow: the old bits past the shrink point do not come back.
+  REQUIRE_FALSE(bm->resize(16 * kTiB));
+  CHECK(bm->stats().dirty_chunks == 1);
+  CHECK(bm->next_unsynced(0) == bm->stats().total_chunks);
+  bm.reset();
+  std::string why;
+  auto again = open_bm(path, params(16 * kTiB), &why);
+  CHECK(why.empty());
+  CHECK(again->stats().dirty_chunks == 1);
+  CHECK(again->memory_bytes() < 4 * 4096 + 8 * 1024);
+}
+
+TEST_CASE("an all-dirty bitmap stays exact: counts, next_unsynced, resync, sweep free the pages") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  const std::uint64_t size = kTiB / 4;  // 4 Mi chunks = 128 pages
+  std::string why;
+  // An image holding data with no bitmap: everything dirty and unsynced.
+  auto bm = open_bm(path, params(size), &why);
+  CHECK_FALSE(why.empty());
+  const std::uint64_t n = size / kCs;
+  CHECK(bm->stats().dirty_chunks == n);
+  CHECK(bm->stats().unsynced_chunks == n);
+  CHECK(fmtest::count_file_bits(fmtest::read_bytes(path), n) == n);
+  // Proportional to what is set: dirty + unsynced + on-disk, n/8 bytes each.
+  CHECK(bm->memory_bytes() <= 3 * n / 8 + 256 * 1024);
+  CHECK(bm->next_unsynced(0) == 0);
+  CHECK(bm->next_unsynced(n - 1) == n - 1);
+  for (std::uint64_t c = 0; c < n; ++c) bm->mark_synced(c);
+  CHECK(bm->stats().unsynced_chunks == 0);
+  CHECK(bm->next_unsynced(0) == n);
+  CHECK(sweep_ok(*bm) == 0);  // recent this period
+  CHECK(sweep_ok(*bm) == n);
+  CHECK(bm->stats().dirty_chunks == 0);
+  CHECK(bm->memory_bytes() < 64 * 1024);
+  CHECK(fmtest::count_file_bits(fmtest::read_bytes(path), n) == 0);
+}
+
+TEST_CASE("next_unsynced skips absent pages") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = open_bm(path, params(0));
+  REQUIRE_FALSE(bm->resize(16 * kTiB));
+  const std::uint64_t total = bm->stats().total_chunks;
+  const std::uint64_t a = 5, b = 200'000'000, c = total - 1;
+  for (auto x : {a, b, c}) REQUIRE_FALSE(bm->mark_unsynced(x * kCs, 1));
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(bm->next_unsynced(0) == a);
+  CHECK(bm->next_unsynced(a + 1) == b);
+  CHECK(bm->next_unsynced(b) == b);
+  CHECK(bm->next_unsynced(b + 1) == c);
+  bm->mark_synced(c);
+  CHECK(bm->next_unsynced(b + 1) == total);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(s < 0.05);
+}
+
+TEST_CASE("crafted headers with a valid CRC are untrusted with a reason, before anything is allocated") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  const std::uint64_t size = 64 * kCs;
+  auto h = fmtest::clean_header(kSet, kCs, size);
+  std::string expect;
+  bool intrinsic = true;  // refused by the header alone (the shared reader too)
+  SUBCASE("sync_size of 2^62 (larger than max_image_size and the image)") {
+    h.sync_size = 1ull << 62;
+    expect = "sync_size";
+    intrinsic = false;
+  }
+  SUBCASE("sync_size of 2^64 - 1") {
+    h.sync_size = ~0ull;
+    expect = "sync_size";
+  }
+  SUBCASE("sync_size just above max_image_size") {
+    h.sync_size = core::kDefaultMaxImageSize + kCs;
+    expect = "max_image_size";
+    intrinsic = false;
+  }
+  SUBCASE("unknown state flags") {
+    h.state |= 1u << 7;
+    expect = "unknown state flags";
+  }
+  SUBCASE("events_cleared > events") {
+    h.events_cleared = h.events + 1;
+    expect = "events_cleared";
+  }
+  SUBCASE("daemon sleep 0") {
+    h.daemon_sleep_ms = 0;
+    expect = "daemon sleep";
+  }
+  SUBCASE("daemon sleep of 49 days") {
+    h.daemon_sleep_ms = 0xFFFFFFFFu;
+    expect = "daemon sleep";
+  }
+  SUBCASE("write-behind above md's limit") {
+    h.write_behind = 1u << 20;
+    expect = "write-behind";
+  }
+  // The bits a crafted header claims are not in the file: only the header is written.
+  fmtest::write_bytes(path, [&] {
+    auto raw = core::encode_header(h);
+    return std::vector<std::byte>(raw.begin(), raw.end());
+  }(), 0600);
+  REQUIRE(core::decode_header(fmtest::read_bytes(path)));  // the CRC is valid
+  std::string why;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto bm = open_bm(path, params(size), &why);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  MESSAGE("untrusted: " << why);
+  CHECK(why.find(expect) != std::string::npos);
+  // Never clean: the whole image is dirty, the cover is the image's.
+  CHECK(bm->stats().total_chunks == 64);
+  CHECK(bm->stats().dirty_chunks == 64);
+  CHECK(bm->stats().unsynced_chunks == 64);
+  CHECK(bm->memory_bytes() < 64 * 1024);
+  CHECK(s < 1.0);
+  CHECK_FALSE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateClean));
+  CHECK(fmtest::header_on_disk(path).sync_size == size);
+  CHECK(fmtest::file_size(path) == core::kHeaderSize + 4096);
+  // The shared reader (examine-bitmap, rescale-bitmap) agrees on the intrinsic ones; the
+  // others it reports as truncated bits, reading no more than the file holds.
+  if (intrinsic) {
+    fmtest::write_bytes(path, [&] {
+      auto raw = core::encode_header(h);
+      return std::vector<std::byte>(raw.begin(), raw.end());
+    }(), 0600);
+    utils::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    auto f = core::read_bitmap_file(fd.get());
+    REQUIRE(f);
+    CHECK(f->implausible);
+    CHECK(f->bits.empty());
+    CHECK(f->problem.find(expect) != std::string::npos);
+  }
+}
+
+TEST_CASE("a header whose sync_size passes the image but not max_image_size is still read for the image") {
+  // A legitimately big image (larger than max_image_size, created before the limit) keeps
+  // its bitmap: the bound is max(max_image_size, image size).
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto p = params(0);
+  p.max_image_size = 1 << 20;
+  const std::uint64_t size = 4 << 20;
+  fmtest::write_bitmap_file(path, fmtest::clean_header(kSet, kCs, size), {3});
+  p.image_size = size;
+  std::string why;
+  auto bm = open_bm(path, p, &why);
+  CHECK(why.empty());
+  CHECK(bm->stats().dirty_chunks == 1);
+}
+
+TEST_CASE("a FIFO, a directory, a symlink or a hard link in place of the bitmap is refused and replaced") {
+  TempDir d;
+  REQUIRE(::mkdir((d / "bm").c_str(), 0700) == 0);
+  auto dir = core::Dir::open(d / "bm");
+  REQUIRE(dir);
+  const auto path = d / "bm/img.fmbm";
+  const auto outside = d / "outside";
+  fmtest::write_text(outside, "precious data, not a bitmap\n");
+  std::string expect;
+  SUBCASE("FIFO") {
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+    expect = "FIFO";
+  }
+  SUBCASE("hard link to a file outside the bitmap directory") {
+    REQUIRE(::link(outside.c_str(), path.c_str()) == 0);
+    expect = "hard links";
+  }
+  SUBCASE("symlink") {
+    REQUIRE(::symlink(outside.c_str(), path.c_str()) == 0);
+    expect = "symlink";
+  }
+  SUBCASE("directory") {
+    REQUIRE(::mkdir(path.c_str(), 0700) == 0);
+    expect = "directory";
+  }
+  auto p = params(8 * kCs);
+  std::string why;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto bm = core::open_bitmap_file(*dir, "img.fmbm", p, &why);  // must not block
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE_MESSAGE(bm, "open_bitmap_file: " << bm.error().message());
+  MESSAGE("refused: " << why);
+  CHECK(s < 1.0);
+  CHECK(why.find(expect) != std::string::npos);
+  CHECK((*bm)->stats().dirty_chunks == 8);    // a full resync
+  CHECK((*bm)->stats().unsynced_chunks == 8);
+  write_once(**bm, 0, 100);
+  // The file at the bitmap's name is a new regular file with one link; the outside file
+  // never saw a byte.
+  struct stat st {};
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  CHECK(S_ISREG(st.st_mode));
+  CHECK(st.st_nlink == 1);
+  CHECK(fmtest::read_text(outside) == "precious data, not a bitmap\n");
+  // The refused object is kept aside under a name never taken for a bitmap.
+  int aside = 0;
+  for (const auto& e : fmtest::stdfs::directory_iterator(d / "bm"))
+    if (e.path().filename().string().rfind(".img.fmbm.refused-", 0) == 0) ++aside;
+  CHECK(aside == 1);
+}
+
+TEST_CASE("a regular bitmap with one link is opened as before") {
+  TempDir d;
+  REQUIRE(::mkdir((d / "bm").c_str(), 0700) == 0);
+  auto dir = core::Dir::open(d / "bm");
+  REQUIRE(dir);
+  fmtest::write_bitmap_file(d / "bm/img.fmbm", fmtest::clean_header(kSet, kCs, 8 * kCs), {2});
+  std::string why;
+  auto bm = core::open_bitmap_file(*dir, "img.fmbm", params(8 * kCs), &why);
+  REQUIRE(bm);
+  CHECK(why.empty());
+  CHECK((*bm)->stats().dirty_chunks == 1);
+  // Blocking again: O_NONBLOCK was only for the open.
+  write_once(**bm, 5 * kCs, 1);
+}
+
+TEST_CASE("no space for the bitmap: failed, named, then writes resume after a full rewrite") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  int fdnum = -1;
+  auto bm = clean_bm(path, 8, kCs, &fdnum);
+  write_once(*bm, 0, 1);
+  const int saved = ::dup(fdnum);
+  {
+    utils::UniqueFd full(::open("/dev/full", O_RDWR | O_CLOEXEC));
+    REQUIRE(::dup2(full.get(), fdnum) == fdnum);
+  }
+  CHECK(bm->start_write(3 * kCs, 1) == std::errc::no_space_on_device);
+  CHECK(bm->failed());
+  CHECK(bm->stats().error.find("space") != std::string::npos);
+  CHECK(bm->recover());  // still full
+  CHECK(bm->start_write(4 * kCs, 1));
+  CHECK(bm->close_clean(ok_sync));
+  // Space is back.
+  REQUIRE(::dup2(saved, fdnum) == fdnum);
+  ::close(saved);
+  CHECK_FALSE(bm->recover());
+  CHECK_FALSE(bm->failed());
+  CHECK(bm->stats().error.empty());
+  write_once(*bm, 6 * kCs, 1);
+  auto file = fmtest::read_bytes(path);
+  CHECK(fmtest::file_bit(file, 0));
+  CHECK(fmtest::file_bit(file, 3));  // the refused writers' intent, kept (a superset is safe)
+  CHECK(fmtest::file_bit(file, 6));
+  CHECK_FALSE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateClean));
+  CHECK_FALSE(bm->close_clean(ok_sync));
+  CHECK(fmtest::has(fmtest::header_on_disk(path).state, core::kStateClean));
+}
+
+TEST_CASE("an EIO on the bitmap stays sticky: recover() does not pass it") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  int fdnum = -1;
+  auto bm = clean_bm(path, 8, kCs, &fdnum);
+  const int saved = ::dup(fdnum);
+  {
+    // A read-only descriptor: every write fails with EBADF, an error no free space cures.
+    utils::UniqueFd ro(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(::dup2(ro.get(), fdnum) == fdnum);
+  }
+  CHECK(bm->start_write(3 * kCs, 1));
+  REQUIRE(::dup2(saved, fdnum) == fdnum);
+  ::close(saved);
+  CHECK(bm->recover());
+  CHECK(bm->failed());
 }
 
 }  // TEST_SUITE

@@ -290,6 +290,25 @@ TEST_CASE("validators") {
   CHECK_FALSE(core::check_daemon_sleep(std::numeric_limits<double>::infinity()).empty());
 }
 
+TEST_CASE("max_image_size: default 16 TiB, size suffixes, bounds") {
+  CHECK(core::parse_config(minimal().dump(), "t").max_image_size == (16ull << 40));
+  json j = minimal();
+  j["max_image_size"] = "2T";
+  CHECK(core::parse_config(j.dump(), "t").max_image_size == (2ull << 40));
+  j["max_image_size"] = 1ull << 30;
+  CHECK(core::parse_config(j.dump(), "t").max_image_size == (1ull << 30));
+  // Round trip through dump_config.
+  auto c = core::parse_config(j.dump(), "t");
+  CHECK(core::parse_config(core::dump_config(c), "t").max_image_size == (1ull << 30));
+  for (json bad : {json(0), json(4096), json(-1), json("lots"), json(~0ull)}) {
+    json k = minimal();
+    k["max_image_size"] = bad;
+    INFO(bad.dump());
+    CHECK_THROWS_WITH_AS(core::parse_config(k.dump(), "t"), doctest::Contains("'max_image_size'"),
+                         utils::Error);
+  }
+}
+
 }  // TEST_SUITE
 
 TEST_SUITE("size") {

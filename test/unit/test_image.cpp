@@ -451,4 +451,78 @@ TEST_CASE("fsync, sync_legs and close_clean") {
   CHECK(f.img->status().state == "clean");
 }
 
+TEST_CASE("max_image_size: EFBIG before either leg or the bitmap changes") {
+  TempDir dir;
+  const auto pp = dir / "p.img", sp = dir / "s.img", bp = dir / "b.fmbm";
+  for (const auto& p : {pp, sp}) fmtest::write_bytes(p, fmtest::pattern(100000, 3), 0600);
+  utils::ThreadPool pool{2};
+  core::BitmapOpenParams par;
+  par.set_uuid = kSet;
+  par.chunk_size = kCs;
+  par.image_size = 100000;
+  par.max_image_size = 1 << 20;
+  utils::UniqueFd b(::open(bp.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  std::string why;
+  auto bm = core::Bitmap::open(std::move(b), par, &why);
+  REQUIRE(bm);
+  core::ImageOptions io;
+  io.max_image_size = 1 << 20;
+  core::Image img("img", utils::UniqueFd(::open(pp.c_str(), O_RDWR | O_CLOEXEC)),
+                  utils::UniqueFd(::open(sp.c_str(), O_RDWR | O_CLOEXEC)), std::move(*bm), &pool, io);
+  const auto before = img.bitmap()->stats();
+  const auto bm_before = fmtest::read_bytes(bp);
+  auto data = fmtest::pattern(4096, 9);
+  CHECK(img.truncate((1 << 20) + 1) == std::errc::file_too_large);
+  CHECK(img.truncate(1ull << 50) == std::errc::file_too_large);
+  auto w = img.write(data, (1 << 20) - 100);
+  REQUIRE_FALSE(w);
+  CHECK(w.error() == std::errc::file_too_large);
+  CHECK(img.fallocate(0, 0, (1 << 20) + 1) == std::errc::file_too_large);
+  CHECK(img.fallocate(0, ~0ull - 10, 100) == std::errc::file_too_large);
+  CHECK(fmtest::file_size(pp) == 100000);
+  CHECK(fmtest::file_size(sp) == 100000);
+  CHECK(img.bitmap()->stats().total_chunks == before.total_chunks);
+  CHECK(img.bitmap()->stats().dirty_chunks == before.dirty_chunks);
+  CHECK(fmtest::read_bytes(bp) == bm_before);
+  // Up to the limit is fine; a KEEP_SIZE punch past it does not grow the cover.
+  CHECK_FALSE(img.truncate(1 << 20));
+  CHECK(img.write(data, (1 << 20) - 4096));
+  CHECK_FALSE(img.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 64ull << 20));
+  CHECK(img.bitmap()->stats().total_chunks == 16);
+  CHECK(fmtest::file_size(pp) == (1 << 20));
+}
+
+TEST_CASE("a failed bitmap shows as bitmap-failed, refuses truncate, and recovers in sweep") {
+  Fixture f(4 * kCs);
+  // The bitmap's descriptor is the one opened last by the fixture: find it by its path.
+  int fdnum = -1;
+  for (int fd = 3; fd < 1024 && fdnum < 0; ++fd) {
+    char link[64], target[4096];
+    std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    const auto n = ::readlink(link, target, sizeof target - 1);
+    if (n > 0 && std::string(target, static_cast<std::size_t>(n)) == f.bpath) fdnum = fd;
+  }
+  REQUIRE(fdnum >= 0);
+  const int saved = ::dup(fdnum);
+  {
+    utils::UniqueFd full(::open("/dev/full", O_RDWR | O_CLOEXEC));
+    REQUIRE(::dup2(full.get(), fdnum) == fdnum);
+  }
+  auto data = fmtest::pattern(1000, 5);
+  CHECK_FALSE(f.img->write(data, 0));
+  auto st = f.img->status();
+  CHECK(st.state == "bitmap-failed");
+  CHECK_FALSE(st.bitmap.error.empty());
+  CHECK(f.img->truncate(8 * kCs));
+  CHECK(fmtest::file_size(f.ppath) == 4 * kCs);
+  CHECK_FALSE(f.img->sweep());  // still full: logged once, not an error to repeat
+  CHECK(f.img->status().state == "bitmap-failed");
+  REQUIRE(::dup2(saved, fdnum) == fdnum);
+  ::close(saved);
+  CHECK_FALSE(f.img->sweep());
+  CHECK(f.img->status().state != "bitmap-failed");
+  CHECK(f.img->status().bitmap.error.empty());
+  f.write(data, 0);
+}
+
 }  // TEST_SUITE
