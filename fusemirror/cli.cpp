@@ -26,6 +26,7 @@
 #include "utils/error.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
+#include "utils/printable.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::cli {
@@ -96,7 +97,7 @@ int examine_bitmap(const std::string& file) {
   std::uint64_t dirty = 0;
   for (std::uint64_t c = 0; c < bits && c / 8 < bf->bits.size(); ++c)
     if ((static_cast<unsigned>(bf->bits[c / 8]) >> (c % 8)) & 1) ++dirty;
-  std::printf("        Filename : %s\n", file.c_str());
+  std::printf("        Filename : %s\n", utils::printable(file).c_str());
   std::printf("           Magic : FMBITMAP\n");
   std::printf("         Version : %u.%u\n", h->version_major, h->version_minor);
   std::printf("            UUID : %s\n", utils::to_string(h->set_uuid).c_str());
@@ -149,21 +150,26 @@ nlohmann::json collect_status(const std::string& mountpoint) {
   return all;
 }
 
+// A string field of the status, escaped for the terminal: names and paths may hold any
+// byte but '/' and NUL (an ESC sequence or a newline would rewrite the screen or forge a
+// line). JSON output needs none of this: the JSON encoder escapes them.
+std::string text(const nlohmann::json& v) { return utils::printable(v.get<std::string>()); }
+
 void print_status(const nlohmann::json& all, std::ostream& cout) {
   cout << "Personalities : [fusemirror-raid1]\n";
   for (const auto& s : all["sets"]) {
-    cout << "set " << s["uuid"].get<std::string>() << " : mounted on "
-              << s["mountpoint"].get<std::string>() << " (pid " << s["pid"] << ")\n"
-              << "      primary " << s["primary"].get<std::string>() << ", secondary "
-              << s["secondary"].get<std::string>() << "\n";
+    cout << "set " << text(s["uuid"]) << " : mounted on "
+              << text(s["mountpoint"]) << " (pid " << s["pid"] << ")\n"
+              << "      primary " << text(s["primary"]) << ", secondary "
+              << text(s["secondary"]) << "\n";
     for (const auto& i : s["images"]) {
       const bool ok = i["secondary_ok"].get<bool>();
-      cout << "  " << i["name"].get<std::string>() << " : " << i["state"].get<std::string>()
+      cout << "  " << text(i["name"]) << " : " << text(i["state"])
                 << " raid1 " << (ok ? "[UU]" : "[U_]") << " "
                 << utils::format_size(i["size"].get<std::uint64_t>()) << "\n";
       cout << "      bitmap: " << i["dirty_chunks"] << "/" << i["total_chunks"]
                 << " chunks dirty, " << utils::format_size(i["chunk_size"].get<std::uint64_t>())
-                << " chunk, file: " << i["bitmap_file"].get<std::string>() << "\n";
+                << " chunk, file: " << text(i["bitmap_file"]) << "\n";
       const auto& wb = i["write_behind"];
       if (wb["limit"].get<std::uint64_t>() > 0)
         cout << "      async: " << wb["outstanding"] << "/" << wb["limit"] << " outstanding writes\n";
@@ -179,7 +185,7 @@ void print_status(const nlohmann::json& all, std::ostream& cout) {
         tail += " speed=" + (speed ? utils::format_size(speed) + "/s" : std::string("?"));
         char line[256];
         std::snprintf(line, sizeof line, "      %s  %s = %.1f%% (%s/%s)%s\n", bar(frac).c_str(),
-                      sy["action"].get<std::string>().c_str(), frac * 100,
+                      text(sy["action"]).c_str(), frac * 100,
                       utils::format_size(static_cast<std::uint64_t>(done)).c_str(),
                       utils::format_size(static_cast<std::uint64_t>(total)).c_str(), tail.c_str());
         cout << line;
@@ -389,18 +395,18 @@ int rescale_bitmap(const std::string& file_arg, std::uint64_t chunk_size, const 
     const int pct = static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total));
     if (pct == shown) return;
     shown = pct;
-    std::fprintf(stderr, "\rrescaling %s: %3d%%", file.c_str(), pct);
+    std::fprintf(stderr, "\rrescaling %s: %3d%%", utils::printable(file).c_str(), pct);
     std::fflush(stderr);
   };
   const auto rep = core::rescale_bitmap_file(file, chunk_size, progress);
   if (tty && shown >= 0) std::fprintf(stderr, "\n");
   if (!rep.changed) {
-    std::printf("%s: chunk size is already %s; nothing to do\n", file.c_str(),
+    std::printf("%s: chunk size is already %s; nothing to do\n", utils::printable(file).c_str(),
                 utils::format_size(chunk_size).c_str());
     return 0;
   }
   std::printf("%s: chunk size %s -> %s, %llu -> %llu bits, %llu -> %llu dirty, events %llu -> %llu\n",
-              file.c_str(), utils::format_size(rep.before.chunk_size).c_str(),
+              utils::printable(file).c_str(), utils::format_size(rep.before.chunk_size).c_str(),
               utils::format_size(rep.after.chunk_size).c_str(),
               static_cast<unsigned long long>(rep.before.bit_count()),
               static_cast<unsigned long long>(rep.after.bit_count()),

@@ -17,6 +17,7 @@
 #include "fusemirror/parallel_writes.hpp"
 #include "utils/error.hpp"
 #include "utils/log.hpp"
+#include "utils/printable.hpp"
 #include "utils/size.hpp"
 
 namespace fm = fusemirror;
@@ -213,7 +214,7 @@ int main(int argc, char** argv) {
     try {
       return mount_helper(argc, argv);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "mount.fusemirror: %s\n", e.what());
+      std::fprintf(stderr, "mount.fusemirror: %s\n", fm::utils::printable(e.what()).c_str());
       return 32;  // mount(8)'s "mount failure"
     }
   }
@@ -329,7 +330,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // One line that names the problem (SPEC §7); --help has the rest.
-    std::fprintf(stderr, "fusemirror: %s (see fusemirror --help)\n", e.what());
+    std::fprintf(stderr, "fusemirror: %s (see fusemirror --help)\n", fm::utils::printable(e.what()).c_str());
     return e.get_exit_code() ? e.get_exit_code() : 2;
   }
 
@@ -343,9 +344,10 @@ int main(int argc, char** argv) {
       if (!bitmap_dir.empty()) copts.bitmap_dir = bitmap_dir;
       auto c = fm::core::create_set(copts);
       std::cout << "fusemirror: created mirror set " << fm::utils::to_string(c.uuid) << "\n"
-                << "  primary   " << c.primary << "\n  secondary " << c.secondary << "\n"
+                << "  primary   " << fm::utils::printable(c.primary) << "\n  secondary "
+                << fm::utils::printable(c.secondary) << "\n"
                 << "  chunk     " << fm::utils::format_size(c.chunk_size) << ", daemon sleep "
-                << c.daemon_sleep << "s, bitmaps in " << c.bitmap_root() << "\n";
+                << c.daemon_sleep << "s, bitmaps in " << fm::utils::printable(c.bitmap_root()) << "\n";
       return 0;
     }
     fm::fuse::set_page_cache(page_cache);
@@ -382,7 +384,8 @@ int main(int argc, char** argv) {
     if (*readd) return fm::cli::control(absolute(ctl_mp), "re-add " + ctl_image);
     if (*action) return fm::cli::control(absolute(ctl_mp), "sync-action " + ctl_image + " " + ctl_action);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "fusemirror: %s\n", e.what());
+    // Messages name images and paths, which may hold control characters: one escaped line.
+    std::fprintf(stderr, "fusemirror: %s\n", fm::utils::printable(e.what()).c_str());
     return 1;
   }
   return 2;
