@@ -61,6 +61,7 @@ void raise_fd_limit() {
 // ---- opening -----------------------------------------------------------------------------
 
 std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::string& mountpoint) {
+  check_set_directories(config);  // the rules `create` applied: a config may have been edited
   std::unique_ptr<MirrorSet> s(new MirrorSet());
   s->config_ = config;
   s->mountpoint_ = mountpoint;
@@ -101,7 +102,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   const std::string broot = config.bitmap_root();
   if (::mkdir(broot.c_str(), 0700) != 0 && errno != EEXIST)
     throw utils::sys_error(broot, "cannot create the bitmap directory", errno);
-  auto b = Dir::open(broot);
+  auto b = Dir::open(broot, /*follow_last=*/false);  // never a symlink (check_set_directories)
   if (!b) throw utils::sys_error(broot, "bitmap directory unusable", b.error().value());
   s->bitmaps_ = std::move(*b);
 
@@ -785,8 +786,8 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::create_image(const std::string&
 
 MirrorSet::LegRecord MirrorSet::read_record(const std::string& rel) const {
   LegRecord r;
-  auto fd = secondary_.open_beneath(record_rel(rel), O_RDONLY | O_NOFOLLOW);
-  if (!fd) return r;
+  auto fd = secondary_.open_beneath(record_rel(rel), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  if (!fd || !utils::meta_file_problem(fd->get()).empty()) return r;  // a FIFO, link...: no record
   std::string text(4096, '\0');
   ssize_t n = ::pread(fd->get(), text.data(), text.size(), 0);
   if (n <= 0) return r;
@@ -826,9 +827,11 @@ std::error_code MirrorSet::write_record(const std::string& rel, const Image& img
   }
   const std::string rrel = record_rel(rel);
   if (auto ec = secondary_.mkdirs(parent_rel(rrel), 0700)) return ec;
-  try {
-    write_file_atomic(secondary_.path() + "/" + parent_rel(rrel),
-                      rrel.substr(rrel.rfind('/') + 1), j.dump() + "\n");
+  try {  // beneath a descriptor opened without following symlinks: no path string re-resolved
+    auto dfd = secondary_.open_beneath(parent_rel(rrel), O_RDONLY | O_DIRECTORY);
+    if (!dfd) throw utils::sys_error(secondary_.path() + "/" + parent_rel(rrel), "record directory", dfd.error().value());
+    utils::write_file_atomic_at(dfd->get(), secondary_.path() + "/" + parent_rel(rrel),
+                                rrel.substr(rrel.rfind('/') + 1), j.dump() + "\n");
   } catch (const Error& e) {
     spdlog::error("{}", e.what());
     return utils::errno_code(EIO);
@@ -1058,13 +1061,25 @@ std::uint64_t MirrorSet::resync_min_rate() const {
 std::uint64_t MirrorSet::resync_max_rate() const {
   return std::atomic_ref(const_cast<std::uint64_t&>(config_.resync_max_rate)).load(std::memory_order_relaxed);
 }
-void MirrorSet::set_resync_min_rate(std::uint64_t v) {
+std::error_code MirrorSet::set_resync_min_rate(std::uint64_t v, std::string* why) {
+  std::lock_guard lk(rates_mu_);
+  if (auto w = check_resync_rates(v, resync_max_rate()); !w.empty()) {
+    *why = w;
+    return utils::errno_code(EINVAL);
+  }
   std::atomic_ref(config_.resync_min_rate).store(v, std::memory_order_relaxed);
   spdlog::info("sync_speed_min set to {} bytes/s", v);
+  return {};
 }
-void MirrorSet::set_resync_max_rate(std::uint64_t v) {
+std::error_code MirrorSet::set_resync_max_rate(std::uint64_t v, std::string* why) {
+  std::lock_guard lk(rates_mu_);
+  if (auto w = check_resync_rates(resync_min_rate(), v); !w.empty()) {
+    *why = w;
+    return utils::errno_code(EINVAL);
+  }
   std::atomic_ref(config_.resync_max_rate).store(v, std::memory_order_relaxed);
   spdlog::info("sync_speed_max set to {} bytes/s{}", v, v ? "" : " (unlimited)");
+  return {};
 }
 
 }  // namespace fusemirror::core

@@ -168,8 +168,13 @@ class MirrorSet {
   // config_'s rate words are only ever accessed through std::atomic_ref by these.
   std::uint64_t resync_min_rate() const;
   std::uint64_t resync_max_rate() const;
-  void set_resync_min_rate(std::uint64_t bytes_per_s);
-  void set_resync_max_rate(std::uint64_t bytes_per_s);
+  // Refused with EINVAL (and `why`) when min would exceed a non-zero max
+  // (check_resync_rates, the config's rule).
+  std::error_code set_resync_min_rate(std::uint64_t bytes_per_s, std::string* why);
+  std::error_code set_resync_max_rate(std::uint64_t bytes_per_s, std::string* why);
+
+ private:
+  std::mutex rates_mu_;  // serialises the two setters' check-then-store
 };
 
 }  // namespace fusemirror::core

@@ -180,9 +180,7 @@ std::error_code attr_write(const std::string& rel, const AttrDef& a, std::string
       *why = "'" + v + "' is not a rate in bytes/s (e.g. 1048576 or 10M)";
       return utils::errno_code(EINVAL);
     }
-    if (n == "sync_speed_min") set().set_resync_min_rate(*r);
-    else set().set_resync_max_rate(*r);
-    return {};
+    return n == "sync_speed_min" ? set().set_resync_min_rate(*r, why) : set().set_resync_max_rate(*r, why);
   }
   *why = std::string(a.name) + " is read-only";
   return utils::errno_code(EACCES);
