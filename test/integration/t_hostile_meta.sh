@@ -125,7 +125,7 @@ rm -r "$P/nested"
 mkdir "$P/bm"
 jq --arg b "$P/bm" '.bitmap_dir = $b' "$FM_TMP/config.saved" >"$CONF"
 refuse "mount with bitmap_dir in the primary's image tree (config edited)" "bitmap directory.*inside the primary" "$FUSEMIRROR" mount "$P" "$MNT"
-rmdir "$P/bm"
+rm -rf "$P/bm"
 
 # ------------------------------------------------------------------ values
 FM_CONTEXT=values
