@@ -17,6 +17,7 @@
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
 #include "utils/meta_file.hpp"
+#include "utils/printable.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::core {
@@ -52,7 +53,8 @@ std::string check_resync_rates(std::uint64_t min_rate, std::uint64_t max_rate) {
 namespace {
 
 [[noreturn]] void bad(const std::string& source, const std::string& key, const std::string& why) {
-  throw Error("config " + source + ": key '" + key + "': " + why);
+  // One line whatever the file holds: a key or a value may contain control characters.
+  throw Error("config " + utils::printable(source) + ": key '" + utils::printable(key) + "': " + utils::printable(why));
 }
 
 std::uint64_t get_uint(const json& j, const std::string& key, const std::string& source) {
@@ -82,9 +84,9 @@ Config parse_config(const std::string& text, const std::string& source) {
   try {
     j = json::parse(text);
   } catch (const json::exception& e) {
-    throw Error("config " + source + ": not valid JSON: " + e.what());
+    throw Error("config " + utils::printable(source) + ": not valid JSON: " + utils::printable(e.what()));
   }
-  if (!j.is_object()) throw Error("config " + source + ": must be a JSON object");
+  if (!j.is_object()) throw Error("config " + utils::printable(source) + ": must be a JSON object");
   static const std::set<std::string> kKeys = {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
@@ -263,10 +265,10 @@ Member parse_member(const std::string& text, const std::string& source) {
   try {
     json j = json::parse(text);
     auto u = utils::parse_uuid(j.at("set_uuid").get<std::string>());
-    if (!u) throw Error(source + ": set_uuid is not a UUID");
+    if (!u) throw Error(utils::printable(source) + ": set_uuid is not a UUID");
     return Member{*u};
   } catch (const json::exception& e) {
-    throw Error(source + ": not a fusemirror membership record: " + e.what());
+    throw Error(utils::printable(source) + ": not a fusemirror membership record: " + utils::printable(e.what()));
   }
 }
 

@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
     try {
       return mount_helper(argc, argv);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "mount.fusemirror: %s\n", fm::utils::printable(e.what()).c_str());
+      std::fprintf(stderr, "mount.fusemirror: %s\n", fm::utils::printable(e.what(), false).c_str());
       return 32;  // mount(8)'s "mount failure"
     }
   }
@@ -330,7 +330,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // One line that names the problem (SPEC §7); --help has the rest.
-    std::fprintf(stderr, "fusemirror: %s (see fusemirror --help)\n", fm::utils::printable(e.what()).c_str());
+    std::fprintf(stderr, "fusemirror: %s (see fusemirror --help)\n", fm::utils::printable(e.what(), false).c_str());
     return e.get_exit_code() ? e.get_exit_code() : 2;
   }
 
@@ -384,8 +384,9 @@ int main(int argc, char** argv) {
     if (*readd) return fm::cli::control(absolute(ctl_mp), "re-add " + ctl_image);
     if (*action) return fm::cli::control(absolute(ctl_mp), "sync-action " + ctl_image + " " + ctl_action);
   } catch (const std::exception& e) {
-    // Messages name images and paths, which may hold control characters: one escaped line.
-    std::fprintf(stderr, "fusemirror: %s\n", fm::utils::printable(e.what()).c_str());
+    // Messages name images and paths, which may hold control characters: one escaped line
+    // (backslashes kept: core may have escaped a name already).
+    std::fprintf(stderr, "fusemirror: %s\n", fm::utils::printable(e.what(), false).c_str());
     return 1;
   }
   return 2;

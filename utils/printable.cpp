@@ -54,14 +54,14 @@ void hex(std::string& out, unsigned char c) {
 
 }  // namespace
 
-std::string printable(std::string_view s) {
+std::string printable(std::string_view s, bool escape_backslash) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size();) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
       switch (c) {
-        case '\\': out += "\\\\"; break;
+        case '\\': out += escape_backslash ? "\\\\" : "\\"; break;
         case '\n': out += "\\n"; break;
         case '\r': out += "\\r"; break;
         case '\t': out += "\\t"; break;

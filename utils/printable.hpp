@@ -23,7 +23,11 @@
 
 namespace fusemirror::utils {
 
-std::string printable(std::string_view s);
+//
+// escape_backslash false leaves '\\' as it is: for a message that may already hold escapes
+// (an error built from core's escaped text), so that they are not doubled. The result is
+// still one safe line, but no longer reversible.
+std::string printable(std::string_view s, bool escape_backslash = true);
 
 // True when printable(s) == s (nothing to escape): lets a caller skip a copy.
 bool is_printable(std::string_view s);

@@ -318,6 +318,20 @@ TEST_CASE("integer keys are range-checked as the JSON numbers they are (issue 12
   }
 }
 
+TEST_CASE("messages stay one line whatever the keys and values hold (fuzz_config finding)") {
+  json j = minimal();
+  j["ch\nk_size"] = 1;
+  auto m = reject(j);
+  CHECK(contains(m, "ch\\nk_size"));
+  CHECK(m.find('\n') == std::string::npos);
+  m = reject(with("role", "mir\x1b[2J\nror"));
+  CHECK(contains(m, "'role'"));
+  CHECK(m.find('\n') == std::string::npos);
+  CHECK(m.find('\x1b') == std::string::npos);
+  m = reject(with("primary", "rel\n"));
+  CHECK(m.find('\n') == std::string::npos);
+}
+
 TEST_CASE("check_resync_rates is the one rule for the config and the live controls") {
   CHECK(core::check_resync_rates(0, 0).empty());
   CHECK(core::check_resync_rates(1 << 20, 0).empty());       // max 0 = unlimited

@@ -69,6 +69,11 @@ TEST_CASE("every single byte and byte pair gives one line without a raw control"
   }
 }
 
+TEST_CASE("messages that may hold escapes already keep their backslashes") {
+  CHECK(printable("key 'a\\x0ab': bad\n", false) == "key 'a\\x0ab': bad\\n");
+  CHECK(printable("a\\b", false) == "a\\b");
+}
+
 TEST_CASE("distinct names stay distinct") {
   CHECK(printable("a\nb") != printable("a\\nb"));
   CHECK(printable("\x1b") != printable("\\x1b"));
