@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/filesystem.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -14,6 +16,8 @@
 #include "utils/error.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
+#include "utils/meta_file.hpp"
+#include "utils/printable.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::core {
@@ -32,8 +36,17 @@ std::string check_chunk_size(std::uint64_t v) {
 }
 
 std::string check_daemon_sleep(double v) {
-  if (!std::isfinite(v) || v <= 0 || v > 3600)
-    return "must be a number of seconds greater than 0 and at most 3600";
+  // The bitmap header keeps it as whole milliseconds (daemon_sleep_ms, a u32): below 1 ms it
+  // would be stored as 0, "clear at once", which no operator asked for.
+  if (!std::isfinite(v) || v < 0.001 || v > 3600)
+    return "must be a number of seconds between 0.001 (1 ms, the bitmap header's unit) and 3600";
+  return {};
+}
+
+std::string check_resync_rates(std::uint64_t min_rate, std::uint64_t max_rate) {
+  if (max_rate != 0 && min_rate > max_rate)
+    return "the minimum resync rate (" + std::to_string(min_rate) +
+           " bytes/s) must not exceed the maximum (" + std::to_string(max_rate) + " bytes/s; 0 = unlimited)";
   return {};
 }
 
@@ -46,7 +59,8 @@ std::string check_max_image_size(std::uint64_t v) {
 namespace {
 
 [[noreturn]] void bad(const std::string& source, const std::string& key, const std::string& why) {
-  throw Error("config " + source + ": key '" + key + "': " + why);
+  // One line whatever the file holds: a key or a value may contain control characters.
+  throw Error("config " + utils::printable(source) + ": key '" + utils::printable(key) + "': " + utils::printable(why));
 }
 
 std::uint64_t get_uint(const json& j, const std::string& key, const std::string& source) {
@@ -76,9 +90,9 @@ Config parse_config(const std::string& text, const std::string& source) {
   try {
     j = json::parse(text);
   } catch (const json::exception& e) {
-    throw Error("config " + source + ": not valid JSON: " + e.what());
+    throw Error("config " + utils::printable(source) + ": not valid JSON: " + utils::printable(e.what()));
   }
-  if (!j.is_object()) throw Error("config " + source + ": must be a JSON object");
+  if (!j.is_object()) throw Error("config " + utils::printable(source) + ": must be a JSON object");
   static const std::set<std::string> kKeys = {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
@@ -89,7 +103,8 @@ Config parse_config(const std::string& text, const std::string& source) {
     if (!j.contains(k)) bad(source, k, "missing");
 
   Config c;
-  if (!j["format"].is_number_integer() || j["format"].get<int>() != 1)
+  // Compared as the JSON number it is: get<int>() would read 4294967297 as 1.
+  if (!j["format"].is_number_unsigned() || j["format"].get<std::uint64_t>() != 1)
     bad(source, "format", "unsupported config format (this fusemirror reads format 1)");
   if (!j["uuid"].is_string()) bad(source, "uuid", "must be a string");
   auto u = utils::parse_uuid(j["uuid"].get<std::string>());
@@ -145,8 +160,8 @@ Config parse_config(const std::string& text, const std::string& source) {
   }
   if (j.contains("resync_min_rate")) c.resync_min_rate = get_uint(j, "resync_min_rate", source);
   if (j.contains("resync_max_rate")) c.resync_max_rate = get_uint(j, "resync_max_rate", source);
-  if (c.resync_max_rate && c.resync_min_rate > c.resync_max_rate)
-    bad(source, "resync_min_rate", "must not exceed resync_max_rate");
+  if (auto why = check_resync_rates(c.resync_min_rate, c.resync_max_rate); !why.empty())
+    bad(source, "resync_min_rate", "must not exceed resync_max_rate: " + why);
   if (c.primary == c.secondary) bad(source, "secondary", "is the same directory as the primary");
   return c;
 }
@@ -175,18 +190,79 @@ std::string dump_config(const Config& c) {
 Config load_config(const std::string& path, std::string* config_path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw utils::sys_error(path, "cannot read", errno);
-  std::string file = S_ISDIR(st.st_mode) ? path + "/" + kMetaDirName + "/" + kConfigName : path;
-  std::ifstream in(file);
-  if (!in) {
-    if (S_ISDIR(st.st_mode))
+  std::string file;
+  if (S_ISDIR(st.st_mode)) {
+    file = path + "/" + kMetaDirName + "/" + kConfigName;
+    struct stat fst {};
+    if (::lstat(file.c_str(), &fst) != 0 && errno == ENOENT)
       throw Error(path + ": not a fusemirror primary (no " + kMetaDirName + "/" + kConfigName +
                   "; run 'fusemirror create' first)");
-    throw utils::sys_error(file, "cannot read", errno);
+  } else {
+    // A config file named by the operator: symlinks in that path are the operator's choice.
+    char* real = ::realpath(path.c_str(), nullptr);
+    if (!real) throw utils::sys_error(path, "cannot read", errno);
+    file = real;
+    std::free(real);
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
+  // PRIMARY/.fusemirror and config.json themselves are never followed if symlinks; a FIFO,
+  // device, hard link or oversized file is refused (utils/meta_file.hpp).
+  std::string text = utils::read_meta_file(file);
   if (config_path) *config_path = file;
-  return parse_config(ss.str(), file);
+  return parse_config(text, file);
+}
+
+namespace {
+
+std::string canonical_dir(const std::string& path, const char* what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw utils::sys_error(path, std::string(what) + " directory", errno);
+  if (!S_ISDIR(st.st_mode)) throw Error(path + ": " + what + " is not a directory");
+  boost::system::error_code ec;
+  auto c = boost::filesystem::canonical(path, ec);
+  if (ec) throw Error(path + ": cannot resolve the " + what + " directory: " + ec.message());
+  return c.string();
+}
+
+bool is_within(const std::string& inner, const std::string& outer) {
+  return inner == outer || inner.rfind(outer == "/" ? outer : outer + "/", 0) == 0;
+}
+
+// A metadata directory that exists must be a real directory (lstat: never followed).
+void check_meta_dir(const std::string& path, const char* what) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;  // created later, with O_NOFOLLOW checks
+  if (S_ISLNK(st.st_mode))
+    throw Error(path + ": the " + what + " is a symbolic link; refusing (fusemirror's metadata must stay "
+                "in the set's own directories: replace it with a real directory)");
+  if (!S_ISDIR(st.st_mode)) throw Error(path + ": the " + what + " is not a directory; refusing");
+}
+
+}  // namespace
+
+void check_set_directories(const Config& c) {
+  const std::string primary = canonical_dir(c.primary, "primary");
+  const std::string secondary = canonical_dir(c.secondary, "secondary");
+  if (primary == secondary)
+    throw Error(c.secondary + ": is the same directory as the primary (" + primary + ")");
+  if (is_within(secondary, primary) || is_within(primary, secondary))
+    throw Error(c.secondary + ": primary and secondary must not contain each other (" + primary + ", " +
+                secondary + ")");
+  const std::string pmeta = primary + "/" + kMetaDirName, smeta = secondary + "/" + kMetaDirName;
+  check_meta_dir(c.primary + "/" + kMetaDirName, "primary's metadata directory");
+  check_meta_dir(c.secondary + "/" + kMetaDirName, "secondary's metadata directory");
+  check_meta_dir(c.secondary + "/" + kMetaDirName + "/images", "secondary's record directory");
+  if (c.bitmap_dir) {
+    // The bitmap directory may not exist yet (a mount creates it): resolve what does.
+    boost::system::error_code ec;
+    const std::string bdir = boost::filesystem::weakly_canonical(*c.bitmap_dir, ec).string();
+    if (ec) throw Error(*c.bitmap_dir + ": cannot resolve the bitmap directory: " + ec.message());
+    if (is_within(bdir, secondary))
+      throw Error(*c.bitmap_dir + ": the bitmap directory must not be inside the secondary");
+    if (is_within(bdir, primary) && !is_within(bdir, pmeta))
+      throw Error(*c.bitmap_dir + ": the bitmap directory must not be inside the primary outside its " +
+                  kMetaDirName + " (its bitmaps would show as images)");
+  }
+  check_meta_dir(c.bitmap_root(), "bitmap directory");
 }
 
 std::string dump_member(const Member& m) {
@@ -200,33 +276,18 @@ Member parse_member(const std::string& text, const std::string& source) {
   try {
     json j = json::parse(text);
     auto u = utils::parse_uuid(j.at("set_uuid").get<std::string>());
-    if (!u) throw Error(source + ": set_uuid is not a UUID");
+    if (!u) throw Error(utils::printable(source) + ": set_uuid is not a UUID");
     return Member{*u};
   } catch (const json::exception& e) {
-    throw Error(source + ": not a fusemirror membership record: " + e.what());
+    throw Error(utils::printable(source) + ": not a fusemirror membership record: " + utils::printable(e.what()));
   }
 }
 
-Member load_member(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_member(ss.str(), path);
-}
+Member load_member(const std::string& path) { return parse_member(utils::read_meta_file(path), path); }
 
 void write_file_atomic(const std::string& dir, const std::string& name, const std::string& content) {
-  const std::string tmp = dir + "/." + name + ".tmp";
-  const std::string dst = dir + "/" + name;
-  ::unlink(tmp.c_str());
-  utils::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd) throw utils::sys_error(tmp, "cannot create", errno);
-  if (auto ec = utils::pwrite_all(fd.get(), std::as_bytes(std::span(content)), 0))
-    throw utils::sys_error(tmp, "cannot write", ec.value());
-  if (::fsync(fd.get()) != 0) throw utils::sys_error(tmp, "cannot fsync", errno);
-  fd.reset();
-  if (::rename(tmp.c_str(), dst.c_str()) != 0) throw utils::sys_error(dst, "cannot rename into place", errno);
-  utils::UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d || ::fsync(d.get()) != 0) throw utils::sys_error(dir, "cannot fsync directory", errno);
+  utils::UniqueFd d = utils::open_dir_nofollow(dir, "metadata directory");
+  utils::write_file_atomic_at(d.get(), dir, name, content);
 }
 
 }  // namespace fusemirror::core

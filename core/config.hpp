@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/layout.hpp"
+#include "utils/meta_file.hpp"
 #include "utils/uuid.hpp"
 
 namespace fusemirror::core {
@@ -46,6 +47,20 @@ Config load_config(const std::string& path, std::string* config_path = nullptr);
 std::string check_chunk_size(std::uint64_t v);
 std::string check_daemon_sleep(double v);
 std::string check_max_image_size(std::uint64_t v);
+// md's sync_speed_min must not exceed sync_speed_max (max 0 = unlimited). The one rule for
+// the config (resync_min_rate/resync_max_rate) and the live control files.
+std::string check_resync_rates(std::uint64_t min_rate, std::uint64_t max_rate);
+
+// The layout rules of a set's directories, checked by `create` and by every mount
+// (MirrorSet::open), so that a hand-edited config cannot get past them. Throws utils::Error:
+//  - primary and secondary exist, are directories, are not the same one and do not contain
+//    each other;
+//  - a bitmap_dir is not inside the secondary, nor inside the primary outside its
+//    .fusemirror (its bitmaps would show as images);
+//  - the metadata directories (PRIMARY/.fusemirror, SECONDARY/.fusemirror,
+//    SECONDARY/.fusemirror/images and the bitmap directory), where they exist, are real
+//    directories, not symlinks.
+void check_set_directories(const Config& c);
 
 // The secondary's membership record.
 struct Member {
@@ -53,12 +68,16 @@ struct Member {
 };
 std::string dump_member(const Member& m);
 Member parse_member(const std::string& json_text, const std::string& source);
-// Reads and parses the membership record at `path`; throws utils::Error naming it.
+// Reads and parses the membership record at `path`; throws utils::Error naming it. Like
+// load_config, refuses a symlinked metadata directory, and a member.json that is a symlink,
+// a FIFO or device, a hard link or larger than 1 MiB.
 Member load_member(const std::string& path);
 
 // Writes `content` to DIR/NAME durably and atomically, mode 0600: temp file in DIR ->
 // fsync -> rename over NAME -> fsync DIR (LevelDB's SetCurrentFile). A crash leaves either
-// the old file or the new one, never a mix.
+// the old file or the new one, never a mix. DIR is opened once with O_NOFOLLOW (a symlinked
+// last component is refused) and everything after happens beneath that descriptor
+// (utils::write_file_atomic_at).
 void write_file_atomic(const std::string& dir, const std::string& name, const std::string& content);
 
 }  // namespace fusemirror::core

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/bitmap.hpp"
+#include "core/dir.hpp"
 #include "utils/error.hpp"
 #include "utils/fd.hpp"
 
@@ -22,18 +23,11 @@ using utils::Error;
 
 namespace {
 
-std::string canonical_dir(const std::string& path, const char* what) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw utils::sys_error(path, std::string(what) + " directory", errno);
-  if (!S_ISDIR(st.st_mode)) throw Error(path + ": " + what + " is not a directory");
+std::string canonical(const std::string& path) {
   boost::system::error_code ec;
   auto c = fs::canonical(path, ec);
-  if (ec) throw Error(path + ": cannot resolve the " + what + " directory: " + ec.message());
+  if (ec) throw Error(path + ": cannot resolve the directory: " + ec.message());
   return c.string();
-}
-
-bool is_within(const std::string& inner, const std::string& outer) {
-  return inner == outer || inner.rfind(outer + "/", 0) == 0;
 }
 
 // Regular files under `root` (relative path -> size), skipping the metadata directory.
@@ -73,18 +67,22 @@ bool same_contents(const std::string& a, const std::string& b) {
 Config create_set(const CreateOptions& o) {
   if (auto why = check_chunk_size(o.chunk_size); !why.empty()) throw Error("--chunk-size: " + why);
   if (auto why = check_daemon_sleep(o.daemon_sleep); !why.empty()) throw Error("--daemon-sleep: " + why);
-  const std::string primary = canonical_dir(o.primary, "primary");
-  const std::string secondary = canonical_dir(o.secondary, "secondary");
-  if (primary == secondary)
-    throw Error(o.secondary + ": is the same directory as the primary (" + primary + ")");
-  if (is_within(secondary, primary) || is_within(primary, secondary))
-    throw Error(o.secondary + ": primary and secondary must not contain each other (" + primary +
-                ", " + secondary + ")");
+  {
+    // The same rules every mount checks (a hand-edited config cannot get past them).
+    Config wanted;
+    wanted.primary = o.primary;
+    wanted.secondary = o.secondary;
+    wanted.bitmap_dir = o.bitmap_dir;
+    check_set_directories(wanted);
+  }
+  const std::string primary = canonical(o.primary);
+  const std::string secondary = canonical(o.secondary);
   std::optional<std::string> bitmap_dir;
   if (o.bitmap_dir) {
-    bitmap_dir = canonical_dir(*o.bitmap_dir, "bitmap");
-    if (is_within(*bitmap_dir, secondary))
-      throw Error(*o.bitmap_dir + ": the bitmap directory must not be inside the secondary");
+    struct stat st {};
+    if (::stat(o.bitmap_dir->c_str(), &st) != 0) throw utils::sys_error(*o.bitmap_dir, "bitmap directory", errno);
+    if (!S_ISDIR(st.st_mode)) throw Error(*o.bitmap_dir + ": bitmap is not a directory");
+    bitmap_dir = canonical(*o.bitmap_dir);
   }
 
   const std::string pmeta = primary + "/" + kMetaDirName;
@@ -146,21 +144,28 @@ Config create_set(const CreateOptions& o) {
   const std::string broot = c.bitmap_root();
   if (::mkdir(broot.c_str(), 0700) != 0 && errno != EEXIST)
     throw utils::sys_error(broot, "cannot create the bitmap directory", errno);
+  // Beneath a descriptor of the bitmap directory (never a symlink: check_set_directories),
+  // without following any symlink (openat2 RESOLVE_NO_SYMLINKS): a link planted in a
+  // subdirectory cannot send a bitmap elsewhere.
+  auto broot_dir = Dir::open(broot, /*follow_last=*/false);
+  if (!broot_dir) throw utils::sys_error(broot, "cannot open the bitmap directory", broot_dir.error().value());
   for (const auto& [rel, size] : pimgs) {
-    const fs::path bpath = fs::path(broot) / (rel + kBitmapSuffix);
+    const std::string brel = rel + kBitmapSuffix;
+    const std::string bpath = broot + "/" + brel;
     // Metadata directories are 0700, each component (create_directories uses 0777 & umask).
-    fs::path dir = broot;
-    for (const auto& part : fs::path(rel).parent_path()) {
-      dir /= part;
-      if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-        throw utils::sys_error(dir.string(), "cannot create the bitmap directory", errno);
+    const auto slash = rel.rfind('/');
+    if (slash != std::string::npos)
+      if (auto ec = broot_dir->mkdirs(rel.substr(0, slash), 0700))
+        throw utils::sys_error(bpath, "cannot create the bitmap directory", ec.value());
+    // Whatever is at the bitmap's name (an old bitmap, or a hard link, FIFO or symlink planted
+    // there) is replaced, never written through: unlink, then create exclusively.
+    if (auto parent = broot_dir->parent_of(brel); parent) {
+      if (::unlinkat(parent->first.get(), parent->second.c_str(), 0) != 0 && errno != ENOENT)
+        throw utils::sys_error(bpath, "cannot replace the bitmap", errno);
     }
-    // Never truncate through what is there (a hard link to a file elsewhere, a FIFO): the
-    // name is removed and a new file made, O_EXCL.
-    if (::unlink(bpath.c_str()) != 0 && errno != ENOENT)
-      throw utils::sys_error(bpath.string(), "cannot replace the bitmap", errno);
-    utils::UniqueFd fd(::open(bpath.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!fd) throw utils::sys_error(bpath.string(), "cannot create the bitmap", errno);
+    auto bfd = broot_dir->open_beneath(brel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+    if (!bfd) throw utils::sys_error(bpath, "cannot create the bitmap", bfd.error().value());
+    utils::UniqueFd fd = std::move(*bfd);
     BitmapOpenParams bp;
     bp.set_uuid = c.uuid;
     bp.chunk_size = c.chunk_size;
@@ -168,7 +173,7 @@ Config create_set(const CreateOptions& o) {
     bp.image_size = size;
     bp.write_behind = c.write_behind;
     if (auto ec = Bitmap::write_all_dirty(fd.get(), bp))
-      throw utils::sys_error(bpath.string(), "cannot write the bitmap", ec.value());
+      throw utils::sys_error(bpath, "cannot write the bitmap", ec.value());
   }
   write_file_atomic(smeta, kMemberName, dump_member(Member{c.uuid}));
   write_file_atomic(pmeta, kConfigName, dump_config(c));

@@ -37,8 +37,8 @@ int openat2_beneath(int dirfd, const char* path, int flags, mode_t mode) {
 }
 }  // namespace
 
-utils::Result<Dir> Dir::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+utils::Result<Dir> Dir::open(const std::string& path, bool follow_last) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow_last ? 0 : O_NOFOLLOW));
   if (fd < 0) return utils::last_errno();
   Dir d;
   d.fd_.reset(fd);

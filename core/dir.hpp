@@ -25,8 +25,9 @@ std::error_code check_relative_path(std::string_view rel);
 class Dir {
  public:
   Dir() = default;
-  // Opens `path` as a directory (follows symlinks in `path` itself: the operator chose it).
-  static utils::Result<Dir> open(const std::string& path);
+  // Opens `path` as a directory (follows symlinks in `path` itself: the operator chose it;
+  // with follow_last false, a symlink as the last component is refused: ELOOP/ENOTDIR).
+  static utils::Result<Dir> open(const std::string& path, bool follow_last = true);
 
   int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }

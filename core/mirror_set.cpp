@@ -22,8 +22,8 @@ void raise_fd_limit() {
   }
 }
 
-Dir open_dir(const std::string& path, const char* what) {
-  auto d = Dir::open(path);
+Dir open_dir(const std::string& path, const char* what, bool follow_last = true) {
+  auto d = Dir::open(path, follow_last);
   if (!d) throw utils::sys_error(path, std::string(what) + " unusable", d.error().value());
   return std::move(*d);
 }
@@ -36,6 +36,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   s->mountpoint_ = mountpoint;
   raise_fd_limit();
 
+  check_set_directories(config);  // the rules `create` applied: a config may have been edited
   s->legs_.primary = open_dir(config.primary, "primary directory");
   s->legs_.secondary = open_dir(config.secondary, "secondary directory");
   struct stat ps {}, ss {};
@@ -56,7 +57,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   const std::string broot = config.bitmap_root();
   if (::mkdir(broot.c_str(), 0700) != 0 && errno != EEXIST)
     throw utils::sys_error(broot, "cannot create the bitmap directory", errno);
-  s->legs_.bitmaps = open_dir(broot, "bitmap directory");
+  s->legs_.bitmaps = open_dir(broot, "bitmap directory", /*follow_last=*/false);  // never a symlink
 
   s->pool_ = std::make_unique<utils::ThreadPool>(32);
   const Config& c = s->config_;

@@ -12,6 +12,7 @@
 #include "core/config.hpp"
 #include "core/layout.hpp"
 #include "utils/error.hpp"
+#include "utils/meta_file.hpp"
 
 namespace fusemirror::core {
 
@@ -53,9 +54,7 @@ utils::Result<LegRecord> SecondaryRecords::read(const std::string& rel) const {
     spdlog::warn("{}/{}: record not usable: {}", legs_.secondary.path(), rrel, why);
     return utils::errno_code(EBADMSG);
   };
-  struct stat st {};
-  if (::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)
-    return corrupt("not a regular file with a single link");
+  if (auto problem = utils::meta_file_problem(fd->get()); !problem.empty()) return corrupt(problem);
   std::string text(4096, '\0');
   ssize_t n = ::pread(fd->get(), text.data(), text.size(), 0);
   if (n < 0) return corrupt(std::strerror(errno));
@@ -94,9 +93,16 @@ std::error_code SecondaryRecords::write(const std::string& rel, const utils::Uui
   }
   const std::string rrel = record_rel(rel);
   if (auto ec = legs_.secondary.mkdirs(parent_rel(rrel), 0700)) return ec;
+  // Beneath a descriptor opened without following symlinks: no path string is re-resolved.
+  const std::string dir = parent_rel(rrel);
+  auto dfd = legs_.secondary.open_beneath(dir, O_RDONLY | O_DIRECTORY);
+  if (!dfd) {
+    spdlog::error("{}/{}: record directory unusable: {}", legs_.secondary.path(), dir, dfd.error().message());
+    return dfd.error();
+  }
   try {
-    write_file_atomic(legs_.secondary.path() + "/" + parent_rel(rrel), rrel.substr(rrel.rfind('/') + 1),
-                      j.dump() + "\n");
+    utils::write_file_atomic_at(dfd->get(), legs_.secondary.path() + "/" + dir, rrel.substr(rrel.rfind('/') + 1),
+                                j.dump() + "\n");
   } catch (const utils::Error& e) {
     spdlog::error("{}", e.what());
     return utils::errno_code(EIO);

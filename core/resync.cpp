@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/config.hpp"
 #include "utils/result.hpp"
 #include "utils/size.hpp"
 
@@ -47,9 +48,9 @@ void ResyncEngine::wait_idle() {
 }
 
 std::error_code ResyncEngine::set_min_rate(std::uint64_t v) {
-  const std::uint64_t max = max_rate();
-  if (max && v > max) {
-    spdlog::warn("sync_speed_min {} refused: above sync_speed_max {}", v, max);
+  std::lock_guard lk(rates_mu_);
+  if (auto why = check_resync_rates(v, max_rate()); !why.empty()) {
+    spdlog::warn("sync_speed_min {} refused: {}", v, why);
     return utils::errno_code(EINVAL);
   }
   min_rate_.store(v, std::memory_order_relaxed);
@@ -58,9 +59,9 @@ std::error_code ResyncEngine::set_min_rate(std::uint64_t v) {
 }
 
 std::error_code ResyncEngine::set_max_rate(std::uint64_t v) {
-  const std::uint64_t min = min_rate();
-  if (v && min > v) {
-    spdlog::warn("sync_speed_max {} refused: below sync_speed_min {}", v, min);
+  std::lock_guard lk(rates_mu_);
+  if (auto why = check_resync_rates(min_rate(), v); !why.empty()) {
+    spdlog::warn("sync_speed_max {} refused: {}", v, why);
     return utils::errno_code(EINVAL);
   }
   max_rate_.store(v, std::memory_order_relaxed);

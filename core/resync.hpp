@@ -47,7 +47,8 @@ class ResyncEngine {
   void wait_idle();
 
   // md's sync_speed_min / sync_speed_max, bytes/s (max 0 = unlimited). Take effect at the
-  // next step of a running pass. EINVAL when the pair would have min > max.
+  // next step of a running pass. EINVAL (reason logged) when the pair would break
+  // check_resync_rates, the config's rule.
   std::uint64_t min_rate() const { return min_rate_.load(std::memory_order_relaxed); }
   std::uint64_t max_rate() const { return max_rate_.load(std::memory_order_relaxed); }
   std::error_code set_min_rate(std::uint64_t bytes_per_s);
@@ -68,6 +69,7 @@ class ResyncEngine {
                 std::chrono::steady_clock::time_point t0, const std::stop_token& st);
 
   std::atomic<std::uint64_t> min_rate_, max_rate_;
+  std::mutex rates_mu_;  // serialises the setters' check-then-store (check_resync_rates)
   mutable std::mutex mu_;
   std::condition_variable_any work_cv_, idle_cv_;
   std::deque<Job> queue_;          // guarded by mu_

@@ -28,6 +28,7 @@
 #include "utils/error.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
+#include "utils/printable.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::cli {
@@ -106,7 +107,7 @@ int examine_bitmap(const std::string& file) {
   std::uint64_t dirty = 0;
   for (std::uint64_t c = 0; c < bits && c / 8 < bf->bits.size(); ++c)
     if ((static_cast<unsigned>(bf->bits[c / 8]) >> (c % 8)) & 1) ++dirty;
-  std::printf("        Filename : %s\n", file.c_str());
+  std::printf("        Filename : %s\n", utils::printable(file).c_str());
   std::printf("           Magic : FMBITMAP\n");
   std::printf("         Version : %u.%u\n", h->version_major, h->version_minor);
   std::printf("            UUID : %s\n", utils::to_string(h->set_uuid).c_str());
@@ -157,16 +158,21 @@ std::vector<core::SetStatus> collect_status(const std::string& mountpoint) {
   return all;
 }
 
+// A string field of the status, escaped for the terminal: names and paths may hold any
+// byte but '/' and NUL (an ESC sequence or a newline would rewrite the screen or forge a
+// line). JSON output needs none of this: the JSON encoder escapes them.
+std::string text(const std::string& v) { return utils::printable(v); }
+
 void print_status(const std::vector<core::SetStatus>& all, std::ostream& cout) {
   cout << "Personalities : [fusemirror-raid1]\n";
   for (const auto& s : all) {
-    cout << "set " << utils::to_string(s.uuid) << " : mounted on " << s.mountpoint << " (pid " << s.pid << ")\n"
-         << "      primary " << s.primary << ", secondary " << s.secondary << "\n";
+    cout << "set " << utils::to_string(s.uuid) << " : mounted on " << text(s.mountpoint) << " (pid " << s.pid << ")\n"
+         << "      primary " << text(s.primary) << ", secondary " << text(s.secondary) << "\n";
     for (const auto& i : s.images) {
-      cout << "  " << i.name << " : " << i.state << " raid1 " << (i.secondary_ok ? "[UU]" : "[U_]") << " "
+      cout << "  " << text(i.name) << " : " << text(i.state) << " raid1 " << (i.secondary_ok ? "[UU]" : "[U_]") << " "
            << utils::format_size(i.size) << "\n";
       cout << "      bitmap: " << i.bitmap.dirty_chunks << "/" << i.bitmap.total_chunks << " chunks dirty, "
-           << utils::format_size(i.bitmap.chunk_size) << " chunk, file: " << i.bitmap_file << "\n";
+           << utils::format_size(i.bitmap.chunk_size) << " chunk, file: " << text(i.bitmap_file) << "\n";
       if (i.wb_limit > 0) cout << "      async: " << i.wb_outstanding << "/" << i.wb_limit << " outstanding writes\n";
       if (i.action != core::SyncAction::idle) {
         const double total = static_cast<double>(i.sync_total_bytes);
@@ -387,18 +393,18 @@ int rescale_bitmap(const std::string& file_arg, std::uint64_t chunk_size, const 
     const int pct = static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total));
     if (pct == shown) return;
     shown = pct;
-    std::fprintf(stderr, "\rrescaling %s: %3d%%", file.c_str(), pct);
+    std::fprintf(stderr, "\rrescaling %s: %3d%%", utils::printable(file).c_str(), pct);
     std::fflush(stderr);
   };
   const auto rep = core::rescale_bitmap_file(file, chunk_size, progress);
   if (tty && shown >= 0) std::fprintf(stderr, "\n");
   if (!rep.changed) {
-    std::printf("%s: chunk size is already %s; nothing to do\n", file.c_str(),
+    std::printf("%s: chunk size is already %s; nothing to do\n", utils::printable(file).c_str(),
                 utils::format_size(chunk_size).c_str());
     return 0;
   }
   std::printf("%s: chunk size %s -> %s, %llu -> %llu bits, %llu -> %llu dirty, events %llu -> %llu\n",
-              file.c_str(), utils::format_size(rep.before.chunk_size).c_str(),
+              utils::printable(file).c_str(), utils::format_size(rep.before.chunk_size).c_str(),
               utils::format_size(rep.after.chunk_size).c_str(),
               static_cast<unsigned long long>(rep.before.bit_count()),
               static_cast<unsigned long long>(rep.after.bit_count()),

@@ -16,6 +16,7 @@
 #include "fusemirror/parallel_writes.hpp"
 #include "utils/error.hpp"
 #include "utils/log.hpp"
+#include "utils/printable.hpp"
 #include "utils/size.hpp"
 
 namespace fm = fusemirror;
@@ -210,7 +211,7 @@ int main(int argc, char** argv) {
     try {
       return mount_helper(argc, argv);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "mount.fusemirror: %s\n", e.what());
+      std::fprintf(stderr, "mount.fusemirror: %s\n", fm::utils::printable(e.what(), false).c_str());
       return 32;  // mount(8)'s "mount failure"
     }
   }
@@ -327,7 +328,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // One line that names the problem (docs/quickstart.md §4); --help has the rest.
-    std::fprintf(stderr, "fusemirror: %s (see fusemirror --help)\n", e.what());
+    std::fprintf(stderr, "fusemirror: %s (see fusemirror --help)\n", fm::utils::printable(e.what(), false).c_str());
     return e.get_exit_code() ? e.get_exit_code() : 2;
   }
 
@@ -341,9 +342,10 @@ int main(int argc, char** argv) {
       if (!bitmap_dir.empty()) copts.bitmap_dir = bitmap_dir;
       auto c = fm::core::create_set(copts);
       std::cout << "fusemirror: created mirror set " << fm::utils::to_string(c.uuid) << "\n"
-                << "  primary   " << c.primary << "\n  secondary " << c.secondary << "\n"
+                << "  primary   " << fm::utils::printable(c.primary) << "\n  secondary "
+                << fm::utils::printable(c.secondary) << "\n"
                 << "  chunk     " << fm::utils::format_size(c.chunk_size) << ", daemon sleep "
-                << c.daemon_sleep << "s, bitmaps in " << c.bitmap_root() << "\n";
+                << c.daemon_sleep << "s, bitmaps in " << fm::utils::printable(c.bitmap_root()) << "\n";
       return 0;
     }
     fm::fuse::set_page_cache(page_cache);
@@ -384,7 +386,9 @@ int main(int argc, char** argv) {
     if (*readd) return send(Verb::readd);
     if (*action) return send(Verb::sync_action, *fm::core::parse_sync_action(ctl_action));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "fusemirror: %s\n", e.what());
+    // Messages name images and paths, which may hold control characters: one escaped line
+    // (backslashes kept: core may have escaped a name already).
+    std::fprintf(stderr, "fusemirror: %s\n", fm::utils::printable(e.what(), false).c_str());
     return 1;
   }
   return 2;

@@ -277,6 +277,78 @@ TEST_CASE("load_config and write_file_atomic") {
   CHECK_THROWS_AS(core::load_config(d / "does-not-exist"), utils::Error);
 }
 
+TEST_CASE("integer keys are range-checked as the JSON numbers they are (issue 12)") {
+  SUBCASE("format 4294967297 is not format 1 (get<int> would truncate it)") {
+    CHECK(contains(reject(with("format", 4294967297ull)), "'format'"));
+    CHECK(contains(reject_text(R"({"format": 4294967297, "uuid": "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+                                  "primary": "/a", "secondary": "/b"})"), "'format'"));
+    CHECK(contains(reject(with("format", -4294967295ll)), "'format'"));
+    CHECK(contains(reject(with("format", 1.5)), "'format'"));
+    CHECK(contains(reject(with("format", 1.0)), "'format'"));
+    CHECK(contains(reject(with("format", 18446744073709551615ull)), "'format'"));
+  }
+  SUBCASE("negative or fractional values of every integer key are refused with its name") {
+    for (const char* k : {"chunk_size", "write_behind", "resync_min_rate", "resync_max_rate", "intent_ahead"}) {
+      INFO(k);
+      CHECK(contains(reject(with(k, -1)), std::string("'") + k + "'"));
+      CHECK(contains(reject(with(k, -9223372036854775807ll)), std::string("'") + k + "'"));
+      CHECK(contains(reject(with(k, 4096.5)), std::string("'") + k + "'"));
+      CHECK(contains(reject(with(k, 1e300)), std::string("'") + k + "'"));
+      CHECK(contains(reject_text(minimal().dump().insert(1, std::string("\"") + k + "\": 18446744073709551616,")),
+                     std::string("'") + k + "'"));  // 2^64: parsed as a float by nlohmann
+      CHECK(contains(reject(with(k, "99999999999999999999")), std::string("'") + k + "'"));  // overflows
+    }
+  }
+  SUBCASE("upper bounds") {
+    CHECK(contains(reject(with("write_behind", 4294967297ull)), "'write_behind'"));  // not 1 after a cast
+    CHECK(contains(reject(with("chunk_size", 4294971392ull)), "'chunk_size'"));       // 4 GiB + 4 KiB
+    CHECK(contains(reject(with("intent_ahead", 1ull << 32)), "'intent_ahead'"));
+    CHECK(contains(reject(with("drain_timeout", 86401)), "'drain_timeout'"));
+    CHECK(contains(reject(with("drain_timeout", -0.5)), "'drain_timeout'"));
+    CHECK(contains(reject(with("drain_timeout", "60")), "'drain_timeout'"));
+  }
+  SUBCASE("daemon_sleep below the header's 1 ms unit") {
+    for (double v : {1e-300, 1e-4, 0.0009}) {
+      INFO(v);
+      auto m = reject(with("daemon_sleep", v));
+      CHECK(contains(m, "'daemon_sleep'"));
+      CHECK(contains(m, "1 ms"));
+    }
+    CHECK(reject(with("daemon_sleep", 0.001)).empty());
+  }
+}
+
+TEST_CASE("messages stay one line whatever the keys and values hold (fuzz_config finding)") {
+  json j = minimal();
+  j["ch\nk_size"] = 1;
+  auto m = reject(j);
+  CHECK(contains(m, "ch\\nk_size"));
+  CHECK(m.find('\n') == std::string::npos);
+  m = reject(with("role", "mir\x1b[2J\nror"));
+  CHECK(contains(m, "'role'"));
+  CHECK(m.find('\n') == std::string::npos);
+  CHECK(m.find('\x1b') == std::string::npos);
+  m = reject(with("primary", "rel\n"));
+  CHECK(m.find('\n') == std::string::npos);
+}
+
+TEST_CASE("check_resync_rates is the one rule for the config and the live controls") {
+  CHECK(core::check_resync_rates(0, 0).empty());
+  CHECK(core::check_resync_rates(1 << 20, 0).empty());       // max 0 = unlimited
+  CHECK(core::check_resync_rates(1 << 20, 1 << 20).empty());
+  CHECK(core::check_resync_rates(0, 1).empty());
+  const auto why = core::check_resync_rates(10 << 20, 1 << 20);
+  CHECK(contains(why, "10485760"));
+  CHECK(contains(why, "1048576"));
+  CHECK(contains(why, "exceed"));
+  json j = minimal();
+  j["resync_min_rate"] = 2;
+  j["resync_max_rate"] = 1;
+  auto m = reject(j);
+  CHECK(contains(m, "'resync_min_rate'"));
+  CHECK(contains(m, why.empty() ? "?" : "exceed"));
+}
+
 TEST_CASE("validators") {
   CHECK(core::check_chunk_size(65536).empty());
   CHECK_FALSE(core::check_chunk_size(65535).empty());
