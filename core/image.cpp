@@ -45,12 +45,15 @@ std::pair<std::error_code, std::error_code> run_both(utils::ThreadPool* pool, bo
   }
   std::error_code sec_ec;
   utils::Completion done;
-  pool->submit([&] {
+  const bool queued = pool->submit([&] {
     sec_ec = secondary();
     done.done();
   });
   std::error_code prim_ec = primary();
-  done.wait();
+  // No pool thread could be started (a thread limit): the secondary leg runs here, after
+  // the primary, instead of the write failing with one leg done.
+  if (queued) done.wait();
+  else sec_ec = secondary();
   return {prim_ec, sec_ec};
 }
 
@@ -108,8 +111,14 @@ Image::Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondar
       pool_(pool),
       secondary_ok_(secondary_.valid()),
       opts_(options) {
-  if (opts_.write_behind)
-    wb_ = std::make_unique<WriteBehind>(opts_.write_behind, std::min<unsigned>(opts_.write_behind, 32));
+  if (opts_.write_behind) {
+    WriteBehindExecutor* exec = opts_.wb_executor;
+    if (!exec) {
+      own_wb_executor_ = std::make_unique<WriteBehindExecutor>(std::min<unsigned>(opts_.write_behind, 32));
+      exec = own_wb_executor_.get();
+    }
+    wb_ = std::make_unique<WriteBehind>(*exec, opts_.write_behind);
+  }
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
 }
 
@@ -218,21 +227,39 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
     spdlog::warn("{}: primary write failed: {}", name(), ec.message());
     return ec;
   }
+  // From here the primary holds the data: whatever happens, the user is told the write
+  // succeeded, and the bitmap write ends exactly once — when the secondary has the data
+  // (legs ok), or with legs_ok=false (the chunk becomes unsynced and resync copies it).
+  const std::uint64_t len = data.size();
+  WriteBehind::Op op;
+  try {
+    // Test builds: FM_FAULT=writebehind.enqueue stands for a failure to build the queued copy.
+    if (FM_FAULT_POINT("writebehind.enqueue")) throw std::bad_alloc();
+    op.off = off;
+    op.data.assign(data.begin(), data.end());  // the caller's buffer is reused after we return
+    op.run = [this](const WriteBehind::Op& o) -> std::error_code {
+      if (!secondary_ok()) return utils::errno_code(EIO);
+      FM_CRASH_POINT("writebehind.before_secondary");
+      auto ec = utils::pwrite_all(secondary_.get(), o.data, o.off);
+      if (ec) fail_secondary("write-behind write", ec);
+      return ec;
+    };
+    op.done = [this, off, len](bool ok) { bitmap_->end_write(off, len, ok); };
+  } catch (const std::exception& e) {
+    bitmap_->end_write(off, len, false);
+    spdlog::warn("{}: write-behind copy at {} (+{}) not queued ({}); the chunk is left for resync",
+                 name(), off, len, e.what());
+    return data.size();
+  }
   // Submitted under the range lock, so overlapping writes enter the queue in the primary's
   // order; the queue keeps that order. The bitmap write ends when the secondary has it.
-  WriteBehind::Op op;
-  op.off = off;
-  op.data.assign(data.begin(), data.end());  // the caller's buffer is reused after we return
-  op.run = [this](const WriteBehind::Op& o) -> std::error_code {
-    if (!secondary_ok()) return utils::errno_code(EIO);
-    FM_CRASH_POINT("writebehind.before_secondary");
-    auto ec = utils::pwrite_all(secondary_.get(), o.data, o.off);
-    if (ec) fail_secondary("write-behind write", ec);
-    return ec;
-  };
-  const std::uint64_t len = data.size();
-  op.done = [this, off, len](bool ok) { bitmap_->end_write(off, len, ok); };
-  wb_->submit(std::move(op));
+  if (wb_->submit(std::move(op))) return data.size();
+  // Not queued (no worker thread could be started, or no memory; `op` is intact): write the
+  // secondary here, still under the range lock, once the older queued writes to this range
+  // reached it — the same order as through the queue.
+  wb_->wait_range_idle(off, off + len);
+  const std::error_code ec = op.run(op);
+  bitmap_->end_write(off, len, !ec);
   return data.size();
 }
 
@@ -248,16 +275,15 @@ std::error_code Image::truncate(std::uint64_t size) {
   if (!secondary_ok() && old != size)
     if (auto ec = bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size)))
       return utils::errno_code(EIO);
-  auto [p, s] = run_both(
-      pool_, secondary_ok(),
-      [&]() -> std::error_code {
-        return ::ftruncate(primary_.get(), static_cast<off_t>(size)) ? utils::last_errno()
-                                                                     : std::error_code{};
-      },
-      [&]() -> std::error_code {
-        return ::ftruncate(secondary_.get(), static_cast<off_t>(size)) ? utils::last_errno()
-                                                                       : std::error_code{};
-      });
+  // The primary first, the secondary only once the primary changed: a size the primary
+  // refuses (EFBIG, ENOSPC) is refused to the user with neither leg changed, never left
+  // applied to the secondary alone (unmarked: the range is not in the bitmap).
+  const std::error_code p = ::ftruncate(primary_.get(), static_cast<off_t>(size))
+                                ? utils::last_errno()
+                                : std::error_code{};
+  std::error_code s;
+  if (!p && secondary_ok() && ::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0)
+    s = utils::last_errno();
   if (s && old != size)
     (void)bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size));
   if (!p && !s && secondary_ok())

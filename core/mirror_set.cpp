@@ -106,6 +106,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   s->bitmaps_ = std::move(*b);
 
   s->pool_ = std::make_unique<utils::ThreadPool>(32);  // secondary legs of concurrent writes
+  s->wb_executor_ = std::make_unique<WriteBehindExecutor>();  // docs/design.md, "Threads"
   {
     std::unique_lock ns(s->ns_mu_);
     s->scan("");
@@ -232,6 +233,7 @@ utils::Result<std::shared_ptr<Image>> MirrorSet::load_image_locked(const std::st
   io.secondary_serves_reads = config_.role == Role::mirror;
   io.drain_timeout = config_.drain_timeout;
   io.intent_ahead = config_.intent_ahead;
+  io.wb_executor = wb_executor_.get();
   auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary_fd),
                                      std::move(*bm), pool_.get(), io);
   if (img->secondary_ok()) {

@@ -141,6 +141,7 @@ class MirrorSet {
   dev_t secondary_dev_ = 0;
   ino_t secondary_ino_ = 0;
   std::unique_ptr<utils::ThreadPool> pool_;
+  std::unique_ptr<WriteBehindExecutor> wb_executor_;  // every image's write-behind workers
 
   mutable std::shared_mutex ns_mu_;     // exclusive for create/unlink/rename/rmdir
   mutable std::mutex table_mu_;
