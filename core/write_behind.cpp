@@ -25,8 +25,10 @@ WriteBehindExecutor::~WriteBehindExecutor() {
   cv_.notify_all();
   for (auto& t : threads_) {
     // A worker stuck in a hung secondary would never be joined (the process exits).
-    if (abandoned) t.detach();
-    else t.join();
+    if (abandoned)
+      t.detach();
+    else
+      t.join();
   }
 }
 
@@ -81,8 +83,10 @@ void WriteBehindExecutor::detach(WriteBehind* q, bool wait) {
     ready_.erase(std::find(ready_.begin(), ready_.end(), q));
     q->in_ready_ = false;
   }
-  if (wait) left_cv_.wait(lk, [&] { return q->inside_ == 0; });
-  else if (q->inside_) abandoned_ = true;
+  if (wait)
+    left_cv_.wait(lk, [&] { return q->inside_ == 0; });
+  else if (q->inside_)
+    abandoned_ = true;
 }
 
 void WriteBehindExecutor::worker() {
@@ -150,10 +154,12 @@ bool WriteBehind::submit(Op&& op) noexcept {
   return true;
 }
 
-std::list<WriteBehind::Entry>::iterator WriteBehind::next_runnable_locked() {
-  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+std::list<WriteBehind::Entry>::iterator WriteBehind::next_runnable_locked(
+    std::list<Entry>::iterator from) {
+  for (auto it = from; it != queue_.end(); ++it) {
     if (it->running) continue;
-    const std::uint64_t b = it->op.off, e = it->op.off + std::max<std::size_t>(it->op.data.size(), 1);
+    const std::uint64_t b = it->op.off,
+                        e = it->op.off + std::max<std::size_t>(it->op.data.size(), 1);
     bool blocked = false;
     for (auto older = queue_.begin(); older != it; ++older) {
       const std::uint64_t ob = older->op.off,
@@ -172,12 +178,13 @@ std::list<WriteBehind::Entry>::iterator WriteBehind::next_runnable_locked() {
 void WriteBehind::run_one() {
   std::unique_lock lk(mu_);
   if (stopping_) return;
-  auto it = next_runnable_locked();
+  auto it = next_runnable_locked(queue_.begin());
   if (it == queue_.end()) return;  // another worker took it
   it->running = true;
   const bool drop = dropping_;
-  // Round-robin: back on the ready list, behind the other images, if more can run now.
-  const bool more = next_runnable_locked() != queue_.end();
+  // Round-robin: back on the ready list, behind the other images, if more can run now
+  // (the older entries are running or still blocked: the scan goes on after `it`).
+  const bool more = next_runnable_locked(std::next(it)) != queue_.end();
   lk.unlock();
   if (more) exec_.schedule(this);
   bool ok = false;
@@ -189,7 +196,7 @@ void WriteBehind::run_one() {
   lk.lock();
   queue_.erase(it);
   // Its end may have unblocked an overlapping younger operation.
-  const bool unblocked = !stopping_ && next_runnable_locked() != queue_.end();
+  const bool unblocked = !stopping_ && next_runnable_locked(queue_.begin()) != queue_.end();
   lk.unlock();
   cv_.notify_all();
   if (unblocked) exec_.schedule(this);

@@ -136,21 +136,22 @@ class WriteBehind {
   };
   // Claims one runnable operation, runs it, retires it. Called by a worker.
   void run_one();
-  std::list<Entry>::iterator next_runnable_locked();
+  // The first entry at or after `from` that is not running and overlaps no older entry.
+  std::list<Entry>::iterator next_runnable_locked(std::list<Entry>::iterator from);
 
   WriteBehindExecutor& exec_;
   const std::uint32_t limit_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;        // space available / drained / range idle
-  std::list<Entry> queue_;            // guarded by mu_: oldest first
-  bool dropping_ = false;             // guarded by mu_
-  bool stopping_ = false;             // guarded by mu_
-  bool abandoned_ = false;            // guarded by mu_
-  std::uint32_t peak_ = 0;            // guarded by mu_
+  std::condition_variable cv_;  // space available / drained / range idle
+  std::list<Entry> queue_;      // guarded by mu_: oldest first
+  bool dropping_ = false;       // guarded by mu_
+  bool stopping_ = false;       // guarded by mu_
+  bool abandoned_ = false;      // guarded by mu_
+  std::uint32_t peak_ = 0;      // guarded by mu_
   // Guarded by exec_.mu_:
-  bool in_ready_ = false;             // on the executor's ready list
-  bool detached_ = false;             // stopped: never scheduled again
-  unsigned inside_ = 0;               // workers in run_one()
+  bool in_ready_ = false;  // on the executor's ready list
+  bool detached_ = false;  // stopped: never scheduled again
+  unsigned inside_ = 0;    // workers in run_one()
 };
 
 }  // namespace fusemirror::core

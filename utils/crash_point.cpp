@@ -24,7 +24,7 @@ void crash_point(const char* name) {
 namespace {
 
 std::mutex fault_mu;
-std::string fault_names;                // guarded by fault_mu: ",a,b," (empty: none)
+std::string fault_names;                 // guarded by fault_mu: ",a,b," (empty: none)
 std::atomic<bool> faults_active{false};  // fast path: nothing configured
 
 void set_fault_points_locked(const std::string& names) {

@@ -42,9 +42,9 @@ void ThreadPool::start_locked() noexcept {
     warned_ = true;
     try {
       spdlog::warn("thread pool: only {} of {} threads could be started; {}", workers_.size(),
-                 threads_,
-                 workers_.empty() ? "secondary legs run on the caller's thread"
-                                  : "the others are not retried");
+                   threads_,
+                   workers_.empty() ? "secondary legs run on the caller's thread"
+                                    : "the others are not retried");
     } catch (...) {
     }
   }

@@ -42,7 +42,7 @@ class ThreadPool {
   bool stop_ = false;                        // guarded by mu_
   bool warned_ = false;                      // guarded by mu_: creation failure logged
   unsigned threads_;
-  std::vector<std::thread> workers_;         // guarded by mu_ (started lazily)
+  std::vector<std::thread> workers_;  // guarded by mu_ (started lazily)
 };
 
 // Starts `fn` on a new std::thread, or returns an empty one when the thread cannot be
