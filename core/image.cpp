@@ -247,8 +247,10 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
     op.done = [this, off, len](bool ok) { bitmap_->end_write(off, len, ok); };
   } catch (const std::exception& e) {
     bitmap_->end_write(off, len, false);
-    spdlog::warn("{}: write-behind copy at {} (+{}) not queued ({}); the chunk is left for resync",
-                 name(), off, len, e.what());
+    if (!wb_copy_failed_.exchange(true))  // once per image: a user can repeat it at will
+      spdlog::warn("{}: write-behind copy at {} (+{}) not queued ({}); its chunks are left for "
+                   "resync (logged once)",
+                   name(), off, len, e.what());
     return data.size();
   }
   // Submitted under the range lock, so overlapping writes enter the queue in the primary's

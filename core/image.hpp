@@ -158,6 +158,7 @@ class Image {
   ImageOptions opts_;
   std::unique_ptr<WriteBehindExecutor> own_wb_executor_;  // only without opts_.wb_executor
   std::unique_ptr<WriteBehind> wb_;                      // destroyed before its executor
+  std::atomic<bool> wb_copy_failed_{false};              // logged once
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::atomic<bool> primary_read_failed_{false};
   std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it
