@@ -10,8 +10,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/leg_copy.hpp"
 #include "utils/crash_point.hpp"
-#include "utils/extents.hpp"
 #include "utils/io.hpp"
 #include "utils/size.hpp"
 
@@ -36,56 +36,16 @@ std::pair<std::error_code, std::error_code> run_both(utils::ThreadPool* pool, bo
   }
   std::error_code sec_ec;
   utils::Completion done;
-  pool->submit([&] {
+  const bool queued = pool->submit([&] {
     sec_ec = secondary();
     done.done();
   });
   std::error_code prim_ec = primary();
-  done.wait();
+  // No pool thread could be started (a thread limit): the secondary leg runs here, after
+  // the primary, instead of the write failing with one leg done.
+  if (queued) done.wait();
+  else sec_ec = secondary();
   return {prim_ec, sec_ec};
-}
-
-std::error_code do_fallocate(int fd, int mode, std::uint64_t off, std::uint64_t len) {
-  while (::fallocate(fd, mode, static_cast<off_t>(off), static_cast<off_t>(len)) != 0) {
-    if (errno != EINTR) return utils::last_errno();
-  }
-  return {};
-}
-
-std::error_code write_zeros(int fd, std::uint64_t off, std::uint64_t len) {
-  static const std::vector<std::byte> zeros(1 << 20);
-  while (len > 0) {
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, zeros.size()));
-    if (auto ec = utils::pwrite_all(fd, std::span(zeros.data(), n), off)) return ec;
-    off += n;
-    len -= n;
-  }
-  return {};
-}
-
-// Makes [off, off+len) of `fd` read as zeros, as a hole where the file system can.
-std::error_code punch(int fd, std::uint64_t off, std::uint64_t len) {
-  auto ec = do_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
-  if (ec == std::errc::operation_not_supported) return write_zeros(fd, off, len);
-  return ec;
-}
-
-// The secondary gets the same fallocate; where its file system lacks the mode, the same
-// contents by other means (an emulated zero range or punch keeps the legs identical).
-std::error_code fallocate_secondary(int fd, int mode, std::uint64_t off, std::uint64_t len) {
-  auto ec = do_fallocate(fd, mode, off, len);
-  if (ec != std::errc::operation_not_supported) return ec;
-  if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) return utils::last_errno();
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    const std::uint64_t end = (mode & FALLOC_FL_KEEP_SIZE) ? std::min(size, off + len) : off + len;
-    if (end > off)
-      if (auto e = punch(fd, off, std::min(end, std::max(size, off)) - off)) return e;
-    if (end > size && ::ftruncate(fd, static_cast<off_t>(end)) != 0) return utils::last_errno();
-    return {};
-  }
-  return ec;
 }
 
 }  // namespace
@@ -99,8 +59,14 @@ Image::Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondar
       pool_(pool),
       secondary_ok_(secondary_.valid()),
       opts_(options) {
-  if (opts_.write_behind)
-    wb_ = std::make_unique<WriteBehind>(opts_.write_behind, std::min<unsigned>(opts_.write_behind, 32));
+  if (opts_.write_behind) {
+    WriteBehindExecutor* exec = opts_.wb_executor;
+    if (!exec) {
+      own_wb_executor_ = std::make_unique<WriteBehindExecutor>(std::min<unsigned>(opts_.write_behind, 32));
+      exec = own_wb_executor_.get();
+    }
+    wb_ = std::make_unique<WriteBehind>(*exec, opts_.write_behind);
+  }
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
 }
 
@@ -216,21 +182,41 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
     spdlog::warn("{}: primary write failed: {}", name(), ec.message());
     return ec;
   }
+  // From here the primary holds the data: whatever happens, the user is told the write
+  // succeeded, and the bitmap write ends exactly once — when the secondary has the data
+  // (legs ok), or with legs_ok=false (the chunk becomes unsynced and resync copies it).
+  const std::uint64_t len = data.size();
+  WriteBehind::Op op;
+  try {
+    // Test builds: FM_FAULT=writebehind.enqueue stands for a failure to build the queued copy.
+    if (FM_FAULT_POINT("writebehind.enqueue")) throw std::bad_alloc();
+    op.off = off;
+    op.data.assign(data.begin(), data.end());  // the caller's buffer is reused after we return
+    op.run = [this](const WriteBehind::Op& o) -> std::error_code {
+      if (!secondary_ok()) return utils::errno_code(EIO);
+      FM_CRASH_POINT("writebehind.before_secondary");
+      auto ec = utils::pwrite_all(secondary_.get(), o.data, o.off);
+      if (ec) fail_secondary("write-behind write", ec);
+      return ec;
+    };
+    op.done = [this, off, len](bool ok) { bitmap_->end_write(off, len, ok); };
+  } catch (const std::exception& e) {
+    bitmap_->end_write(off, len, false);
+    if (!wb_copy_failed_.exchange(true))  // once per image: a user can repeat it at will
+      spdlog::warn("{}: write-behind copy at {} (+{}) not queued ({}); its chunks are left for "
+                   "resync (logged once)",
+                   name(), off, len, e.what());
+    return data.size();
+  }
   // Submitted under the range lock, so overlapping writes enter the queue in the primary's
   // order; the queue keeps that order. The bitmap write ends when the secondary has it.
-  WriteBehind::Op op;
-  op.off = off;
-  op.data.assign(data.begin(), data.end());  // the caller's buffer is reused after we return
-  op.run = [this](const WriteBehind::Op& o) -> std::error_code {
-    if (!secondary_ok()) return utils::errno_code(EIO);
-    FM_CRASH_POINT("writebehind.before_secondary");
-    auto ec = utils::pwrite_all(secondary_.get(), o.data, o.off);
-    if (ec) fail_secondary("write-behind write", ec);
-    return ec;
-  };
-  const std::uint64_t len = data.size();
-  op.done = [this, off, len](bool ok) { bitmap_->end_write(off, len, ok); };
-  wb_->submit(std::move(op));
+  if (wb_->submit(std::move(op))) return data.size();
+  // Not queued (no worker thread could be started, or no memory; `op` is intact): write the
+  // secondary here, still under the range lock, once the older queued writes to this range
+  // reached it — the same order as through the queue.
+  wb_->wait_range_idle(off, off + len);
+  const std::error_code ec = op.run(op);
+  bitmap_->end_write(off, len, !ec);
   return data.size();
 }
 
@@ -253,16 +239,15 @@ std::error_code Image::truncate(std::uint64_t size) {
   if (!secondary_ok() && old != size)
     if (auto ec = bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size)))
       return utils::errno_code(EIO);
-  auto [p, s] = run_both(
-      pool_, secondary_ok(),
-      [&]() -> std::error_code {
-        return ::ftruncate(primary_.get(), static_cast<off_t>(size)) ? utils::last_errno()
-                                                                     : std::error_code{};
-      },
-      [&]() -> std::error_code {
-        return ::ftruncate(secondary_.get(), static_cast<off_t>(size)) ? utils::last_errno()
-                                                                       : std::error_code{};
-      });
+  // The primary first, the secondary only once the primary changed: a size the primary
+  // refuses (EFBIG, ENOSPC) is refused to the user with neither leg changed, never left
+  // applied to the secondary alone (unmarked: the range is not in the bitmap).
+  const std::error_code p = ::ftruncate(primary_.get(), static_cast<off_t>(size))
+                                ? utils::last_errno()
+                                : std::error_code{};
+  std::error_code s;
+  if (!p && secondary_ok() && ::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0)
+    s = utils::last_errno();
   if (s && old != size)
     (void)bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size));
   if (!p && !s && secondary_ok())
@@ -402,73 +387,10 @@ std::uint64_t Image::read_ahead_unsynced(std::uint64_t from, std::uint64_t max_b
 
 std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
                                          std::vector<std::byte>& buf, std::uint64_t* copied) {
-  struct stat st {};
-  if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
-  const std::uint64_t data_end = std::min<std::uint64_t>(stop, static_cast<std::uint64_t>(st.st_size));
-  if (data_end <= off) return {};
-  const int pfd = primary_.get(), sfd = secondary_.get();
-  // The secondary gets the primary's layout, not only its bytes: data where it has data,
-  // an unwritten (preallocated) extent where it has one, a hole where it has a hole. The
-  // layout comes from the extent tree (FIEMAP), which the page cache cannot disguise — on
-  // ext4 SEEK_DATA reports clean cached pages over an unwritten extent as data, and the
-  // copy would then write zeros where the primary has none. The range's dirty pages are
-  // written back first, so delayed allocations and unwritten extents under new data are
-  // settled in the tree (the range lock keeps new writes out until the copy is done).
-  ::sync_file_range(pfd, static_cast<off_t>(off), static_cast<off_t>(data_end - off),
-                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
-  auto map = utils::fiemap_extents(pfd, off, data_end);
-  if (!map && map.error() == std::errc::operation_not_supported) {
-    // No FIEMAP (tmpfs, FUSE, NFS): SEEK_DATA, with the range's clean cache dropped first
-    // (best effort: a page that cannot be dropped is copied as zeros, never lost).
-    ::posix_fadvise(pfd, static_cast<off_t>(off), static_cast<off_t>(data_end - off), POSIX_FADV_DONTNEED);
-    map = utils::seek_data_extents(pfd, off, data_end);
-  }
-  if (!map) return map.error();
-  std::uint64_t pos = off;
-  std::error_code sec_err;
-  for (const utils::Extent& e : *map) {
-    // A hole on the primary becomes a hole on the secondary, never written zeros.
-    if (e.off > pos && (sec_err = punch(sfd, pos, e.off - pos))) break;
-    pos = e.off + e.len;
-    if (e.unwritten) {
-      // Zeros that stay allocated, as the primary's preallocation is (a hole where the
-      // secondary's file system cannot zero a range).
-      if ((sec_err = fallocate_secondary(sfd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, e.off, e.len))) break;
-      continue;
-    }
-    for (std::uint64_t p = e.off; p < pos;) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(pos - p, buf.size()));
-      // In the kernel where it can (no bytes through user space; only over written
-      // extents, so it cannot fill a hole); any failure is redone by pread/pwrite, which
-      // tells a primary read error from a secondary write error.
-      std::size_t done = 0;
-      if (copy_file_range_ok_.load(std::memory_order_relaxed)) {
-        loff_t in = static_cast<loff_t>(p), out = static_cast<loff_t>(p);
-        const ssize_t c = ::copy_file_range(pfd, &in, sfd, &out, n, 0);
-        if (c > 0) {
-          done = static_cast<std::size_t>(c);
-        } else if (c < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP ||
-                             errno == ENOSYS || errno == EBADF)) {
-          copy_file_range_ok_.store(false, std::memory_order_relaxed);
-        }
-      }
-      if (done == 0) {
-        auto r = utils::pread_all(pfd, std::span(buf.data(), n), p);
-        if (!r) return r.error();
-        if (*r == 0) break;
-        sec_err = utils::pwrite_all(sfd, std::span(buf.data(), *r), p);
-        if (sec_err) break;
-        done = *r;
-      }
-      FM_CRASH_POINT("resync.mid_copy");
-      *copied += done;
-      p += done;
-    }
-    if (sec_err) break;
-  }
-  if (!sec_err && pos < data_end) sec_err = punch(sfd, pos, data_end - pos);
-  if (sec_err) {
-    fail_secondary("resync write", sec_err);
+  const LegCopy r = copy_layout(primary_.get(), secondary_.get(), off, stop, buf, copied, copy_file_range_ok_);
+  if (r.primary) return r.primary;
+  if (r.secondary) {
+    fail_secondary("resync write", r.secondary);
     return utils::errno_code(EIO);
   }
   return {};

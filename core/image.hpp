@@ -45,6 +45,9 @@ struct ImageOptions {
   // Config max_image_size: a write, truncate or size-changing fallocate that would make the
   // image larger is refused with EFBIG before either leg or the bitmap changes.
   std::uint64_t max_image_size = kDefaultMaxImageSize;
+  // The set-wide write-behind workers (MirrorSet owns them; must outlive the image). Null:
+  // the image makes its own, of min(write_behind, 32) threads (standalone use, tests).
+  WriteBehindExecutor* wb_executor = nullptr;
 };
 
 class Image {
@@ -117,7 +120,8 @@ class Image {
   ImageStatus status() const;
 
  private:
-  // Write-behind: the primary has the data; queue the secondary's copy.
+  // Write-behind: the primary has the data; queue the secondary's copy (or, when it cannot
+  // be queued, write it here). Always ends the bitmap write; fails only if the primary did.
   utils::Result<std::size_t> write_behind(std::span<const std::byte> data, std::uint64_t off);
   // Waits until the write-behind queue is empty (no-op when synchronous).
   void drain_write_behind();
@@ -144,7 +148,9 @@ class Image {
   std::atomic<std::uint64_t> mismatch_cnt_{0};
   std::atomic<std::int64_t> last_write_ns_{0};
   ImageOptions opts_;
-  std::unique_ptr<WriteBehind> wb_;
+  std::unique_ptr<WriteBehindExecutor> own_wb_executor_;  // only without opts_.wb_executor
+  std::unique_ptr<WriteBehind> wb_;                      // destroyed before its executor
+  std::atomic<bool> wb_copy_failed_{false};              // logged once
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::atomic<bool> primary_read_failed_{false};
   std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it

@@ -20,6 +20,7 @@ ImageOptions ImageLoader::image_options() const {
   io.drain_timeout = config_.drain_timeout;
   io.intent_ahead = config_.intent_ahead;
   io.max_image_size = config_.max_image_size;
+  io.wb_executor = wb_executor_;
   return io;
 }
 

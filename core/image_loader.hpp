@@ -31,8 +31,9 @@ namespace fusemirror::core {
 class ImageLoader {
  public:
   ImageLoader(const Config& config, const Legs& legs, SecondaryRecords& records, ImageTable& table,
-              ResyncEngine& resync, utils::ThreadPool* pool)
-      : config_(config), legs_(legs), records_(records), table_(table), resync_(resync), pool_(pool) {}
+              ResyncEngine& resync, utils::ThreadPool* pool, WriteBehindExecutor* wb_executor)
+      : config_(config), legs_(legs), records_(records), table_(table), resync_(resync), pool_(pool),
+        wb_executor_(wb_executor) {}
 
   // Returns the loaded image REL, loading it first when it is not (and queueing its resync
   // when it has unsynced chunks).
@@ -50,6 +51,7 @@ class ImageLoader {
   ImageTable& table_;
   ResyncEngine& resync_;
   utils::ThreadPool* pool_;
+  WriteBehindExecutor* wb_executor_;
 };
 
 }  // namespace fusemirror::core

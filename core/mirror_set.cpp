@@ -60,11 +60,13 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   s->legs_.bitmaps = open_dir(broot, "bitmap directory", /*follow_last=*/false);  // never a symlink
 
   s->pool_ = std::make_unique<utils::ThreadPool>(32);
+  s->wb_executor_ = std::make_unique<WriteBehindExecutor>();  // docs/design.md §5 "Threads"
   const Config& c = s->config_;
   s->records_ = std::make_unique<SecondaryRecords>(s->legs_, c.uuid);
   s->resync_ = std::make_unique<ResyncEngine>(c.resync_min_rate, c.resync_max_rate);
   s->watch_ = std::make_unique<SecondaryWatch>(c.secondary, s->legs_.secondary);
-  s->loader_ = std::make_unique<ImageLoader>(c, s->legs_, *s->records_, s->table_, *s->resync_, s->pool_.get());
+  s->loader_ = std::make_unique<ImageLoader>(c, s->legs_, *s->records_, s->table_, *s->resync_, s->pool_.get(),
+                                             s->wb_executor_.get());
   s->ns_ = std::make_unique<Namespace>(s->legs_, s->table_, *s->records_, *s->loader_);
   s->sweeper_ = std::make_unique<Sweeper>(c.daemon_sleep, s->table_, *s->resync_, *s->watch_);
   s->control_ = std::make_unique<Control>(Control::Parts{c, s->legs_, s->table_, *s->ns_, *s->records_,

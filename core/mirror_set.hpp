@@ -71,8 +71,9 @@ class MirrorSet {
   std::string mountpoint_;
   Legs legs_;
   utils::UniqueFd primary_lock_, secondary_lock_;
-  std::unique_ptr<utils::ThreadPool> pool_;  // secondary legs of concurrent writes
-  ImageTable table_;                         // destroyed before the pool its images use
+  std::unique_ptr<utils::ThreadPool> pool_;            // secondary legs of concurrent writes
+  std::unique_ptr<WriteBehindExecutor> wb_executor_;  // every image's write-behind workers
+  ImageTable table_;  // destroyed before the pool and the executor its images use
   std::unique_ptr<SecondaryRecords> records_;
   std::unique_ptr<ResyncEngine> resync_;
   ProgressTracker progress_;

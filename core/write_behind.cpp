@@ -1,58 +1,165 @@
 #include "core/write_behind.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 
+#include "utils/thread_pool.hpp"
+
 namespace fusemirror::core {
 
-WriteBehind::WriteBehind(std::uint32_t limit, unsigned workers)
-    : limit_(limit ? limit : 1), nworkers_(workers ? workers : 1) {}
+// ------------------------------------------------------------------ WriteBehindExecutor
+
+WriteBehindExecutor::WriteBehindExecutor(unsigned workers) : max_(workers ? workers : 1) {
+  threads_.reserve(max_);
+}
+
+WriteBehindExecutor::~WriteBehindExecutor() {
+  bool abandoned = false;
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+    abandoned = abandoned_;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) {
+    // A worker stuck in a hung secondary would never be joined (the process exits).
+    if (abandoned)
+      t.detach();
+    else
+      t.join();
+  }
+}
+
+unsigned WriteBehindExecutor::started() const {
+  std::lock_guard lk(mu_);
+  return static_cast<unsigned>(threads_.size());
+}
+
+bool WriteBehindExecutor::ensure_started() noexcept {
+  if (any_started_.load(std::memory_order_acquire)) return true;
+  std::lock_guard lk(mu_);
+  // All workers at once, at the first use: a thread limit is met here, never in the
+  // middle of a write whose primary leg is done (the caller writes inline then).
+  while (threads_.size() < max_) {
+    std::thread t = utils::try_start_thread([this] { worker(); });
+    if (!t.joinable()) break;
+    threads_.push_back(std::move(t));  // reserved: cannot throw
+  }
+  if (threads_.size() < max_ && !warned_) {
+    warned_ = true;
+    try {
+      spdlog::warn("write-behind: only {} of {} worker threads could be started{}", threads_.size(),
+                   max_, threads_.empty() ? "; secondary writes are made synchronously" : "");
+    } catch (...) {
+    }
+  }
+  if (threads_.empty()) return false;
+  any_started_.store(true, std::memory_order_release);
+  return true;
+}
+
+void WriteBehindExecutor::schedule(WriteBehind* q) noexcept {
+  {
+    std::lock_guard lk(mu_);
+    if (q->in_ready_ || q->detached_) return;
+    try {
+      ready_.push_back(q);
+    } catch (...) {
+      // No memory for the list: a worker leaving this queue, or the next submit, puts it
+      // on again; the ops wait meanwhile (drain and the queue limit still bound them).
+      return;
+    }
+    q->in_ready_ = true;
+  }
+  cv_.notify_one();
+}
+
+void WriteBehindExecutor::detach(WriteBehind* q, bool wait) {
+  std::unique_lock lk(mu_);
+  q->detached_ = true;
+  if (q->in_ready_) {
+    ready_.erase(std::find(ready_.begin(), ready_.end(), q));
+    q->in_ready_ = false;
+  }
+  if (wait)
+    left_cv_.wait(lk, [&] { return q->inside_ == 0; });
+  else if (q->inside_)
+    abandoned_ = true;
+}
+
+void WriteBehindExecutor::worker() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [&] { return stopping_ || !ready_.empty(); });
+    if (stopping_) return;
+    WriteBehind* q = ready_.front();
+    ready_.pop_front();
+    q->in_ready_ = false;
+    ++q->inside_;  // detach(q, true) waits for this to drop: q stays alive meanwhile
+    lk.unlock();
+    q->run_one();
+    lk.lock();
+    if (--q->inside_ == 0) left_cv_.notify_all();
+  }
+}
+
+// -------------------------------------------------------------------------- WriteBehind
+
+WriteBehind::WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit)
+    : exec_(executor), limit_(limit ? limit : 1) {}
 
 WriteBehind::~WriteBehind() { stop(); }
 
 void WriteBehind::stop() {
   {
     std::lock_guard lk(mu_);
-    if (stopping_ && workers_.empty()) return;
+    if (abandoned_) return;  // its stuck workers may still come back: leave it as it is
     stopping_ = true;
   }
   cv_.notify_all();
-  for (auto& t : workers_) {
-    if (t.joinable()) t.join();
-  }
-  workers_.clear();
+  // Running operations finish; no worker takes a new one (run_one sees stopping_).
+  exec_.detach(this, true);
   // Whatever is left was never written to the secondary: its bits stay set.
   std::list<Entry> left;
   {
     std::lock_guard lk(mu_);
     left.swap(queue_);
   }
+  cv_.notify_all();
   for (auto& e : left)
     if (e.op.done) e.op.done(false);
 }
 
-void WriteBehind::submit(Op op) {
+bool WriteBehind::submit(Op&& op) noexcept {
+  // No worker, no queue: an operation queued with nobody to run it would never end.
+  if (!exec_.ensure_started()) return false;
   std::unique_lock lk(mu_);
   cv_.wait(lk, [&] { return queue_.size() < limit_ || stopping_; });
   if (stopping_) {
     lk.unlock();
     if (op.done) op.done(false);
-    return;
+    return true;
   }
-  // Workers start on first use: images are loaded before the daemon forks, and threads
-  // do not survive fork().
-  if (workers_.empty())
-    for (unsigned i = 0; i < nworkers_; ++i) workers_.emplace_back([this] { worker(); });
-  queue_.push_back(Entry{std::move(op), false});
+  try {
+    queue_.emplace_back();  // the only allocation; `op` is untouched if it throws
+  } catch (...) {
+    return false;
+  }
+  queue_.back().op = std::move(op);  // noexcept: vector and std::function moves
   if (queue_.size() > peak_) peak_ = static_cast<std::uint32_t>(queue_.size());
   lk.unlock();
-  cv_.notify_all();
+  exec_.schedule(this);
+  return true;
 }
 
-std::list<WriteBehind::Entry>::iterator WriteBehind::next_runnable_locked() {
-  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+std::list<WriteBehind::Entry>::iterator WriteBehind::next_runnable_locked(
+    std::list<Entry>::iterator from) {
+  for (auto it = from; it != queue_.end(); ++it) {
     if (it->running) continue;
-    const std::uint64_t b = it->op.off, e = it->op.off + std::max<std::size_t>(it->op.data.size(), 1);
+    const std::uint64_t b = it->op.off,
+                        e = it->op.off + std::max<std::size_t>(it->op.data.size(), 1);
     bool blocked = false;
     for (auto older = queue_.begin(); older != it; ++older) {
       const std::uint64_t ob = older->op.off,
@@ -68,29 +175,31 @@ std::list<WriteBehind::Entry>::iterator WriteBehind::next_runnable_locked() {
   return queue_.end();
 }
 
-void WriteBehind::worker() {
+void WriteBehind::run_one() {
   std::unique_lock lk(mu_);
-  for (;;) {
-    std::list<Entry>::iterator it;
-    cv_.wait(lk, [&] {
-      if (stopping_) return true;
-      it = next_runnable_locked();
-      return it != queue_.end();
-    });
-    if (stopping_) return;
-    it->running = true;
-    const bool drop = dropping_;
-    lk.unlock();
-    bool ok = false;
-    if (!drop) {
-      std::error_code ec = it->op.run(it->op);
-      ok = !ec;
-    }
-    if (it->op.done) it->op.done(ok);
-    lk.lock();
-    queue_.erase(it);
-    cv_.notify_all();
+  if (stopping_) return;
+  auto it = next_runnable_locked(queue_.begin());
+  if (it == queue_.end()) return;  // another worker took it
+  it->running = true;
+  const bool drop = dropping_;
+  // Round-robin: back on the ready list, behind the other images, if more can run now
+  // (the older entries are running or still blocked: the scan goes on after `it`).
+  const bool more = next_runnable_locked(std::next(it)) != queue_.end();
+  lk.unlock();
+  if (more) exec_.schedule(this);
+  bool ok = false;
+  if (!drop) {
+    std::error_code ec = it->op.run(it->op);
+    ok = !ec;
   }
+  if (it->op.done) it->op.done(ok);
+  lk.lock();
+  queue_.erase(it);
+  // Its end may have unblocked an overlapping younger operation.
+  const bool unblocked = !stopping_ && next_runnable_locked(queue_.begin()) != queue_.end();
+  lk.unlock();
+  cv_.notify_all();
+  if (unblocked) exec_.schedule(this);
 }
 
 void WriteBehind::wait_range_idle(std::uint64_t off, std::uint64_t end) {
@@ -109,6 +218,7 @@ void WriteBehind::abandon() {
   {
     std::lock_guard lk(mu_);
     stopping_ = true;
+    abandoned_ = true;
     for (auto it = queue_.begin(); it != queue_.end();) {
       if (it->running) {
         ++it;
@@ -118,8 +228,7 @@ void WriteBehind::abandon() {
     }
   }
   cv_.notify_all();
-  for (auto& t : workers_) t.detach();
-  workers_.clear();
+  exec_.detach(this, false);
   for (auto& e : left)
     if (e.op.done) e.op.done(false);
 }
@@ -141,7 +250,7 @@ void WriteBehind::resume() {
 
 std::uint32_t WriteBehind::outstanding() const {
   std::lock_guard lk(mu_);
-  return static_cast<std::uint32_t>(queue_.size());
+  return static_cast<uint32_t>(queue_.size());
 }
 
 std::uint32_t WriteBehind::peak() const {

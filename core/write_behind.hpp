@@ -1,24 +1,40 @@
-// core/write_behind.hpp — the bounded queue of secondary writes in write-behind mode.
+// core/write_behind.hpp — the bounded queues of secondary writes in write-behind mode, and
+// the set-wide workers that run them.
 //
 // md's "asynchronous writes ... acknowledged before they reach the secondary": a write is
 // acknowledged once the primary holds it and its bits are durable; its data is copied
-// into the queue and written to the secondary by a few worker threads. At most `limit`
-// writes are outstanding (queued or running); a writer blocks while the queue is full.
+// into its image's queue and written to the secondary later by a worker. At most `limit`
+// writes of one image are outstanding (queued or running); a writer blocks while its
+// image's queue is full.
 //
-// Order: an operation never starts while an older operation whose byte range overlaps
-// it is queued or running, so overlapping writes reach the secondary in the order the
-// primary got them; disjoint writes run concurrently.
+// Threads: one WriteBehindExecutor per mirror set owns every write-behind thread — at most
+// its `workers` (kDefaultWorkers), however many images there are. A queue with an
+// operation that may run puts itself on the executor's ready list (once); a worker takes
+// the list's first queue, claims one runnable operation of it, and, if that queue has
+// more, puts it back at the end before running the one it took. So images are served
+// round-robin, one operation per turn, and one image still gets several workers when it
+// alone has work. The workers start at the first submit (images are loaded before the
+// daemon forks, and threads do not survive fork()).
+//
+// Order: an operation never starts while an older operation of the same queue whose byte
+// range overlaps it is queued or running, so overlapping writes reach the secondary in
+// the order the primary got them; disjoint writes run concurrently.
 //
 // Each operation's `done(ok)` callback runs on a worker once the secondary completed it
 // (ok) or it was dropped or failed (!ok): the image ends the write in its bitmap there,
 // so a chunk stays dirty until every queued write to it reached the secondary.
 //
-// Thread safety: all members may be called concurrently.
+// Lock order: a WriteBehind's mu_ may be held when taking its executor's mu_, never the
+// reverse (workers drop the executor's lock before entering a queue).
+//
+// Thread safety: all members of both classes may be called concurrently.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <mutex>
@@ -27,6 +43,48 @@
 #include <vector>
 
 namespace fusemirror::core {
+
+class WriteBehind;
+
+class WriteBehindExecutor {
+ public:
+  // The daemon's write-behind thread bound (docs/design.md, "Threads").
+  static constexpr unsigned kDefaultWorkers = 32;
+
+  explicit WriteBehindExecutor(unsigned workers = kDefaultWorkers);
+  // Joins the workers. REQUIRES: every queue on this executor was stopped (or abandoned).
+  ~WriteBehindExecutor();
+  WriteBehindExecutor(const WriteBehindExecutor&) = delete;
+  WriteBehindExecutor& operator=(const WriteBehindExecutor&) = delete;
+
+  unsigned max_workers() const { return max_; }
+  // Workers running now (0 before the first submit; fewer than max_workers() when
+  // thread creation failed).
+  unsigned started() const;
+
+ private:
+  friend class WriteBehind;
+  // Starts the workers at the first use; when none could be started, tries again at the
+  // next. Returns whether at least one runs. Never throws.
+  bool ensure_started() noexcept;
+  // `q` may have a runnable operation: put it on the ready list unless it is there.
+  void schedule(WriteBehind* q) noexcept;
+  // `q` stops: it is taken off the ready list and never put back; with `wait`, returns
+  // once no worker is inside it.
+  void detach(WriteBehind* q, bool wait);
+  void worker();
+
+  const unsigned max_;
+  std::atomic<bool> any_started_{false};  // fast path of ensure_started()
+  mutable std::mutex mu_;
+  std::condition_variable cv_;        // a queue is ready / stopping
+  std::condition_variable left_cv_;   // a worker left a queue (detach waits)
+  std::deque<WriteBehind*> ready_;    // guarded by mu_: round-robin order
+  bool stopping_ = false;             // guarded by mu_
+  bool abandoned_ = false;            // guarded by mu_: a queue left workers stuck inside
+  bool warned_ = false;               // guarded by mu_: creation failure logged
+  std::vector<std::thread> threads_;  // guarded by mu_ (reserved: never reallocates)
+};
 
 class WriteBehind {
  public:
@@ -38,13 +96,17 @@ class WriteBehind {
     std::function<void(bool ok)> done;
   };
 
-  WriteBehind(std::uint32_t limit, unsigned workers);
+  // REQUIRES: `executor` outlives this queue.
+  WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit);
   ~WriteBehind();
   WriteBehind(const WriteBehind&) = delete;
   WriteBehind& operator=(const WriteBehind&) = delete;
 
-  // Queues `op`; blocks while `limit` operations are outstanding.
-  void submit(Op op);
+  // Queues `op`; blocks while `limit` operations are outstanding. Returns false, with `op`
+  // untouched and not queued, when it cannot be queued (no worker thread could be
+  // started, or no memory): the caller then writes the secondary itself. After stop(),
+  // `op` ends at once as not written (done(false)) and true is returned. Never throws.
+  [[nodiscard]] bool submit(Op&& op) noexcept;
   // Blocks until nothing is outstanding, or `timeout_s` passed (returns false then).
   bool drain(double timeout_s);
   // From now on, queued operations are dropped (done(false)) instead of run: the
@@ -54,10 +116,11 @@ class WriteBehind {
   void resume();
   // Blocks until no outstanding operation overlaps [off, end).
   void wait_range_idle(std::uint64_t off, std::uint64_t end);
-  // Stops the workers; REQUIRES drain() or drop_all() first if nothing may be lost.
+  // Stops: running operations finish, queued ones end as not written (done(false));
+  // REQUIRES drain() or drop_all() first if nothing may be lost.
   void stop();
-  // After a drain timed out (a hung secondary): stops without joining the workers that are
-  // stuck in the secondary; queued operations end as not written (their bits stay set).
+  // After a drain timed out (a hung secondary): stops without waiting for the workers that
+  // are stuck in the secondary; queued operations end as not written (their bits stay set).
   // REQUIRES: the process exits soon (unmount).
   void abandon();
 
@@ -66,22 +129,29 @@ class WriteBehind {
   std::uint32_t peak() const;
 
  private:
+  friend class WriteBehindExecutor;
   struct Entry {
     Op op;
     bool running = false;
   };
-  void worker();
-  std::list<Entry>::iterator next_runnable_locked();
+  // Claims one runnable operation, runs it, retires it. Called by a worker.
+  void run_one();
+  // The first entry at or after `from` that is not running and overlaps no older entry.
+  std::list<Entry>::iterator next_runnable_locked(std::list<Entry>::iterator from);
 
+  WriteBehindExecutor& exec_;
   const std::uint32_t limit_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;        // work available / space available / drained
-  std::list<Entry> queue_;            // guarded by mu_: oldest first
-  bool dropping_ = false;             // guarded by mu_
-  bool stopping_ = false;             // guarded by mu_
-  std::uint32_t peak_ = 0;            // guarded by mu_
-  const unsigned nworkers_;
-  std::vector<std::thread> workers_;  // guarded by mu_ (started on first submit)
+  std::condition_variable cv_;  // space available / drained / range idle
+  std::list<Entry> queue_;      // guarded by mu_: oldest first
+  bool dropping_ = false;       // guarded by mu_
+  bool stopping_ = false;       // guarded by mu_
+  bool abandoned_ = false;      // guarded by mu_
+  std::uint32_t peak_ = 0;      // guarded by mu_
+  // Guarded by exec_.mu_:
+  bool in_ready_ = false;  // on the executor's ready list
+  bool detached_ = false;  // stopped: never scheduled again
+  unsigned inside_ = 0;    // workers in run_one()
 };
 
 }  // namespace fusemirror::core

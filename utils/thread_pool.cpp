@@ -1,8 +1,27 @@
 #include "utils/thread_pool.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include "utils/crash_point.hpp"
+
 namespace fusemirror::utils {
 
-ThreadPool::ThreadPool(unsigned threads) : threads_(threads ? threads : 1) {}
+std::thread try_start_thread(std::function<void()> fn) noexcept {
+  try {
+    if (FM_FAULT_POINT("thread.create"))
+      throw std::system_error(EAGAIN, std::generic_category(), "fault point thread.create");
+    return std::thread(std::move(fn));
+  } catch (...) {
+    return {};
+  }
+}
+
+ThreadPool::ThreadPool(unsigned threads) : threads_(threads ? threads : 1) {
+  workers_.reserve(threads_);  // start_locked() never reallocates
+}
 
 ThreadPool::~ThreadPool() {
   {
@@ -13,14 +32,43 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::submit(std::function<void()> task) {
+void ThreadPool::start_locked() noexcept {
+  while (workers_.size() < threads_) {
+    std::thread t = try_start_thread([this] { run(); });
+    if (!t.joinable()) break;
+    workers_.push_back(std::move(t));  // reserved: cannot throw
+  }
+  if (workers_.size() < threads_ && !warned_) {
+    warned_ = true;
+    try {
+      spdlog::warn("thread pool: only {} of {} threads could be started; {}", workers_.size(),
+                   threads_,
+                   workers_.empty() ? "secondary legs run on the caller's thread"
+                                    : "the others are not retried");
+    } catch (...) {
+    }
+  }
+}
+
+bool ThreadPool::submit(std::function<void()> task) noexcept {
   {
     std::lock_guard lk(mu_);
-    if (workers_.empty())
-      for (unsigned i = 0; i < threads_; ++i) workers_.emplace_back([this] { run(); });
-    queue_.push_back(std::move(task));
+    // All workers at the first use; when none could start, again at every use.
+    if (workers_.empty()) start_locked();
+    if (workers_.empty()) return false;
+    try {
+      queue_.push_back(std::move(task));
+    } catch (...) {
+      return false;
+    }
   }
   cv_.notify_one();
+  return true;
+}
+
+unsigned ThreadPool::started() const {
+  std::lock_guard lk(mu_);
+  return static_cast<unsigned>(workers_.size());
 }
 
 void ThreadPool::run() {

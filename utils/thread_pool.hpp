@@ -1,6 +1,11 @@
 // utils/thread_pool.hpp — a fixed pool of worker threads running queued tasks.
 // Thread-safe. The threads start on the first submit (so a pool made before a daemon's
 // fork() is usable after it). Destruction finishes queued tasks, then joins.
+//
+// Thread creation can fail (RLIMIT_NPROC, pid_max, cgroup pids.max, no memory): submit()
+// never throws for that. The threads that could be started serve the queue; when none
+// could, submit() returns false and the caller runs the task itself (creation is retried
+// at the next submit).
 #pragma once
 
 #include <condition_variable>
@@ -19,17 +24,30 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  void submit(std::function<void()> task);
+  // Queues `task`. Returns false, with `task` not queued and never to run, when no worker
+  // thread exists and none could be created, or the queue could not grow: the caller runs
+  // it inline then. Never throws.
+  [[nodiscard]] bool submit(std::function<void()> task) noexcept;
+
+  // Threads running now (at most the constructor's count).
+  unsigned started() const;
 
  private:
   void run();
-  std::mutex mu_;
+  // Starts the missing workers, as many as can be. REQUIRES mu_.
+  void start_locked() noexcept;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;  // guarded by mu_
   bool stop_ = false;                        // guarded by mu_
+  bool warned_ = false;                      // guarded by mu_: creation failure logged
   unsigned threads_;
-  std::vector<std::thread> workers_;         // guarded by mu_ (started lazily)
+  std::vector<std::thread> workers_;  // guarded by mu_ (started lazily)
 };
+
+// Starts `fn` on a new std::thread, or returns an empty one when the thread cannot be
+// created (std::system_error, or the fault point "thread.create" in test builds).
+std::thread try_start_thread(std::function<void()> fn) noexcept;
 
 // A one-shot completion flag a submitter waits on.
 class Completion {

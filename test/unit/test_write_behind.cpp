@@ -1,0 +1,433 @@
+// Unit tests for core::WriteBehind and the set-wide WriteBehindExecutor (issue 12 §3
+// "Threads"): a bounded number of threads whatever the number of images, overlap order per
+// image, round-robin between images, drop_all/resume/drain, and what happens when no thread
+// can be created (in the queue, and in Image's write paths).
+#include <dirent.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/image.hpp"
+#include "core/write_behind.hpp"
+#include "test_helpers.hpp"
+#include "utils/crash_point.hpp"
+#include "utils/thread_pool.hpp"
+
+using namespace fusemirror;
+using core::WriteBehind;
+using core::WriteBehindExecutor;
+
+namespace {
+
+// Threads of this process now (/proc/self/task).
+unsigned thread_count() {
+  unsigned n = 0;
+  DIR* d = ::opendir("/proc/self/task");
+  REQUIRE(d != nullptr);
+  while (auto* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n;
+}
+
+// A gate the test opens: operations block in it until then.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  void wait() {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return open; });
+  }
+  void release() {
+    {
+      std::lock_guard lk(mu);
+      open = true;
+    }
+    cv.notify_all();
+  }
+};
+
+// An op over [off, off+len) that records (tag) in `log` when it runs.
+WriteBehind::Op make_op(std::uint64_t off, std::size_t len, std::function<std::error_code()> run,
+                        std::function<void(bool)> done = {}) {
+  WriteBehind::Op op;
+  op.off = off;
+  op.data.assign(len, std::byte{1});
+  op.run = [run = std::move(run)](const WriteBehind::Op&) { return run(); };
+  op.done = std::move(done);
+  return op;
+}
+
+struct FaultScope {  // active fault points for one test case
+  explicit FaultScope(const std::string& names) { utils::set_fault_points(names); }
+  ~FaultScope() { utils::set_fault_points(""); }
+};
+
+}  // namespace
+
+TEST_SUITE("write_behind") {
+  TEST_CASE("400 queues on one executor: the thread count stays at the executor's bound") {
+    constexpr unsigned kWorkers = 8, kQueues = 400, kOpsEach = 6;
+    std::thread([] {}).join();  // a sanitizer's runtime starts its own thread at the first one
+    const unsigned before = thread_count();
+    WriteBehindExecutor exec(kWorkers);
+    std::vector<std::unique_ptr<WriteBehind>> queues;
+    for (unsigned i = 0; i < kQueues; ++i)
+      queues.push_back(std::make_unique<WriteBehind>(exec, 64));
+    CHECK(thread_count() == before);  // lazily: nothing before the first submit
+    std::atomic<unsigned> ran{0}, ok{0}, peak_threads{0};
+    for (unsigned i = 0; i < kQueues; ++i)
+      for (unsigned k = 0; k < kOpsEach; ++k)
+        REQUIRE(queues[i]->submit(make_op(
+            k * 4096, 4096,
+            [&] {
+              ++ran;
+              std::this_thread::sleep_for(std::chrono::microseconds(200));
+              return std::error_code{};
+            },
+            [&](bool good) {
+              if (good) ++ok;
+              const unsigned t = thread_count();
+              unsigned p = peak_threads.load();
+              while (t > p && !peak_threads.compare_exchange_weak(p, t)) {
+              }
+            })));
+    for (auto& q : queues) CHECK(q->drain(60));
+    CHECK(ran == kQueues * kOpsEach);
+    CHECK(ok == kQueues * kOpsEach);
+    CHECK(exec.started() == kWorkers);
+    CHECK(thread_count() <= before + kWorkers);
+    CHECK(peak_threads.load() <= before + kWorkers);
+    queues.clear();
+    CHECK(thread_count() <= before + kWorkers);
+  }
+
+  TEST_CASE("overlapping writes keep submission order per queue, across many queues") {
+    constexpr unsigned kQueues = 40, kOpsEach = 50;
+    WriteBehindExecutor exec(6);
+    std::vector<std::unique_ptr<WriteBehind>> queues;
+    std::vector<std::mutex> mus(kQueues);
+    for (unsigned i = 0; i < kQueues; ++i) queues.push_back(std::make_unique<WriteBehind>(exec, 8));
+    // Each queue: ops on 4 byte ranges, some overlapping two ranges; ops on one range must
+    // run in submission order. Record (range, seq) per queue.
+    std::vector<std::map<std::uint64_t, std::vector<unsigned>>> per_block(kQueues);
+    for (unsigned k = 0; k < kOpsEach; ++k)
+      for (unsigned i = 0; i < kQueues; ++i) {
+        const std::uint64_t block = (k * 7 + i) % 4;
+        const std::size_t len = (k % 3 == 0) ? 8192 : 4096;  // every third spans two blocks
+        REQUIRE(queues[i]->submit(make_op(block * 4096, len, [&, i, k, block, len] {
+          std::this_thread::sleep_for(std::chrono::microseconds((k * 37 + i * 11) % 300));
+          std::lock_guard lk(mus[i]);
+          for (std::uint64_t b = block; b < block + len / 4096; ++b) per_block[i][b].push_back(k);
+          return std::error_code{};
+        })));
+      }
+    for (auto& q : queues) CHECK(q->drain(60));
+    for (unsigned i = 0; i < kQueues; ++i)
+      for (auto& [block, seqs] : per_block[i]) {
+        CAPTURE(i);
+        CAPTURE(block);
+        CHECK(std::is_sorted(seqs.begin(), seqs.end()));
+      }
+  }
+
+  TEST_CASE("disjoint writes of one queue still run on several workers") {
+    WriteBehindExecutor exec(4);
+    WriteBehind q(exec, 16);
+    std::atomic<int> running{0}, peak{0};
+    for (unsigned k = 0; k < 16; ++k)
+      REQUIRE(q.submit(make_op(k * 4096, 4096, [&] {
+        const int now = ++running;
+        int p = peak.load();
+        while (now > p && !peak.compare_exchange_weak(p, now)) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        --running;
+        return std::error_code{};
+      })));
+    CHECK(q.drain(30));
+    CHECK(peak.load() >= 2);
+    CHECK(peak.load() <= 4);
+  }
+
+  TEST_CASE("round-robin: a busy queue does not starve another one") {
+    WriteBehindExecutor exec(1);
+    WriteBehind a(exec, 64), b(exec, 64);
+    Gate gate;
+    std::mutex mu;
+    std::vector<char> ran;
+    auto rec = [&](char who) {
+      std::lock_guard lk(mu);
+      ran.push_back(who);
+    };
+    REQUIRE(a.submit(make_op(0, 4096, [&] {
+      gate.wait();
+      rec('a');
+      return std::error_code{};
+    })));
+    for (unsigned k = 1; k < 30; ++k)
+      REQUIRE(a.submit(make_op(k * 4096, 4096, [&] {
+        rec('a');
+        return std::error_code{};
+      })));
+    REQUIRE(b.submit(make_op(0, 4096, [&] {
+      rec('b');
+      return std::error_code{};
+    })));
+    gate.release();
+    CHECK(a.drain(30));
+    CHECK(b.drain(30));
+    REQUIRE(ran.size() == 31);
+    const auto pos = std::find(ran.begin(), ran.end(), 'b') - ran.begin();
+    CHECK(pos <= 3);  // not behind a's 29 queued writes
+  }
+
+  TEST_CASE("drop_all drops queued writes (done(false)), resume runs them again") {
+    WriteBehindExecutor exec(2);
+    WriteBehind q(exec, 8);
+    std::atomic<int> ran{0}, good{0}, bad{0};
+    auto op = [&](std::uint64_t off) {
+      return make_op(
+          off, 4096,
+          [&] {
+            ++ran;
+            return std::error_code{};
+          },
+          [&](bool ok) { ++(ok ? good : bad); });
+    };
+    q.drop_all();
+    for (unsigned k = 0; k < 5; ++k) REQUIRE(q.submit(op(k * 4096)));
+    CHECK(q.drain(30));
+    CHECK(ran == 0);
+    CHECK(bad == 5);
+    q.resume();
+    for (unsigned k = 0; k < 5; ++k) REQUIRE(q.submit(op(k * 4096)));
+    CHECK(q.drain(30));
+    CHECK(ran == 5);
+    CHECK(good == 5);
+  }
+
+  TEST_CASE("drain times out while a write is stuck, wait_range_idle waits for its range") {
+    WriteBehindExecutor exec(2);
+    WriteBehind q(exec, 8);
+    Gate gate;
+    std::atomic<bool> done{false};
+    REQUIRE(q.submit(make_op(
+        0, 4096,
+        [&] {
+          gate.wait();
+          return std::error_code{};
+        },
+        [&](bool) { done = true; })));
+    CHECK_FALSE(q.drain(0.05));
+    CHECK(q.outstanding() == 1);
+    q.wait_range_idle(8192, 16384);  // disjoint: returns at once
+    std::thread opener([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      gate.release();
+    });
+    q.wait_range_idle(0, 4096);
+    CHECK(done);
+    CHECK(q.drain(30));
+    CHECK(q.outstanding() == 0);
+    CHECK(q.peak() == 1);
+    opener.join();
+  }
+
+  TEST_CASE("a full queue blocks the writer until a write completes") {
+    WriteBehindExecutor exec(1);
+    WriteBehind q(exec, 2);
+    Gate gate;
+    for (unsigned k = 0; k < 2; ++k)
+      REQUIRE(q.submit(make_op(k * 4096, 4096, [&] {
+        gate.wait();
+        return std::error_code{};
+      })));
+    std::atomic<bool> third{false};
+    std::thread writer([&] {
+      CHECK(q.submit(make_op(8192, 4096, [] { return std::error_code{}; })));
+      third = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(third);
+    CHECK(q.outstanding() == 2);
+    gate.release();
+    writer.join();
+    CHECK(third);
+    CHECK(q.drain(30));
+    CHECK(q.peak() == 2);
+  }
+
+  TEST_CASE("stop ends queued writes as not written; stopping one queue leaves the others") {
+    WriteBehindExecutor exec(1);
+    auto a = std::make_unique<WriteBehind>(exec, 8);
+    WriteBehind b(exec, 8);
+    Gate gate;
+    std::atomic<int> a_bad{0}, b_good{0};
+    REQUIRE(a->submit(make_op(0, 4096, [&] {
+      gate.wait();
+      return std::error_code{};
+    })));
+    for (unsigned k = 0; k < 3; ++k)  // behind the first one (overlapping): still queued
+      REQUIRE(a->submit(make_op(
+          0, 4096, [] { return std::error_code{}; }, [&](bool ok) { a_bad += !ok; })));
+    std::thread stopper([&] { a.reset(); });  // waits for the running write
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    gate.release();
+    stopper.join();
+    CHECK(a_bad == 3);
+    REQUIRE(b.submit(make_op(
+        0, 4096, [] { return std::error_code{}; }, [&](bool ok) { b_good += ok; })));
+    CHECK(b.drain(30));
+    CHECK(b_good == 1);
+  }
+
+#ifdef FUSEMIRROR_CRASH_POINTS
+  TEST_CASE("no thread can be created: submit refuses, the op is left to the caller") {
+    FaultScope faults("thread.create");
+    const unsigned before = thread_count();
+    WriteBehindExecutor exec(4);
+    WriteBehind q(exec, 8);
+    bool ran = false, done = false;
+    auto op = make_op(
+        0, 4096,
+        [&] {
+          ran = true;
+          return std::error_code{};
+        },
+        [&](bool) { done = true; });
+    CHECK_FALSE(q.submit(std::move(op)));
+    CHECK(exec.started() == 0);
+    CHECK(thread_count() == before);
+    // The op is intact: the caller can run it.
+    REQUIRE(op.run);
+    CHECK(op.data.size() == 4096);
+    CHECK_FALSE(op.run(op));
+    CHECK(ran);
+    CHECK_FALSE(done);
+    // The limit gone, the next submit starts the workers.
+    utils::set_fault_points("");
+    CHECK(q.submit(make_op(0, 4096, [] { return std::error_code{}; })));
+    CHECK(q.drain(30));
+    CHECK(exec.started() == 4);
+  }
+
+  TEST_CASE("ThreadPool: no thread can be created, submit returns false and never throws") {
+    FaultScope faults("thread.create");
+    utils::ThreadPool pool(4);
+    bool ran = false;
+    CHECK_FALSE(pool.submit([&] { ran = true; }));
+    CHECK_FALSE(ran);
+    CHECK(pool.started() == 0);
+  }
+#endif
+
+}  // TEST_SUITE("write_behind")
+
+#ifdef FUSEMIRROR_CRASH_POINTS
+// ----------------------------------------------------------------- Image write paths
+
+namespace {
+
+const utils::Uuid kSet = {9, 9, 9, 9, 9, 9, 0x49, 9, 0x89, 9, 9, 9, 9, 9, 9, 9};
+constexpr std::uint64_t kCs = 65536;
+
+struct ImageFixture {
+  fmtest::TempDir dir;
+  std::string ppath = dir / "p.img", spath = dir / "s.img", bpath = dir / "img.fmbm";
+  utils::ThreadPool pool{2};
+  std::unique_ptr<core::Image> img;
+
+  explicit ImageFixture(std::uint32_t write_behind, std::uint64_t size = 4 * kCs) {
+    for (const auto& p : {ppath, spath}) {
+      utils::UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      REQUIRE(fd.valid());
+      REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(size)) == 0);
+    }
+    fmtest::write_bitmap_file(bpath, fmtest::clean_header(kSet, kCs, size));
+    utils::UniqueFd p(::open(ppath.c_str(), O_RDWR | O_CLOEXEC));
+    utils::UniqueFd s(::open(spath.c_str(), O_RDWR | O_CLOEXEC));
+    utils::UniqueFd b(::open(bpath.c_str(), O_RDWR | O_CLOEXEC));
+    core::BitmapOpenParams bp;
+    bp.set_uuid = kSet;
+    bp.chunk_size = kCs;
+    bp.image_size = size;
+    std::string why;
+    auto bm = core::Bitmap::open(std::move(b), bp, &why);
+    REQUIRE(bm);
+    core::ImageOptions io;
+    io.write_behind = write_behind;
+    img =
+        std::make_unique<core::Image>("img", std::move(p), std::move(s), std::move(*bm), &pool, io);
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("write_behind") {
+  TEST_CASE(
+      "Image, write-behind, no thread can be created: the write succeeds, both legs have it") {
+    FaultScope faults("thread.create");
+    ImageFixture f(64);
+    auto data = fmtest::pattern(3 * 4096, 5);
+    auto r = f.img->write(data, 4096);
+    REQUIRE(r);
+    CHECK(*r == data.size());
+    CHECK(f.img->secondary_ok());
+    CHECK(f.img->status().bitmap.unsynced_chunks == 0);
+    CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
+  }
+
+  TEST_CASE(
+      "Image, write-behind, the copy cannot be queued: the write succeeds, the chunk is unsynced") {
+    FaultScope faults("writebehind.enqueue");
+    ImageFixture f(64);
+    auto data = fmtest::pattern(4096, 6);
+    auto r = f.img->write(data, 2 * kCs + 100);
+    REQUIRE(r);
+    CHECK(*r == data.size());
+    CHECK(f.img->secondary_ok());
+    const auto st = f.img->status();
+    CHECK(st.bitmap.unsynced_chunks == 1);
+    CHECK(st.wb_outstanding == 0);
+    CHECK(fmtest::read_bytes(f.ppath) != fmtest::read_bytes(f.spath));
+    // Resync copies it: the legs agree.
+    utils::set_fault_points("");
+    std::vector<std::byte> buf(1 << 20);
+    std::uint64_t copied = 0, from = 0;
+    while (from < f.img->total_chunks()) {
+      auto n = f.img->resync_step(from, 1 << 20, buf, &copied);
+      REQUIRE(n);
+      from = *n;
+    }
+    CHECK(f.img->status().bitmap.unsynced_chunks == 0);
+    CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
+  }
+
+  TEST_CASE("Image, synchronous, no pool thread can be created: large writes and fsync succeed") {
+    FaultScope faults("thread.create");
+    ImageFixture f(0);
+    auto data = fmtest::pattern(3 * kCs, 7);  // above the inline size: the pool path
+    auto r = f.img->write(data, 0);
+    REQUIRE(r);
+    CHECK(*r == data.size());
+    CHECK_FALSE(f.img->fsync(false));
+    CHECK_FALSE(f.img->truncate(2 * kCs));
+    CHECK(f.img->secondary_ok());
+    CHECK(f.img->status().bitmap.unsynced_chunks == 0);
+    CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
+  }
+
+}  // TEST_SUITE("write_behind")
+#endif
