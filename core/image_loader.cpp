@@ -57,6 +57,11 @@ void ImageLoader::scan(const std::string& rel_dir) {
 
 utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) {
   if (auto img = table_.find(rel)) return img;
+  if (auto ec = check_image_name(rel)) {
+    spdlog::error("{}/{}: name longer than {} bytes: its bitmap and record names would not fit; "
+                  "not served (rename it)", config_.primary, rel, kMaxImageNameBytes);
+    return ec;
+  }
   auto pfd = legs_.primary.open_beneath(rel, O_RDWR | O_NOFOLLOW);
   if (!pfd) return pfd.error();
   struct stat st {};

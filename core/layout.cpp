@@ -9,6 +9,13 @@
 
 namespace fusemirror::core {
 
+std::error_code check_image_name(std::string_view rel) {
+  const auto slash = rel.rfind('/');
+  const std::size_t len = slash == std::string_view::npos ? rel.size() : rel.size() - slash - 1;
+  if (len > kMaxImageNameBytes) return {ENAMETOOLONG, std::generic_category()};
+  return {};
+}
+
 bool reserved_name(std::string_view rel) {
   const std::string_view meta = kMetaDirName;
   return rel == meta || (rel.size() > meta.size() && rel.substr(0, meta.size()) == meta &&

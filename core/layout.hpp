@@ -12,8 +12,10 @@
 // Relative paths ("dir/disk.img", "" for the root) are those of core/dir.hpp.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include "utils/fd.hpp"
 
@@ -28,6 +30,13 @@ inline constexpr const char* kBitmapsDirName = "bitmaps";
 inline constexpr const char* kRecordsDirName = "images";
 inline constexpr const char* kBitmapSuffix = ".fmbm";
 inline constexpr const char* kRecordSuffix = ".json";
+
+// The longest name an image may have: its bitmap (NAME.fmbm) and its record (NAME.json)
+// must fit NAME_MAX too. Longer names are refused (ENAMETOOLONG) before anything is made.
+inline constexpr std::size_t kMaxImageNameBytes = 255 - 5;
+static_assert(sizeof(".fmbm") - 1 == 5 && sizeof(".json") - 1 == 5);
+// ENAMETOOLONG when REL's last component is too long for an image, else {}.
+std::error_code check_image_name(std::string_view rel);
 
 // True for the metadata directory and everything beneath it: never an image or a
 // directory of the set.

@@ -126,6 +126,8 @@ std::error_code Namespace::rename(const std::string& from, const std::string& to
   struct stat st {};
   if (::fstatat(pf->first.get(), pf->second.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
     return utils::last_errno();
+  if (!S_ISDIR(st.st_mode))
+    if (auto ec = check_image_name(to)) return ec;  // its bitmap and record could not follow
   if (::renameat2(pf->first.get(), pf->second.c_str(), pt->first.get(), pt->second.c_str(), flags) != 0)
     return utils::last_errno();
   const bool is_dir = S_ISDIR(st.st_mode);
@@ -233,6 +235,7 @@ utils::Result<std::shared_ptr<Image>> Namespace::open_image(const std::string& r
 utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string& rel, mode_t mode, uid_t uid,
                                                               gid_t gid) {
   if (reserved_name(rel)) return utils::errno_code(EPERM);
+  if (auto ec = check_image_name(rel)) return ec;  // before anything is made
   std::unique_lock ns(mu_);
   const Owner owner{uid, gid, mode & 07777};
   auto fd = create_file(legs_.primary, rel, owner);

@@ -14,6 +14,10 @@
 #   looking   reading the control tree never loads an image: an image dropped into the
 #             primary behind the daemon's back has no attributes and no secondary copy
 #             until it is opened through the mount
+#   names     every image name length from 240 to 255 bytes: up to 250 (NAME_MAX less the
+#             bitmap's and record's 5-byte suffix) the image works end to end, in sync and not
+#             degraded; 251-255 are refused (ENAMETOOLONG) at create and at rename with
+#             nothing made on any leg or in the bitmap directory
 . "$(dirname "$0")/lib.sh"
 
 U=4242 # a uid with no account: setpriv needs none
@@ -104,12 +108,44 @@ grep -q 'u/priv/secret.img' "$CTL/status.json" || soft_fail "status.json hides u
 user cat "$CTL/images/u/priv/secret.img/state" >/dev/null || soft_fail "the owner cannot read u/priv/secret.img's state"
 user ls "$CTL/images/u/priv" | grep -q secret.img || soft_fail "the owner cannot list $CTL/images/u/priv"
 
+# ------------------------------------------------------------------ names
+FM_CONTEXT=names
+mkdir "$MNT/n"
+before=$(fm_snapshot "$P" "$S")
+for len in 251 252 253 254 255; do
+  name=$(printf 'x%.0s' $(seq "$len"))
+  if out=$(head -c 4096 /dev/urandom 2>&1 >"$MNT/n/$name"); then
+    soft_fail "a $len-byte image name was accepted"
+  elif [[ $out != *"File name too long"* ]]; then
+    soft_fail "a $len-byte image name: '$out', want File name too long"
+  fi
+done
+[[ $(fm_snapshot "$P" "$S") == "$before" ]] || soft_fail "refused names left something on a leg or in the bitmaps"
+for len in $(seq 240 250); do
+  name=$(printf 'y%.0s' $(seq "$len"))
+  head -c 65536 /dev/urandom >"$MNT/n/$name" || soft_fail "a $len-byte image name was refused"
+done
+long=$(printf 'y%.0s' $(seq 250))
+renamed=$(printf 'z%.0s' $(seq 251))
+mv "$MNT/n/$long" "$MNT/n/$renamed" 2>/dev/null && soft_fail "rename to a 251-byte name was accepted"
+[[ -f $P/n/$long && -f $S/n/$long ]] || soft_fail "a refused rename moved the image"
+fm_timeout 60 "$FUSEMIRROR" wait "$MNT" || soft_fail "wait after the long names: exit $?"
+nlong=$(grep -c '"n/yyy' "$CTL/status.json" || true)
+((nlong == 11)) || soft_fail "status lists $nlong of the 11 long-named images"
+grep -q '"degraded"' "$CTL/status.json" && soft_fail "an image is degraded: $(grep -B3 '"degraded"' "$CTL/status.json" | head -5)"
+
 fm_timeout 60 "$FUSEMIRROR" wait "$MNT" || soft_fail "final wait: exit $?"
 fm_unmount "$MNT"
 for f in u/sh u/sh2 u/f0666 u/priv/secret.img; do assert_same "$P/$f" "$S/$f"; done
+for len in $(seq 240 250); do
+  name=n/$(printf 'y%.0s' $(seq "$len"))
+  assert_same "$P/$name" "$S/$name"
+  [[ -f $P/.fusemirror/bitmaps/$name.fmbm && -f $S/.fusemirror/images/$name.json ]] ||
+    soft_fail "a $len-byte image has no bitmap or no record"
+done
 # the secondary's copy of the setuid program runs as its owner, never as root (the daemon
 # held it open for writing until the unmount: ETXTBSY before)
 euid=$(user "$S/u/sh2" -p -c 'id -u' 2>&1 || true)
 [[ $euid == "$U" ]] || soft_fail "the secondary copy of a setuid program ran with euid '$euid', want $U"
-fm_log "hostile users: setuid copies checked at open, remount and re-add; control tree checked for 3 hidden paths"
+fm_log "hostile users: setuid copies checked at open, remount and re-add; control tree checked for 3 hidden paths; names of 240-255 bytes"
 fm_pass
