@@ -11,29 +11,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include "utils/meta_file.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::core {
 
 namespace {
-
-const char* type_name(mode_t m) {
-  if (S_ISFIFO(m)) return "a FIFO";
-  if (S_ISDIR(m)) return "a directory";
-  if (S_ISLNK(m)) return "a symlink";
-  if (S_ISCHR(m)) return "a character device";
-  if (S_ISBLK(m)) return "a block device";
-  if (S_ISSOCK(m)) return "a socket";
-  return "not a regular file";
-}
-
-std::string stat_problem(const struct stat& st) {
-  if (!S_ISREG(st.st_mode)) return std::string("is ") + type_name(st.st_mode) + ", not a regular file";
-  if (st.st_nlink != 1)
-    return "has " + std::to_string(st.st_nlink) +
-           " hard links (bitmap writes could reach a file outside the bitmap directory)";
-  return {};
-}
 
 // Opens `rel` without blocking; on success the descriptor is blocking again.
 utils::Result<utils::UniqueFd> open_nonblock(const Dir& dir, const std::string& rel, std::string* problem) {
@@ -47,9 +30,9 @@ utils::Result<utils::UniqueFd> open_nonblock(const Dir& dir, const std::string& 
     }
     return utils::UniqueFd{};
   }
-  struct stat st {};
-  if (::fstat(fd->get(), &st) != 0) return utils::last_errno();
-  *problem = stat_problem(st);
+  // A bitmap is a metadata file of any size: regular, one link (a hard link's writes could
+  // reach a file outside the bitmap directory).
+  *problem = utils::meta_file_problem(fd->get(), SIZE_MAX);
   if (!problem->empty()) return utils::UniqueFd{};
   const int fl = ::fcntl(fd->get(), F_GETFL);
   if (fl < 0 || ::fcntl(fd->get(), F_SETFL, fl & ~O_NONBLOCK) != 0) return utils::last_errno();
@@ -61,7 +44,7 @@ utils::Result<utils::UniqueFd> open_nonblock(const Dir& dir, const std::string& 
 std::string bitmap_path_problem(const Dir& dir, const std::string& rel) {
   auto st = dir.lstat(rel);
   if (!st) return {};
-  return stat_problem(*st);
+  return utils::stat_problem(*st, SIZE_MAX);
 }
 
 utils::Result<std::unique_ptr<Bitmap>> open_bitmap_file(const Dir& dir, const std::string& rel,

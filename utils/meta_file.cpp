@@ -58,6 +58,10 @@ UniqueFd open_dir_nofollow(const std::string& path, const std::string& what) {
 std::string meta_file_problem(int fd, std::size_t max_size) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return std::string("cannot stat: ") + std::strerror(errno);
+  return stat_problem(st, max_size);
+}
+
+std::string stat_problem(const struct stat& st, std::size_t max_size) {
   if (!S_ISREG(st.st_mode)) return std::string("is ") + type_name(st.st_mode) + ", not a regular file";
   if (st.st_nlink != 1)
     return "has " + std::to_string(st.st_nlink) + " hard links (a link could be a file elsewhere)";

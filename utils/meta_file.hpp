@@ -11,6 +11,8 @@
 //   - throws utils::Error with one line naming the file and the reason otherwise.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstddef>
 #include <string>
 
@@ -33,6 +35,8 @@ std::string read_meta_file(const std::string& path, std::size_t max_size = kMaxM
 
 // Why the file open on `fd` is not an acceptable metadata file ("" when it is).
 std::string meta_file_problem(int fd, std::size_t max_size = kMaxMetaFileSize);
+// The same from a stat result (an lstat: a symlink is named as one).
+std::string stat_problem(const struct stat& st, std::size_t max_size = kMaxMetaFileSize);
 
 // Replaces NAME beneath `dirfd` (opened O_RDONLY | O_DIRECTORY, not O_PATH: it is fsync'd)
 // with `content`, durably and atomically, mode 0600 (LevelDB's SetCurrentFile):
