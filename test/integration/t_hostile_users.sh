@@ -14,6 +14,8 @@
 #   looking   reading the control tree never loads an image: an image dropped into the
 #             primary behind the daemon's back has no attributes and no secondary copy
 #             until it is opened through the mount
+#   unpriv    an unprivileged user's own set (create, mount through fusermount3, write,
+#             wait, unmount) still works, files keep that user's ownership and exact modes
 #   names     every image name length from 240 to 255 bytes: up to 250 (NAME_MAX less the
 #             bitmap's and record's 5-byte suffix) the image works end to end, in sync and not
 #             degraded; 251-255 are refused (ENAMETOOLONG) at create and at rename with
@@ -147,5 +149,34 @@ done
 # held it open for writing until the unmount: ETXTBSY before)
 euid=$(user "$S/u/sh2" -p -c 'id -u' 2>&1 || true)
 [[ $euid == "$U" ]] || soft_fail "the secondary copy of a setuid program ran with euid '$euid', want $U"
+# ------------------------------------------------------------------ unprivileged mount
+FM_CONTEXT=unpriv
+# fusermount3 needs the caller in passwd (uid 65534 is) and /dev/fuse open to it (Debian's
+# udev makes it 0666; some machines have 0600: opened up for this section only).
+fuse_mode=$(stat -c %a /dev/fuse)
+chmod o+rw /dev/fuse
+UP=$FM_TMP/up
+mkdir -p "$UP/p" "$UP/s" "$UP/m"
+chown 65534:65534 "$UP/p" "$UP/s" "$UP/m"
+chmod 755 "$UP"
+if nobody "$FUSEMIRROR" create "$UP/p" "$UP/s" >"$FM_TMP/logs/unpriv.log" 2>&1 &&
+  nobody "$FUSEMIRROR" mount "$UP/p" "$UP/m" >>"$FM_TMP/logs/unpriv.log" 2>&1; then
+  fm_track_mount "$UP/m"
+  nobody sh -c "head -c 1048576 /dev/urandom >'$UP/m/a.img'; umask 0; touch '$UP/m/b.img'; mkdir '$UP/m/d'" ||
+    soft_fail "an unprivileged user could not write its own mount"
+  fm_timeout 60 setpriv --reuid=65534 --regid=65534 --clear-groups "$FUSEMIRROR" wait "$UP/m" || soft_fail "unprivileged wait: exit $?"
+  fm_timeout 60 setpriv --reuid=65534 --regid=65534 --clear-groups "$FUSEMIRROR" unmount "$UP/m" || soft_fail "unprivileged unmount: exit $?"
+  cmp -s "$UP/p/a.img" "$UP/s/a.img" || soft_fail "unprivileged set: the legs differ"
+  for f in b.img d; do
+    for leg in p s; do
+      [[ $(stat -c '%u %a' "$UP/$leg/$f") == "65534 $([[ $f == d ]] && echo 777 || echo 666)" ]] ||
+        soft_fail "unprivileged set: $leg/$f is $(stat -c '%u %a' "$UP/$leg/$f")"
+    done
+  done
+else
+  soft_fail "an unprivileged user could not create and mount its own set: $(tail -3 "$FM_TMP/logs/unpriv.log")"
+fi
+chmod "$fuse_mode" /dev/fuse
+
 fm_log "hostile users: setuid copies checked at open, remount and re-add; control tree checked for 3 hidden paths; names of 240-255 bytes"
 fm_pass
