@@ -140,7 +140,6 @@ class Image {
   utils::ThreadPool* pool_;
   RangeLock locks_;
   std::atomic<bool> secondary_ok_;
-  std::atomic<int> resync_running_{0};
   mutable std::mutex progress_mu_;
   SyncAction action_ = SyncAction::idle;  // guarded by progress_mu_
   std::uint64_t sync_done_ = 0, sync_total_ = 0;  // guarded by progress_mu_
