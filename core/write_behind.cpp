@@ -42,19 +42,8 @@ bool WriteBehindExecutor::ensure_started() noexcept {
   std::lock_guard lk(mu_);
   // All workers at once, at the first use: a thread limit is met here, never in the
   // middle of a write whose primary leg is done (the caller writes inline then).
-  while (threads_.size() < max_) {
-    std::thread t = utils::try_start_thread([this] { worker(); });
-    if (!t.joinable()) break;
-    threads_.push_back(std::move(t));  // reserved: cannot throw
-  }
-  if (threads_.size() < max_ && !warned_) {
-    warned_ = true;
-    try {
-      spdlog::warn("write-behind: only {} of {} worker threads could be started{}", threads_.size(),
-                   max_, threads_.empty() ? "; secondary writes are made synchronously" : "");
-    } catch (...) {
-    }
-  }
+  utils::start_threads(threads_, max_, [this] { worker(); }, &warned_, "write-behind",
+                "secondary writes are made synchronously");
   if (threads_.empty()) return false;
   any_started_.store(true, std::memory_order_release);
   return true;

@@ -33,21 +33,26 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::start_locked() noexcept {
-  while (workers_.size() < threads_) {
-    std::thread t = try_start_thread([this] { run(); });
+  start_threads(workers_, threads_, [this] { run(); }, &warned_, "thread pool",
+                "secondary legs run on the caller's thread");
+}
+
+bool start_threads(std::vector<std::thread>& threads, std::size_t n, const std::function<void()>& body,
+                   bool* warned, const char* what, const char* consequence) noexcept {
+  while (threads.size() < n) {
+    std::thread t = try_start_thread(body);
     if (!t.joinable()) break;
-    workers_.push_back(std::move(t));  // reserved: cannot throw
+    threads.push_back(std::move(t));  // reserved: cannot throw
   }
-  if (workers_.size() < threads_ && !warned_) {
-    warned_ = true;
+  if (threads.size() < n && !*warned) {
+    *warned = true;
     try {
-      spdlog::warn("thread pool: only {} of {} threads could be started; {}", workers_.size(),
-                   threads_,
-                   workers_.empty() ? "secondary legs run on the caller's thread"
-                                    : "the others are not retried");
+      spdlog::warn("{}: only {} of {} threads could be started; {}", what, threads.size(), n,
+                   threads.empty() ? consequence : "the others are not retried");
     } catch (...) {
     }
   }
+  return !threads.empty();
 }
 
 bool ThreadPool::submit(std::function<void()> task) noexcept {

@@ -49,6 +49,13 @@ class ThreadPool {
 // created (std::system_error, or the fault point "thread.create" in test builds).
 std::thread try_start_thread(std::function<void()> fn) noexcept;
 
+// Starts threads running `body` until `threads` holds `n` (REQUIRES: capacity reserved for
+// `n`, so nothing reallocates or throws) or one cannot be created. The first time it falls
+// short (`*warned` false), logs "WHAT: only K of N threads could be started; CONSEQUENCE".
+// Returns whether any thread runs.
+bool start_threads(std::vector<std::thread>& threads, std::size_t n, const std::function<void()>& body,
+                   bool* warned, const char* what, const char* consequence) noexcept;
+
 // A one-shot completion flag a submitter waits on.
 class Completion {
  public:
