@@ -96,3 +96,27 @@ TEST_CASE("records: written, read back, renamed, removed; missing and corrupt to
   recs.remove("dir2/a.img");
   CHECK(recs.read("dir2/a.img").error() == std::errc::no_such_file_or_directory);
 }
+
+TEST_CASE("records: a FIFO, a symlink or a hard link in place of a record is no proof, and never blocks") {
+  fmtest::TempDir d;
+  auto sec = core::Dir::open(d / "");
+  REQUIRE(sec);
+  core::Legs legs;
+  legs.secondary = std::move(*sec);
+  core::SecondaryRecords recs(legs, kSet);
+  REQUIRE_FALSE(recs.write("good.img", kImage, 7));
+  const std::string dir = d / (std::string(core::kMetaDirName) + "/" + core::kRecordsDirName);
+  REQUIRE(::mkfifo((dir + "/fifo.img.json").c_str(), 0600) == 0);
+  REQUIRE(::symlink("good.img.json", (dir + "/link.img.json").c_str()) == 0);
+  REQUIRE(::link((dir + "/good.img.json").c_str(), (dir + "/hard.img.json").c_str()) == 0);
+  for (const char* rel : {"fifo.img", "link.img", "hard.img"}) {
+    auto r = recs.read(rel);  // returns at once: opened O_NONBLOCK, never followed
+    CHECK_FALSE(r);
+    CHECK_FALSE(core::why_not_covered(r, facts(7, 0)).empty());
+  }
+  // The good record has two links now: it proves nothing either, until rewritten.
+  CHECK_FALSE(recs.read("good.img"));
+  REQUIRE_FALSE(recs.write("good.img", kImage, 8));  // replaced by rename: one link again
+  REQUIRE(recs.read("good.img"));
+  CHECK(recs.read("good.img")->events == 8);
+}
