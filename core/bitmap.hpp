@@ -20,12 +20,17 @@
 //   unsynced: dirty bits found at open (or after a leg error) whose chunk still has to be
 //   copied by resync; mark_synced() turns such a chunk into an ordinary recent dirty chunk.
 //
-// Memory (issue 12 §3): the vectors are sparse, by 4 KiB bitmap page (32768 chunks, one
-// page of the file), as md allocates its counter pages lazily. A page exists only while
-// one of its vectors has a set bit or it is queued for a flush; within a page each vector's
-// 4 KiB of words exists only while it has a set bit. An empty image of any size costs a
+// Memory (issue 12 §3): the bits are sparse, by 4 KiB bitmap page, as md allocates its
+// counter pages lazily (core/bitmap_pages.hpp says how). An empty image of any size costs a
 // header; memory grows with the set bits (all dirty 16 TiB at 64 KiB chunks: dirty +
 // unsynced + on-disk copies = 3 x 32 MiB), and a shrink or a sweep gives it back.
+//
+// Three units, each owning its state, all guarded by this class's mu_:
+//   * BitmapPages (core/bitmap_pages.hpp): the bits, sparse by page, and their counts;
+//   * BitmapCommit (core/bitmap_commit.hpp): the file, the generations, the flush queue
+//     and leader, the sticky error — the group commit and its durability ordering;
+//   * Bitmap (here): the header, the cover, the writes in flight, and the md rules that
+//     decide which bits are set and cleared, and when a caller must wait for durability.
 //
 // A failed bitmap write is sticky (md): from then on no data write gets a durable intent.
 // ENOSPC/EDQUOT alone can pass: recover() (the sweeper calls it every daemon_sleep)
@@ -34,32 +39,27 @@
 // the condition (status: bitmap-failed).
 //
 // Thread safety: every public member is safe to call concurrently. Lock order: mu_ only;
-// the file I/O of a flush runs with mu_ released (flushing_ makes the leader unique).
+// the file I/O of a flush runs with mu_ released (BitmapCommit's flushing_ makes the leader
+// unique). BitmapPages and BitmapCommit have no lock of their own: mu_ guards them.
 #pragma once
 
 #include <array>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <mutex>
 #include <string>
 #include <system_error>
 #include <memory>
 #include <vector>
 
+#include "core/bitmap_commit.hpp"
 #include "core/bitmap_format.hpp"
+#include "core/bitmap_pages.hpp"
 #include "utils/fd.hpp"
 #include "utils/result.hpp"
 
 namespace fusemirror::core {
-
-struct ChunkRange {
-  std::uint64_t first = 0;  // first chunk
-  std::uint64_t end = 0;    // one past the last chunk
-  bool empty() const { return first >= end; }
-};
 
 // Chunks touched by the byte range [off, off + len); empty when len == 0.
 ChunkRange chunks_for(std::uint64_t chunk_size, std::uint64_t off, std::uint64_t len);
@@ -155,7 +155,7 @@ class Bitmap {
   // The sticky write error (empty when the bitmap is healthy).
   std::error_code error() const {
     std::lock_guard lk(mu_);
-    return sticky_error_;
+    return commit_.error();
   }
   bool failed() const { return static_cast<bool>(error()); }
   // After a sticky ENOSPC/EDQUOT: tries a full rewrite (every page in memory + the header,
@@ -177,86 +177,42 @@ class Bitmap {
   const BitmapHeader& header_for_test() const { return header_; }
 
  private:
-  explicit Bitmap(utils::UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit Bitmap(utils::UniqueFd fd)
+      : commit_(std::move(fd), pages_, header_, total_chunks_, persist_bits_) {}
 
-  static constexpr std::size_t kWords = 4096 / 8;  // words per bitmap page
-  using Words = std::array<std::uint64_t, kWords>;
-  enum Vec : unsigned { kDirty, kRecent, kUnsynced, kOndisk, kVecs };
-  struct Page {
-    std::array<std::unique_ptr<Words>, kVecs> v;  // absent vector: all zero
-    std::uint64_t gen = 0;                         // generation of its last change
-    bool queued = false;                           // listed in dirty_pages_
-  };
+  using Vec = BitmapPages::Vec;
+  static constexpr Vec kDirty = BitmapPages::kDirty, kRecent = BitmapPages::kRecent,
+                       kUnsynced = BitmapPages::kUnsynced, kOndisk = BitmapPages::kOndisk;
 
   // All *_locked members REQUIRE mu_ held.
   void grow_locked(std::uint64_t size);
-  Page* find_page(std::uint64_t p) {
-    auto it = pages_.find(p);
-    return it == pages_.end() ? nullptr : &it->second;
-  }
-  const Page* find_page(std::uint64_t p) const {
-    auto it = pages_.find(p);
-    return it == pages_.end() ? nullptr : &it->second;
-  }
-  bool test(Vec k, std::uint64_t c) const;
-  // ORs [r.first, r.end) into vector k (creating what it needs); returns bits newly set.
-  // For kDirty the changed pages are queued for the next flush.
-  std::uint64_t set_range_locked(Vec k, ChunkRange r);
-  bool all_set_locked(Vec k, ChunkRange r) const;
-  bool any_set_locked(Vec k, ChunkRange r) const;
-  void set_bit_locked(std::uint64_t c) { set_range_locked(kDirty, {c, c + 1}); }
+  // Sets the dirty bits of r; the pages that changed are queued for the next flush.
+  void set_dirty_locked(ChunkRange r);
   void clear_bit_locked(std::uint64_t c);  // dirty (and ondisk) bit; queues its page
   // Drops every bit at or past chunk `chunks` (the cover shrank): whole pages are freed.
   void drop_past_locked(std::uint64_t chunks);
-  // Frees page p's all-zero vectors, and the page when nothing is left and not queued.
-  void tidy_locked(std::uint64_t p);
+  // Clears every chunk of `cand` (from pages_.less(kDirty, minus)) that is still dirty,
+  // still outside `minus`, and not in flight; returns the chunks cleared.
+  std::uint64_t clear_idle_locked(const BitmapPages::Snapshot& cand, unsigned minus);
   bool inflight_locked(std::uint64_t c) const;
   void end_inflight_locked(const ChunkRange& r);
-  void touch_page_locked(std::uint64_t page);
-  void touch_header_locked();
-  std::uint64_t needed_gen_locked(const ChunkRange& r) const;
   // Loads the bits of chunks [0, chunks) from the file, page by page (absent when zero).
   std::error_code load_bits_locked(std::uint64_t chunks);
-  // Waits until generation `gen` is durable, leading a flush if none runs.
-  std::error_code wait_durable_locked(std::unique_lock<std::mutex>& lk, std::uint64_t gen);
-  std::error_code write_out(const std::vector<std::pair<std::uint64_t, std::vector<std::byte>>>& pages,
-                            const std::array<std::byte, kHeaderSize>* header,
-                            std::uint64_t file_size);
+  std::error_code wait_durable_locked(std::unique_lock<std::mutex>& lk, std::uint64_t gen) {
+    return commit_.wait_durable(lk, gen);
+  }
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  utils::UniqueFd fd_;
   BitmapHeader header_;                   // guarded by mu_
   bool persist_bits_ = true;
   std::uint64_t total_chunks_ = 0;        // guarded by mu_
-  // The bits, by page index: dirty (the bits), recent (written this sweep period),
-  // unsynced (waiting for resync), ondisk: bits known to be 1 on disk *and* in every page
-  // image a pending flush may still write: set from a flush's snapshot once it is durable
-  // (ANDed with the bits as they are then), cleared at once when a bit is cleared in
-  // memory. A writer whose chunks are all set there needs no flush at all (the hot path
-  // for chunks that are already dirty). Ordered, so next_unsynced() skips absent pages.
-  std::map<std::uint64_t, Page> pages_;   // guarded by mu_
-  std::uint64_t vectors_ = 0;             // guarded by mu_: allocated Words, for memory_bytes
-  std::uint64_t dirty_count_ = 0;         // guarded by mu_
-  std::uint64_t unsynced_count_ = 0;      // guarded by mu_
+  // ondisk: bits known to be 1 on disk *and* in every page image a pending flush may still
+  // write. A writer whose chunks are all set there needs no flush at all (the hot path for
+  // chunks that are already dirty).
+  BitmapPages pages_;                     // guarded by mu_
   std::vector<ChunkRange> inflight_;      // guarded by mu_: ranges of writes in flight
-  // Group commit. A change to a page (or the header) takes generation ++requested_gen_;
-  // the page's gen remembers it. A flush leader snapshots every dirty page, writes them and
-  // fdatasyncs, then publishes durable_gen_ = the requested_gen_ it snapshotted.
-  std::vector<std::uint64_t> dirty_pages_;  // guarded by mu_ (page indices, unique)
-  bool header_dirty_ = false;             // guarded by mu_
-  std::uint64_t header_gen_ = 0;          // guarded by mu_
-  std::uint64_t requested_gen_ = 0;       // guarded by mu_
-  std::uint64_t durable_gen_ = 0;         // guarded by mu_
-  bool flushing_ = false;                 // guarded by mu_
-  std::error_code sticky_error_;          // guarded by mu_
-  std::uint64_t file_size_ = 0;           // guarded by mu_ (as last set by write_out)
-  // The smallest file size the cover had since the last flush: a shrink then a regrow
-  // must still cut the file, so that the regrown range reads as zeros, not old bits.
-  std::uint64_t shrink_to_ = UINT64_MAX;  // guarded by mu_
-  std::uint64_t flushes_ = 0, flush_waiters_ = 0;  // guarded by mu_
+  // Declared last: it refers to the members above. Guarded by mu_.
+  BitmapCommit commit_;
 };
-
-inline constexpr std::uint64_t kBitsPerPage = 4096 * 8;
 
 }  // namespace fusemirror::core
