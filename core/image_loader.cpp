@@ -94,6 +94,47 @@ bool ImageLoader::evict(const std::string& rel) {
   return true;
 }
 
+bool ImageLoader::register_if_closed_clean(const std::string& rel) {
+  // Exactly the cases in which load()'s trust decision finds nothing to copy and nothing to
+  // report: both files regular with one link, the bitmap's header trusted, clean, of this
+  // set, of the image's size, with no bit set, and the secondary's record proving that the
+  // bitmap covers the copy found now (same file, same size and mtime as at the clean close,
+  // at the header's events). Anything else — or any doubt — goes through load(). Nothing is
+  // written: the image's files stay as the clean close left them until it is first opened,
+  // and its load then makes the very same decision.
+  if (watch_ && watch_->vanished()) return false;
+  auto pst = legs_.primary.lstat(rel);
+  auto sst = legs_.secondary.lstat(rel);
+  if (!pst || !sst || !S_ISREG(pst->st_mode) || !S_ISREG(sst->st_mode) || pst->st_nlink != 1 || sst->st_nlink != 1)
+    return false;
+  const std::string brel = bitmap_rel(rel);
+  auto bfd = legs_.bitmaps.open_beneath(brel, O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
+  if (!bfd) return false;
+  struct stat bst {};
+  if (::fstat(bfd->get(), &bst) != 0 || !S_ISREG(bst.st_mode) || bst.st_nlink != 1) return false;
+  auto bf = read_bitmap_file(bfd->get(), /*with_bits=*/true);
+  if (!bf || !bf->header || !bf->problem.empty() || bf->implausible || bf->bits_truncated) return false;
+  const BitmapHeader& h = *bf->header;
+  const auto size = static_cast<std::uint64_t>(pst->st_size);
+  if (h.state != kStateClean || h.set_uuid != config_.uuid || h.sync_size != size ||
+      h.chunk_size != config_.chunk_size || !header_implausible(h).empty() || size > config_.max_image_size)
+    return false;
+  if (std::any_of(bf->bits.begin(), bf->bits.end(), [](std::byte b) { return b != std::byte{0}; })) return false;
+  CoverageFacts facts{config_.uuid, h.image_uuid, h.events, h.events_cleared, FileIdentity::of(*sst)};
+  if (!why_not_covered(records_.read(rel), facts).empty()) return false;
+  ImageStatus s;
+  s.name = rel;
+  s.size = size;
+  s.state = "clean";
+  s.bitmap.chunk_size = h.chunk_size;
+  s.bitmap.total_chunks = h.bit_count();
+  s.bitmap.events = h.events;
+  s.bitmap.events_cleared = h.events_cleared;
+  s.bitmap.state = h.state;
+  table_.insert_unloaded(rel, std::move(s));
+  return true;
+}
+
 std::size_t ImageLoader::evict_idle(std::size_t target) {
   const std::size_t loaded = table_.loaded();
   if (loaded <= target) return 0;
@@ -158,6 +199,8 @@ void ImageLoader::scan(const std::string& rel_dir) {
       if (auto ec = mkdirs_like(legs_.secondary, legs_.primary, rel))
         spdlog::error("{}/{}: secondary mkdir failed: {}", config_.secondary, rel, ec.message());
       scan(rel);
+    } else if (register_if_closed_clean(rel)) {
+      continue;
     } else if (auto img = load_within_budget(rel); !img) {
       spdlog::error("{}/{}: not served: {}", config_.primary, rel, img.error().message());
     }

@@ -74,6 +74,10 @@ class ImageLoader {
 
  private:
   ImageOptions image_options() const;
+  // The mount's scan: when REL was closed clean (by an unmount or an eviction) and nothing
+  // changed since, registers it unloaded without opening it for good (no bitmap or record
+  // write, no descriptor kept); false when it must be loaded (see the .cpp).
+  bool register_if_closed_clean(const std::string& rel);
   // Evicts REL if it is idle (see above); true when it was.
   bool evict(const std::string& rel);
 

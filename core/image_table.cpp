@@ -106,6 +106,13 @@ std::shared_ptr<Image> ImageTable::take_idle(const std::string& rel,
   return std::move(it->second.image);
 }
 
+void ImageTable::insert_unloaded(const std::string& rel, ImageStatus s) {
+  std::lock_guard lk(mu_);
+  Entry& e = images_[rel];
+  e.image.reset();
+  e.summary = std::move(s);
+}
+
 void ImageTable::set_summary(const std::string& rel, ImageStatus s) {
   std::lock_guard lk(mu_);
   auto it = images_.find(rel);

@@ -60,6 +60,8 @@ class ImageTable {
   // The entry stays, evicted, showing `idle`'s summary until set_summary(). Null otherwise.
   std::shared_ptr<Image> take_idle(const std::string& rel,
                                    const std::function<bool(const Image&, ImageStatus*)>& idle);
+  // REL is known but not loaded (the mount's scan found it closed clean): shown as `s`.
+  void insert_unloaded(const std::string& rel, ImageStatus s);
   // The evicted REL's summary, once its image is closed.
   void set_summary(const std::string& rel, ImageStatus s);
 
