@@ -90,6 +90,7 @@ bool ImageLoader::evict(const std::string& rel) {
   ImageStatus s = img->status();
   img.reset();  // closes the three descriptors
   s.wb_peak = 0;
+  s.bitmap.memory_bytes = 0;  // freed with the image
   table_.set_summary(rel, std::move(s));
   return true;
 }
