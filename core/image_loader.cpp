@@ -290,6 +290,9 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
     }
     // From here the secondary is a member at the bitmap's current events.
     if (auto ec = records_.write(rel, img->bitmap()->image_uuid(), img->bitmap()->stats().events)) {
+      // Out of descriptors: the load fails instead (the image is not served). Its header
+      // already says active at the new events, which the old record does not reach: the
+      // next load's proof fails and it copies everything — never less than needed.
       if (fd_exhausted(ec)) return ec;
       img->fail_secondary("record write", ec);
     }

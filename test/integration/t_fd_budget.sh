@@ -22,7 +22,7 @@ MARGIN=200
 
 fds_of() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 budget_of() { # the budget the daemon logged
-  grep -o 'at most [0-9]* images kept open' "$1/.fusemirror/fusemirror.log" | tail -n 1 | awk '{print $3}'
+  { grep -o 'at most [0-9]* images kept open' "$1/.fusemirror/fusemirror.log" || true; } | tail -n 1 | awk '{print $3}'
 }
 nimages() { fm_status_json "$1" | jq '[.sets[].images[]] | length'; }
 
