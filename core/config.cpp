@@ -96,7 +96,8 @@ Config parse_config(const std::string& text, const std::string& source) {
   static const std::set<std::string> kKeys = {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
-      "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size"};
+      "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size",
+      "max_open_images"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -158,6 +159,11 @@ Config parse_config(const std::string& text, const std::string& source) {
     c.max_image_size = get_uint(j, "max_image_size", source);
     if (auto why = check_max_image_size(c.max_image_size); !why.empty()) bad(source, "max_image_size", why);
   }
+  if (j.contains("max_open_images")) {
+    c.max_open_images = get_uint(j, "max_open_images", source);
+    if (c.max_open_images > (1ull << 24))
+      bad(source, "max_open_images", "must be 0 (from the descriptor limit) or at most 16777216");
+  }
   if (j.contains("resync_min_rate")) c.resync_min_rate = get_uint(j, "resync_min_rate", source);
   if (j.contains("resync_max_rate")) c.resync_max_rate = get_uint(j, "resync_max_rate", source);
   if (auto why = check_resync_rates(c.resync_min_rate, c.resync_max_rate); !why.empty())
@@ -184,6 +190,7 @@ std::string dump_config(const Config& c) {
   j["drain_timeout"] = c.drain_timeout;
   j["intent_ahead"] = c.intent_ahead;
   j["max_image_size"] = c.max_image_size;
+  j["max_open_images"] = c.max_open_images;
   return j.dump(2) + "\n";
 }
 

@@ -33,6 +33,9 @@ struct Config {
   std::uint64_t resync_max_rate = 0;        // bytes/s; 0 = unlimited
   std::uint64_t intent_ahead = 16 << 20;    // bytes marked dirty ahead of a sequential stream
   std::uint64_t max_image_size = 16ull << 40;  // bytes; larger sizes are refused with EFBIG
+  // Images kept open at most (3 descriptors each; idle ones beyond are closed clean).
+  // 0: as many as the descriptor limit allows (core/image_loader.hpp, budget_for).
+  std::uint64_t max_open_images = 0;
 
   std::string bitmap_root() const;  // the directory holding the bitmaps
 };

@@ -272,9 +272,11 @@ utils::Result<std::shared_ptr<Image>> Control::loaded(const std::string& rel, co
 }
 
 utils::Result<std::string> Control::read_attribute(const std::string& rel, const Attribute& a) const {
-  auto img = loaded(rel, a.name);
-  if (!img) return img.error();
-  const ImageStatus s = (*img)->status();
+  // An image evicted for the descriptor budget is shown from its summary, never loaded.
+  ImageStatus s;
+  if (auto img = loaded(rel, a.name)) s = (*img)->status();
+  else if (auto sum = p_.table.summary(rel)) s = unloaded_status(std::move(*sum), p_.watch.vanished());
+  else return img.error();
   const std::string_view n = a.name;
   std::string v;
   if (n == "sync_action") v = to_string(s.action);

@@ -2,8 +2,9 @@
 // control-line parser of MOUNT/.fusemirror/control, and the md-sysfs attribute table of
 // MOUNT/.fusemirror/images/<image>/ (docs/operations.md).
 //
-// Looking never changes state: attributes are read from images already loaded, never by
-// loading one (which could create its secondary copy and start a resync).
+// Looking never changes state: attributes are read from images already loaded, or from the
+// summary of one evicted for the descriptor budget, never by loading one (which could create
+// its secondary copy and start a resync).
 //
 // Errors: every verb returns an errno-valued std::error_code and logs its reason once,
 // here, where the refusal is decided (docs/design.md "Errors"). Who may call a verb is the
@@ -72,7 +73,7 @@ class Control {
   std::error_code run_line(std::string_view line);
 
   // An attribute's value as its file shows it (one line, newline-terminated). ENOENT when
-  // the image is not loaded.
+  // the image is neither loaded nor evicted.
   utils::Result<std::string> read_attribute(const std::string& rel, const Attribute& a) const;
   // One write to an attribute file is one command (echo's trailing newline is dropped).
   std::error_code write_attribute(const std::string& rel, const Attribute& a, std::string_view value);

@@ -5,12 +5,163 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "core/bitmap_file.hpp"
 #include "core/layout.hpp"
 
 namespace fusemirror::core {
+
+namespace {
+
+// What a load made, removed again unless the load succeeds (dismiss()): a failed load —
+// EMFILE while opening the bitmap, say — leaves no secondary copy, bitmap or record that
+// the next load would mistake for a previous life of the image. What existed before the
+// load is never removed. Runs after the load's own descriptors are closed (it is declared
+// before them), so that it has descriptors to work with.
+class LoadUndo {
+ public:
+  LoadUndo(const Legs& legs, SecondaryRecords& records, const std::string& rel)
+      : legs_(legs), records_(records), rel_(rel) {}
+  ~LoadUndo() {
+    if (dismissed_) return;
+    if (secondary) unlink_in(legs_.secondary, rel_);
+    if (bitmap) {
+      unlink_in(legs_.bitmaps, bitmap_rel(rel_));
+      records_.remove(rel_);
+    }
+  }
+  LoadUndo(const LoadUndo&) = delete;
+  LoadUndo& operator=(const LoadUndo&) = delete;
+  void dismiss() { dismissed_ = true; }
+  bool secondary = false;  // the secondary copy was made by this load
+  bool bitmap = false;     // the bitmap was made by this load
+
+ private:
+  static void unlink_in(const Dir& dir, const std::string& rel) {
+    auto p = dir.parent_of(rel);
+    if (!p || (::unlinkat(p->first.get(), p->second.c_str(), 0) != 0 && errno != ENOENT))
+      spdlog::error("{}/{}: could not remove it after a failed load: {}", dir.path(), rel,
+                    p ? utils::last_errno().message() : p.error().message());
+  }
+  const Legs& legs_;
+  SecondaryRecords& records_;
+  const std::string& rel_;
+  bool dismissed_ = false;
+};
+
+bool fd_exhausted(std::error_code ec) { return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system; }
+
+}  // namespace
+
+std::size_t ImageLoader::budget_for(std::uint64_t nofile, std::uint64_t max_open_images) {
+  const std::uint64_t reserve = std::min<std::uint64_t>(512, nofile / 2);
+  const std::uint64_t fit = std::max<std::uint64_t>(1, (nofile - reserve) / 3);
+  return static_cast<std::size_t>(max_open_images == 0 ? fit : std::min(fit, max_open_images));
+}
+
+bool ImageLoader::evict(const std::string& rel) {
+  auto img = table_.take_idle(rel, [this](const Image& i, ImageStatus* s) {
+    *s = i.status();
+    // Only an image whose whole state is in its clean bitmap header and the secondary's
+    // record may go: no write-behind in flight, no pass, nothing unsynced, not degraded, no
+    // bitmap error (a degraded image's state must stay visible and its re-add possible).
+    return s->state != "bitmap-failed" && s->secondary_ok && s->action == SyncAction::idle &&
+           s->bitmap.unsynced_chunks == 0 && s->wb_outstanding == 0 && !(watch_ && watch_->vanished());
+  });
+  if (!img) return false;
+  // As MirrorSet::shutdown, for one image: the record first, at the events the clean header
+  // will carry (a crash between the two leaves a record newer than the header, which still
+  // proves coverage); then close_clean syncs both legs and marks the header clean. The
+  // next load trusts both: no resync.
+  const auto uuid = img->bitmap()->image_uuid();
+  const auto events = img->bitmap()->stats().events;
+  std::error_code ec = records_.write(rel, uuid, events + 1, true, img->secondary_fd());
+  if (!ec) ec = img->close_clean();
+  if (ec) {
+    // Keep it loaded, its record back to "member at the current events" as the load wrote
+    // it: the image goes on exactly as before (a bitmap error shows as bitmap-failed).
+    spdlog::error("{}: could not be closed clean to free its descriptors: {}; kept open", rel, ec.message());
+    if (auto rec = records_.write(rel, uuid, img->bitmap()->stats().events)) img->fail_secondary("record write", rec);
+    table_.insert(rel, std::move(img));
+    return false;
+  }
+  ImageStatus s = img->status();
+  img.reset();  // closes the three descriptors
+  s.wb_peak = 0;
+  s.bitmap.memory_bytes = 0;  // freed with the image
+  table_.set_summary(rel, std::move(s));
+  return true;
+}
+
+bool ImageLoader::register_if_closed_clean(const std::string& rel) {
+  // Exactly the cases in which load()'s trust decision finds nothing to copy and nothing to
+  // report: both files regular with one link, the bitmap's header trusted, clean, of this
+  // set, of the image's size, with no bit set, and the secondary's record proving that the
+  // bitmap covers the copy found now (same file, same size and mtime as at the clean close,
+  // at the header's events). Anything else — or any doubt — goes through load(). Nothing is
+  // written: the image's files stay as the clean close left them until it is first opened,
+  // and its load then makes the very same decision.
+  if (watch_ && watch_->vanished()) return false;
+  auto pst = legs_.primary.lstat(rel);
+  auto sst = legs_.secondary.lstat(rel);
+  if (!pst || !sst || !S_ISREG(pst->st_mode) || !S_ISREG(sst->st_mode) || pst->st_nlink != 1 || sst->st_nlink != 1)
+    return false;
+  const std::string brel = bitmap_rel(rel);
+  auto bfd = legs_.bitmaps.open_beneath(brel, O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
+  if (!bfd) return false;
+  struct stat bst {};
+  if (::fstat(bfd->get(), &bst) != 0 || !S_ISREG(bst.st_mode) || bst.st_nlink != 1) return false;
+  auto bf = read_bitmap_file(bfd->get(), /*with_bits=*/true);
+  if (!bf || !bf->header || !bf->problem.empty() || bf->implausible || bf->bits_truncated) return false;
+  const BitmapHeader& h = *bf->header;
+  const auto size = static_cast<std::uint64_t>(pst->st_size);
+  if (h.state != kStateClean || h.set_uuid != config_.uuid || h.sync_size != size ||
+      h.chunk_size != config_.chunk_size || !header_implausible(h).empty() || size > config_.max_image_size)
+    return false;
+  if (std::any_of(bf->bits.begin(), bf->bits.end(), [](std::byte b) { return b != std::byte{0}; })) return false;
+  CoverageFacts facts{config_.uuid, h.image_uuid, h.events, h.events_cleared, FileIdentity::of(*sst)};
+  if (!why_not_covered(records_.read(rel), facts).empty()) return false;
+  ImageStatus s;
+  s.name = rel;
+  s.size = size;
+  s.state = "clean";
+  s.bitmap.chunk_size = h.chunk_size;
+  s.bitmap.total_chunks = h.bit_count();
+  s.bitmap.events = h.events;
+  s.bitmap.events_cleared = h.events_cleared;
+  s.bitmap.state = h.state;
+  table_.insert_unloaded(rel, std::move(s));
+  return true;
+}
+
+std::size_t ImageLoader::evict_idle(std::size_t target) {
+  const std::size_t loaded = table_.loaded();
+  if (loaded <= target) return 0;
+  std::size_t evicted = 0;
+  // Candidates in LRU order; busy ones are skipped (they stay loaded).
+  for (const auto& rel : table_.least_recently_used(loaded)) {
+    if (loaded - evicted <= target) break;
+    if (evict(rel)) ++evicted;
+  }
+  if (evicted) spdlog::debug("evicted {} idle images ({} loaded, budget {})", evicted, loaded - evicted, budget());
+  return evicted;
+}
+
+utils::Result<std::shared_ptr<Image>> ImageLoader::load_within_budget(const std::string& rel) {
+  if (auto img = table_.find(rel)) return img;
+  // At the budget: evict down to 15/16 of it, so that the evictions (each syncs the legs
+  // and writes the bitmap header and the record) are done in batches, not one per load.
+  const std::size_t b = budget();
+  if (table_.loaded() >= b) evict_idle(b - b / 16 - 1);
+  auto img = load(rel);
+  if (!img && fd_exhausted(img.error()) && evict_idle(table_.loaded() > 16 ? table_.loaded() - 16 : 0) > 0) {
+    spdlog::warn("{}: {} while loading; retried after evicting idle images", rel, img.error().message());
+    img = load(rel);
+  }
+  return img;
+}
 
 ImageOptions ImageLoader::image_options() const {
   ImageOptions io;
@@ -49,7 +200,9 @@ void ImageLoader::scan(const std::string& rel_dir) {
       if (auto ec = mkdirs_like(legs_.secondary, legs_.primary, rel))
         spdlog::error("{}/{}: secondary mkdir failed: {}", config_.secondary, rel, ec.message());
       scan(rel);
-    } else if (auto img = load(rel); !img) {
+    } else if (register_if_closed_clean(rel)) {
+      continue;
+    } else if (auto img = load_within_budget(rel); !img) {
       spdlog::error("{}/{}: not served: {}", config_.primary, rel, img.error().message());
     }
   }
@@ -73,17 +226,23 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
     return utils::errno_code(EPERM);
   }
   const auto size = static_cast<std::uint64_t>(st.st_size);
+  LoadUndo undo(legs_, records_, rel);  // issue 12 §3: a failed load leaves nothing behind
 
   // The secondary: open it, or make it (then everything must be copied).
   bool sec_new = false;
   utils::UniqueFd secondary_fd;
-  if (auto sfd = open_secondary_copy(legs_, rel, st, &sec_new); !sfd) {
+  if (watch_ && watch_->vanished()) {
+    spdlog::warn("{}: the secondary directory is gone; image degraded until re-add", rel);
+  } else if (auto sfd = open_secondary_copy(legs_, rel, st, &sec_new); !sfd) {
+    // Out of descriptors is the daemon's condition, not the secondary's: no degrading.
+    if (fd_exhausted(sfd.error())) return sfd.error();
     spdlog::error("{}/{}: secondary unusable: {}; image degraded", config_.secondary, rel,
                   sfd.error() == std::errc::operation_not_permitted
                       ? std::string("not a regular file with a single link (a hard link could redirect writes)")
                       : sfd.error().message());
   } else {
     secondary_fd = std::move(*sfd);
+    undo.secondary = sec_new;
   }
 
   // The bitmap.
@@ -98,6 +257,10 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   bp.persist_bits = config_.bitmap;
   bp.max_image_size = config_.max_image_size;
   std::string why;
+  if (auto bst = legs_.bitmaps.lstat(brel); !bst) {
+    if (bst.error() != std::errc::no_such_file_or_directory) return bst.error();
+    undo.bitmap = true;
+  }
   auto bm = open_bitmap_file(legs_.bitmaps, brel, bp, &why);  // O_NONBLOCK, regular, one link
   if (!bm) {
     spdlog::error("{}/{}: cannot initialise the bitmap: {}", legs_.bitmaps.path(), brel, bm.error().message());
@@ -131,10 +294,16 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
       }
     }
     // From here the secondary is a member at the bitmap's current events.
-    if (auto ec = records_.write(rel, img->bitmap()->image_uuid(), img->bitmap()->stats().events))
+    if (auto ec = records_.write(rel, img->bitmap()->image_uuid(), img->bitmap()->stats().events)) {
+      // Out of descriptors: the load fails instead (the image is not served). Its header
+      // already says active at the new events, which the old record does not reach: the
+      // next load's proof fails and it copies everything — never less than needed.
+      if (fd_exhausted(ec)) return ec;
       img->fail_secondary("record write", ec);
+    }
   }
   if (auto ec = img->reconcile_size()) return ec;
+  undo.dismiss();
   table_.insert(rel, img);
   if (img->bitmap()->stats().unsynced_chunks > 0) resync_.queue(img, SyncAction::resync);
   return img;

@@ -10,10 +10,23 @@
 //   * otherwise                                     -> resync of the dirty chunks only
 // Then the secondary is recorded a member at the bitmap's new events.
 //
-// Thread safety: REQUIRES the namespace lock exclusively (core/namespace.hpp) for load()
-// and scan(): two loads of one image never race.
+// The descriptor budget (issue 12 §3, docs/design.md "Descriptors"): a loaded image holds
+// three descriptors (primary, secondary, bitmap), so at most budget() images stay loaded.
+// Before a load that would pass it, the least recently used *idle* images are evicted: an
+// image nothing holds (no FUSE handle, no resync job), with an empty write-behind queue,
+// no pass running, nothing unsynced, its secondary in service and its bitmap healthy. An
+// eviction is what unmount does for one image (MirrorSet::shutdown), so the next load's
+// trust decision finds a clean bitmap and a clean record: no resync. A degraded or
+// resyncing image is never evicted — its state lives in the loaded image. A load that fails
+// leaves nothing it made behind (the secondary copy, the bitmap, the record).
+//
+// Thread safety: REQUIRES the namespace lock exclusively (core/namespace.hpp) for load(),
+// load_within_budget(), evict_idle() and scan(): two loads of one image never race, and no
+// open can take an image that is being evicted.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -23,6 +36,7 @@
 #include "core/legs.hpp"
 #include "core/records.hpp"
 #include "core/resync.hpp"
+#include "core/sweeper.hpp"
 #include "utils/result.hpp"
 #include "utils/thread_pool.hpp"
 
@@ -31,9 +45,10 @@ namespace fusemirror::core {
 class ImageLoader {
  public:
   ImageLoader(const Config& config, const Legs& legs, SecondaryRecords& records, ImageTable& table,
-              ResyncEngine& resync, utils::ThreadPool* pool, WriteBehindExecutor* wb_executor)
+              ResyncEngine& resync, utils::ThreadPool* pool, WriteBehindExecutor* wb_executor,
+              const SecondaryWatch* watch = nullptr)
       : config_(config), legs_(legs), records_(records), table_(table), resync_(resync), pool_(pool),
-        wb_executor_(wb_executor) {}
+        wb_executor_(wb_executor), watch_(watch) {}
 
   // Returns the loaded image REL, loading it first when it is not (and queueing its resync
   // when it has unsynced chunks).
@@ -42,8 +57,29 @@ class ImageLoader {
   // that cannot be loaded is logged and skipped.
   void scan(const std::string& rel_dir);
 
+  // load(), after evicting idle images when the table is at the budget; when the load still
+  // fails with EMFILE or ENFILE, evicts a few more and tries once again.
+  utils::Result<std::shared_ptr<Image>> load_within_budget(const std::string& rel);
+  // Evicts least recently used idle images until at most `target` are loaded (or none is
+  // idle). Returns how many were evicted.
+  std::size_t evict_idle(std::size_t target);
+  // The most images kept loaded (unbounded until set).
+  std::size_t budget() const { return budget_.load(std::memory_order_relaxed); }
+  void set_budget(std::size_t n) { budget_.store(n == 0 ? 1 : n, std::memory_order_relaxed); }
+  // The budget for a descriptor limit of `nofile` and the config's max_open_images (0: as
+  // many as the limit allows): (nofile - reserve) / 3, the reserve (min(512, nofile / 2))
+  // covering the set's directories, locks, log, /dev/fuse and the descriptors each FUSE
+  // request opens for a moment.
+  static std::size_t budget_for(std::uint64_t nofile, std::uint64_t max_open_images);
+
  private:
   ImageOptions image_options() const;
+  // The mount's scan: when REL was closed clean (by an unmount or an eviction) and nothing
+  // changed since, registers it unloaded without opening it for good (no bitmap or record
+  // write, no descriptor kept); false when it must be loaded (see the .cpp).
+  bool register_if_closed_clean(const std::string& rel);
+  // Evicts REL if it is idle (see above); true when it was.
+  bool evict(const std::string& rel);
 
   const Config& config_;
   const Legs& legs_;
@@ -52,6 +88,8 @@ class ImageLoader {
   ResyncEngine& resync_;
   utils::ThreadPool* pool_;
   WriteBehindExecutor* wb_executor_;
+  const SecondaryWatch* watch_;  // null: never consulted (tests)
+  std::atomic<std::size_t> budget_{SIZE_MAX};
 };
 
 }  // namespace fusemirror::core

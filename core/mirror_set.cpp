@@ -14,12 +14,16 @@ using utils::Error;
 
 namespace {
 
-void raise_fd_limit() {
+// Raises the soft descriptor limit to the hard one; returns the limit now in force.
+std::uint64_t raise_fd_limit() {
   struct rlimit rl {};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &rl);
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlim_t want = rl.rlim_max;
+    rl.rlim_cur = want;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) (void)::getrlimit(RLIMIT_NOFILE, &rl);
   }
+  return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : static_cast<std::uint64_t>(rl.rlim_cur);
 }
 
 Dir open_dir(const std::string& path, const char* what, bool follow_last = true) {
@@ -34,7 +38,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   std::unique_ptr<MirrorSet> s(new MirrorSet());
   s->config_ = config;
   s->mountpoint_ = mountpoint;
-  raise_fd_limit();
+  const std::uint64_t nofile = raise_fd_limit();
 
   check_set_directories(config);  // the rules `create` applied: a config may have been edited
   s->legs_.primary = open_dir(config.primary, "primary directory");
@@ -66,9 +70,18 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   s->resync_ = std::make_unique<ResyncEngine>(c.resync_min_rate, c.resync_max_rate);
   s->watch_ = std::make_unique<SecondaryWatch>(c.secondary, s->legs_.secondary);
   s->loader_ = std::make_unique<ImageLoader>(c, s->legs_, *s->records_, s->table_, *s->resync_, s->pool_.get(),
-                                             s->wb_executor_.get());
+                                             s->wb_executor_.get(), s->watch_.get());
+  // Issue 12 §3: three descriptors per loaded image; idle images beyond the budget are
+  // closed clean (core/image_loader.hpp), so a set of any size fits the descriptor limit.
+  s->loader_->set_budget(ImageLoader::budget_for(nofile, c.max_open_images));
+  spdlog::info("descriptor limit {}: at most {} images kept open", nofile, s->loader_->budget());
   s->ns_ = std::make_unique<Namespace>(s->legs_, s->table_, *s->records_, *s->loader_);
-  s->sweeper_ = std::make_unique<Sweeper>(c.daemon_sleep, s->table_, *s->resync_, *s->watch_);
+  s->sweeper_ = std::make_unique<Sweeper>(c.daemon_sleep, s->table_, *s->resync_, *s->watch_, [p = s.get()] {
+    // Images that were busy when a load needed room are closed once idle, down to the budget.
+    if (p->table_.loaded() <= p->loader_->budget()) return;
+    auto ns = p->ns_->lock_exclusive();
+    p->loader_->evict_idle(p->loader_->budget());
+  });
   s->control_ = std::make_unique<Control>(Control::Parts{c, s->legs_, s->table_, *s->ns_, *s->records_,
                                                          *s->resync_, s->progress_, *s->watch_});
   {
@@ -126,10 +139,14 @@ SetStatus MirrorSet::status() {
   // Queued actions first, so that a script (fusemirror wait) never mistakes "queued behind
   // another image" or "requested a moment ago" for "done" (core/resync.hpp).
   auto pending = resync_->pending();
-  for (const auto& img : table_.snapshot()) {
-    ImageStatus i = img->status();
+  const bool vanished = watch_->vanished();
+  for (auto& [img, summary] : table_.listing()) {
+    // An evicted image shows the state it was closed in (clean), or the state the next load
+    // would give it: degraded while the secondary directory is gone.
+    ImageStatus i = img ? img->status() : unloaded_status(std::move(summary), vanished);
     i.bitmap_file = legs_.bitmaps.path() + "/" + bitmap_rel(i.name);
-    if (auto it = pending.find(img.get()); it != pending.end()) i.pending = std::move(it->second);
+    if (img)
+      if (auto it = pending.find(img.get()); it != pending.end()) i.pending = std::move(it->second);
     s.images.push_back(std::move(i));
   }
   progress_.sample(s.images);

@@ -229,7 +229,7 @@ utils::Result<std::shared_ptr<Image>> Namespace::open_image(const std::string& r
   if (auto img = table_.find(rel)) return img;
   // Not loaded: a file that appeared in the primary behind our back, or a retry.
   std::unique_lock ns(mu_);
-  return loader_.load(rel);
+  return loader_.load_within_budget(rel);
 }
 
 utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string& rel, mode_t mode, uid_t uid,
@@ -252,7 +252,22 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
     if (auto bp = legs_.bitmaps.parent_of(bitmap_rel(rel)); bp) ::unlinkat(bp->first.get(), bp->second.c_str(), 0);
     table_.erase(rel);
   }
-  return loader_.load(rel);
+  auto img = loader_.load_within_budget(rel);
+  if (!img && fd) discard_new_image(rel);  // a failed create leaves nothing behind
+  return img;
+}
+
+void Namespace::discard_new_image(const std::string& rel) {
+  // The primary first: once it is gone the create never happened for the user (the load
+  // already removed the copy and bitmap it made; these are the ones create_image made).
+  for (const Dir* d : {&legs_.primary, &legs_.secondary, &legs_.bitmaps}) {
+    const std::string r = d == &legs_.bitmaps ? bitmap_rel(rel) : rel;
+    auto p = d->parent_of(r);
+    if (!p || (::unlinkat(p->first.get(), p->second.c_str(), 0) != 0 && errno != ENOENT))
+      spdlog::error("{}/{}: could not remove it after a failed create: {}", d->path(), r,
+                    p ? utils::last_errno().message() : p.error().message());
+  }
+  records_.remove(rel);
 }
 
 }  // namespace fusemirror::core

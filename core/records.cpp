@@ -105,7 +105,7 @@ std::error_code SecondaryRecords::write(const std::string& rel, const utils::Uui
                                 j.dump() + "\n");
   } catch (const utils::Error& e) {
     spdlog::error("{}", e.what());
-    return utils::errno_code(EIO);
+    return utils::errno_code(e.err() ? e.err() : EIO);  // EMFILE stays EMFILE (image_loader)
   }
   return {};
 }

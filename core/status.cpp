@@ -12,4 +12,12 @@ std::optional<SyncAction> parse_sync_action(std::string_view s) {
   return std::nullopt;
 }
 
+ImageStatus unloaded_status(ImageStatus s, bool secondary_vanished) {
+  if (secondary_vanished && s.state == "clean") {
+    s.state = "degraded";
+    s.secondary_ok = false;
+  }
+  return s;
+}
+
 }  // namespace fusemirror::core

@@ -50,6 +50,10 @@ struct ImageStatus {
   std::optional<PassRate> rate;     // the running pass's, when one runs
 };
 
+// What an evicted image (core/image_table.hpp) shows: the status it was closed clean with,
+// or — while the secondary directory is gone — degraded, as its next load would make it.
+ImageStatus unloaded_status(ImageStatus summary, bool secondary_vanished);
+
 struct SetStatus {
   utils::Uuid uuid{};
   std::string primary, secondary, mountpoint;

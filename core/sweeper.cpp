@@ -64,6 +64,7 @@ void Sweeper::main(std::stop_token st) {
       if (img->secondary_ok() && !img->bitmap()->failed() && img->bitmap()->stats().unsynced_chunks > 0 &&
           !resync_.running(img))
         resync_.queue(img, SyncAction::resync);
+    if (trim_) trim_();
     if (std::chrono::steady_clock::now() < next_sweep) continue;
     next_sweep = std::chrono::steady_clock::now() + period;
     sweep_all();

@@ -1,6 +1,7 @@
 // core/sweeper.hpp — the set's housekeeping thread: the secondary's identity watchdog, the
 // lazy clearing of bitmap bits (md's daemon_work, every daemon_sleep), and the re-queueing
-// of chunks a failed leg write left unsynced.
+// of chunks a failed leg write left unsynced; and the clock of the descriptor budget's
+// eviction of idle images.
 //
 // The watchdog (docs/reliability.md, "a lazily unmounted secondary"): after `umount -l`
 // of the secondary's file system, open descriptors go on accepting writes into a file
@@ -13,6 +14,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -45,8 +47,11 @@ class SecondaryWatch {
 
 class Sweeper {
  public:
-  Sweeper(double daemon_sleep_s, ImageTable& table, ResyncEngine& resync, SecondaryWatch& watch)
-      : period_s_(daemon_sleep_s), table_(table), resync_(resync), watch_(watch) {}
+  // `trim` runs on every pass (every 500 ms): the set's eviction of idle images beyond the
+  // descriptor budget (core/image_loader.hpp).
+  Sweeper(double daemon_sleep_s, ImageTable& table, ResyncEngine& resync, SecondaryWatch& watch,
+          std::function<void()> trim = {})
+      : period_s_(daemon_sleep_s), table_(table), resync_(resync), watch_(watch), trim_(std::move(trim)) {}
   ~Sweeper() { stop(); }
 
   void start();
@@ -61,6 +66,7 @@ class Sweeper {
   ImageTable& table_;
   ResyncEngine& resync_;
   SecondaryWatch& watch_;
+  std::function<void()> trim_;
   std::jthread thread_;
 };
 

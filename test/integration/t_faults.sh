@@ -198,6 +198,9 @@ pri_read_case() { # pri_read_case ROLE
   write_image
   fm_unmount "$MNT"
   fm_mount "$FM_TMP/$name" "$MNT"
+  # Opened before the fault: the scan does not open an image closed clean (issue 12 §3),
+  # and an image first opened while its primary fails reads cannot be (its bitmap is there).
+  head -c 1 "$MNT/disk.img" >/dev/null || fail "reading disk.img before the fault failed"
   ctl "$name" fail_read=EIO
   local err=$FM_TMP/logs/read.$role.err rc=0
   dd if="$MNT/disk.img" of="$FM_TMP/logs/read.$role" bs=64K status=none 2>"$err" || rc=$?
