@@ -20,7 +20,7 @@
 //   unsynced: dirty bits found at open (or after a leg error) whose chunk still has to be
 //   copied by resync; mark_synced() turns such a chunk into an ordinary recent dirty chunk.
 //
-// Memory (issue 12 §3): the bits are sparse, by 4 KiB bitmap page, as md allocates its
+// Memory (docs/reliability.md §8): the bits are sparse, by 4 KiB bitmap page, as md allocates its
 // counter pages lazily (core/bitmap_pages.hpp says how). An empty image of any size costs a
 // header; memory grows with the set bits (all dirty 16 TiB at 64 KiB chunks: dirty +
 // unsynced + on-disk copies = 3 x 32 MiB), and a shrink or a sweep gives it back.

@@ -5,7 +5,7 @@
 // of the md rules: Bitmap (core/bitmap.hpp) decides which bits to set and clear, and
 // BitmapCommit (core/bitmap_commit.hpp) writes the dirty vector to the file.
 //
-// Memory (issue 12 §3): the vectors are sparse, by 4 KiB bitmap page (32768 chunks, one
+// Memory (docs/reliability.md §8): the vectors are sparse, by 4 KiB bitmap page (32768 chunks, one
 // page of the file), as md allocates its counter pages lazily. A page exists only while
 // one of its vectors has a set bit or it is queued for a flush; within a page each vector's
 // 4 KiB of words exists only while it has a set bit (tidy() frees what is left at zero;

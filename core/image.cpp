@@ -221,7 +221,7 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
 }
 
 std::error_code Image::truncate(std::uint64_t size) {
-  // Refused before either leg or the bitmap changes (issue 12 §3).
+  // Refused before either leg or the bitmap changes (docs/reliability.md §8).
   if (auto ec = check_size_limit(0, size)) return ec;
   auto guard = locks_.lock(0, RangeLock::kEnd);
   // A failed bitmap could not follow the new size: nothing changes (no size without intent).

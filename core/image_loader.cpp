@@ -226,7 +226,7 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
     return utils::errno_code(EPERM);
   }
   const auto size = static_cast<std::uint64_t>(st.st_size);
-  LoadUndo undo(legs_, records_, rel);  // issue 12 §3: a failed load leaves nothing behind
+  LoadUndo undo(legs_, records_, rel);  // a failed load leaves nothing behind (docs/reliability.md §8)
 
   // The secondary: open it, or make it (then everything must be copied).
   bool sec_new = false;

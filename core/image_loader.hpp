@@ -10,7 +10,7 @@
 //   * otherwise                                     -> resync of the dirty chunks only
 // Then the secondary is recorded a member at the bitmap's new events.
 //
-// The descriptor budget (issue 12 §3, docs/design.md "Descriptors"): a loaded image holds
+// The descriptor budget (docs/design.md "Descriptors"): a loaded image holds
 // three descriptors (primary, secondary, bitmap), so at most budget() images stay loaded.
 // Before a load that would pass it, the least recently used *idle* images are evicted: an
 // image nothing holds (no FUSE handle, no resync job), with an empty write-behind queue,

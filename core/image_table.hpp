@@ -1,5 +1,5 @@
 // core/image_table.hpp — the set's images by relative path: the loaded ones, and those
-// evicted to keep the descriptor budget (issue 12 §3).
+// evicted to keep the descriptor budget (docs/reliability.md §8).
 //
 // Owns the map and its mutex, nothing else: loading an image (and its trust decision) and
 // evicting one are core/image_loader's job, namespace changes are core/namespace's.

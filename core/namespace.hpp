@@ -70,7 +70,7 @@ class Namespace {
 
  private:
   void secondary_error(const char* op, const std::string& rel, std::error_code ec) const;
-  // Removes what create_image made for REL when its load failed (issue 12 §3).
+  // Removes what create_image made for REL when its load failed (docs/reliability.md §8).
   void discard_new_image(const std::string& rel);
   // Applies `fn` to REL on the primary (its error is returned), then on the secondary.
   template <typename F>
