@@ -35,6 +35,18 @@ bool covered(const utils::Result<core::LegRecord>& r, const core::CoverageFacts&
   return core::why_not_covered(r, f).empty();
 }
 
+// A secondary directory in a temp dir and its records.
+struct RecordsFixture {
+  fmtest::TempDir d;
+  core::Legs legs;
+  core::SecondaryRecords recs{legs, kSet};
+  RecordsFixture() {
+    auto sec = core::Dir::open(d / "");
+    REQUIRE(sec);
+    legs.secondary = std::move(*sec);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("coverage proof: a record between events_cleared and the bitmap's events covers") {
@@ -73,12 +85,9 @@ TEST_CASE("coverage proof: a clean record's file identity must match the copy fo
 }
 
 TEST_CASE("records: written, read back, renamed, removed; missing and corrupt told apart") {
-  fmtest::TempDir d;
-  auto sec = core::Dir::open(d / "");
-  REQUIRE(sec);
-  core::Legs legs;
-  legs.secondary = std::move(*sec);
-  core::SecondaryRecords recs(legs, kSet);
+  RecordsFixture f;
+  auto& d = f.d;
+  auto& recs = f.recs;
   CHECK(recs.read("a.img").error() == std::errc::no_such_file_or_directory);
   REQUIRE_FALSE(recs.write("dir/a.img", kImage, 7));
   auto r = recs.read("dir/a.img");
@@ -98,12 +107,9 @@ TEST_CASE("records: written, read back, renamed, removed; missing and corrupt to
 }
 
 TEST_CASE("records: a FIFO, a symlink or a hard link in place of a record is no proof, and never blocks") {
-  fmtest::TempDir d;
-  auto sec = core::Dir::open(d / "");
-  REQUIRE(sec);
-  core::Legs legs;
-  legs.secondary = std::move(*sec);
-  core::SecondaryRecords recs(legs, kSet);
+  RecordsFixture f;
+  auto& d = f.d;
+  auto& recs = f.recs;
   REQUIRE_FALSE(recs.write("good.img", kImage, 7));
   const std::string dir = d / (std::string(core::kMetaDirName) + "/" + core::kRecordsDirName);
   REQUIRE(::mkfifo((dir + "/fifo.img.json").c_str(), 0600) == 0);
