@@ -159,10 +159,8 @@ Config create_set(const CreateOptions& o) {
         throw utils::sys_error(bpath, "cannot create the bitmap directory", ec.value());
     // Whatever is at the bitmap's name (an old bitmap, or a hard link, FIFO or symlink planted
     // there) is replaced, never written through: unlink, then create exclusively.
-    if (auto parent = broot_dir->parent_of(brel); parent) {
-      if (::unlinkat(parent->first.get(), parent->second.c_str(), 0) != 0 && errno != ENOENT)
-        throw utils::sys_error(bpath, "cannot replace the bitmap", errno);
-    }
+    if (auto ec = broot_dir->unlink(brel); ec && ec != std::errc::no_such_file_or_directory)
+      throw utils::sys_error(bpath, "cannot replace the bitmap", ec.value());
     auto bfd = broot_dir->open_beneath(brel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
     if (!bfd) throw utils::sys_error(bpath, "cannot create the bitmap", bfd.error().value());
     utils::UniqueFd fd = std::move(*bfd);

@@ -66,6 +66,13 @@ utils::Result<std::pair<utils::UniqueFd, std::string>> Dir::parent_of(std::strin
   return std::pair<utils::UniqueFd, std::string>(std::move(*fd), std::move(name));
 }
 
+std::error_code Dir::unlink(std::string_view rel, int flags) const {
+  auto parent = parent_of(rel);
+  if (!parent) return parent.error();
+  if (::unlinkat(parent->first.get(), parent->second.c_str(), flags) != 0) return utils::last_errno();
+  return {};
+}
+
 std::error_code Dir::mkdirs(std::string_view rel, mode_t mode) const {
   if (auto ec = check_relative_path(rel)) return ec;
   std::size_t pos = 0;

@@ -37,6 +37,9 @@ class Dir {
                                               mode_t mode = 0) const;
   // The parent directory of `rel` (O_PATH) and its last component.
   utils::Result<std::pair<utils::UniqueFd, std::string>> parent_of(std::string_view rel) const;
+  // Removes the name REL beneath the root (`flags`: 0 or AT_REMOVEDIR), never following a
+  // symlink on the way (a symlink at REL itself is removed, not its target).
+  std::error_code unlink(std::string_view rel, int flags = 0) const;
   // mkdir -p of `rel` beneath the root (mode for new directories).
   std::error_code mkdirs(std::string_view rel, mode_t mode = 0700) const;
   utils::Result<struct stat> lstat(std::string_view rel) const;

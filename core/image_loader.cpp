@@ -40,10 +40,8 @@ class LoadUndo {
 
  private:
   static void unlink_in(const Dir& dir, const std::string& rel) {
-    auto p = dir.parent_of(rel);
-    if (!p || (::unlinkat(p->first.get(), p->second.c_str(), 0) != 0 && errno != ENOENT))
-      spdlog::error("{}/{}: could not remove it after a failed load: {}", dir.path(), rel,
-                    p ? utils::last_errno().message() : p.error().message());
+    if (auto ec = dir.unlink(rel); ec && ec != std::errc::no_such_file_or_directory)
+      spdlog::error("{}/{}: could not remove it after a failed load: {}", dir.path(), rel, ec.message());
   }
   const Legs& legs_;
   SecondaryRecords& records_;

@@ -84,33 +84,23 @@ std::error_code Namespace::mkdir(const std::string& rel, mode_t mode, uid_t uid,
 std::error_code Namespace::rmdir(const std::string& rel) {
   if (reserved_name(rel) || rel.empty()) return utils::errno_code(EPERM);
   std::unique_lock ns(mu_);
-  auto parent = legs_.primary.parent_of(rel);
-  if (!parent) return parent.error();
-  if (::unlinkat(parent->first.get(), parent->second.c_str(), AT_REMOVEDIR) != 0)
-    return utils::last_errno();
-  if (auto sp = legs_.secondary.parent_of(rel); sp) {
-    if (::unlinkat(sp->first.get(), sp->second.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
-      secondary_error("rmdir", rel, utils::last_errno());
-  }
-  if (auto bp = legs_.bitmaps.parent_of(rel); bp)
-    ::unlinkat(bp->first.get(), bp->second.c_str(), AT_REMOVEDIR);  // may not exist
+  if (auto ec = legs_.primary.unlink(rel, AT_REMOVEDIR)) return ec;
+  if (auto ec = legs_.secondary.unlink(rel, AT_REMOVEDIR); ec && ec != std::errc::no_such_file_or_directory)
+    secondary_error("rmdir", rel, ec);
+  (void)legs_.bitmaps.unlink(rel, AT_REMOVEDIR);  // may not exist
   return {};
 }
 
 std::error_code Namespace::unlink(const std::string& rel) {
   if (reserved_name(rel)) return utils::errno_code(EPERM);
   std::unique_lock ns(mu_);
-  auto parent = legs_.primary.parent_of(rel);
-  if (!parent) return parent.error();
   // Primary first: once it is gone the image is gone for the user; a crash before the
   // secondary's unlink leaves an orphan copy there, which is harmless and logged at mount.
-  if (::unlinkat(parent->first.get(), parent->second.c_str(), 0) != 0) return utils::last_errno();
+  if (auto ec = legs_.primary.unlink(rel)) return ec;
   table_.erase(rel);
-  if (auto bp = legs_.bitmaps.parent_of(bitmap_rel(rel)); bp) ::unlinkat(bp->first.get(), bp->second.c_str(), 0);
-  if (auto sp = legs_.secondary.parent_of(rel); sp) {
-    if (::unlinkat(sp->first.get(), sp->second.c_str(), 0) != 0 && errno != ENOENT)
-      secondary_error("unlink", rel, utils::last_errno());
-  }
+  (void)legs_.bitmaps.unlink(bitmap_rel(rel));
+  if (auto ec = legs_.secondary.unlink(rel); ec && ec != std::errc::no_such_file_or_directory)
+    secondary_error("unlink", rel, ec);
   records_.remove(rel);
   return {};
 }
@@ -246,10 +236,10 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
     if (auto ec = mkdirs_like(legs_.secondary, legs_.primary, parent_rel(rel))) secondary_error("mkdir", rel, ec);
     // Remove whatever the secondary has there (never truncate through it: it could be a
     // hard link to a file outside the secondary), then make a new empty copy.
-    if (auto sp = legs_.secondary.parent_of(rel); sp) ::unlinkat(sp->first.get(), sp->second.c_str(), 0);
+    (void)legs_.secondary.unlink(rel);
     if (auto s = create_file(legs_.secondary, rel, owner); !s) secondary_error("create", rel, s.error());
     // The old bitmap is unlinked, never truncated through (it could be a hard link).
-    if (auto bp = legs_.bitmaps.parent_of(bitmap_rel(rel)); bp) ::unlinkat(bp->first.get(), bp->second.c_str(), 0);
+    (void)legs_.bitmaps.unlink(bitmap_rel(rel));
     table_.erase(rel);
   }
   auto img = loader_.load_within_budget(rel);
@@ -262,10 +252,8 @@ void Namespace::discard_new_image(const std::string& rel) {
   // already removed the copy and bitmap it made; these are the ones create_image made).
   for (const Dir* d : {&legs_.primary, &legs_.secondary, &legs_.bitmaps}) {
     const std::string r = d == &legs_.bitmaps ? bitmap_rel(rel) : rel;
-    auto p = d->parent_of(r);
-    if (!p || (::unlinkat(p->first.get(), p->second.c_str(), 0) != 0 && errno != ENOENT))
-      spdlog::error("{}/{}: could not remove it after a failed create: {}", d->path(), r,
-                    p ? utils::last_errno().message() : p.error().message());
+    if (auto ec = d->unlink(r); ec && ec != std::errc::no_such_file_or_directory)
+      spdlog::error("{}/{}: could not remove it after a failed create: {}", d->path(), r, ec.message());
   }
   records_.remove(rel);
 }

@@ -111,7 +111,7 @@ std::error_code SecondaryRecords::write(const std::string& rel, const utils::Uui
 }
 
 void SecondaryRecords::remove(const std::string& rel) {
-  if (auto rp = legs_.secondary.parent_of(record_rel(rel)); rp) ::unlinkat(rp->first.get(), rp->second.c_str(), 0);
+  (void)legs_.secondary.unlink(record_rel(rel));
 }
 
 void SecondaryRecords::rename(const std::string& from, const std::string& to, bool is_dir) {
