@@ -287,7 +287,8 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
     // Intent ahead of a sequential stream, in the flush this write needs anyway.
     const ChunkRange more{r.end, std::min(total_chunks_, chunks_for(off + len, ahead).end)};
     pages_.set_range(kRecent, more);
-    if (set_dirty_locked(more) == more.end - more.first && intent && !more.empty()) intent->ahead = more;
+    const std::uint64_t fresh_ahead = set_dirty_locked(more);
+    if (intent && !more.empty() && fresh_ahead == more.end - more.first) intent->ahead = more;
   }
   std::uint64_t gen = commit_.needed_gen(r);
   if (grew) gen = std::max(gen, commit_.header_gen());  // the new sync_size, with the bits

@@ -138,7 +138,8 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   auto guard = locks_.lock(off, off + data.size());
   // 1. Durable intent before any leg sees the data (docs/reliability.md invariant 1).
   Bitmap::Intent intent;
-  if (auto ec = bitmap_->start_write(off, data.size(), intent_ahead_for(off, data.size()), &intent)) {
+  const std::uint64_t ahead = intent_ahead_for(off, data.size());
+  if (auto ec = bitmap_->start_write(off, data.size(), ahead, &intent)) {
     spdlog::error("{}: bitmap write failed ({}); refusing the data write", name(), ec.message());
     return utils::errno_code(EIO);
   }
@@ -201,8 +202,8 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
                                                const Bitmap::Intent& intent) {
   // REQUIRES: the range lock and a started bitmap write (Image::write).
   std::size_t p_done = 0;
-  if (auto ec = utils::pwrite_all(primary_.get(), data, off, &p_done))
-    return refuse_write(off, data.size(), ec, {}, p_done > 0, intent);  // the secondary is not asked
+  if (auto ec = utils::pwrite_all(primary_.get(), data, off, &p_done))  // the secondary not asked
+    return refuse_write(off, data.size(), ec, {}, p_done > 0, intent);
   // From here the primary holds the data: whatever happens, the user is told the write
   // succeeded, and the bitmap write ends exactly once — when the secondary has the data
   // (legs ok), or with legs_ok=false (the chunk becomes unsynced and resync copies it).
@@ -254,7 +255,7 @@ std::error_code Image::truncate(std::uint64_t size) {
   struct stat st {};
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
   const auto old = static_cast<std::uint64_t>(st.st_size);
-  // The primary first (docs/write-path.md §6): a size it refuses (EFBIG past its file
+  // The primary first (docs/write-path.md §7): a size it refuses (EFBIG past its file
   // system's limit) is refused to the user with nothing changed — neither leg, nor the
   // bitmap. A size change needs no intent before the primary's: it only adds zeros or
   // removes the end, and a crash before the bitmap follows is covered at the next open
@@ -307,6 +308,11 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
     if (auto ec = check_size_limit(off, len)) return ec;  // would extend past the limit
   if (off > RangeLock::kEnd - len) return utils::errno_code(EFBIG);
   auto guard = locks_.lock(off, keep_size ? off + len : RangeLock::kEnd);
+  // A failed bitmap could follow neither the bits nor a new size: nothing changes.
+  if (auto ec = bitmap_->error()) {
+    spdlog::error("{}: bitmap write failed ({}); refusing fallocate", name(), ec.message());
+    return utils::errno_code(EIO);
+  }
   drain_write_behind();  // fallocate runs synchronously, after every queued write
   struct stat st {};
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
@@ -315,13 +321,15 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
   // punch or a zero range changes (an allocation changes none, but its bits keep the
   // secondary's layout in step after a crash). Past the end the operation only adds zeros
   // or preallocates: no intent, and the cover follows the new size after both legs, as for
-  // truncate (docs/write-path.md §6). So a huge range never grows the cover up front.
+  // truncate (docs/write-path.md §7). So a huge range never grows the cover up front.
   const std::uint64_t blen = off >= old ? 0 : std::min(len, old - off);
   // Whether the primary holds blocks past its end already (unknown counts as yes): when it
   // does not, whatever a failed allocation left there is its own and is freed again.
   bool blocks_past_end = true;
-  if (off + len > old)
-    if (auto ex = utils::fiemap_extents(primary_.get(), old, off + len)) blocks_past_end = !ex->empty();
+  if (off + len > old) {
+    auto ex = utils::fiemap_extents(primary_.get(), old, off + len);
+    if (ex) blocks_past_end = !ex->empty();
+  }
   Bitmap::Intent intent;
   if (blen)
     if (auto ec = bitmap_->start_write(off, blen, 0, &intent)) {
@@ -335,17 +343,20 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
   const bool with_sec = secondary_ok();
   if (with_sec) s = fallocate_secondary(secondary_.get(), mode, off, len);
   if (blen) bitmap_->end_write(off, blen, with_sec && !s);
-  if (!keep_size && ::fstat(primary_.get(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) > old) {
-    const auto now = static_cast<std::uint64_t>(st.st_size);
-    const std::error_code ec = with_sec && !s ? bitmap_->resize(now) : bitmap_->mark_unsynced(old, now - old);
+  const bool sized = ::fstat(primary_.get(), &st) == 0;
+  const std::uint64_t now = sized ? static_cast<std::uint64_t>(st.st_size) : old;
+  if (!keep_size && now > old) {
+    // The cover follows the grown size; a secondary that missed it gets the range resynced.
+    const std::error_code ec =
+        with_sec && !s ? bitmap_->resize(now) : bitmap_->mark_unsynced(old, now - old);
     if (ec) spdlog::error("{}: bitmap write failed ({}) after fallocate", name(), ec.message());
   }
   if (s) fail_secondary("fallocate", s);
   return {};
 }
 
-std::error_code Image::refuse_fallocate(int mode, std::uint64_t off, std::uint64_t len, std::uint64_t old,
-                                        bool blocks_past_end, std::error_code p,
+std::error_code Image::refuse_fallocate(int mode, std::uint64_t off, std::uint64_t len,
+                                        std::uint64_t old, bool blocks_past_end, std::error_code p,
                                         const Bitmap::Intent& intent) {
   // What the primary got before giving up is given back where it can be told apart: ext4
   // extends the file as it allocates and keeps what it got when space runs out, and keeps
@@ -353,21 +364,24 @@ std::error_code Image::refuse_fallocate(int mode, std::uint64_t off, std::uint64
   // frees the second (past the old end lie only zeros nobody asked for, which the
   // secondary never saw). Blocks it allocated inside the image stay: no byte changed.
   struct stat st {};
-  const bool grew = ::fstat(primary_.get(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) != old;
+  const bool grew =
+      ::fstat(primary_.get(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) != old;
   if (off + len > old && (grew || !blocks_past_end) &&
       ::ftruncate(primary_.get(), static_cast<off_t>(old)) != 0)
     spdlog::error("{}: could not set the size back to {} after a failed fallocate: {}; the "
-                  "secondary's size follows at the next open", name(), old, utils::last_errno().message());
+                  "secondary's size follows at the next open",
+                  name(), old, utils::last_errno().message());
   const std::uint64_t blen = off >= old ? 0 : std::min(len, old - off);
   // An allocation changes no byte; a punch or a zero range the primary gave up part-way
   // (ENOSPC, EIO) may have changed part of its range there alone: those chunks are resynced.
-  const bool changed = (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) && !refused_before_change(p);
+  const bool changed =
+      (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) && !refused_before_change(p);
   if (blen) {
     if (changed) bitmap_->end_write(off, blen, false);
     else bitmap_->cancel_write(off, blen, intent);
   }
-  spdlog::warn("{}: fallocate (mode {:#x}) at {} refused by the primary: {}{}", name(), mode, off, p.message(),
-               changed ? "; the range is resynced from the primary" : "; nothing changed");
+  spdlog::warn("{}: fallocate (mode {:#x}) at {} refused by the primary: {}; {}", name(), mode, off,
+               p.message(), changed ? "the range is resynced from the primary" : "nothing changed");
   return p;
 }
 

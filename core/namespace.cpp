@@ -27,7 +27,8 @@ std::error_code via_path(const Dir& dir, const std::string& rel, F&& fn) {
 
 }  // namespace
 
-Owner Namespace::owner_for_new(const std::string& rel, uid_t uid, gid_t gid, mode_t mode, bool is_dir) const {
+Owner Namespace::owner_for_new(const std::string& rel, uid_t uid, gid_t gid, mode_t mode,
+                               bool is_dir) const {
   // The primary's directory is the one the caller sees (and the secondary's mirrors it).
   auto parent = legs_.primary.lstat(parent_rel(rel));
   if (!parent) return Owner{uid, gid, mode & 07777};  // the create itself fails and says why

@@ -74,7 +74,7 @@ void* op_init(fuse_conn_info* conn, fuse_config* cfg) {
   conn->max_background = 64;
   conn->congestion_threshold = 48;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-  // Shared writable mmap of an image opened with direct I/O (docs/write-path.md §7): the
+  // Shared writable mmap of an image opened with direct I/O (docs/write-path.md §8): the
   // kernel writes the mapping's pages back as WRITE requests, which take the write path.
   if (!g_page_cache) {
     if (kernel_offers_direct_io_mmap()) {

@@ -18,8 +18,9 @@ namespace {
 // The FUSE wire format (linux/fuse.h), the parts used here.
 constexpr std::uint32_t kOpOpen = 14, kOpInit = 26, kOpCreate = 35;
 constexpr std::uint32_t kFopenDirectIo = 1u << 0, kFopenParallelDirectWrites = 1u << 6;
-constexpr std::uint32_t kInitExt = 1u << 30;                  // FUSE_INIT_EXT: flags2 is valid
-constexpr std::uint32_t kDirectIoAllowMmap2 = 1u << (36 - 32);  // FUSE_DIRECT_IO_ALLOW_MMAP in flags2
+constexpr std::uint32_t kInitExt = 1u << 30;  // FUSE_INIT_EXT: flags2 is valid
+// FUSE_DIRECT_IO_ALLOW_MMAP is bit 36 of the INIT flags: bit 4 of flags2.
+constexpr std::uint32_t kDirectIoAllowMmap2 = 1u << (36 - 32);
 // fuse_init_in: u32 major, minor, max_readahead, flags, flags2 (with FUSE_INIT_EXT), ...
 constexpr std::size_t kInitInFlags = 12, kInitInFlags2 = 16;
 // fuse_init_out: u32 major, minor, max_readahead, flags; u16 max_background,
