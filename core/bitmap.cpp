@@ -109,10 +109,17 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
   bm->header_ = h;
   bm->total_chunks_ = h.bit_count();
   bm->commit_.set_file_size(file_size);
-  // Bits past the primary's end describe data that no longer exists: never read them.
+  // Bits past the primary's end describe data that no longer exists: never read them —
+  // unless the image is degraded. Then they name what the absent secondary still holds
+  // past the primary's end (a shrink marks them, and the cover never shrinks while
+  // degraded): a later grow of the primary must find them set (docs/write-path.md §7).
   const std::uint64_t image_chunks = (params.image_size + h.chunk_size - 1) / h.chunk_size;
-  if (load_bits)
-    if (auto ec = bm->load_bits_locked(std::min(bm->total_chunks_, image_chunks))) return ec;
+  const bool keep_past_end = load_bits && (h.state & kStateDegraded);
+  if (load_bits) {
+    const std::uint64_t n =
+        keep_past_end ? bm->total_chunks_ : std::min(bm->total_chunks_, image_chunks);
+    if (auto ec = bm->load_bits_locked(n)) return ec;
+  }
   if (params.image_size > h.sync_size) {
     // The image grew while no fusemirror watched it (the cover follows every truncate and
     // write we serve): what lies past the old cover was never mirrored.
@@ -121,7 +128,7 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
     if (!all_dirty && file_size != 0)
       bm->set_dirty_locked({old_size / h.chunk_size, bm->total_chunks_});
   }
-  if (params.image_size < h.sync_size && !all_dirty) {
+  if (params.image_size < h.sync_size && !all_dirty && !keep_past_end) {
     bm->drop_past_locked(image_chunks);
     // The file's last page may hold old bits past the new end: it is rewritten.
     if (image_chunks % kBitsPerPage) bm->commit_.touch_page(image_chunks / kBitsPerPage);

@@ -255,12 +255,20 @@ std::error_code Image::truncate(std::uint64_t size) {
   struct stat st {};
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
   const auto old = static_cast<std::uint64_t>(st.st_size);
-  // The primary first (docs/write-path.md §7): a size it refuses (EFBIG past its file
-  // system's limit) is refused to the user with nothing changed — neither leg, nor the
-  // bitmap. A size change needs no intent before the primary's: it only adds zeros or
-  // removes the end, and a crash before the bitmap follows is covered at the next open
-  // (past the cover is dirty; a cover past the end shrinks and the secondary's size is
-  // set to the primary's by reconcile_size or re-add).
+  const std::uint64_t lo = std::min(old, size), span = std::max(old, size) - lo;
+  // While degraded the secondary misses this, and the range must be resynced when it
+  // returns. A shrink is marked first: a crash after the primary's cut would leave no mark,
+  // and the next open shrinks the cover to the image while the secondary keeps its old end
+  // (docs/write-path.md §7). The range lies inside the cover: nothing grows.
+  const bool mark_first = !secondary_ok() && size < old;
+  if (mark_first)
+    if (auto ec = bitmap_->mark_unsynced(lo, span)) return utils::errno_code(EIO);
+  // Otherwise the primary first: a size it refuses (EFBIG past its file system's limit) is
+  // refused with nothing changed — neither leg, nor the bitmap. A grow needs no intent
+  // before the primary's: it adds zeros, and a crash before the bitmap follows leaves an
+  // image larger than its cover, which the next open marks dirty past the cover (a cover
+  // already larger holds the marks of the shrink that made it so). Healthy, a crash between
+  // the legs leaves sizes that reconcile_size() makes the primary's at the next open.
   if (::ftruncate(primary_.get(), static_cast<off_t>(size)) != 0) {
     const std::error_code p = utils::last_errno();
     spdlog::warn("{}: truncate to {} refused by the primary: {}; nothing changed", name(), size,
@@ -270,11 +278,10 @@ std::error_code Image::truncate(std::uint64_t size) {
   std::error_code s;
   if (secondary_ok() && ::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0)
     s = utils::last_errno();
-  const std::uint64_t lo = std::min(old, size), span = std::max(old, size) - lo;
   if (!secondary_ok() || s) {
     // The secondary misses this change: its range is resynced when it returns (while
     // degraded the cover never shrinks, so these bits stay).
-    if (span)
+    if (span && !mark_first)
       if (auto ec = bitmap_->mark_unsynced(lo, span))
         spdlog::error("{}: bitmap write failed ({}) after a truncate", name(), ec.message());
   } else if (auto ec = bitmap_->resize(size)) {

@@ -576,6 +576,33 @@ TEST_CASE("an image that grew while unmounted: chunks past the cover are dirty")
   CHECK_FALSE(fmtest::file_bit(file, first_new - 1));
 }
 
+TEST_CASE("a degraded image cut short keeps its cover and the bits past its end") {
+  // While degraded a shrink marks [new end, old end) for the absent secondary, which still
+  // holds data there; an open must not forget them, or a later grow of the primary (zeros)
+  // would leave the secondary's old bytes there unmarked.
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto h = fmtest::clean_header(kSet, kCs, 10 * kCs);
+  h.state = core::kStateDegraded;
+  fmtest::write_bitmap_file(path, h, {1, 5, 6, 7, 8, 9});
+  std::string why;
+  auto bm = open_bm(path, params(5 * kCs), &why);
+  CHECK(why.empty());
+  CHECK(bm->stats().total_chunks == 10);
+  CHECK(bm->stats().dirty_chunks == 6);
+  CHECK(bm->stats().unsynced_chunks == 6);
+  CHECK(bm->next_unsynced(2) == 5);
+  CHECK(fmtest::header_on_disk(path).sync_size == 10 * kCs);
+
+  SUBCASE("not degraded: the cover follows the image, the bits past it go") {
+    h.state = 0;
+    fmtest::write_bitmap_file(path, h, {1, 5, 6, 7, 8, 9});
+    bm = open_bm(path, params(5 * kCs), &why);
+    CHECK(bm->stats().total_chunks == 5);
+    CHECK(bm->stats().dirty_chunks == 1);
+  }
+}
+
 TEST_CASE("writes past the cover grow it durably") {
   TempDir d;
   const auto path = d / "img.fmbm";
