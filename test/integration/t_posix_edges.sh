@@ -26,10 +26,10 @@
 #             cut short during it ends (it used to spin forever)
 . "$(dirname "$0")/lib.sh"
 
-FM=$FUSEMIRROR
 U=4242 # a uid with no account: setpriv needs none
 user() { setpriv --reuid=$U --regid=$U --clear-groups "$@"; }
 mode_of() { stat -c '%a %u:%g' "$1" 2>&1; }
+# shellcheck disable=SC2317 # called through fm_wait_for
 is_clean() { fm_image_is "$1" "$2" '.state == "clean" and .dirty_chunks == 0 and .sync.action == "idle"'; }
 
 # ====================================================================== modes
@@ -241,7 +241,8 @@ unchanged "refused setxattr and rename"
 dd if=/dev/zero of="$E/filler" bs=1M 2>/dev/null || true
 dd if=/dev/zero of="$E/filler2" bs=1k 2>/dev/null || true
 sync -f "$E"
-fm_log "free on the legs' file system: $(df -k --output=avail "$E" | tail -n 1) KiB"
+free=$(df -k --output=avail "$E" | tail -n 1 | tr -d ' ')
+((free == 0)) || fail "could not fill the legs' file system: $free KiB still free"
 for w in "64K 32" "1M 2" "1M 1"; do  # small (inline, primary first) and large (both legs at once)
   read -r bs seek <<<"$w"
   expect_fail "write of $bs at block $seek without space" "no space" \
