@@ -109,10 +109,17 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
   bm->header_ = h;
   bm->total_chunks_ = h.bit_count();
   bm->commit_.set_file_size(file_size);
-  // Bits past the primary's end describe data that no longer exists: never read them.
+  // Bits past the primary's end describe data that no longer exists: never read them —
+  // unless the image is degraded. Then they name what the absent secondary still holds
+  // past the primary's end (a shrink marks them, and the cover never shrinks while
+  // degraded): a later grow of the primary must find them set (docs/write-path.md §7).
   const std::uint64_t image_chunks = (params.image_size + h.chunk_size - 1) / h.chunk_size;
-  if (load_bits)
-    if (auto ec = bm->load_bits_locked(std::min(bm->total_chunks_, image_chunks))) return ec;
+  const bool keep_past_end = load_bits && (h.state & kStateDegraded);
+  if (load_bits) {
+    const std::uint64_t n =
+        keep_past_end ? bm->total_chunks_ : std::min(bm->total_chunks_, image_chunks);
+    if (auto ec = bm->load_bits_locked(n)) return ec;
+  }
   if (params.image_size > h.sync_size) {
     // The image grew while no fusemirror watched it (the cover follows every truncate and
     // write we serve): what lies past the old cover was never mirrored.
@@ -121,7 +128,7 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
     if (!all_dirty && file_size != 0)
       bm->set_dirty_locked({old_size / h.chunk_size, bm->total_chunks_});
   }
-  if (params.image_size < h.sync_size && !all_dirty) {
+  if (params.image_size < h.sync_size && !all_dirty && !keep_past_end) {
     bm->drop_past_locked(image_chunks);
     // The file's last page may hold old bits past the new end: it is rewritten.
     if (image_chunks % kBitsPerPage) bm->commit_.touch_page(image_chunks / kBitsPerPage);
@@ -220,8 +227,8 @@ void Bitmap::grow_locked(std::uint64_t size) {
   commit_.touch_header();
 }
 
-void Bitmap::set_dirty_locked(ChunkRange r) {
-  pages_.set_range(kDirty, r, [this](std::uint64_t p) { commit_.touch_page(p); });
+std::uint64_t Bitmap::set_dirty_locked(ChunkRange r) {
+  return pages_.set_range(kDirty, r, [this](std::uint64_t p) { commit_.touch_page(p); });
 }
 
 void Bitmap::clear_bit_locked(std::uint64_t c) {
@@ -265,16 +272,20 @@ void Bitmap::end_inflight_locked(const ChunkRange& r) {
 
 // ---- the write path ----------------------------------------------------------------------
 
-std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::uint64_t ahead) {
+std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::uint64_t ahead,
+                                    Intent* intent) {
   if (len == 0) return {};
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
   const ChunkRange r = chunks_for(off, len);
+  if (intent) *intent = Intent{++changes_, false, {}, header_.sync_size, total_chunks_};
+  else ++changes_;
   const bool grew = r.end > total_chunks_ || off + len > header_.sync_size;
   if (grew) grow_locked(off + len);
   inflight_.push_back(r);
   pages_.set_range(kRecent, r);
-  set_dirty_locked(r);
+  const std::uint64_t fresh = set_dirty_locked(r);
+  if (intent) intent->all_new = fresh == r.end - r.first;
   const bool all_durable = pages_.all_set(kOndisk, r);
   FM_CRASH_POINT("bitmap.after_set");
   if (!persist_bits_) return {};
@@ -283,7 +294,8 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
     // Intent ahead of a sequential stream, in the flush this write needs anyway.
     const ChunkRange more{r.end, std::min(total_chunks_, chunks_for(off + len, ahead).end)};
     pages_.set_range(kRecent, more);
-    set_dirty_locked(more);
+    const std::uint64_t fresh_ahead = set_dirty_locked(more);
+    if (intent && !more.empty() && fresh_ahead == more.end - more.first) intent->ahead = more;
   }
   std::uint64_t gen = commit_.needed_gen(r);
   if (grew) gen = std::max(gen, commit_.header_gen());  // the new sync_size, with the bits
@@ -305,6 +317,30 @@ void Bitmap::end_write(std::uint64_t off, std::uint64_t len, bool legs_ok) {
   if (!legs_ok) pages_.set_range(kUnsynced, in);
 }
 
+bool Bitmap::cancel_write(std::uint64_t off, std::uint64_t len, const Intent& intent) {
+  if (len == 0) return false;
+  std::lock_guard lk(mu_);
+  const ChunkRange r = chunks_for(off, len);
+  end_inflight_locked(r);
+  // Another start_write after this one may rely on these bits (its data is in flight or
+  // written, not yet durable on both legs); a chunk dirty before belongs to older writes.
+  if (intent.seq != changes_ || !intent.all_new) {
+    pages_.set_range(kRecent, {r.first, std::min(r.end, total_chunks_)});
+    return false;
+  }
+  for (std::uint64_t c = r.first; c < std::min(r.end, total_chunks_); ++c) clear_bit_locked(c);
+  for (std::uint64_t c = intent.ahead.first; c < std::min(intent.ahead.end, total_chunks_); ++c)
+    clear_bit_locked(c);
+  if (total_chunks_ != intent.old_chunks || header_.sync_size != intent.old_sync_size) {
+    // The cover grew for this write alone (no other change since): it shrinks back.
+    drop_past_locked(intent.old_chunks);
+    total_chunks_ = intent.old_chunks;
+    header_.sync_size = intent.old_sync_size;
+    commit_.touch_header();
+  }
+  return true;
+}
+
 bool Bitmap::range_clean(std::uint64_t off, std::uint64_t len) const {
   std::lock_guard lk(mu_);
   const ChunkRange r = chunks_for(off, len);
@@ -317,6 +353,7 @@ std::error_code Bitmap::resize(std::uint64_t size) {
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
   const std::uint64_t chunks = (size + header_.chunk_size - 1) / header_.chunk_size;
+  ++changes_;
   if (chunks > total_chunks_) {
     grow_locked(size);
   } else {
@@ -335,6 +372,7 @@ std::error_code Bitmap::mark_unsynced(std::uint64_t off, std::uint64_t len) {
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
   const ChunkRange r = chunks_for(off, len);
+  ++changes_;
   if (r.end > total_chunks_ || off + len > header_.sync_size) grow_locked(off + len);
   set_dirty_locked(r);
   pages_.set_range(kUnsynced, r);

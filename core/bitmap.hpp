@@ -109,6 +109,14 @@ class Bitmap {
     return core::chunks_for(header_.chunk_size, off, len);
   }
 
+  // What one start_write changed, for cancel_write(): filled when the caller asks.
+  struct Intent {
+    std::uint64_t seq = 0;       // the start_write's number (a later one shows as a change)
+    bool all_new = false;        // every chunk of the range was clean before it
+    ChunkRange ahead{};          // chunks marked ahead of it, each of them clean before
+    std::uint64_t old_sync_size = 0, old_chunks = 0;  // the cover before it
+  };
+
   // Marks the chunks of [off, off+len) in flight and dirty, growing the cover when the
   // range passes its end; returns when those bits are durable. On error nothing is in
   // flight and the caller must not write data.
@@ -116,9 +124,19 @@ class Bitmap {
   // after it (within the cover) are marked dirty in the same flush, not in flight — the
   // writer of a sequential stream then finds its next chunks durably dirty. A superset of
   // the intent is always safe; they are cleared by the sweep like any idle chunk.
-  std::error_code start_write(std::uint64_t off, std::uint64_t len, std::uint64_t ahead = 0);
+  std::error_code start_write(std::uint64_t off, std::uint64_t len, std::uint64_t ahead = 0,
+                              Intent* intent = nullptr);
   // Ends a start_write. `legs_ok` false: some leg failed, the chunks become unsynced.
   void end_write(std::uint64_t off, std::uint64_t len, bool legs_ok);
+  // Ends a start_write whose operation changed no byte on either leg (refused by the
+  // primary before any change, the secondary not asked or refusing it too): the intent is
+  // taken back — the bits it set are cleared and a cover it grew shrinks back — when
+  // nothing else set a bit or changed the cover since (no start_write, mark_unsynced or
+  // resize after it) and every chunk of the range was clean before. Otherwise it is
+  // end_write(legs_ok = true): the legs are equal there and the sweep clears the bits.
+  // Clearing needs no flush: a bit left set on disk by a crash only costs a resync.
+  // Returns whether the intent was taken back.
+  bool cancel_write(std::uint64_t off, std::uint64_t len, const Intent& intent);
 
   // The image's size changed to `size` (both legs truncated, under the image's whole-file
   // lock, so nothing is in flight): the cover follows it. Bits past a shrunk end are
@@ -187,7 +205,8 @@ class Bitmap {
   // All *_locked members REQUIRE mu_ held.
   void grow_locked(std::uint64_t size);
   // Sets the dirty bits of r; the pages that changed are queued for the next flush.
-  void set_dirty_locked(ChunkRange r);
+  // Returns the bits newly set.
+  std::uint64_t set_dirty_locked(ChunkRange r);
   void clear_bit_locked(std::uint64_t c);  // dirty (and ondisk) bit; queues its page
   // Drops every bit at or past chunk `chunks` (the cover shrank): whole pages are freed.
   void drop_past_locked(std::uint64_t chunks);
@@ -211,6 +230,9 @@ class Bitmap {
   // chunks that are already dirty).
   BitmapPages pages_;                     // guarded by mu_
   std::vector<ChunkRange> inflight_;      // guarded by mu_: ranges of writes in flight
+  // Counts start_write, mark_unsynced and resize calls: cancel_write takes an intent back
+  // only when nothing set a bit or moved the cover after it. Guarded by mu_.
+  std::uint64_t changes_ = 0;
   // Declared last: it refers to the members above. Guarded by mu_.
   BitmapCommit commit_;
 };

@@ -12,6 +12,7 @@
 
 #include "core/leg_copy.hpp"
 #include "utils/crash_point.hpp"
+#include "utils/extents.hpp"
 #include "utils/io.hpp"
 #include "utils/size.hpp"
 
@@ -31,7 +32,9 @@ std::pair<std::error_code, std::error_code> run_both(utils::ThreadPool* pool, bo
                                                      bool inline_both = false) {
   if (!with_secondary) return {primary(), {}};
   if (inline_both) {
+    // The primary first; the secondary is not asked when the primary refused.
     std::error_code prim_ec = primary();
+    if (prim_ec) return {prim_ec, {}};
     return {prim_ec, secondary()};
   }
   std::error_code sec_ec;
@@ -134,30 +137,50 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
                        std::memory_order_relaxed);
   auto guard = locks_.lock(off, off + data.size());
   // 1. Durable intent before any leg sees the data (docs/reliability.md invariant 1).
-  if (auto ec = bitmap_->start_write(off, data.size(), intent_ahead_for(off, data.size()))) {
+  Bitmap::Intent intent;
+  const std::uint64_t ahead = intent_ahead_for(off, data.size());
+  if (auto ec = bitmap_->start_write(off, data.size(), ahead, &intent)) {
     spdlog::error("{}: bitmap write failed ({}); refusing the data write", name(), ec.message());
     return utils::errno_code(EIO);
   }
-  if (wb_ && secondary_ok()) return write_behind(data, off);
-  // 2. Both legs concurrently.
+  if (wb_ && secondary_ok()) return write_behind(data, off, intent);
+  // 2. Both legs concurrently (small writes: the primary first, then the secondary).
   const bool with_sec = secondary_ok();
+  std::size_t p_done = 0, s_done = 0;
   auto [p, s] = run_both(
       pool_, with_sec,
       [&] {
-        auto ec = utils::pwrite_all(primary_.get(), data, off);
+        auto ec = utils::pwrite_all(primary_.get(), data, off, &p_done);
         FM_CRASH_POINT("image.after_primary");
         return ec;
       },
       [&] {
         FM_CRASH_POINT("image.before_secondary");
-        return utils::pwrite_all(secondary_.get(), data, off);
+        return utils::pwrite_all(secondary_.get(), data, off, &s_done);
       },
       data.size() <= kInlineWriteMax);
   FM_CRASH_POINT("image.after_legs");
+  if (p) return refuse_write(off, data.size(), p, s, p_done + s_done > 0, intent);
   // 3. The chunk's bit stays until both legs are durable and idle (sweep).
-  bitmap_->end_write(off, data.size(), with_sec && !p && !s);
-  if (auto ec = settle("write", p, s)) return ec;
+  bitmap_->end_write(off, data.size(), with_sec && !s);
+  if (s) fail_secondary("write", s);
   return data.size();
+}
+
+std::error_code Image::refuse_write(std::uint64_t off, std::uint64_t len, std::error_code primary,
+                                    std::error_code secondary, bool changed,
+                                    const Bitmap::Intent& intent) {
+  // An error the secondary shares with the primary (ENOSPC or EFBIG on both file systems)
+  // belongs to the request, not to the secondary: only an error of its own degrades it.
+  if (secondary && secondary != primary) fail_secondary("write", secondary);
+  // No byte changed on either leg: the write never happened, its intent is taken back.
+  // Otherwise the legs may differ in the range (a leg wrote part of it, or the secondary
+  // took what the primary refused): its chunks are left for resync, from the primary.
+  if (!changed) bitmap_->cancel_write(off, len, intent);
+  else bitmap_->end_write(off, len, false);
+  spdlog::warn("{}: primary write at {} (+{}) failed: {}{}", name(), off, len, primary.message(),
+               changed ? "; the range is resynced from the primary" : "; nothing changed");
+  return primary;
 }
 
 std::uint64_t Image::intent_ahead_for(std::uint64_t off, std::uint64_t len) {
@@ -175,13 +198,12 @@ std::uint64_t Image::intent_ahead_for(std::uint64_t off, std::uint64_t len) {
   return 0;
 }
 
-utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, std::uint64_t off) {
+utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, std::uint64_t off,
+                                               const Bitmap::Intent& intent) {
   // REQUIRES: the range lock and a started bitmap write (Image::write).
-  if (auto ec = utils::pwrite_all(primary_.get(), data, off)) {
-    bitmap_->end_write(off, data.size(), false);
-    spdlog::warn("{}: primary write failed: {}", name(), ec.message());
-    return ec;
-  }
+  std::size_t p_done = 0;
+  if (auto ec = utils::pwrite_all(primary_.get(), data, off, &p_done))  // the secondary not asked
+    return refuse_write(off, data.size(), ec, {}, p_done > 0, intent);
   // From here the primary holds the data: whatever happens, the user is told the write
   // succeeded, and the bitmap write ends exactly once — when the secondary has the data
   // (legs ok), or with legs_ok=false (the chunk becomes unsynced and resync copies it).
@@ -233,59 +255,141 @@ std::error_code Image::truncate(std::uint64_t size) {
   struct stat st {};
   if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
   const auto old = static_cast<std::uint64_t>(st.st_size);
-  // While degraded the secondary misses this; the range it changes must be resynced. When
-  // both legs are healthy, a crash between the two ftruncates leaves different sizes, which
-  // reconcile_size() repairs at the next open before anything is served.
-  if (!secondary_ok() && old != size)
-    if (auto ec = bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size)))
-      return utils::errno_code(EIO);
-  // The primary first, the secondary only once the primary changed: a size the primary
-  // refuses (EFBIG, ENOSPC) is refused to the user with neither leg changed, never left
-  // applied to the secondary alone (unmarked: the range is not in the bitmap).
-  const std::error_code p = ::ftruncate(primary_.get(), static_cast<off_t>(size))
-                                ? utils::last_errno()
-                                : std::error_code{};
+  const std::uint64_t lo = std::min(old, size), span = std::max(old, size) - lo;
+  // While degraded the secondary misses this, and the range must be resynced when it
+  // returns. A shrink is marked first: a crash after the primary's cut would leave no mark,
+  // and the next open shrinks the cover to the image while the secondary keeps its old end
+  // (docs/write-path.md §7). The range lies inside the cover: nothing grows.
+  const bool mark_first = !secondary_ok() && size < old;
+  if (mark_first)
+    if (auto ec = bitmap_->mark_unsynced(lo, span)) return utils::errno_code(EIO);
+  // Otherwise the primary first: a size it refuses (EFBIG past its file system's limit) is
+  // refused with nothing changed — neither leg, nor the bitmap. A grow needs no intent
+  // before the primary's: it adds zeros, and a crash before the bitmap follows leaves an
+  // image larger than its cover, which the next open marks dirty past the cover (a cover
+  // already larger holds the marks of the shrink that made it so). Healthy, a crash between
+  // the legs leaves sizes that reconcile_size() makes the primary's at the next open.
+  if (::ftruncate(primary_.get(), static_cast<off_t>(size)) != 0) {
+    const std::error_code p = utils::last_errno();
+    spdlog::warn("{}: truncate to {} refused by the primary: {}; nothing changed", name(), size,
+                 p.message());
+    return p;
+  }
   std::error_code s;
-  if (!p && secondary_ok() && ::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0)
+  if (secondary_ok() && ::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0)
     s = utils::last_errno();
-  if (s && old != size)
-    (void)bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size));
-  if (!p && !s && secondary_ok())
-    if (auto ec = bitmap_->resize(size))
-      spdlog::error("{}: bitmap resize failed: {}", name(), ec.message());
-  return settle("truncate", p, s);
+  if (!secondary_ok() || s) {
+    // The secondary misses this change: its range is resynced when it returns (while
+    // degraded the cover never shrinks, so these bits stay).
+    if (span && !mark_first)
+      if (auto ec = bitmap_->mark_unsynced(lo, span))
+        spdlog::error("{}: bitmap write failed ({}) after a truncate", name(), ec.message());
+  } else if (auto ec = bitmap_->resize(size)) {
+    spdlog::error("{}: bitmap resize failed: {}", name(), ec.message());
+  }
+  if (s) fail_secondary("truncate", s);
+  return {};
 }
+
+namespace {
+
+// Errors the kernel or the file system returns for a fallocate before changing anything:
+// an unsupported mode, a range past the file system's limit, a file it will not touch.
+bool refused_before_change(std::error_code ec) {
+  switch (ec.value()) {
+    case EOPNOTSUPP: case EINVAL: case EFBIG: case EPERM: case ENODEV: case ETXTBSY: case EBADF:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len) {
   constexpr int kSupported = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
   if (mode & ~kSupported) return utils::errno_code(EOPNOTSUPP);
   if (len == 0) return utils::errno_code(EINVAL);
-  if (!(mode & FALLOC_FL_KEEP_SIZE))
+  const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
+  if (!keep_size)
     if (auto ec = check_size_limit(off, len)) return ec;  // would extend past the limit
   if (off > RangeLock::kEnd - len) return utils::errno_code(EFBIG);
-  auto guard = locks_.lock(off, (mode & FALLOC_FL_KEEP_SIZE) ? off + len : RangeLock::kEnd);
-  drain_write_behind();  // fallocate runs synchronously, after every queued write
-  // The bits cover what the image can hold: with KEEP_SIZE, nothing past its end changes
-  // what a read returns, so a huge range never grows the bitmap's cover.
-  std::uint64_t blen = len;
-  if (mode & FALLOC_FL_KEEP_SIZE) {
-    struct stat st {};
-    if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    blen = off >= size ? 0 : std::min(len, size - off);
-  }
-  if (auto ec = bitmap_->start_write(off, blen)) {
+  auto guard = locks_.lock(off, keep_size ? off + len : RangeLock::kEnd);
+  // A failed bitmap could follow neither the bits nor a new size: nothing changes.
+  if (auto ec = bitmap_->error()) {
     spdlog::error("{}: bitmap write failed ({}); refusing fallocate", name(), ec.message());
     return utils::errno_code(EIO);
   }
-  // The primary first: a mode it refuses is refused to the user with nothing changed.
-  std::error_code p = do_fallocate(primary_.get(), mode, off, len);
+  drain_write_behind();  // fallocate runs synchronously, after every queued write
+  struct stat st {};
+  if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
+  const auto old = static_cast<std::uint64_t>(st.st_size);
+  // The intent covers the part inside the image, [off, min(off + len, old)): the bytes a
+  // punch or a zero range changes (an allocation changes none, but its bits keep the
+  // secondary's layout in step after a crash). Past the end the operation only adds zeros
+  // or preallocates: no intent, and the cover follows the new size after both legs, as for
+  // truncate (docs/write-path.md §7). So a huge range never grows the cover up front.
+  const std::uint64_t blen = off >= old ? 0 : std::min(len, old - off);
+  // Whether the primary holds blocks past its end already (unknown counts as yes): when it
+  // does not, whatever a failed allocation left there is its own and is freed again.
+  bool blocks_past_end = true;
+  if (off + len > old) {
+    auto ex = utils::fiemap_extents(primary_.get(), old, off + len);
+    if (ex) blocks_past_end = !ex->empty();
+  }
+  Bitmap::Intent intent;
+  if (blen)
+    if (auto ec = bitmap_->start_write(off, blen, 0, &intent)) {
+      spdlog::error("{}: bitmap write failed ({}); refusing fallocate", name(), ec.message());
+      return utils::errno_code(EIO);
+    }
+  // The primary first: what it refuses is refused to the user, the secondary not asked.
+  if (auto p = do_fallocate(primary_.get(), mode, off, len))
+    return refuse_fallocate(mode, off, len, old, blocks_past_end, p, intent);
   std::error_code s;
-  const bool with_sec = secondary_ok() && !p;
+  const bool with_sec = secondary_ok();
   if (with_sec) s = fallocate_secondary(secondary_.get(), mode, off, len);
-  bitmap_->end_write(off, blen, secondary_ok() && !s);
-  if (p) return p;  // nothing changed on either leg
-  return settle("fallocate", p, s);
+  if (blen) bitmap_->end_write(off, blen, with_sec && !s);
+  const bool sized = ::fstat(primary_.get(), &st) == 0;
+  const std::uint64_t now = sized ? static_cast<std::uint64_t>(st.st_size) : old;
+  if (!keep_size && now > old) {
+    // The cover follows the grown size; a secondary that missed it gets the range resynced.
+    const std::error_code ec =
+        with_sec && !s ? bitmap_->resize(now) : bitmap_->mark_unsynced(old, now - old);
+    if (ec) spdlog::error("{}: bitmap write failed ({}) after fallocate", name(), ec.message());
+  }
+  if (s) fail_secondary("fallocate", s);
+  return {};
+}
+
+std::error_code Image::refuse_fallocate(int mode, std::uint64_t off, std::uint64_t len,
+                                        std::uint64_t old, bool blocks_past_end, std::error_code p,
+                                        const Bitmap::Intent& intent) {
+  // What the primary got before giving up is given back where it can be told apart: ext4
+  // extends the file as it allocates and keeps what it got when space runs out, and keeps
+  // a KEEP_SIZE preallocation past the end. Setting the old size again cuts the first and
+  // frees the second (past the old end lie only zeros nobody asked for, which the
+  // secondary never saw). Blocks it allocated inside the image stay: no byte changed.
+  struct stat st {};
+  const bool grew =
+      ::fstat(primary_.get(), &st) == 0 && static_cast<std::uint64_t>(st.st_size) != old;
+  if (off + len > old && (grew || !blocks_past_end) &&
+      ::ftruncate(primary_.get(), static_cast<off_t>(old)) != 0)
+    spdlog::error("{}: could not set the size back to {} after a failed fallocate: {}; the "
+                  "secondary's size follows at the next open",
+                  name(), old, utils::last_errno().message());
+  const std::uint64_t blen = off >= old ? 0 : std::min(len, old - off);
+  // An allocation changes no byte; a punch or a zero range the primary gave up part-way
+  // (ENOSPC, EIO) may have changed part of its range there alone: those chunks are resynced.
+  const bool changed =
+      (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) && !refused_before_change(p);
+  if (blen) {
+    if (changed) bitmap_->end_write(off, blen, false);
+    else bitmap_->cancel_write(off, blen, intent);
+  }
+  spdlog::warn("{}: fallocate (mode {:#x}) at {} refused by the primary: {}; {}", name(), mode, off,
+               p.message(), changed ? "the range is resynced from the primary" : "nothing changed");
+  return p;
 }
 
 std::error_code Image::fsync(bool datasync) {

@@ -122,9 +122,21 @@ class Image {
  private:
   // Write-behind: the primary has the data; queue the secondary's copy (or, when it cannot
   // be queued, write it here). Always ends the bitmap write; fails only if the primary did.
-  utils::Result<std::size_t> write_behind(std::span<const std::byte> data, std::uint64_t off);
+  utils::Result<std::size_t> write_behind(std::span<const std::byte> data, std::uint64_t off,
+                                          const Bitmap::Intent& intent);
+  // The primary refused a write (REQUIRES its range lock and started bitmap write): ends
+  // the bitmap write and returns `primary`. `changed`: some leg wrote part of the range.
+  std::error_code refuse_write(std::uint64_t off, std::uint64_t len, std::error_code primary,
+                               std::error_code secondary, bool changed,
+                               const Bitmap::Intent& intent);
   // Waits until the write-behind queue is empty (no-op when synchronous).
   void drain_write_behind();
+  // The primary refused fallocate(mode, off, len) of an image of size `old` (REQUIRES the
+  // range lock, and the started bitmap write of its part inside the image): gives back what
+  // the primary got past the end, ends the bitmap write, returns `p`.
+  std::error_code refuse_fallocate(int mode, std::uint64_t off, std::uint64_t len,
+                                   std::uint64_t old, bool blocks_past_end, std::error_code p,
+                                   const Bitmap::Intent& intent);
   // Turns the two legs' results into the user's result; degrades on a secondary error.
   std::error_code settle(const char* op, std::error_code primary, std::error_code secondary);
 

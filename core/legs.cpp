@@ -9,6 +9,17 @@
 
 namespace fusemirror::core {
 
+Owner new_node_owner(const struct stat& parent, uid_t uid, gid_t gid, mode_t mode, bool is_dir) {
+  Owner o{uid, gid, mode & 07777};
+  if (S_ISDIR(parent.st_mode) && (parent.st_mode & S_ISGID)) {
+    // uid/gid -1 (an unprivileged daemon) gives nothing away: the backing directory is
+    // setgid too, so its file system already gave the new node the directory's group.
+    if (gid != static_cast<gid_t>(-1)) o.gid = parent.st_gid;
+    if (is_dir) o.mode |= S_ISGID;
+  }
+  return o;
+}
+
 std::error_code adopt(int fd, const Owner& owner) {
   mode_t mode = owner.mode & 07777;
   if (owner.uid != static_cast<uid_t>(-1) || owner.gid != static_cast<gid_t>(-1)) {

@@ -35,6 +35,13 @@ struct Owner {
   static Owner of(const struct stat& st) { return {st.st_uid, st.st_gid, st.st_mode & 07777}; }
 };
 
+// Who a file or directory made through the mount belongs to, and its mode: the caller's
+// uid, gid and `mode` as the kernel passed it (the caller's umask already applied, setuid
+// and setgid kept), except in a setgid directory (`parent`): there it takes the
+// directory's group, and a new directory keeps the setgid bit — the inheritance a local
+// file system gives (which adopt() would otherwise undo on the backing directories).
+Owner new_node_owner(const struct stat& parent, uid_t uid, gid_t gid, mode_t mode, bool is_dir);
+
 // Gives the open file or directory `fd` its owner, then its mode (see the rule above).
 std::error_code adopt(int fd, const Owner& owner);
 

@@ -27,6 +27,14 @@ std::error_code via_path(const Dir& dir, const std::string& rel, F&& fn) {
 
 }  // namespace
 
+Owner Namespace::owner_for_new(const std::string& rel, uid_t uid, gid_t gid, mode_t mode,
+                               bool is_dir) const {
+  // The primary's directory is the one the caller sees (and the secondary's mirrors it).
+  auto parent = legs_.primary.lstat(parent_rel(rel));
+  if (!parent) return Owner{uid, gid, mode & 07777};  // the create itself fails and says why
+  return new_node_owner(*parent, uid, gid, mode, is_dir);
+}
+
 void Namespace::secondary_error(const char* op, const std::string& rel, std::error_code ec) const {
   spdlog::error("{}/{}: secondary {} failed: {}", legs_.secondary.path(), rel, op, ec.message());
 }
@@ -74,7 +82,7 @@ utils::Result<std::vector<DirEntry>> Namespace::readdir(const std::string& rel) 
 std::error_code Namespace::mkdir(const std::string& rel, mode_t mode, uid_t uid, gid_t gid) {
   if (reserved_name(rel)) return utils::errno_code(EPERM);
   std::shared_lock ns(mu_);
-  const Owner owner{uid, gid, mode & 07777};
+  const Owner owner = owner_for_new(rel, uid, gid, mode, true);
   if (auto ec = create_dir(legs_.primary, rel, owner)) return ec;
   if (auto ec = create_dir(legs_.secondary, rel, owner); ec && ec != std::errc::file_exists)
     secondary_error("mkdir", rel, ec);
@@ -227,7 +235,7 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
   if (reserved_name(rel)) return utils::errno_code(EPERM);
   if (auto ec = check_image_name(rel)) return ec;  // before anything is made
   std::unique_lock ns(mu_);
-  const Owner owner{uid, gid, mode & 07777};
+  const Owner owner = owner_for_new(rel, uid, gid, mode, false);
   auto fd = create_file(legs_.primary, rel, owner);
   if (!fd && fd.error() != std::errc::file_exists) return fd.error();
   if (fd) {

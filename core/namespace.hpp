@@ -70,6 +70,8 @@ class Namespace {
 
  private:
   void secondary_error(const char* op, const std::string& rel, std::error_code ec) const;
+  // The owner and mode of REL, about to be made through the mount (new_node_owner()).
+  Owner owner_for_new(const std::string& rel, uid_t uid, gid_t gid, mode_t mode, bool is_dir) const;
   // Removes what create_image made for REL when its load failed (docs/reliability.md §8).
   void discard_new_image(const std::string& rel);
   // Applies `fn` to REL on the primary (its error is returned), then on the secondary.

@@ -179,7 +179,10 @@ void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Im
   std::vector<std::byte> a(1 << 20), b(1 << 20);
   const SyncAction action = repair ? SyncAction::repair : SyncAction::check;
   const std::uint64_t cs = img->bitmap()->chunk_size();
-  const std::uint64_t total_chunks = img->total_chunks();
+  // The total follows the image's size, read again at every step: a check covers what the
+  // image holds when it gets there (a grown end is checked too, a cut one is not waited for),
+  // and its progress never passes its total.
+  std::uint64_t total_chunks = img->total_chunks();
   const std::uint64_t step = std::max<std::uint64_t>(1, (4u << 20) / cs);
   spdlog::info("{}: {} started over {} chunks", img->name(), to_string(action), total_chunks);
   const auto t0 = std::chrono::steady_clock::now();
@@ -192,7 +195,8 @@ void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Im
       spdlog::error("{}: {} stopped: {}", img->name(), to_string(action), r.error().message());
       return;
     }
-    next = *r;
+    total_chunks = img->total_chunks();
+    next = std::min(*r, total_chunks);
     img->set_mismatch_cnt(mismatches);
     img->set_sync_progress(action, next * cs, total_chunks * cs);
     throttle(img, next * cs, t0, st);

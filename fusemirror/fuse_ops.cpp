@@ -11,6 +11,8 @@
 #include <new>
 #include <string>
 
+#include "fusemirror/parallel_writes.hpp"
+
 
 namespace fusemirror::fuse {
 namespace {
@@ -72,6 +74,19 @@ void* op_init(fuse_conn_info* conn, fuse_config* cfg) {
   conn->max_background = 64;
   conn->congestion_threshold = 48;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  // Shared writable mmap of an image opened with direct I/O (docs/write-path.md §8): the
+  // kernel writes the mapping's pages back as WRITE requests, which take the write path.
+  if (!g_page_cache) {
+    if (kernel_offers_direct_io_mmap()) {
+      allow_direct_io_mmap();
+      spdlog::info("shared mmap of images allowed: the kernel maps direct-I/O files through its "
+                   "page cache and writes them back through the mirror's write path");
+    } else {
+      spdlog::warn("shared writable mmap of an image fails with ENODEV on this mount: the kernel "
+                   "does not offer FUSE_DIRECT_IO_ALLOW_MMAP (Linux >= 6.6); mount with "
+                   "--page-cache for programs that map images");
+    }
+  }
   return fuse_get_context()->private_data;
 }
 

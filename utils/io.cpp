@@ -6,18 +6,25 @@
 
 namespace fusemirror::utils {
 
-std::error_code pwrite_all(int fd, std::span<const std::byte> data, std::uint64_t off) {
+std::error_code pwrite_all(int fd, std::span<const std::byte> data, std::uint64_t off,
+                           std::size_t* written) {
   std::size_t done = 0;
+  std::error_code ec;
   while (done < data.size()) {
     ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(off + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return last_errno();
+      ec = last_errno();
+      break;
     }
-    if (n == 0) return errno_code(EIO);
+    if (n == 0) {
+      ec = errno_code(EIO);
+      break;
+    }
     done += static_cast<std::size_t>(n);
   }
-  return {};
+  if (written) *written = done;
+  return ec;
 }
 
 Result<std::size_t> pread_all(int fd, std::span<std::byte> data, std::uint64_t off) {

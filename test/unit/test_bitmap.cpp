@@ -576,6 +576,33 @@ TEST_CASE("an image that grew while unmounted: chunks past the cover are dirty")
   CHECK_FALSE(fmtest::file_bit(file, first_new - 1));
 }
 
+TEST_CASE("a degraded image cut short keeps its cover and the bits past its end") {
+  // While degraded a shrink marks [new end, old end) for the absent secondary, which still
+  // holds data there; an open must not forget them, or a later grow of the primary (zeros)
+  // would leave the secondary's old bytes there unmarked.
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto h = fmtest::clean_header(kSet, kCs, 10 * kCs);
+  h.state = core::kStateDegraded;
+  fmtest::write_bitmap_file(path, h, {1, 5, 6, 7, 8, 9});
+  std::string why;
+  auto bm = open_bm(path, params(5 * kCs), &why);
+  CHECK(why.empty());
+  CHECK(bm->stats().total_chunks == 10);
+  CHECK(bm->stats().dirty_chunks == 6);
+  CHECK(bm->stats().unsynced_chunks == 6);
+  CHECK(bm->next_unsynced(2) == 5);
+  CHECK(fmtest::header_on_disk(path).sync_size == 10 * kCs);
+
+  SUBCASE("not degraded: the cover follows the image, the bits past it go") {
+    h.state = 0;
+    fmtest::write_bitmap_file(path, h, {1, 5, 6, 7, 8, 9});
+    bm = open_bm(path, params(5 * kCs), &why);
+    CHECK(bm->stats().total_chunks == 5);
+    CHECK(bm->stats().dirty_chunks == 1);
+  }
+}
+
 TEST_CASE("writes past the cover grow it durably") {
   TempDir d;
   const auto path = d / "img.fmbm";
@@ -614,6 +641,65 @@ TEST_CASE("writes past the cover grow it durably") {
     REQUIRE_FALSE(bm->mark_unsynced(100000 * 4096ull, 1));
     CHECK(fmtest::header_on_disk(path).sync_size == 100000 * 4096ull + 1);
     CHECK(fmtest::file_bit(fmtest::read_bytes(path), 100000));
+  }
+}
+
+TEST_CASE("cancel_write takes back the intent of a write no leg performed") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 4, 4096);
+  const auto file0 = fmtest::read_bytes(path);
+
+  SUBCASE("clean chunks: cleared, and the cover it grew shrinks back") {
+    const std::uint64_t off = 40000 * 4096ull, len = 5000;  // past the cover, a page further
+    Bitmap::Intent in;
+    REQUIRE_FALSE(bm->start_write(1000, 9000, 0, &in));  // chunks 0-2, all clean
+    CHECK(in.all_new);
+    CHECK(bm->cancel_write(1000, 9000, in));
+    CHECK(bm->stats().dirty_chunks == 0);
+    REQUIRE_FALSE(bm->start_write(off, len, 0, &in));
+    CHECK(fmtest::header_on_disk(path).sync_size == off + len);  // the grown cover was durable
+    CHECK(bm->cancel_write(off, len, in));
+    CHECK(bm->stats().total_chunks == 4);
+    CHECK(bm->stats().dirty_chunks == 0);
+    REQUIRE_FALSE(bm->flush());
+    CHECK(fmtest::read_bytes(path) == file0);  // the file as it was, byte for byte
+    // And the bitmap goes on as before.
+    write_once(*bm, 0, 1);
+    CHECK(bm->stats().dirty_chunks == 1);
+  }
+  SUBCASE("a chunk dirty before stays dirty: an older write may not be durable on both legs") {
+    write_once(*bm, 0, 100);
+    Bitmap::Intent in;
+    REQUIRE_FALSE(bm->start_write(50, 8000, 0, &in));  // chunks 0 (dirty) and 1 (clean)
+    CHECK_FALSE(in.all_new);
+    CHECK_FALSE(bm->cancel_write(50, 8000, in));
+    CHECK(bm->stats().dirty_chunks == 2);
+    CHECK(fmtest::file_bit(fmtest::read_bytes(path), 0));
+  }
+  SUBCASE("another write after it keeps the bits: it may rely on them") {
+    Bitmap::Intent in;
+    REQUIRE_FALSE(bm->start_write(4096, 100, 0, &in));
+    REQUIRE_FALSE(bm->start_write(4096 + 200, 100));  // the same chunk, other bytes
+    CHECK_FALSE(bm->cancel_write(4096, 100, in));
+    bm->end_write(4096 + 200, 100, true);
+    CHECK(bm->stats().dirty_chunks == 1);
+  }
+  SUBCASE("a mark_unsynced or a resize after it keeps the bits and the cover") {
+    Bitmap::Intent in;
+    REQUIRE_FALSE(bm->start_write(8 * 4096, 100, 0, &in));  // grows the cover to 9 chunks
+    REQUIRE_FALSE(bm->mark_unsynced(2 * 4096, 1));
+    CHECK_FALSE(bm->cancel_write(8 * 4096, 100, in));
+    CHECK(bm->stats().total_chunks == 9);
+    CHECK(bm->stats().dirty_chunks == 2);
+    CHECK(bm->stats().unsynced_chunks == 1);
+  }
+  SUBCASE("the chunks marked ahead of a stream are taken back with it") {
+    Bitmap::Intent in;
+    REQUIRE_FALSE(bm->start_write(0, 4096, 3 * 4096, &in));
+    CHECK(bm->stats().dirty_chunks == 4);
+    CHECK(bm->cancel_write(0, 4096, in));
+    CHECK(bm->stats().dirty_chunks == 0);
   }
 }
 

@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/resource.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <atomic>
@@ -44,9 +46,10 @@ struct Fixture {
     open(secondary_flags);
   }
 
-  void open(int secondary_flags = O_RDWR) {
+  // `primary_flags` O_RDONLY: every primary pwrite fails (EBADF).
+  void open(int secondary_flags = O_RDWR, int primary_flags = O_RDWR) {
     img.reset();
-    utils::UniqueFd p(::open(ppath.c_str(), O_RDWR | O_CLOEXEC));
+    utils::UniqueFd p(::open(ppath.c_str(), primary_flags | O_CLOEXEC));
     utils::UniqueFd s(::open(spath.c_str(), secondary_flags | O_CLOEXEC));
     utils::UniqueFd b(::open(bpath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     REQUIRE(p.valid());
@@ -82,6 +85,29 @@ std::vector<std::byte> slice(const std::vector<std::byte>& v, std::uint64_t off,
   n = std::min<std::size_t>(n, v.size() - off);
   return {v.begin() + static_cast<std::ptrdiff_t>(off), v.begin() + static_cast<std::ptrdiff_t>(off + n)};
 }
+
+// A file size limit (RLIMIT_FSIZE) for this process while in scope: past it both legs
+// refuse to grow a file with EFBIG, as a file system past its maximum file size does.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old_) == 0);
+    old_sig_ = std::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of the signal
+    struct rlimit r = old_;
+    r.rlim_cur = bytes;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &r) == 0);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    std::signal(SIGXFSZ, old_sig_);
+  }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+
+ private:
+  struct rlimit old_ {};
+  void (*old_sig_)(int) = SIG_DFL;
+};
 
 bool all_zero(const std::vector<std::byte>& v) {
   for (auto b : v)
@@ -239,6 +265,81 @@ TEST_CASE("a failing secondary degrades the image, the write still succeeds") {
   auto file = fmtest::read_bytes(f.bpath);
   CHECK(fmtest::file_bit(file, 2));
   CHECK(fmtest::file_bit(file, 5));
+}
+
+TEST_CASE("an error both legs share is refused with nothing changed: no bit, not degraded") {
+  Fixture f(4 * kCs);
+  const auto data = fmtest::pattern(4 * kCs, 4);
+  f.write(data, 0);
+  for (int i = 0; i < 2; ++i) REQUIRE_FALSE(f.img->sweep());  // clean again
+  REQUIRE(f.img->status().bitmap.dirty_chunks == 0);
+  const auto bm0 = fmtest::read_bytes(f.bpath);
+  // The files are sparse: the limit is far above what the test writes, anything else this
+  // process may write while it holds (a log) stays below it.
+  constexpr std::uint64_t kLimit = 64 << 20;
+  auto nothing_changed = [&](const char* what) {
+    INFO(what);
+    const auto st = f.img->status();
+    CHECK(st.secondary_ok);
+    CHECK(st.state == "clean");
+    CHECK(st.bitmap.total_chunks == 4);
+    CHECK(st.bitmap.dirty_chunks == 0);
+    CHECK(st.bitmap.unsynced_chunks == 0);
+    CHECK(fmtest::read_bytes(f.ppath) == data);
+    CHECK(fmtest::read_bytes(f.spath) == data);
+    REQUIRE_FALSE(f.img->bitmap()->flush());
+    CHECK(fmtest::read_bytes(f.bpath) == bm0);
+  };
+  SUBCASE("EFBIG past the largest file both legs allow") {
+    FileSizeLimit limit(kLimit);
+    CHECK(f.img->truncate(2 * kLimit) == std::errc::file_too_large);
+    nothing_changed("truncate");
+    CHECK(f.img->fallocate(0, 0, 2 * kLimit) == std::errc::file_too_large);
+    nothing_changed("fallocate");
+    CHECK(f.img->fallocate(FALLOC_FL_ZERO_RANGE, kCs, 2 * kLimit) == std::errc::file_too_large);
+    nothing_changed("zero range");
+    auto w = f.img->write(fmtest::pattern(4096, 1), kLimit + 4096);  // small: primary first
+    CHECK(w.error() == std::errc::file_too_large);
+    nothing_changed("small write");
+    w = f.img->write(fmtest::pattern(256 * 1024, 2), 2 * kLimit);  // large: both legs at once
+    CHECK(w.error() == std::errc::file_too_large);
+    nothing_changed("large write");
+  }
+  SUBCASE("EFBIG while degraded adds nothing to what the secondary misses") {
+    f.img->fail_secondary("test", std::make_error_code(std::errc::io_error));
+    const auto before = f.img->status().bitmap;
+    FileSizeLimit limit(kLimit);
+    CHECK(f.img->truncate(2 * kLimit) == std::errc::file_too_large);
+    CHECK(f.img->fallocate(0, 0, 2 * kLimit) == std::errc::file_too_large);
+    const auto after = f.img->status().bitmap;
+    CHECK(after.total_chunks == before.total_chunks);
+    CHECK(after.dirty_chunks == before.dirty_chunks);
+    CHECK(after.unsynced_chunks == before.unsynced_chunks);
+    CHECK(fmtest::file_size(f.ppath) == 4 * kCs);
+  }
+  SUBCASE("both legs read-only: EBADF on both") {
+    f.open(O_RDONLY, O_RDONLY);
+    auto w = f.img->write(fmtest::pattern(4096, 1), kCs);
+    CHECK(w.error() == std::errc::bad_file_descriptor);
+    w = f.img->write(fmtest::pattern(256 * 1024, 2), 0);
+    CHECK(w.error() == std::errc::bad_file_descriptor);
+    CHECK(f.img->status().secondary_ok);
+    CHECK(f.img->status().bitmap.dirty_chunks == 0);
+  }
+}
+
+TEST_CASE("what the primary refuses and the secondary took is resynced; not degraded") {
+  Fixture f(4 * kCs);
+  f.open(O_RDWR, O_RDONLY);  // the primary refuses every write
+  auto w = f.img->write(fmtest::pattern(256 * 1024, 5), 0);  // large: both legs at once
+  CHECK(w.error() == std::errc::bad_file_descriptor);
+  CHECK(f.img->status().secondary_ok);
+  CHECK(f.img->status().bitmap.unsynced_chunks == 4);
+  std::vector<std::byte> buf(kCs);
+  std::uint64_t copied = 0;
+  auto r = f.img->resync_step(0, 4 * kCs, buf, &copied);
+  REQUIRE(r);
+  CHECK(fmtest::read_bytes(f.spath) == fmtest::read_bytes(f.ppath));
 }
 
 TEST_CASE("an image without a secondary starts degraded") {
