@@ -133,6 +133,17 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   last_write_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                        std::memory_order_relaxed);
   auto guard = locks_.lock(off, off + data.size());
+  // Test builds only: FM_FAULT=bitmap.late breaks invariant 1 on purpose — both legs are
+  // written before the bits are flushed — so that the power-cut suite can show it notices
+  // (docs/reliability.md §9). Never compiled into a release build.
+  if (FM_FAULT_POINT("bitmap.late") && !wb_ && secondary_ok()) {
+    auto p = utils::pwrite_all(primary_.get(), data, off);
+    auto s = utils::pwrite_all(secondary_.get(), data, off);
+    if (auto ec = bitmap_->start_write(off, data.size())) return utils::errno_code(EIO);
+    bitmap_->end_write(off, data.size(), !p && !s);
+    if (auto ec = settle("write", p, s)) return ec;
+    return data.size();
+  }
   // 1. Durable intent before any leg sees the data (docs/reliability.md invariant 1).
   if (auto ec = bitmap_->start_write(off, data.size(), intent_ahead_for(off, data.size()))) {
     spdlog::error("{}: bitmap write failed ({}); refusing the data write", name(), ec.message());

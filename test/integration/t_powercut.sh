@@ -1,0 +1,151 @@
+#!/bin/bash
+# t_powercut — power-loss safety, measured: every mutating operation the daemon makes
+# below the mirror is recorded (fm_recordfs, under the primary, the secondary and the
+# bitmaps at once), and fm_powercut replays the log into the states a power cut can leave
+# (unsynced writes lost, kept or torn; unsynced names there or not) and checks each one:
+# intent before data offline, the acknowledged writes on the primary, and on a sample the
+# recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
+# e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
+#
+# Environment (defaults are the CI size, about a minute):
+#   FM_PC_WORKLOADS      the workloads, in order (default: all of them but the long ones)
+#   FM_PC_STATES         states per workload (default 40)
+#   FM_PC_RECOVER_EVERY  every K-th state also gets the recovery check (default 20)
+#   FM_PC_SEED           the run's seed (default: random, printed)
+#   FM_PC_LOAD_SECS      seconds of load per workload (default 2)
+#   FM_PC_DAEMON_FAULT   FM_FAULT for the daemon under test (test builds), e.g. bitmap.late
+#   FM_PC_EXPECT         "clean" (default: 0 violations) or "violations" (> 0: the suite
+#                        catches a broken daemon; t_powercut_canary.sh)
+# Prints, per workload, fm_powercut's figures, and at the end
+# "powercut: N states, V violations" (exit 1 if V does not match FM_PC_EXPECT).
+. "$(dirname "$0")/lib.sh"
+
+TOOLS=$(dirname "$FUSEMIRROR")/../test/tools
+PC=${FM_POWERCUT:-$TOOLS/fm_powercut}
+RFS=${FM_RECORDFS:-$TOOLS/fm_recordfs}
+CW=${FM_CRASHWRITER:-$TOOLS/fm_crashwriter}
+for t in "$PC" "$RFS" "$CW"; do [[ -x $t ]] || fail "$t not found (set FM_POWERCUT, FM_RECORDFS, FM_CRASHWRITER)"; done
+RECOVER=$FM_LIB_DIR/powercut_recover.sh
+STATES=${FM_PC_STATES:-40}
+EVERY=${FM_PC_RECOVER_EVERY:-20}
+SEED=${FM_PC_SEED:-$((RANDOM * 32768 + RANDOM))}
+LOAD=${FM_PC_LOAD_SECS:-2}
+EXPECT=${FM_PC_EXPECT:-clean}
+WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream}
+ROOT=$FM_TMP/root  # what the recorder shows: root/primary, root/secondary
+REC=$FM_TMP/rec    # its mount point: the set's config names REC/primary, REC/secondary
+SNAP=$FM_TMP/snap
+mkdir -p "$ROOT" "$REC"
+fm_log "seed $SEED, $STATES states per workload, recovery every $EVERY; workloads: $WORKLOADS"
+
+REC_PID=""
+rec_start() { # rec_start LOG — the recorder over ROOT at REC
+  fm_bg "$RFS" "$ROOT" "$REC" --log "$1" -f
+  REC_PID=$FM_LAST_BG
+  fm_wait_for "recorder" 20 fm_is_mounted "$REC" || fail "fm_recordfs did not mount"
+}
+rec_stop() { # the log is complete once the recorder exits
+  fm_timeout 20 fusermount3 -u "$REC" || fail "cannot unmount the recorder"
+  _fm_wait_pid "$REC_PID" 20 || fail "fm_recordfs did not exit"
+  REC_PID=""
+}
+daemon_mount() { # daemon_mount [ARGS] — fusemirror on REC/primary at MNT, with the fault
+  if [[ -n ${FM_PC_DAEMON_FAULT:-} ]]; then
+    FM_FAULT=$FM_PC_DAEMON_FAULT fm_mount "$REC/primary" "$MNT" "$@"
+  else
+    fm_mount "$REC/primary" "$MNT" "$@"
+  fi
+}
+power_cut() { # the daemon dies with the machine: kill -9, then the dead mount goes
+  local pid
+  pid=$(fm_daemon_pid "$MNT")
+  kill -KILL "$pid" 2>/dev/null || true
+  _fm_wait_pid "$pid" 10 || fail "daemon $pid survived kill -9"
+  unset "FM_PID[$(realpath -m -- "$MNT")]"
+  fm_timeout 20 fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" || fail "cannot unmount the dead mount"
+}
+new_set() { # new_set [CREATE ARGS] — an empty root, the set created through the recorder
+  rm -rf --one-file-system "${ROOT:?}"/* "$SNAP"
+  mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
+  rec_start "$FM_TMP/logs/setup.log"
+  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.3 "$@" >/dev/null
+}
+snapshot_and_record() { # the setup is over: snapshot the root, record the workload's log
+  rec_stop
+  cp -a --sparse=always "$ROOT" "$SNAP"
+  rec_start "$FM_TMP/logs/$1.log"
+}
+crashwriter() { # crashwriter IMAGE SECS [ARGS] — the verifying load with marks, for SECS
+  local img=$1 secs=$2
+  shift 2
+  timeout "$secs" "$CW" write "$MNT/$img" "$FM_TMP/logs/acks.$img" --mark "$REC/.recordfs" --image "$img" "$@" ||
+    true
+}
+
+# ---------------------------------------------------------------------------- workloads
+# Each: new_set, setup (unrecorded: in the snapshot), snapshot_and_record, load, power_cut.
+
+wl_randsync() { # random 4 KiB writes, fsync every 8
+  new_set
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record randsync
+  daemon_mount
+  crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_nosync() { # random 4 KiB writes, never an fsync (the sweeper's own syncs only)
+  new_set
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record nosync
+  daemon_mount
+  crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 1000000000 --seed "$SEED"
+  power_cut
+}
+
+wl_stream() { # sequential streams: intent ahead sets the bits of the next 16 MiB early
+  new_set
+  daemon_mount
+  truncate -s 32M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record stream
+  daemon_mount
+  crashwriter disk.img "$LOAD" --blocks 8192 --sync-every 32 --sequential --seed "$SEED"
+  power_cut
+}
+
+# ---------------------------------------------------------------------------- the run
+
+total_states=0 total_violations=0
+for w in $WORKLOADS; do
+  declare -F "wl_$w" >/dev/null || fail "no workload '$w'"
+  FM_CONTEXT=$w
+  "wl_$w"
+  rec_stop
+  out=$("$PC" selftest --log "$FM_TMP/logs/$w.log" --snapshot "$SNAP" --final "$ROOT" 2>&1) ||
+    fail "the replay of every record does not give the recorder's final root: $out"
+  rc=0
+  out=$(FUSEMIRROR=$FUSEMIRROR FM_PC_FMNT=$MNT FM_PC_LOGDIR=$FM_TMP/logs \
+    "$PC" run --log "$FM_TMP/logs/$w.log" --snapshot "$SNAP" --mount-path "$REC" --seed "$SEED" \
+    --states "$STATES" --recover-every "$EVERY" --recover-cmd "bash $RECOVER" --label "$w" 2>&1) || rc=$?
+  printf '%s\n' "$out" | grep -E '^(VIOLATION|  state:|  replay:|powercut )' | head -n 40 >&2
+  line=$(grep -E "^powercut $w: [0-9]+ states, [0-9]+ violations$" <<<"$out") ||
+    fail "fm_powercut run exited $rc without its summary: $(tail -n 5 <<<"$out")"
+  read -r _ _ n _ v _ <<<"$line"
+  total_states=$((total_states + n))
+  total_violations=$((total_violations + v))
+  ((rc == 0 || rc == 1)) || fail "fm_powercut run exited $rc: $(tail -n 5 <<<"$out")"
+  rm -rf --one-file-system "$SNAP"
+done
+FM_CONTEXT=""
+echo "powercut: $total_states states, $total_violations violations" >&2
+if [[ $EXPECT == violations ]]; then
+  ((total_violations > 0)) || fail "the daemon under test (FM_FAULT=${FM_PC_DAEMON_FAULT:-}) is broken on purpose, and no state caught it"
+else
+  ((total_violations == 0)) || fail "$total_violations violations (replay commands above; seed $SEED)"
+fi
+fm_pass

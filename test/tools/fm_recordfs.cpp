@@ -1,0 +1,710 @@
+// fm_recordfs — a test-only FUSE pass-through that records every mutating operation.
+//
+//   fm_recordfs ROOT MOUNTPOINT --log FILE [-f] [-d] [-o opts]
+//
+// Mounted over ONE directory that holds a mirror set's primary and secondary (and the
+// bitmaps, in PRIMARY/.fusemirror/bitmaps), so that one global order of everything the
+// daemon does to its storage exists. Every mutating operation is executed and appended to
+// FILE under one mutex, in the order this process executes them: the log is a valid
+// linearization of what the kernel handed over. Files are opened with direct_io and the
+// writeback cache is off, so each pwrite/pwritev of the daemon reaches this process as one
+// WRITE, in syscall order; copy_file_range is implemented (and recorded as a write of the
+// bytes it copied), so resync's in-kernel copies are seen too. The log format is in
+// test/tools/oplog.hpp (docs/on-disk-format.md §4); fm_powercut replays it.
+//
+// Durability is what the log models, not what this process does: fsync, fdatasync and a
+// directory's fsync are recorded and not executed (the backing directory's own durability
+// is irrelevant to the replay), which keeps the recording fast.
+//
+// Recorded: base (every entry of ROOT at start), create/mknod, mkdir, unlink, rmdir,
+// rename (+flags), link, symlink, write, truncate (setattr size, O_TRUNC), fallocate,
+// fsync/fdatasync, fsyncdir, chmod. Not recorded: chown, utimens, xattrs (passed through).
+//
+// Control file MOUNTPOINT/.recordfs (not listed): each write(2) to it is recorded as one
+// MARK record holding the written text ("ack disk.img 17 123456789" from the load, say);
+// reading it gives "records=N bytes=N writes=N syncs=N".
+//
+// Stop it with fusermount3 -u MOUNTPOINT (or SIGTERM): the log gets an END record and is
+// flushed; a log without END was cut short.
+#define FUSE_USE_VERSION 312
+#include <dirent.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "test/tools/oplog.hpp"
+
+namespace {
+
+using fmtest::Op;
+using fmtest::Record;
+
+constexpr const char* kCtlPath = "/.recordfs";
+constexpr const char* kCtlName = ".recordfs";
+
+int g_bfd = -1;
+std::string g_backing;
+std::unique_ptr<fmtest::LogWriter> g_log;
+
+// Guards g_log, the id map, and every mutating operation (executed and logged together).
+std::mutex g_mu;
+std::unordered_map<ino_t, std::uint64_t> g_ids;  // backing inode -> recorder id
+std::uint64_t g_next_id = 1;
+std::atomic<std::uint64_t> g_writes{0}, g_syncs{0};
+
+struct Handle {
+  enum Kind { File, Dir, Ctl } kind;
+  explicit Handle(Kind k) : kind(k) {}
+  int fd = -1;
+  DIR* dir = nullptr;
+  std::uint64_t id = 0;
+  bool append = false;
+  bool root = false;
+};
+
+Handle* H(const fuse_file_info* fi) { return fi ? reinterpret_cast<Handle*>(static_cast<uintptr_t>(fi->fh)) : nullptr; }
+bool is_ctl(const char* path) { return path && std::strcmp(path, kCtlPath) == 0; }
+const char* rel(const char* path) {
+  if (!path || !path[0] || (path[0] == '/' && !path[1])) return ".";
+  return path[0] == '/' ? path + 1 : path;
+}
+std::string abs_path(const char* path) { return g_backing + (path && path[0] == '/' && path[1] ? path : "/"); }
+int neg_errno() { return -errno; }
+
+// "a/b/c" -> {"a/b", "c"}; "c" -> {".", "c"}.
+std::pair<std::string, std::string> split(const char* r) {
+  std::string s = r;
+  auto slash = s.rfind('/');
+  if (slash == std::string::npos) return {".", s};
+  return {s.substr(0, slash), s.substr(slash + 1)};
+}
+
+// REQUIRES g_mu. A fresh id for a new inode (its number may be an old one's, reused).
+std::uint64_t new_id(ino_t ino) { return g_ids[ino] = g_next_id++; }
+
+std::uint64_t id_of_path(const std::string& r);
+
+// REQUIRES g_mu. The id of an inode seen by stat; one not seen before (nothing else should
+// change ROOT while it is recorded) is added with a BASE record naming it at `r`.
+std::uint64_t id_of(const struct stat& st, const std::string& r) {
+  if (auto it = g_ids.find(st.st_ino); it != g_ids.end()) return it->second;
+  std::fprintf(stderr, "fm_recordfs: %s was not seen before; recorded as found\n", r.c_str());
+  const std::uint64_t id = new_id(st.st_ino);
+  Record rec;
+  rec.op = Op::base;
+  rec.id = id;
+  if (r != ".") {
+    auto [parent, name] = split(r.c_str());
+    rec.id2 = id_of_path(parent);
+    rec.name1 = name;
+  }
+  rec.a = st.st_mode;
+  rec.b = static_cast<std::uint64_t>(st.st_size);
+  g_log->append(std::move(rec));
+  return id;
+}
+
+std::uint64_t id_of_path(const std::string& r) {
+  struct stat st {};
+  if (::fstatat(g_bfd, r.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
+  return id_of(st, r);
+}
+
+std::uint64_t id_of_fd(int fd, const char* what) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return 0;
+  return id_of(st, what);
+}
+
+void log_rec(Op op, std::uint64_t id, std::uint64_t id2 = 0, std::string n1 = {}, std::uint64_t a = 0,
+             std::uint64_t b = 0, std::uint64_t c = 0, std::uint64_t id3 = 0, std::string n2 = {}) {
+  Record r;
+  r.op = op;
+  r.id = id;
+  r.id2 = id2;
+  r.id3 = id3;
+  r.a = a;
+  r.b = b;
+  r.c = c;
+  r.name1 = std::move(n1);
+  r.name2 = std::move(n2);
+  g_log->append(std::move(r));
+}
+
+// BASE records for everything under ROOT, depth first (REQUIRES g_mu).
+void scan(const std::string& r, std::uint64_t dir_id) {
+  int fd = ::openat(g_bfd, r.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return;
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return;
+  }
+  std::vector<std::pair<std::string, struct stat>> entries;
+  while (dirent* e = ::readdir(d)) {
+    if (!std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..")) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) entries.emplace_back(e->d_name, st);
+  }
+  ::closedir(d);
+  for (auto& [name, st] : entries) {
+    auto it = g_ids.find(st.st_ino);
+    const std::uint64_t id = it != g_ids.end() ? it->second : new_id(st.st_ino);
+    log_rec(Op::base, id, dir_id, name, st.st_mode, static_cast<std::uint64_t>(st.st_size));
+    if (S_ISDIR(st.st_mode)) scan(r == "." ? name : r + "/" + name, id);
+  }
+}
+
+// ------------------------------------------------------------------ operations
+
+void* op_init(fuse_conn_info* conn, fuse_config* cfg) {
+  cfg->hard_remove = 1;
+  cfg->nullpath_ok = 1;
+  cfg->use_ino = 1;
+  cfg->entry_timeout = 0;
+  cfg->attr_timeout = 0;
+  cfg->negative_timeout = 0;
+  cfg->direct_io = 1;
+  cfg->kernel_cache = 0;
+  conn->max_write = 1u << 20;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  return nullptr;
+}
+
+void ctl_attr(struct stat* st) {
+  std::memset(st, 0, sizeof *st);
+  st->st_mode = S_IFREG | 0600;
+  st->st_nlink = 1;
+  st->st_uid = getuid();
+  st->st_gid = getgid();
+  st->st_ino = 0x7ec0ded;
+}
+
+int op_getattr(const char* path, struct stat* st, fuse_file_info* fi) {
+  if (Handle* h = H(fi)) {
+    if (h->kind == Handle::Ctl) return ctl_attr(st), 0;
+    int fd = h->kind == Handle::Dir ? dirfd(h->dir) : h->fd;
+    return ::fstat(fd, st) == 0 ? 0 : neg_errno();
+  }
+  if (!path) return -ESTALE;
+  if (is_ctl(path)) return ctl_attr(st), 0;
+  return ::fstatat(g_bfd, rel(path), st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
+}
+
+int op_readlink(const char* path, char* buf, size_t size) {
+  if (size == 0) return -EINVAL;
+  ssize_t n = ::readlinkat(g_bfd, rel(path), buf, size - 1);
+  if (n < 0) return neg_errno();
+  buf[n] = '\0';
+  return 0;
+}
+
+// A new inode at `path`: executed by `make` (returns 0 or -errno), then logged as `op`.
+template <typename F>
+int make_entry(const char* path, Op op, F&& make, std::string target = {}) {
+  if (is_ctl(path)) return -EEXIST;
+  std::lock_guard lk(g_mu);
+  if (int rc = make(); rc != 0) return rc;
+  struct stat st {};
+  if (::fstatat(g_bfd, rel(path), &st, AT_SYMLINK_NOFOLLOW) != 0) return neg_errno();
+  auto [parent, name] = split(rel(path));
+  const std::uint64_t pid = id_of_path(parent);
+  log_rec(op, new_id(st.st_ino), pid, name, st.st_mode, 0, 0, 0, std::move(target));
+  return 0;
+}
+
+int op_mknod(const char* path, mode_t mode, dev_t rdev) {
+  return make_entry(path, Op::create, [&] { return ::mknodat(g_bfd, rel(path), mode, rdev) == 0 ? 0 : neg_errno(); });
+}
+
+int op_mkdir(const char* path, mode_t mode) {
+  return make_entry(path, Op::mkdir, [&] { return ::mkdirat(g_bfd, rel(path), mode) == 0 ? 0 : neg_errno(); });
+}
+
+int op_symlink(const char* target, const char* path) {
+  return make_entry(
+      path, Op::symlink, [&] { return ::symlinkat(target, g_bfd, rel(path)) == 0 ? 0 : neg_errno(); }, target);
+}
+
+int remove_entry(const char* path, Op op, int flags) {
+  if (is_ctl(path)) return -EPERM;
+  std::lock_guard lk(g_mu);
+  const std::uint64_t id = id_of_path(rel(path));
+  if (::unlinkat(g_bfd, rel(path), flags) != 0) return neg_errno();
+  auto [parent, name] = split(rel(path));
+  log_rec(op, id, id_of_path(parent), name);
+  return 0;
+}
+
+int op_unlink(const char* path) { return remove_entry(path, Op::unlink, 0); }
+int op_rmdir(const char* path) { return remove_entry(path, Op::rmdir, AT_REMOVEDIR); }
+
+int op_rename(const char* from, const char* to, unsigned int flags) {
+  if (is_ctl(from) || is_ctl(to)) return -EPERM;
+  std::lock_guard lk(g_mu);
+  const std::uint64_t id = id_of_path(rel(from));
+  const std::uint64_t replaced = id_of_path(rel(to));  // 0: nothing there
+  if (::renameat2(g_bfd, rel(from), g_bfd, rel(to), flags) != 0) return neg_errno();
+  auto [pf, nf] = split(rel(from));
+  auto [pt, nt] = split(rel(to));
+  log_rec(Op::rename, id, id_of_path(pf), nf, flags, replaced, 0, id_of_path(pt), nt);
+  return 0;
+}
+
+int op_link(const char* from, const char* to) {
+  if (is_ctl(from) || is_ctl(to)) return -EPERM;
+  std::lock_guard lk(g_mu);
+  if (::linkat(g_bfd, rel(from), g_bfd, rel(to), 0) != 0) return neg_errno();
+  auto [pt, nt] = split(rel(to));
+  log_rec(Op::link, id_of_path(rel(from)), id_of_path(pt), nt);
+  return 0;
+}
+
+int op_chmod(const char* path, mode_t mode, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return -EPERM;
+  std::lock_guard lk(g_mu);
+  std::uint64_t id = 0;
+  if (h && h->kind == Handle::File) {
+    if (::fchmod(h->fd, mode) != 0) return neg_errno();
+    id = h->id;
+  } else {
+    if (!path) return -ESTALE;
+    if (::fchmodat(g_bfd, rel(path), mode, 0) != 0) return neg_errno();
+    id = id_of_path(rel(path));
+  }
+  log_rec(Op::chmod, id, 0, {}, mode);
+  return 0;
+}
+
+int op_chown(const char* path, uid_t uid, gid_t gid, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return -EPERM;
+  if (h && h->kind == Handle::File) return ::fchown(h->fd, uid, gid) == 0 ? 0 : neg_errno();
+  if (!path) return -ESTALE;
+  return ::fchownat(g_bfd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
+}
+
+int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return 0;
+  std::lock_guard lk(g_mu);
+  std::uint64_t id = 0;
+  if (h && h->kind == Handle::File) {
+    if (::ftruncate(h->fd, size) != 0) return neg_errno();
+    id = h->id;
+  } else {
+    if (!path) return -ESTALE;
+    int fd = ::openat(g_bfd, rel(path), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return neg_errno();
+    int rc = ::ftruncate(fd, size) == 0 ? 0 : neg_errno();
+    if (rc == 0) id = id_of_fd(fd, rel(path));
+    ::close(fd);
+    if (rc != 0) return rc;
+  }
+  log_rec(Op::truncate, id, 0, {}, static_cast<std::uint64_t>(size));
+  return 0;
+}
+
+int op_utimens(const char* path, const timespec tv[2], fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return 0;
+  if (h && h->kind == Handle::File) return ::futimens(h->fd, tv) == 0 ? 0 : neg_errno();
+  if (!path) return -ESTALE;
+  return ::utimensat(g_bfd, rel(path), tv, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
+}
+
+int open_ctl(fuse_file_info* fi) {
+  fi->fh = reinterpret_cast<uintptr_t>(new Handle(Handle::Ctl));
+  fi->direct_io = 1;
+  return 0;
+}
+
+// REQUIRES g_mu. `fd` is open on `path`.
+int finish_open(int fd, const char* path, fuse_file_info* fi) {
+  auto* h = new Handle(Handle::File);
+  h->fd = fd;
+  h->id = id_of_fd(fd, rel(path));
+  h->append = fi->flags & O_APPEND;
+  fi->fh = reinterpret_cast<uintptr_t>(h);
+  fi->direct_io = 1;
+  fi->keep_cache = 0;
+  return 0;
+}
+
+// O_DIRECT is not passed on: libfuse's buffers are not aligned for the backing file.
+int backing_flags(int flags) { return (flags & ~O_DIRECT) | O_CLOEXEC; }
+
+int op_open(const char* path, fuse_file_info* fi) {
+  if (is_ctl(path)) return open_ctl(fi);
+  std::lock_guard lk(g_mu);
+  int fd = ::openat(g_bfd, rel(path), backing_flags(fi->flags) & ~(O_CREAT | O_EXCL));
+  if (fd < 0) return neg_errno();
+  finish_open(fd, path, fi);
+  if (fi->flags & O_TRUNC) log_rec(Op::truncate, H(fi)->id, 0, {}, 0);
+  return 0;
+}
+
+int op_create(const char* path, mode_t mode, fuse_file_info* fi) {
+  if (is_ctl(path)) return (fi->flags & O_EXCL) ? -EEXIST : open_ctl(fi);
+  std::lock_guard lk(g_mu);
+  struct stat before {};
+  const bool existed = ::fstatat(g_bfd, rel(path), &before, AT_SYMLINK_NOFOLLOW) == 0;
+  int fd = ::openat(g_bfd, rel(path), backing_flags(fi->flags) | O_CREAT, mode);
+  if (fd < 0) return neg_errno();
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    return -e;
+  }
+  if (!existed) {
+    auto [parent, name] = split(rel(path));
+    log_rec(Op::create, new_id(st.st_ino), id_of_path(parent), name, st.st_mode);
+  }
+  finish_open(fd, path, fi);
+  if (existed && (fi->flags & O_TRUNC)) log_rec(Op::truncate, H(fi)->id, 0, {}, 0);
+  return 0;
+}
+
+int op_read(const char*, char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (!h) return -EBADF;
+  if (h->kind == Handle::Ctl) {
+    char text[160];
+    std::uint64_t recs = 0, bytes = 0;
+    {
+      std::lock_guard lk(g_mu);
+      recs = g_log->records();
+      bytes = g_log->bytes();
+    }
+    int n = std::snprintf(text, sizeof text, "records=%llu bytes=%llu writes=%llu syncs=%llu\n",
+                          static_cast<unsigned long long>(recs), static_cast<unsigned long long>(bytes),
+                          static_cast<unsigned long long>(g_writes.load()),
+                          static_cast<unsigned long long>(g_syncs.load()));
+    if (off >= n) return 0;
+    size_t k = std::min(size, static_cast<size_t>(n - off));
+    std::memcpy(buf, text + off, k);
+    return static_cast<int>(k);
+  }
+  if (h->kind != Handle::File) return -EISDIR;
+  ssize_t n = ::pread(h->fd, buf, size, off);
+  return n < 0 ? neg_errno() : static_cast<int>(n);
+}
+
+int op_write(const char*, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (!h) return -EBADF;
+  std::lock_guard lk(g_mu);
+  if (h->kind == Handle::Ctl) {
+    Record r;
+    r.op = Op::mark;
+    r.name1.assign(buf, size);
+    g_log->append(std::move(r));
+    return static_cast<int>(size);
+  }
+  if (h->kind != Handle::File) return -EISDIR;
+  if (h->append) {  // the backing fd appends whatever the offset: log where it lands
+    struct stat st {};
+    if (::fstat(h->fd, &st) != 0) return neg_errno();
+    off = st.st_size;
+  }
+  ssize_t n = ::pwrite(h->fd, buf, size, off);
+  if (n < 0) return neg_errno();
+  Record r;
+  r.op = Op::write;
+  r.id = h->id;
+  r.a = static_cast<std::uint64_t>(off);
+  g_log->append(std::move(r), buf, static_cast<std::size_t>(n));
+  g_writes.fetch_add(1);
+  return static_cast<int>(n);
+}
+
+ssize_t op_copy_file_range(const char*, fuse_file_info* fi_in, off_t off_in, const char*, fuse_file_info* fi_out,
+                           off_t off_out, size_t len, int flags) {
+  Handle* in = H(fi_in);
+  Handle* out = H(fi_out);
+  if (!in || !out || in->kind != Handle::File || out->kind != Handle::File) return -EBADF;
+  if (flags != 0) return -EINVAL;
+  len = std::min<size_t>(len, 4u << 20);
+  std::vector<char> buf(len);
+  std::lock_guard lk(g_mu);
+  ssize_t n = ::pread(in->fd, buf.data(), len, off_in);
+  if (n <= 0) return n < 0 ? neg_errno() : 0;
+  ssize_t w = ::pwrite(out->fd, buf.data(), static_cast<size_t>(n), off_out);
+  if (w < 0) return neg_errno();
+  Record r;
+  r.op = Op::write;
+  r.id = out->id;
+  r.a = static_cast<std::uint64_t>(off_out);
+  g_log->append(std::move(r), buf.data(), static_cast<std::size_t>(w));
+  g_writes.fetch_add(1);
+  return w;
+}
+
+int op_statfs(const char*, struct statvfs* st) { return ::fstatvfs(g_bfd, st) == 0 ? 0 : neg_errno(); }
+int op_flush(const char*, fuse_file_info*) { return 0; }
+
+int op_release(const char*, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (h && h->fd >= 0) ::close(h->fd);
+  delete h;
+  return 0;
+}
+
+int op_fsync(const char*, int datasync, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (!h) return -EBADF;
+  if (h->kind != Handle::File) return 0;
+  std::lock_guard lk(g_mu);
+  log_rec(Op::fsync, h->id, 0, {}, datasync ? 1 : 0);
+  g_syncs.fetch_add(1);
+  return 0;
+}
+
+int op_opendir(const char* path, fuse_file_info* fi) {
+  if (is_ctl(path)) return -ENOTDIR;
+  int fd = ::openat(g_bfd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return neg_errno();
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    int e = errno;
+    ::close(fd);
+    return -e;
+  }
+  auto* h = new Handle(Handle::Dir);
+  h->dir = d;
+  h->root = std::strcmp(rel(path), ".") == 0;
+  {
+    std::lock_guard lk(g_mu);
+    h->id = id_of_fd(fd, rel(path));
+  }
+  fi->fh = reinterpret_cast<uintptr_t>(h);
+  return 0;
+}
+
+int op_readdir(const char*, void* buf, fuse_fill_dir_t filler, off_t, fuse_file_info* fi, fuse_readdir_flags) {
+  Handle* h = H(fi);
+  if (!h || h->kind != Handle::Dir) return -EBADF;
+  ::rewinddir(h->dir);
+  errno = 0;
+  while (dirent* e = ::readdir(h->dir)) {
+    if (h->root && std::strcmp(e->d_name, kCtlName) == 0) continue;
+    struct stat st {};
+    st.st_ino = e->d_ino;
+    st.st_mode = static_cast<mode_t>(DTTOIF(e->d_type));
+    if (filler(buf, e->d_name, &st, 0, static_cast<fuse_fill_dir_flags>(0))) break;
+    errno = 0;
+  }
+  return errno ? neg_errno() : 0;
+}
+
+int op_releasedir(const char*, fuse_file_info* fi) {
+  if (Handle* h = H(fi)) {
+    if (h->dir) ::closedir(h->dir);
+    delete h;
+  }
+  return 0;
+}
+
+int op_fsyncdir(const char*, int, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (!h || h->kind != Handle::Dir) return 0;
+  std::lock_guard lk(g_mu);
+  log_rec(Op::fsyncdir, h->id);
+  g_syncs.fetch_add(1);
+  return 0;
+}
+
+int op_fallocate(const char*, int mode, off_t off, off_t len, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (!h) return -EBADF;
+  if (h->kind != Handle::File) return h->kind == Handle::Ctl ? -EOPNOTSUPP : -EISDIR;
+  std::lock_guard lk(g_mu);
+  if (::fallocate(h->fd, mode, off, len) != 0) return neg_errno();
+  log_rec(Op::fallocate, h->id, 0, {}, static_cast<std::uint64_t>(mode), static_cast<std::uint64_t>(off),
+          static_cast<std::uint64_t>(len));
+  return 0;
+}
+
+off_t op_lseek(const char*, off_t off, int whence, fuse_file_info* fi) {
+  Handle* h = H(fi);
+  if (!h || h->kind != Handle::File) return -EBADF;
+  off_t r = ::lseek(h->fd, off, whence);
+  return r < 0 ? neg_errno() : r;
+}
+
+int op_setxattr(const char* path, const char* name, const char* value, size_t size, int flags) {
+  if (!path || is_ctl(path)) return -ENOTSUP;
+  return ::lsetxattr(abs_path(path).c_str(), name, value, size, flags) == 0 ? 0 : neg_errno();
+}
+
+int op_getxattr(const char* path, const char* name, char* value, size_t size) {
+  if (!path || is_ctl(path)) return -ENODATA;
+  ssize_t n = ::lgetxattr(abs_path(path).c_str(), name, value, size);
+  return n < 0 ? neg_errno() : static_cast<int>(n);
+}
+
+int op_listxattr(const char* path, char* list, size_t size) {
+  if (!path || is_ctl(path)) return 0;
+  ssize_t n = ::llistxattr(abs_path(path).c_str(), list, size);
+  return n < 0 ? neg_errno() : static_cast<int>(n);
+}
+
+int op_removexattr(const char* path, const char* name) {
+  if (!path || is_ctl(path)) return -ENODATA;
+  return ::lremovexattr(abs_path(path).c_str(), name) == 0 ? 0 : neg_errno();
+}
+
+void op_destroy(void*) {
+  std::lock_guard lk(g_mu);
+  log_rec(Op::end, 0);
+  g_log->flush();
+}
+
+int usage() {
+  std::fprintf(stderr, "usage: fm_recordfs ROOT MOUNTPOINT --log FILE [-f] [-d] [-o opts]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char* argv[]) {
+  std::vector<char*> rest{argv[0]};
+  const char* root = nullptr;
+  const char* log = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "-o" && i + 1 < argc) {
+      rest.push_back(argv[i]);
+      rest.push_back(argv[++i]);
+    } else if (a == "--log" && i + 1 < argc) {
+      log = argv[++i];
+    } else if (!root && !a.empty() && a[0] != '-') {
+      root = argv[i];
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  if (!root || !log) return usage();
+  char* real = ::realpath(root, nullptr);
+  if (!real) {
+    std::fprintf(stderr, "fm_recordfs: %s: %s\n", root, std::strerror(errno));
+    return 1;
+  }
+  g_backing = real;
+  std::free(real);
+  g_bfd = ::open(g_backing.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (g_bfd < 0) {
+    std::fprintf(stderr, "fm_recordfs: %s: %s\n", g_backing.c_str(), std::strerror(errno));
+    return 1;
+  }
+  try {
+    g_log = std::make_unique<fmtest::LogWriter>(log);
+    std::lock_guard lk(g_mu);
+    struct stat st {};
+    ::fstat(g_bfd, &st);
+    const std::uint64_t root_id = new_id(st.st_ino);
+    log_rec(Op::base, root_id, 0, {}, st.st_mode, 0);
+    scan(".", root_id);
+    g_log->flush();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fm_recordfs: %s\n", e.what());
+    return 1;
+  }
+
+  static fuse_operations ops{};
+  ops.getattr = op_getattr;
+  ops.readlink = op_readlink;
+  ops.mknod = op_mknod;
+  ops.mkdir = op_mkdir;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_rmdir;
+  ops.symlink = op_symlink;
+  ops.rename = op_rename;
+  ops.link = op_link;
+  ops.chmod = op_chmod;
+  ops.chown = op_chown;
+  ops.truncate = op_truncate;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.write = op_write;
+  ops.statfs = op_statfs;
+  ops.flush = op_flush;
+  ops.release = op_release;
+  ops.fsync = op_fsync;
+  ops.setxattr = op_setxattr;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.removexattr = op_removexattr;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.releasedir = op_releasedir;
+  ops.fsyncdir = op_fsyncdir;
+  ops.init = op_init;
+  ops.destroy = op_destroy;
+  ops.create = op_create;
+  ops.utimens = op_utimens;
+  ops.fallocate = op_fallocate;
+  ops.lseek = op_lseek;
+  ops.copy_file_range = op_copy_file_range;
+
+  std::string subtype = "-osubtype=fm_recordfs";
+  rest.push_back(subtype.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(rest.size()), rest.data());
+  fuse_cmdline_opts opts{};
+  if (fuse_parse_cmdline(&args, &opts) != 0) return 2;
+  int res = 0;
+  fuse_loop_config* lc = nullptr;
+  struct fuse* f = nullptr;
+  if (!opts.mountpoint) {
+    res = usage();
+    goto out1;
+  }
+  f = fuse_new(&args, &ops, sizeof ops, nullptr);
+  if (!f) {
+    res = 3;
+    goto out1;
+  }
+  if (fuse_mount(f, opts.mountpoint) != 0) {
+    res = 4;
+    goto out2;
+  }
+  if (fuse_daemonize(opts.foreground) != 0 || fuse_set_signal_handlers(fuse_get_session(f)) != 0) {
+    res = 5;
+    goto out3;
+  }
+  lc = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(lc, opts.max_threads == 10 ? 64 : opts.max_threads);
+  res = fuse_loop_mt(f, lc) ? 7 : 0;
+  fuse_remove_signal_handlers(fuse_get_session(f));
+out3:
+  fuse_unmount(f);
+out2:
+  fuse_destroy(f);
+out1:
+  if (lc) fuse_loop_cfg_destroy(lc);
+  std::free(opts.mountpoint);
+  fuse_opt_free_args(&args);
+  g_log.reset();
+  return res;
+}

@@ -1,0 +1,478 @@
+// test/tools/powercut_check.cpp — see powercut_check.hpp.
+#include "test/tools/powercut_check.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <functional>
+#include <set>
+#include <span>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "core/bitmap_format.hpp"
+#include "core/layout.hpp"
+#include "core/records.hpp"
+#include "utils/error.hpp"
+
+namespace fmtest {
+
+namespace core = fusemirror::core;
+namespace futils = fusemirror::utils;
+
+namespace {
+
+std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : b.empty() ? a : a + "/" + b; }
+
+// PATH relative to the recorder's mount point, or nullopt when it lies outside.
+std::optional<std::string> inside(const std::string& path, const std::string& mount) {
+  if (path == mount) return std::string();
+  if (path.size() > mount.size() && path.compare(0, mount.size(), mount) == 0 && path[mount.size()] == '/')
+    return path.substr(mount.size() + 1);
+  return std::nullopt;
+}
+
+const Bytes& data_of(const Node* n) {
+  static const Bytes empty;
+  return n ? *n->data : empty;
+}
+
+bool is_regular(const Node* n) { return n && n->kind == Node::File && S_ISREG(n->mode); }
+
+// As core::SecondaryRecords::read, from the tree: ENOENT, EBADMSG or the record.
+futils::Result<core::LegRecord> read_record(const Node* n) {
+  if (!n) return futils::errno_code(ENOENT);
+  if (!is_regular(n)) return futils::errno_code(EBADMSG);
+  try {
+    auto j = nlohmann::json::parse(data_of(n).begin(), data_of(n).end());
+    auto su = futils::parse_uuid(j.at("set_uuid").get<std::string>());
+    auto iu = futils::parse_uuid(j.at("image_uuid").get<std::string>());
+    if (!su || !iu) return futils::errno_code(EBADMSG);
+    core::LegRecord r;
+    r.set_uuid = *su;
+    r.image_uuid = *iu;
+    r.events = j.at("events").get<std::uint64_t>();
+    r.clean = j.value("clean", false);
+    if (j.contains("ino"))
+      r.file = core::FileIdentity{j.at("ino").get<std::uint64_t>(), j.value("size", std::uint64_t{0}),
+                                  j.value("mtime_ns", std::int64_t{0})};
+    return r;
+  } catch (const std::exception&) {
+    return futils::errno_code(EBADMSG);
+  }
+}
+
+// Why a mount would not trust this bitmap for an image of `size` bytes ("" = trusted), and
+// the decoded header.
+std::string bitmap_verdict(const Node* bm, const SetPaths& set, std::uint64_t size, core::BitmapHeader* out) {
+  if (!is_regular(bm) || data_of(bm).empty()) return "no bitmap";
+  const Bytes& b = data_of(bm);
+  auto h = core::decode_header(std::as_bytes(std::span(b.data(), std::min(b.size(), core::kHeaderSize))));
+  if (!h) return "header: " + h.error().message();
+  if (h->set_uuid != set.config.uuid) return "another set's bitmap";
+  if (auto why = core::header_implausible(*h); !why.empty()) return "implausible header";
+  if (h->sync_size > std::max(set.config.max_image_size, size)) return "sync_size too large";
+  if (set.config.bitmap) {
+    if (auto why = core::bits_truncated_problem(*h, b.size()); !why.empty()) return "bits truncated";
+  } else if (!(h->state & core::kStateClean)) {
+    return "bitmap none, not clean";
+  }
+  if (h->state & core::kStateStale) return "stale";
+  if (h->state & core::kStateNeedsFullSync) return "needs-full-sync";
+  *out = *h;
+  return {};
+}
+
+bool bit(const Bytes& b, std::uint64_t c) {
+  const std::uint64_t byte = core::kHeaderSize + c / 8;
+  return byte < b.size() && ((b[byte] >> (c % 8)) & 1);
+}
+
+// Bytes [off, off + len) of `d`, zeros past its end, compared with the same range of `e`.
+bool same_range(const Bytes& d, const Bytes& e, std::uint64_t off, std::uint64_t len) {
+  for (std::uint64_t i = off; i < off + len;) {
+    const unsigned char x = i < d.size() ? d[i] : 0, y = i < e.size() ? e[i] : 0;
+    if (x != y) return false;
+    // fast path: both hold the whole rest of the range
+    if (i + 1 < off + len && off + len <= d.size() && off + len <= e.size())
+      return std::memcmp(d.data() + i, e.data() + i, off + len - i) == 0;
+    ++i;
+  }
+  return true;
+}
+
+}  // namespace
+
+void CheckCounts::add(const CheckCounts& o) {
+  states += o.states;
+  no_set += o.no_set;
+  images += o.images;
+  trusted += o.trusted;
+  full_bitmap += o.full_bitmap;
+  full_record += o.full_record;
+  no_copy += o.no_copy;
+  empty += o.empty;
+  differing_chunks += o.differing_chunks;
+  unmarked_chunks += o.unmarked_chunks;
+  acks += o.acks;
+  acks_no_image += o.acks_no_image;
+  for (const auto& [k, v] : o.full_reasons) full_reasons[k] += v;
+}
+
+SetPaths find_set(const Tree& t, const std::string& mount_path, const std::string& primary_rel) {
+  SetPaths s;
+  const std::string cfg_path = join(primary_rel, std::string(core::kMetaDirName) + "/" + core::kConfigName);
+  const Node* cfg = t.find(cfg_path);
+  if (!is_regular(cfg)) {
+    s.problem = "no " + cfg_path;
+    return s;
+  }
+  try {
+    s.config = core::parse_config(std::string(data_of(cfg).begin(), data_of(cfg).end()), cfg_path);
+  } catch (const std::exception& e) {
+    s.problem = e.what();
+    return s;
+  }
+  auto p = inside(s.config.primary, mount_path), q = inside(s.config.secondary, mount_path),
+       b = inside(s.config.bitmap_root(), mount_path);
+  if (!p || !q || !b) {
+    s.problem = "the set's directories are not all under " + mount_path;
+    return s;
+  }
+  s.primary = *p;
+  s.secondary = *q;
+  s.bitmaps = *b;
+  s.present = true;
+  return s;
+}
+
+std::vector<std::string> list_images(const Tree& t, const SetPaths& set) {
+  std::vector<std::string> out;
+  std::function<void(std::uint64_t, const std::string&, int)> walk = [&](std::uint64_t id, const std::string& rel,
+                                                                          int depth) {
+    if (depth > 64 || id >= t.nodes.size()) return;
+    for (const auto& [name, child] : t.nodes[id].entries) {
+      const std::string r = join(rel, name);
+      if (core::reserved_name(r) || child >= t.nodes.size()) continue;
+      const Node& n = t.nodes[child];
+      if (n.kind == Node::Dir) walk(child, r, depth + 1);
+      else if (is_regular(&n)) out.push_back(r);
+    }
+  };
+  if (std::uint64_t root = t.lookup(set.primary)) walk(root, "", 0);
+  return out;
+}
+
+void check_intent(const Tree& t, const SetPaths& set, CheckCounts& counts, std::vector<Violation>& out) {
+  for (const std::string& rel : list_images(t, set)) {
+    ++counts.images;
+    const Node* p = t.find(join(set.primary, rel));
+    const Node* s = t.find(join(set.secondary, rel));
+    const Node* bm = t.find(join(set.bitmaps, core::bitmap_rel(rel)));
+    const std::uint64_t size = data_of(p).size();
+    if (!is_regular(s)) {
+      ++counts.no_copy;
+      continue;
+    }
+    if (size == 0) {
+      ++counts.empty;
+      continue;
+    }
+    core::BitmapHeader h;
+    if (auto why = bitmap_verdict(bm, set, size, &h); !why.empty()) {
+      ++counts.full_bitmap;
+      ++counts.full_reasons[why];
+      continue;
+    }
+    // The record's proof, as the mount makes it; the file identity is taken as matching (a
+    // rebuilt state has new inode numbers; a mismatch would only cost a full resync).
+    auto rec = read_record(t.find(join(set.secondary, core::record_rel(rel))));
+    core::CoverageFacts facts{set.config.uuid, h.image_uuid, h.events, h.events_cleared,
+                              rec ? rec->file : std::nullopt};
+    if (!core::why_not_covered(rec, facts).empty()) {
+      ++counts.full_record;
+      continue;
+    }
+    ++counts.trusted;
+    const std::uint64_t cs = h.chunk_size;
+    const std::uint64_t bits = std::min(h.bit_count(), (size + cs - 1) / cs);
+    const std::uint64_t past_cover = size > h.sync_size ? h.sync_size / cs : UINT64_MAX;  // dirty at open
+    std::uint64_t unmarked = 0;
+    for (std::uint64_t c = 0; c * cs < size; ++c) {
+      const std::uint64_t len = std::min(cs, size - c * cs);
+      if (same_range(data_of(p), data_of(s), c * cs, len)) continue;
+      ++counts.differing_chunks;
+      if (c >= past_cover || (c < bits && bit(data_of(bm), c))) continue;
+      ++counts.unmarked_chunks;
+      if (++unmarked <= 3)
+        out.push_back({"intent-before-data",
+                       rel + ": chunk " + std::to_string(c) + " differs between the legs, its bit is clear in a "
+                       "trusted bitmap (events " + std::to_string(h.events) + ", state " +
+                       core::state_string(h.state) + ")"});
+    }
+  }
+}
+
+AckChecker::AckChecker(const Model& m) : m_(m) {
+  const auto& recs = m.records();
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    const Record& r = recs[i];
+    if (r.op != Op::write || r.data.empty()) continue;
+    for (std::uint64_t b = r.a / 4096; b * 4096 < r.a + r.data.size(); ++b) writes_[{r.id, b}].push_back(i);
+  }
+}
+
+void AckChecker::check(const Tree& content, const Tree& ids, const SetPaths& set, std::size_t crash,
+                       CheckCounts& counts, std::vector<Violation>& out) const {
+  // The highest acknowledged generation of each (image, block).
+  std::map<std::pair<std::string, std::uint64_t>, std::uint64_t> acked;
+  for (const Record* r : m_.marks_before(crash)) {
+    std::size_t pos = 0;
+    const std::string& text = r->name1;
+    while (pos < text.size()) {
+      std::size_t nl = text.find('\n', pos);
+      if (nl == std::string::npos) nl = text.size();
+      char img[4096];
+      unsigned long long blk = 0, gen = 0;
+      const std::string line = text.substr(pos, nl - pos);
+      if (line.size() < sizeof img && std::sscanf(line.c_str(), "ack %4095s %llu %llu", img, &blk, &gen) == 3) {
+        auto& g = acked[{img, blk}];
+        g = std::max<std::uint64_t>(g, gen);
+      }
+      pos = nl + 1;
+    }
+  }
+  std::size_t lost = 0;
+  for (const auto& [key, gen] : acked) {
+    const auto& [rel, blk] = key;
+    const std::uint64_t id = ids.lookup(join(set.primary, rel));
+    const Node* n = content.find(join(set.primary, rel));
+    if (!id || !is_regular(n)) {
+      ++counts.acks_no_image;
+      continue;
+    }
+    ++counts.acks;
+    // Candidates: every logged write of the whole block with a stamp of generation >= gen.
+    std::vector<const unsigned char*> cands;
+    if (auto it = writes_.find({id, blk}); it != writes_.end()) {
+      for (std::size_t i : it->second) {
+        if (i >= crash) break;
+        const Record& w = m_.records()[i];
+        if (w.a > blk * 4096 || w.a + w.data.size() < (blk + 1) * 4096) continue;
+        const unsigned char* d = w.data.data() + (blk * 4096 - w.a);
+        std::uint64_t sb = 0, sg = 0;
+        std::memcpy(&sb, d + 8, 8);
+        std::memcpy(&sg, d + 16, 8);
+        if (sb == blk && sg >= gen) cands.push_back(d);
+      }
+    }
+    const Bytes& b = data_of(n);
+    bool ok = !cands.empty() && b.size() >= (blk + 1) * 4096;
+    for (std::uint64_t s = 0; ok && s < 8; ++s) {
+      const unsigned char* have = b.data() + blk * 4096 + s * 512;
+      ok = std::any_of(cands.begin(), cands.end(), [&](const unsigned char* c) { return !std::memcmp(have, c + s * 512, 512); });
+    }
+    if (!ok && ++lost <= 3)
+      out.push_back({"acknowledged-write", rel + ": block " + std::to_string(blk) + " acknowledged at generation " +
+                                               std::to_string(gen) + " does not read back" +
+                                               (cands.empty() ? " (no logged write of it: marks without writes?)" : "")});
+  }
+}
+
+void check_legs_identical(const Tree& t, const SetPaths& set, std::vector<Violation>& out) {
+  for (const std::string& rel : list_images(t, set)) {
+    const Node* p = t.find(join(set.primary, rel));
+    const Node* s = t.find(join(set.secondary, rel));
+    if (!is_regular(s)) {
+      out.push_back({"legs-identical", rel + ": no secondary copy after recovery"});
+      continue;
+    }
+    if (data_of(p) != data_of(s)) {
+      std::uint64_t first = 0;
+      while (first < std::min(data_of(p).size(), data_of(s).size()) && data_of(p)[first] == data_of(s)[first]) ++first;
+      out.push_back({"legs-identical", rel + ": the legs differ after recovery (sizes " +
+                                           std::to_string(data_of(p).size()) + " and " +
+                                           std::to_string(data_of(s).size()) + ", first difference at byte " +
+                                           std::to_string(first) + ")"});
+    }
+  }
+}
+
+// ------------------------------------------------------------------ trees on disk
+
+namespace {
+
+void remove_children(int dfd) {
+  DIR* d = ::fdopendir(::dup(dfd));
+  if (!d) throw std::runtime_error(std::string("opendir: ") + std::strerror(errno));
+  std::vector<std::pair<std::string, bool>> names;
+  while (dirent* e = ::readdir(d)) {
+    if (!std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..")) continue;
+    struct stat st {};
+    if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) names.emplace_back(e->d_name, S_ISDIR(st.st_mode));
+  }
+  ::closedir(d);
+  for (auto& [name, dir] : names) {
+    if (dir) {
+      int sub = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0) throw std::runtime_error(name + ": " + std::strerror(errno));
+      remove_children(sub);
+      ::close(sub);
+    }
+    if (::unlinkat(dfd, name.c_str(), dir ? AT_REMOVEDIR : 0) != 0)
+      throw std::runtime_error("cannot remove " + name + ": " + std::strerror(errno));
+  }
+}
+
+// Writes node `id` as NAME in the directory `dfd`, which is `rel` beneath `top`.
+void write_node(const Tree& t, std::uint64_t id, int top, int dfd, const std::string& rel, const std::string& name,
+                std::map<std::uint64_t, std::string>& seen, int depth) {
+  const Node& n = t.nodes[id];
+  if (depth > 64) return;
+  if (n.kind == Node::File) {
+    if (auto it = seen.find(id); it != seen.end()) {  // a second name of the same inode
+      ::linkat(top, it->second.c_str(), dfd, name.c_str(), 0);
+      return;
+    }
+    int fd = ::openat(dfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error(name + ": " + std::strerror(errno));
+    const Bytes& b = *n.data;
+    static const unsigned char zero[4096] = {};
+    for (std::size_t off = 0; off < b.size(); off += 4096) {  // sparse: zero blocks stay holes
+      const std::size_t len = std::min<std::size_t>(4096, b.size() - off);
+      if (len == 4096 && !std::memcmp(b.data() + off, zero, 4096)) continue;
+      if (::pwrite(fd, b.data() + off, len, static_cast<off_t>(off)) != static_cast<ssize_t>(len))
+        throw std::runtime_error(name + ": write: " + std::strerror(errno));
+    }
+    if (::ftruncate(fd, static_cast<off_t>(b.size())) != 0) throw std::runtime_error(name + ": truncate");
+    ::fchmod(fd, n.mode & 07777);
+    ::close(fd);
+    seen[id] = join(rel, name);
+  } else if (n.kind == Node::Symlink) {
+    ::symlinkat(n.target.c_str(), dfd, name.c_str());
+  } else if (n.kind == Node::Dir) {
+    if (::mkdirat(dfd, name.c_str(), 0700) != 0) throw std::runtime_error(name + ": mkdir: " + std::strerror(errno));
+    int sub = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0) throw std::runtime_error(name + ": open: " + std::strerror(errno));
+    for (const auto& [child, cid] : n.entries)
+      if (cid < t.nodes.size()) write_node(t, cid, top, sub, join(rel, name), child, seen, depth + 1);
+    ::fchmod(sub, n.mode & 07777);
+    ::close(sub);
+  }
+}
+
+void read_dir(Tree& t, std::uint64_t id, int dfd, std::map<std::pair<dev_t, ino_t>, std::uint64_t>& inos) {
+  DIR* d = ::fdopendir(::dup(dfd));
+  if (!d) return;
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d))
+    if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) names.emplace_back(e->d_name);
+  ::closedir(d);
+  for (const std::string& name : names) {
+    struct stat st {};
+    if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    auto [it, fresh] = inos.emplace(std::make_pair(st.st_dev, st.st_ino), t.nodes.size());
+    const std::uint64_t cid = it->second;
+    t.node(id).entries[name] = cid;
+    if (!fresh) continue;
+    Node& n = t.node(cid);
+    n.mode = st.st_mode;
+    if (S_ISDIR(st.st_mode)) {
+      n.kind = Node::Dir;
+      int sub = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub >= 0) {
+        read_dir(t, cid, sub, inos);
+        ::close(sub);
+      }
+    } else if (S_ISLNK(st.st_mode)) {
+      t.node(cid).kind = Node::Symlink;
+      char buf[PATH_MAX];
+      ssize_t k = ::readlinkat(dfd, name.c_str(), buf, sizeof buf);
+      if (k > 0) t.node(cid).target.assign(buf, static_cast<std::size_t>(k));
+    } else {
+      t.node(cid).kind = Node::File;
+      if (!S_ISREG(st.st_mode)) continue;
+      int fd = ::openat(dfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) continue;
+      Bytes b(static_cast<std::size_t>(st.st_size));
+      std::size_t got = 0;
+      while (got < b.size()) {
+        ssize_t k = ::pread(fd, b.data() + got, b.size() - got, static_cast<off_t>(got));
+        if (k <= 0) break;
+        got += static_cast<std::size_t>(k);
+      }
+      ::close(fd);
+      b.resize(got);
+      t.node(cid).data = std::make_shared<const Bytes>(std::move(b));
+    }
+  }
+}
+
+}  // namespace
+
+void materialize(const Tree& t, const std::string& dir) {
+  struct stat st {}, up {};
+  if (::stat(dir.c_str(), &st) != 0 || ::stat((dir + "/..").c_str(), &up) != 0)
+    throw std::runtime_error(dir + ": " + std::strerror(errno));
+  if (st.st_dev != up.st_dev) throw std::runtime_error(dir + ": is a mount point (is the recorder still mounted?)");
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) throw std::runtime_error(dir + ": " + std::strerror(errno));
+  remove_children(dfd);
+  std::map<std::uint64_t, std::string> seen;
+  const Node& root = t.nodes[t.root];
+  for (const auto& [name, id] : root.entries)
+    if (id < t.nodes.size()) write_node(t, id, dfd, dfd, "", name, seen, 0);
+  ::fchmod(dfd, root.mode & 07777);
+  ::close(dfd);
+}
+
+Tree load_tree(const std::string& dir) {
+  Tree t;
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) throw std::runtime_error(dir + ": " + std::strerror(errno));
+  struct stat st {};
+  ::fstat(dfd, &st);
+  t.root = 1;
+  t.node(1).kind = Node::Dir;
+  t.node(1).mode = st.st_mode;
+  std::map<std::pair<dev_t, ino_t>, std::uint64_t> inos{{{st.st_dev, st.st_ino}, 1}};
+  read_dir(t, 1, dfd, inos);
+  ::close(dfd);
+  return t;
+}
+
+std::vector<std::string> diff_trees(const Tree& a, const Tree& b, std::size_t max) {
+  std::vector<std::string> out;
+  std::function<void(std::uint64_t, std::uint64_t, const std::string&)> cmp = [&](std::uint64_t x, std::uint64_t y,
+                                                                                   const std::string& path) {
+    if (out.size() >= max) return;
+    const Node& n = a.nodes[x];
+    const Node& m = b.nodes[y];
+    if (n.kind != m.kind) return out.push_back(path + ": kind differs");
+    if ((n.mode & 07777) != (m.mode & 07777) && n.kind != Node::Symlink)
+      out.push_back(path + ": mode " + std::to_string(n.mode & 07777) + " vs " + std::to_string(m.mode & 07777));
+    if (n.kind == Node::File && *n.data != *m.data)
+      out.push_back(path + ": contents differ (" + std::to_string(n.data->size()) + " vs " +
+                    std::to_string(m.data->size()) + " bytes)");
+    if (n.kind == Node::Symlink && n.target != m.target) out.push_back(path + ": symlink target differs");
+    if (n.kind != Node::Dir) return;
+    for (const auto& [name, id] : n.entries)
+      if (!m.entries.count(name)) out.push_back(join(path, name) + ": only in the first");
+    for (const auto& [name, id] : m.entries)
+      if (!n.entries.count(name)) out.push_back(join(path, name) + ": only in the second");
+    for (const auto& [name, id] : n.entries)
+      if (auto it = m.entries.find(name); it != m.entries.end()) cmp(id, it->second, join(path, name));
+  };
+  cmp(a.root, b.root, "");
+  if (out.size() > max) out.resize(max);
+  return out;
+}
+
+}  // namespace fmtest
