@@ -253,18 +253,42 @@ std::error_code Image::truncate(std::uint64_t size) {
   // The primary first, the secondary only once the primary changed: a size the primary
   // refuses (EFBIG, ENOSPC) is refused to the user with neither leg changed, never left
   // applied to the secondary alone (unmarked: the range is not in the bitmap).
-  const std::error_code p = ::ftruncate(primary_.get(), static_cast<off_t>(size))
-                                ? utils::last_errno()
-                                : std::error_code{};
+  //
+  // A shrink cuts data no bit covers, so its order is what keeps the legs equal across a
+  // power cut (docs/write-path.md §2a): the primary's cut is made durable before the
+  // secondary's is issued (a power cut cannot leave the secondary cut and the primary not:
+  // reconcile_size() only ever cuts the secondary to the primary's size), and the
+  // secondary's before the bitmap forgets the chunks past the end (else a later grow would
+  // find them clean over old data that one leg still holds past its end). A grow needs no
+  // order: both legs read zeros past their end.
+  const bool shrink = size < old;
+  const std::error_code p = ::ftruncate(primary_.get(), static_cast<off_t>(size)) ? utils::last_errno()
+                                                                                 : std::error_code{};
+  if (!p && shrink && secondary_ok())
+    if (auto ec = utils::fdatasync_fd(primary_.get())) {
+      // The primary is cut but maybe not durably: the secondary stays as it is and the range
+      // waits for resync (the bits are durable before this returns).
+      (void)bitmap_->mark_unsynced(size, old - size);
+      return settle("truncate", ec, {});
+    }
   std::error_code s;
   if (!p && secondary_ok() && ::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0)
     s = utils::last_errno();
+  if (!p && !s && shrink && secondary_ok()) s = utils::fdatasync_fd(secondary_.get());
   if (s && old != size)
     (void)bitmap_->mark_unsynced(std::min(old, size), std::max(old, size) - std::min(old, size));
   if (!p && !s && secondary_ok())
     if (auto ec = bitmap_->resize(size))
       spdlog::error("{}: bitmap resize failed: {}", name(), ec.message());
   return settle("truncate", p, s);
+}
+
+std::error_code Image::set_secondary_size(std::uint64_t size) {
+  // Durable before anything is served or resized: the secondary's old bytes past `size`
+  // must not come back after a power cut under chunks the bitmap no longer covers (see
+  // truncate()).
+  if (::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0) return utils::last_errno();
+  return utils::fdatasync_fd(secondary_.get());
 }
 
 std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len) {
@@ -342,7 +366,7 @@ std::error_code Image::reconcile_size() {
   if (p.st_size != s.st_size) {
     spdlog::info("{}: secondary size {} differs from primary size {}; set to the primary's", name(),
                  s.st_size, p.st_size);
-    if (::ftruncate(secondary_.get(), p.st_size) != 0) fail_secondary("truncate", utils::last_errno());
+    if (auto ec = set_secondary_size(static_cast<std::uint64_t>(p.st_size))) fail_secondary("truncate", ec);
   }
   return {};
 }
@@ -467,10 +491,11 @@ std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
   if (auto ec = bitmap_->set_degraded(false)) return ec;
   secondary_ok_.store(true, std::memory_order_release);
   struct stat p {};
-  if (::fstat(primary_.get(), &p) == 0 && ::ftruncate(secondary_.get(), p.st_size) != 0) {
-    fail_secondary("truncate", utils::last_errno());
-    return utils::errno_code(EIO);
-  }
+  if (::fstat(primary_.get(), &p) == 0)
+    if (auto ec = set_secondary_size(static_cast<std::uint64_t>(p.st_size))) {
+      fail_secondary("truncate", ec);
+      return utils::errno_code(EIO);
+    }
   spdlog::info("{}: secondary re-added; {} resync of {} chunks", name(), full ? "full" : "bitmap-based",
                bitmap_->stats().unsynced_chunks);
   return {};
