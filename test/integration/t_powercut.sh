@@ -75,6 +75,12 @@ snapshot_and_record() { # the setup is over: snapshot the root, record the workl
   cp -a --sparse=always "$ROOT" "$SNAP"
   rec_start "$FM_TMP/logs/$1.log"
 }
+syncdir() { # syncdir DIR NAME... — fsync of MNT/DIR; then each NAME (under MNT) must survive
+  local dir=$1 n
+  shift
+  "$CW" syncdir "$MNT/$dir" || fail "fsync of the directory $MNT/$dir failed"
+  for n in "$@"; do printf 'exists primary/%s\n' "$n" >"$REC/.recordfs"; done
+}
 crashwriter() { # crashwriter IMAGE SECS [ARGS] — the verifying load with marks, for SECS
   local img=$1 secs=$2
   shift 2
@@ -118,28 +124,196 @@ wl_stream() { # sequential streams: intent ahead sets the bits of the next 16 Mi
   power_cut
 }
 
+wl_writebehind() { # a write-behind set: fsync covers the primary and the bits, not the secondary
+  new_set --write-behind 64
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record writebehind
+  daemon_mount
+  crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_bursts() { # bursts and idle periods: the sweeper clears bits in between (daemon sleep 0.3 s)
+  new_set
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record bursts
+  daemon_mount
+  local end=$((SECONDS + LOAD + 1))
+  while ((SECONDS < end)); do
+    crashwriter disk.img 5 --blocks 4096 --sync-every 4 --max-writes 40 --seed "$SEED"
+    sleep 0.7
+  done
+  power_cut
+}
+
+wl_create() { # from nothing: create the set, mount, make an image, write it (all recorded)
+  rm -rf --one-file-system "${ROOT:?}"/* "$SNAP"
+  mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
+  cp -a "$ROOT" "$SNAP"
+  rec_start "$FM_TMP/logs/create.log"
+  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.3 >/dev/null
+  daemon_mount
+  truncate -s 4M "$MNT/disk.img"
+  crashwriter disk.img 1 --blocks 1024 --sync-every 8 --max-writes 200 --seed "$SEED"
+  power_cut
+}
+
+wl_namespace() { # images created, grown, shrunk, renamed (also over another) and deleted
+  new_set
+  daemon_mount
+  truncate -s 4M "$MNT/a.img" "$MNT/b.img"
+  fm_unmount "$MNT"
+  snapshot_and_record namespace
+  daemon_mount
+  crashwriter a.img 5 --blocks 1024 --sync-every 8 --max-writes 64 --seed "$SEED"
+  truncate -s 8M "$MNT/a.img"
+  crashwriter a.img 5 --blocks 2048 --sync-every 8 --max-writes 32 --seed "$SEED"
+  truncate -s 2M "$MNT/a.img"
+  truncate -s 6M "$MNT/a.img"
+  truncate -s 4M "$MNT/c.img"
+  crashwriter c.img 5 --blocks 1024 --sync-every 8 --max-writes 64 --seed "$SEED"
+  mv "$MNT/c.img" "$MNT/d.img"
+  crashwriter d.img 5 --blocks 1024 --sync-every 8 --max-writes 32 --seed "$SEED"
+  crashwriter b.img 5 --blocks 1024 --sync-every 8 --max-writes 32 --seed "$SEED"
+  mv "$MNT/d.img" "$MNT/b.img"
+  crashwriter b.img 5 --blocks 1024 --sync-every 8 --max-writes 32 --seed "$SEED"
+  rm "$MNT/a.img"
+  truncate -s 4M "$MNT/a.img"
+  crashwriter a.img 5 --blocks 1024 --sync-every 8 --max-writes 32 --seed "$SEED"
+  mkdir "$MNT/sub"
+  syncdir . a.img sub
+  mv "$MNT/b.img" "$MNT/sub/b.img"
+  syncdir sub sub/b.img
+  crashwriter sub/b.img 5 --blocks 1024 --sync-every 8 --max-writes 32 --seed "$SEED"
+  truncate -s 1M "$MNT/e.img"
+  mkdir "$MNT/empty"
+  syncdir . e.img empty
+  crashwriter e.img 5 --blocks 256 --sync-every 8 --max-writes 32 --seed "$SEED"
+  power_cut
+}
+
+wl_failreadd() { # the secondary failed, written degraded, re-added: resync cut by the crash
+  new_set
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record failreadd
+  daemon_mount
+  crashwriter disk.img 1 --blocks 4096 --sync-every 8 --seed "$SEED"
+  fm_cli fail "$MNT" disk.img
+  crashwriter disk.img 1 --blocks 4096 --sync-every 8 --seed "$SEED"
+  fm_cli re-add "$MNT" disk.img
+  crashwriter disk.img 1 --blocks 4096 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_resync() { # a full resync of an adopted image, cut by the crash, with writes racing it
+  rm -rf --one-file-system "${ROOT:?}"/* "$SNAP"
+  mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
+  head -c 24M /dev/urandom >"$ROOT/primary/disk.img"
+  rec_start "$FM_TMP/logs/setup.log"
+  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.3 >/dev/null
+  snapshot_and_record resync
+  daemon_mount
+  crashwriter disk.img "$LOAD" --blocks 6144 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_checkrepair() { # check and repair of planted differences, cut by the crash
+  new_set
+  daemon_mount
+  truncate -s 8M "$MNT/disk.img"
+  crashwriter disk.img 5 --blocks 2048 --sync-every 64 --max-writes 512 --seed "$SEED"
+  fm_unmount "$MNT"
+  rec_stop
+  # differences no bit knows of (a bad disk, say): only check/repair can find them
+  local c
+  for c in 3 17 40 99; do printf 'PLANTED' | dd of="$ROOT/secondary/disk.img" bs=1 seek=$((c * 65536 + 100)) conv=notrunc status=none; done
+  rec_start "$FM_TMP/logs/setup2.log"
+  snapshot_and_record checkrepair
+  daemon_mount
+  fm_cli sync-action "$MNT" disk.img check
+  sleep 0.5
+  fm_cli sync-action "$MNT" disk.img repair
+  crashwriter disk.img 1 --blocks 2048 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_rescale() { # rescale-bitmap (offline) of a dirty bitmap, then a mount that writes
+  new_set
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  crashwriter disk.img 1 --blocks 4096 --sync-every 8 --seed "$SEED"
+  power_cut  # leaves bits set
+  snapshot_and_record rescale
+  fm_cli rescale-bitmap "$REC/primary/.fusemirror/bitmaps/disk.img.fmbm" --chunk-size 256K >/dev/null
+  daemon_mount
+  crashwriter disk.img 1 --blocks 4096 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_ext4() { # the client's view: an ext4 inside the image (mkfs, copy, sync, more writes)
+  command -v mkfs.ext4 >/dev/null || fail "mkfs.ext4 missing (e2fsprogs)"
+  new_set
+  daemon_mount
+  truncate -s 48M "$MNT/fs.img"
+  mkfs.ext4 -q -F -b 4096 "$MNT/fs.img"
+  fm_unmount "$MNT"
+  snapshot_and_record ext4
+  daemon_mount
+  local loop dir=$FM_TMP/ext4
+  mkdir -p "$dir"
+  loop_attach "$MNT/fs.img"
+  loop=$FM_LAST_LOOP
+  PC_E2FSCK=fs.img
+  mount -t ext4 "$loop" "$dir" || fail "mount ext4 failed"
+  fm_track_mount "$dir"
+  cp -a /usr/share/doc/. "$dir/doc1/" 2>/dev/null || true
+  sync -f "$dir"
+  (
+    trap - ERR
+    set +e
+    cp -a /usr/share/doc/. "$dir/doc2/"
+    rm -rf "$dir/doc1/"[a-m]*
+  ) >/dev/null 2>&1 &
+  local cpid=$!
+  sleep "$LOAD"
+  power_cut
+  wait "$cpid" 2>/dev/null || true
+  umount -l "$dir" 2>/dev/null || true
+  losetup -d "$loop" 2>/dev/null || true
+}
+
 # ---------------------------------------------------------------------------- the run
 
 total_states=0 total_violations=0
 for w in $WORKLOADS; do
   declare -F "wl_$w" >/dev/null || fail "no workload '$w'"
   FM_CONTEXT=$w
+  PC_E2FSCK=""
   "wl_$w"
   rec_stop
-  out=$("$PC" selftest --log "$FM_TMP/logs/$w.log" --snapshot "$SNAP" --final "$ROOT" 2>&1) ||
+  mv "$SNAP" "$FM_TMP/snap.$w"
+  out=$("$PC" selftest --log "$FM_TMP/logs/$w.log" --snapshot "$FM_TMP/snap.$w" --final "$ROOT" 2>&1) ||
     fail "the replay of every record does not give the recorder's final root: $out"
   rc=0
-  out=$(FUSEMIRROR=$FUSEMIRROR FM_PC_FMNT=$MNT FM_PC_LOGDIR=$FM_TMP/logs \
-    "$PC" run --log "$FM_TMP/logs/$w.log" --snapshot "$SNAP" --mount-path "$REC" --seed "$SEED" \
+  out=$(FUSEMIRROR=$FUSEMIRROR FM_PC_FMNT=$MNT FM_PC_LOGDIR=$FM_TMP/logs FM_PC_E2FSCK=$PC_E2FSCK \
+    "$PC" run --log "$FM_TMP/logs/$w.log" --snapshot "$FM_TMP/snap.$w" --mount-path "$REC" --seed "$SEED" \
     --states "$STATES" --recover-every "$EVERY" --recover-cmd "bash $RECOVER" --label "$w" 2>&1) || rc=$?
-  printf '%s\n' "$out" | grep -E '^(VIOLATION|  state:|  replay:|powercut )' | head -n 40 >&2
+  grep -E '^(VIOLATION|  state:|  replay:|powercut )' <<<"$out" | awk 'NR <= 40' >&2 || true
   line=$(grep -E "^powercut $w: [0-9]+ states, [0-9]+ violations$" <<<"$out") ||
     fail "fm_powercut run exited $rc without its summary: $(tail -n 5 <<<"$out")"
   read -r _ _ n _ v _ <<<"$line"
   total_states=$((total_states + n))
   total_violations=$((total_violations + v))
   ((rc == 0 || rc == 1)) || fail "fm_powercut run exited $rc: $(tail -n 5 <<<"$out")"
-  rm -rf --one-file-system "$SNAP"
+  # a failing workload keeps its snapshot and log (FM_KEEP=1 keeps the whole temp dir), so
+  # that the replay commands printed above work
+  ((v > 0 || ${FM_KEEP:-0} == 1)) || rm -rf --one-file-system "$FM_TMP/snap.$w"
 done
 FM_CONTEXT=""
 echo "powercut: $total_states states, $total_violations violations" >&2

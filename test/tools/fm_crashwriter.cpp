@@ -14,6 +14,9 @@
 //       Every acknowledged block must hold a valid stamp of that block with a generation
 //       >= the acknowledged one (a later, unacknowledged write may have replaced it, never
 //       an older one). Prints "checked N lost L torn T" and exits 1 if L > 0.
+//   fm_crashwriter syncdir DIR [--mark CTL --name PATH]
+//       fsync of the directory DIR (through the mount: its names become durable); then, with
+//       --mark, "exists PATH" is written to CTL (PATH relative to the recorder's root).
 //   fm_crashwriter bitmapcheck PRIMARY SECONDARY BITMAP
 //       The md invariant after a crash: every chunk where the two legs differ has its bit
 //       set in the bitmap file (or the header is untrusted, which means a full resync).
@@ -181,6 +184,23 @@ int cmd_verify(char** argv) {
   return lost ? 1 : 0;
 }
 
+int cmd_syncdir(int argc, char** argv) {
+  int fd = ::open(argv[2], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return std::perror(argv[2]), 2;
+  if (::fsync(fd) != 0) return std::perror("fsync"), 1;
+  ::close(fd);
+  const char* mark_path = arg_str(argc, argv, "--mark");
+  const char* name = arg_str(argc, argv, "--name");
+  if (mark_path && name) {
+    int mark = ::open(mark_path, O_WRONLY | O_CLOEXEC);
+    if (mark < 0) return std::perror(mark_path), 2;
+    const std::string line = "exists " + std::string(name) + "\n";
+    if (::write(mark, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return std::perror("mark"), 2;
+    ::close(mark);
+  }
+  return 0;
+}
+
 int cmd_bitmapcheck(char** argv) {
   int p = ::open(argv[2], O_RDONLY | O_CLOEXEC), s = ::open(argv[3], O_RDONLY | O_CLOEXEC),
       m = ::open(argv[4], O_RDONLY | O_CLOEXEC);
@@ -230,11 +250,13 @@ int cmd_bitmapcheck(char** argv) {
 int main(int argc, char** argv) {
   if (argc >= 4 && std::strcmp(argv[1], "write") == 0) return cmd_write(argc, argv);
   if (argc == 4 && std::strcmp(argv[1], "verify") == 0) return cmd_verify(argv);
+  if (argc >= 3 && std::strcmp(argv[1], "syncdir") == 0) return cmd_syncdir(argc, argv);
   if (argc == 5 && std::strcmp(argv[1], "bitmapcheck") == 0) return cmd_bitmapcheck(argv);
   std::fprintf(stderr,
                "usage: fm_crashwriter write FILE ACKLOG [--blocks N] [--seed S] [--sync-every K] [--max-writes M]\n"
                "                             [--mark CTL --image NAME] [--sequential]\n"
                "       fm_crashwriter verify FILE ACKLOG\n"
+               "       fm_crashwriter syncdir DIR [--mark CTL --name PATH]\n"
                "       fm_crashwriter bitmapcheck PRIMARY SECONDARY BITMAP\n");
   return 2;
 }

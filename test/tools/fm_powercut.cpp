@@ -13,8 +13,8 @@
 //       e2fsck); then the legs must be identical and the acknowledged writes read back.
 //       Prints figures, each violation with the command that replays that state alone,
 //       and "powercut NAME: N states, V violations". Exit 1 if V > 0.
-//   fm_powercut state --log LOG --snapshot DIR --mount-path M --seed S --state I
-//       Writes state I of seed S to M and describes it (to look at it by hand).
+//   fm_powercut state --log LOG --snapshot DIR --mount-path M --seed S --state I [--final OUT]
+//       Writes state I of seed S to M (or OUT) and describes it (to look at it by hand).
 //   fm_powercut selftest --log LOG --snapshot DIR --final DIR
 //       Every record applied must give exactly DIR (the recorder's root after the run):
 //       proves the recorder saw everything and the replay applies it right.
@@ -119,7 +119,7 @@ int cmd_run(const Args& a) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   Model m(a.log, a.snapshot);
-  AckChecker acks(m);
+  AckChecker acks(m, a.primary);
   std::uint64_t writes = 0, syncs = 0, marks = 0;
   bool complete = false;
   for (const Record& r : m.records()) {
@@ -133,6 +133,16 @@ int cmd_run(const Args& a) {
   std::uint64_t violations = 0, bad_states = 0, recovered = 0;
   double recover_s = 0;
   std::map<std::string, std::uint64_t> by_invariant;
+  // Differences planted before recording (a check/repair workload) are known, not new.
+  KnownDiffs known;
+  if (SetPaths bset = find_set(m.base(), a.mount, a.primary); bset.present) {
+    CheckCounts ignored;
+    std::vector<Violation> none;
+    check_intent(m.base(), bset, ignored, none, nullptr, &known);
+    if (!known.empty())
+      std::printf("powercut %s: %zu chunks differ without their bit in the snapshot (planted): not counted\n",
+                  a.label.c_str(), known.size());
+  }
   const double load_s = std::chrono::duration<double>(clock::now() - t0).count();
   const auto t1 = clock::now();
   for (std::uint64_t i = a.first; i < a.first + a.states; ++i) {
@@ -146,11 +156,12 @@ int cmd_run(const Args& a) {
     if (!set.present) {
       ++c.no_set;
     } else {
-      check_intent(t, set, c, found);
-      acks.check(t, t, set, choice.crash, c, found);
+      check_intent(t, set, c, found, &known);
+      acks.check(t, t, choice.crash, c, found);
     }
     const bool recover = set.present && !a.recover_cmd.empty() &&
-                         ((a.recover_every && (i - a.first) % a.recover_every == 0) || !found.empty());
+                         a.recover_every &&
+                         ((i - a.first) % a.recover_every == 0 || !found.empty());
     if (recover) {
       const auto r0 = clock::now();
       materialize(t, a.mount);
@@ -161,7 +172,7 @@ int cmd_run(const Args& a) {
         SetPaths dset = find_set(disk, a.mount, a.primary);
         check_legs_identical(disk, dset, found);
         CheckCounts ignored;
-        acks.check(disk, t, dset, choice.crash, ignored, found);
+        acks.check(disk, t, choice.crash, ignored, found);
       }
       ++recovered;
       recover_s += std::chrono::duration<double>(clock::now() - r0).count();
@@ -190,7 +201,7 @@ int cmd_run(const Args& a) {
   std::printf("powercut %s: log %zu records (%llu writes, %llu syncs, %llu marks); states %llu (%.1f ms each, "
               "log read in %.1f s): images checked %llu, bitmap trusted %llu, full resync by bitmap %llu%s%s%s, "
               "by record %llu, no copy %llu, empty %llu; differing chunks %llu (%llu of them without their bit); acknowledged "
-              "blocks checked %llu (image absent %llu); recovered %llu (%.2f s each)\n",
+              "blocks checked %llu (image absent %llu), durable names %llu; recovered %llu (%.2f s each)\n",
               a.label.c_str(), m.size(), static_cast<unsigned long long>(writes), static_cast<unsigned long long>(syncs),
               static_cast<unsigned long long>(marks), static_cast<unsigned long long>(total.states),
               total.states ? 1000 * (states_s - recover_s) / static_cast<double>(total.states) : 0.0, load_s,
@@ -200,7 +211,8 @@ int cmd_run(const Args& a) {
               static_cast<unsigned long long>(total.no_copy), static_cast<unsigned long long>(total.empty),
               static_cast<unsigned long long>(total.differing_chunks),
               static_cast<unsigned long long>(total.unmarked_chunks), static_cast<unsigned long long>(total.acks),
-              static_cast<unsigned long long>(total.acks_no_image), static_cast<unsigned long long>(recovered),
+              static_cast<unsigned long long>(total.acks_no_image), static_cast<unsigned long long>(total.names),
+              static_cast<unsigned long long>(recovered),
               recovered ? recover_s / static_cast<double>(recovered) : 0.0);
   if (total.no_set) std::printf("powercut %s: %llu states hold no mirror set yet (crash before create finished)\n", a.label.c_str(),
                                 static_cast<unsigned long long>(total.no_set));
@@ -216,9 +228,10 @@ int cmd_state(const Args& a) {
   Model m(a.log, a.snapshot);
   StateChoice choice;
   Tree t = m.build(state_seed(a.seed, a.state), &choice);
-  materialize(t, a.mount);
+  const std::string out = a.final_dir.empty() ? a.mount : a.final_dir;
+  materialize(t, out);
   std::printf("state %llu of seed %llu written to %s: %s\n", static_cast<unsigned long long>(a.state),
-              static_cast<unsigned long long>(a.seed), a.mount.c_str(), choice.describe().c_str());
+              static_cast<unsigned long long>(a.seed), out.c_str(), choice.describe().c_str());
   return 0;
 }
 

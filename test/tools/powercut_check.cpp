@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,7 +122,9 @@ void CheckCounts::add(const CheckCounts& o) {
   empty += o.empty;
   differing_chunks += o.differing_chunks;
   unmarked_chunks += o.unmarked_chunks;
+  known_chunks += o.known_chunks;
   acks += o.acks;
+  names += o.names;
   acks_no_image += o.acks_no_image;
   for (const auto& [k, v] : o.full_reasons) full_reasons[k] += v;
 }
@@ -170,7 +173,8 @@ std::vector<std::string> list_images(const Tree& t, const SetPaths& set) {
   return out;
 }
 
-void check_intent(const Tree& t, const SetPaths& set, CheckCounts& counts, std::vector<Violation>& out) {
+void check_intent(const Tree& t, const SetPaths& set, CheckCounts& counts, std::vector<Violation>& out,
+                  const KnownDiffs* known, KnownDiffs* collect) {
   for (const std::string& rel : list_images(t, set)) {
     ++counts.images;
     const Node* p = t.find(join(set.primary, rel));
@@ -210,58 +214,110 @@ void check_intent(const Tree& t, const SetPaths& set, CheckCounts& counts, std::
       if (same_range(data_of(p), data_of(s), c * cs, len)) continue;
       ++counts.differing_chunks;
       if (c >= past_cover || (c < bits && bit(data_of(bm), c))) continue;
+      if (collect) {
+        collect->insert({rel, c});
+        continue;
+      }
+      if (known && known->count({rel, c})) {
+        ++counts.known_chunks;
+        continue;
+      }
       ++counts.unmarked_chunks;
       if (++unmarked <= 3)
         out.push_back({"intent-before-data",
                        rel + ": chunk " + std::to_string(c) + " differs between the legs, its bit is clear in a "
                        "trusted bitmap (events " + std::to_string(h.events) + ", state " +
-                       core::state_string(h.state) + ")"});
+                       core::state_string(h.state) + "; inodes: primary #" + std::to_string(t.lookup(join(set.primary, rel))) +
+                       ", secondary #" + std::to_string(t.lookup(join(set.secondary, rel))) + ", bitmap #" +
+                       std::to_string(t.lookup(join(set.bitmaps, core::bitmap_rel(rel)))) + ", record #" +
+                       std::to_string(t.lookup(join(set.secondary, core::record_rel(rel)))) + ")"});
     }
   }
 }
 
-AckChecker::AckChecker(const Model& m) : m_(m) {
+AckChecker::AckChecker(const Model& m, const std::string& primary_rel) : m_(m) {
   const auto& recs = m.records();
-  for (std::size_t i = 0; i < recs.size(); ++i) {
+  Tree names = m.base();  // the namespace as it really was at each mark
+  for (std::size_t i = m.first_op(); i < recs.size(); ++i) {
     const Record& r = recs[i];
-    if (r.op != Op::write || r.data.empty()) continue;
-    for (std::uint64_t b = r.a / 4096; b * 4096 < r.a + r.data.size(); ++b) writes_[{r.id, b}].push_back(i);
+    if (r.op == Op::write && !r.data.empty()) {
+      for (std::uint64_t b = r.a / 4096; b * 4096 < r.a + r.data.size(); ++b) writes_[{r.id, b}].push_back(i);
+    } else if (r.op == Op::truncate || (r.op == Op::fallocate && (r.a & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE |
+                                                                          FALLOC_FL_COLLAPSE_RANGE)))) {
+      cuts_[r.id].push_back(i);
+    } else if (is_namespace(r.op)) {
+      m.apply_record(names, r);
+    } else if (r.op == Op::mark) {
+      std::size_t pos = 0;
+      while (pos < r.name1.size()) {
+        std::size_t nl = r.name1.find('\n', pos);
+        if (nl == std::string::npos) nl = r.name1.size();
+        const std::string line = r.name1.substr(pos, nl - pos);
+        pos = nl + 1;
+        char what[4096];
+        unsigned long long blk = 0, gen = 0;
+        if (line.size() >= sizeof what) continue;
+        if (std::sscanf(line.c_str(), "ack %4095s %llu %llu", what, &blk, &gen) == 3) {
+          if (std::uint64_t id = names.lookup(join(primary_rel, what)))
+            acks_.push_back({i, id, blk, gen, what});
+        } else if (std::sscanf(line.c_str(), "exists %4095s", what) == 1) {
+          exists_.emplace_back(i, what);
+        }
+      }
+    }
   }
 }
 
-void AckChecker::check(const Tree& content, const Tree& ids, const SetPaths& set, std::size_t crash,
-                       CheckCounts& counts, std::vector<Violation>& out) const {
-  // The highest acknowledged generation of each (image, block).
-  std::map<std::pair<std::string, std::uint64_t>, std::uint64_t> acked;
-  for (const Record* r : m_.marks_before(crash)) {
-    std::size_t pos = 0;
-    const std::string& text = r->name1;
-    while (pos < text.size()) {
-      std::size_t nl = text.find('\n', pos);
-      if (nl == std::string::npos) nl = text.size();
-      char img[4096];
-      unsigned long long blk = 0, gen = 0;
-      const std::string line = text.substr(pos, nl - pos);
-      if (line.size() < sizeof img && std::sscanf(line.c_str(), "ack %4095s %llu %llu", img, &blk, &gen) == 3) {
-        auto& g = acked[{img, blk}];
-        g = std::max<std::uint64_t>(g, gen);
-      }
-      pos = nl + 1;
-    }
+namespace {
+
+// Every reachable node's path (the first found).
+std::map<std::uint64_t, std::string> paths_of(const Tree& t) {
+  std::map<std::uint64_t, std::string> out;
+  std::function<void(std::uint64_t, const std::string&, int)> walk = [&](std::uint64_t id, const std::string& p, int depth) {
+    if (depth > 64 || id >= t.nodes.size() || !out.emplace(id, p).second) return;
+    for (const auto& [name, child] : t.nodes[id].entries) walk(child, join(p, name), depth + 1);
+  };
+  walk(t.root, "", 0);
+  return out;
+}
+
+// A truncate, punch, zero-range or collapse of `r` that leaves block `blk` reading zeros.
+bool zeroes_block(const Record& r, std::uint64_t blk) {
+  if (r.op == Op::truncate) return r.a < (blk + 1) * 4096;
+  if (r.a & FALLOC_FL_COLLAPSE_RANGE) return r.b < (blk + 1) * 4096;
+  return r.b <= blk * 4096 && r.b + r.c >= (blk + 1) * 4096;
+}
+
+}  // namespace
+
+void AckChecker::check(const Tree& content, const Tree& state, std::size_t crash, CheckCounts& counts,
+                       std::vector<Violation>& out) const {
+  for (const auto& [at, path] : exists_) {
+    if (at >= crash) break;
+    ++counts.names;
+    if (!content.find(path)) out.push_back({"durable-name", path + " was made durable (a directory fsync returned) and is gone"});
   }
+  // The highest acknowledged generation of each (inode, block).
+  std::map<std::pair<std::uint64_t, std::uint64_t>, const Ack*> acked;
+  for (const Ack& a : acks_) {
+    if (a.at >= crash) break;
+    const Ack*& cur = acked[{a.id, a.block}];
+    if (!cur || a.gen > cur->gen) cur = &a;
+  }
+  const auto paths = paths_of(state);
   std::size_t lost = 0;
-  for (const auto& [key, gen] : acked) {
-    const auto& [rel, blk] = key;
-    const std::uint64_t id = ids.lookup(join(set.primary, rel));
-    const Node* n = content.find(join(set.primary, rel));
-    if (!id || !is_regular(n)) {
+  for (const auto& [key, ack] : acked) {
+    const auto& [id, blk] = key;
+    auto where = paths.find(id);
+    if (where == paths.end()) {  // its name did not survive, or it was removed
       ++counts.acks_no_image;
       continue;
     }
     ++counts.acks;
     // Candidates: every logged write of the whole block with a stamp of generation >= gen.
     std::vector<const unsigned char*> cands;
-    if (auto it = writes_.find({id, blk}); it != writes_.end()) {
+    std::size_t acked_write = SIZE_MAX;
+    if (auto it = writes_.find(key); it != writes_.end()) {
       for (std::size_t i : it->second) {
         if (i >= crash) break;
         const Record& w = m_.records()[i];
@@ -270,19 +326,29 @@ void AckChecker::check(const Tree& content, const Tree& ids, const SetPaths& set
         std::uint64_t sb = 0, sg = 0;
         std::memcpy(&sb, d + 8, 8);
         std::memcpy(&sg, d + 16, 8);
-        if (sb == blk && sg >= gen) cands.push_back(d);
+        if (sb != blk || sg < ack->gen) continue;
+        cands.push_back(d);
+        if (sg == ack->gen) acked_write = std::min(acked_write, i);
       }
     }
-    const Bytes& b = data_of(n);
-    bool ok = !cands.empty() && b.size() >= (blk + 1) * 4096;
+    static const unsigned char zeros[4096] = {};
+    if (auto it = cuts_.find(id); it != cuts_.end() && acked_write != SIZE_MAX)
+      for (std::size_t i : it->second)
+        if (i > acked_write && i < crash && zeroes_block(m_.records()[i], blk)) cands.push_back(zeros);
+    const Node* n = content.find(where->second);
+    const Bytes* b = n && n->kind == Node::File ? n->data.get() : nullptr;
+    bool ok = b && acked_write != SIZE_MAX;
     for (std::uint64_t s = 0; ok && s < 8; ++s) {
-      const unsigned char* have = b.data() + blk * 4096 + s * 512;
+      unsigned char have[512] = {};
+      const std::uint64_t off = blk * 4096 + s * 512;
+      if (off < b->size()) std::memcpy(have, b->data() + off, std::min<std::size_t>(512, b->size() - off));
       ok = std::any_of(cands.begin(), cands.end(), [&](const unsigned char* c) { return !std::memcmp(have, c + s * 512, 512); });
     }
     if (!ok && ++lost <= 3)
-      out.push_back({"acknowledged-write", rel + ": block " + std::to_string(blk) + " acknowledged at generation " +
-                                               std::to_string(gen) + " does not read back" +
-                                               (cands.empty() ? " (no logged write of it: marks without writes?)" : "")});
+      out.push_back({"acknowledged-write", where->second + " (" + ack->rel + " when acknowledged): block " +
+                                               std::to_string(blk) + " acknowledged at generation " +
+                                               std::to_string(ack->gen) + " does not read back" +
+                                               (acked_write == SIZE_MAX ? " (no logged write of that generation)" : "")});
   }
 }
 

@@ -183,13 +183,6 @@ void Model::analyse() {
   hot_.assign(hot.begin(), hot.end());
 }
 
-std::vector<const Record*> Model::marks_before(std::size_t crash) const {
-  std::vector<const Record*> out;
-  for (std::size_t i = first_op_; i < std::min(crash, recs_.size()); ++i)
-    if (recs_[i].op == Op::mark) out.push_back(&recs_[i]);
-  return out;
-}
-
 void Model::apply(Tree& t, const Record& r, std::mt19937_64* tear_rng, int tear) const {
   switch (r.op) {
     case Op::create:

@@ -77,14 +77,17 @@ class Model {
 
   // The state for `seed` (crash point and choices drawn from it).
   Tree build(std::uint64_t seed, StateChoice* choice) const;
+  // No record applied: the snapshot as the recorder found it.
+  const Tree& base() const { return base_; }
   // Every record applied (what the recorder's root holds after the log).
   Tree build_all() const;
-  // The records of marks before `crash`.
-  std::vector<const Record*> marks_before(std::size_t crash) const;
+  // Applies one record to `t` as it happened (no tearing).
+  void apply_record(Tree& t, const Record& r) const { apply(t, r, nullptr, 0); }
+  // The index of the first record after the initial BASE records.
+  std::size_t first_op() const { return first_op_; }
 
  private:
   void analyse();
-  Tree base_tree() const;
   void apply(Tree& t, const Record& r, std::mt19937_64* tear_rng, int tear) const;
   Tree apply_choice(const std::vector<char>& keep, const std::vector<int>& tear, std::uint64_t tear_seed) const;
 
