@@ -6,10 +6,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "core/bitmap_file.hpp"
 #include "core/layout.hpp"
+#include "utils/thread_pool.hpp"
 
 namespace fusemirror::core {
 
@@ -296,12 +298,26 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
     // durable first: a power cut can then never leave this record next to a copy or a
     // bitmap of another life of the name (docs/write-path.md §2b).
     if (sec_new || undo.bitmap) {
-      for (const auto& [dir, name] : {std::pair{&legs_.primary, rel}, std::pair{&legs_.bitmaps, brel}})
-        if (auto ec = dir->sync_parent(name)) {
+      // The three fsyncs run concurrently (on one file system they share a journal commit).
+      std::error_code pe, be, se;
+      utils::Completion pd, bd;
+      if (!pool_ || !pool_->submit([&] { pe = legs_.primary.sync_parent(rel); pd.done(); })) {
+        pe = legs_.primary.sync_parent(rel);
+        pd.done();
+      }
+      if (!pool_ || !pool_->submit([&] { be = legs_.bitmaps.sync_parent(brel); bd.done(); })) {
+        be = legs_.bitmaps.sync_parent(brel);
+        bd.done();
+      }
+      se = legs_.secondary.sync_parent(rel);
+      pd.wait();
+      bd.wait();
+      for (const auto& [dir, name, ec] : {std::tuple{&legs_.primary, rel, pe}, std::tuple{&legs_.bitmaps, brel, be}})
+        if (ec) {
           spdlog::error("{}/{}: cannot make the name durable: {}", dir->path(), name, ec.message());
           return ec;
         }
-      if (auto ec = legs_.secondary.sync_parent(rel)) img->fail_secondary("directory fsync", ec);
+      if (se) img->fail_secondary("directory fsync", se);
     }
     // From here the secondary is a member at the bitmap's current events.
     if (!img->secondary_ok()) {

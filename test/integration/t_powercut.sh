@@ -7,12 +7,16 @@
 # recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
 # e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
 #
-# Environment (defaults are the CI size, about a minute):
-#   FM_PC_WORKLOADS      the workloads, in order (default: all of them but the long ones)
-#   FM_PC_STATES         states per workload (default 40)
-#   FM_PC_RECOVER_EVERY  every K-th state also gets the recovery check (default 20)
+# Workloads (wl_* below): randsync nosync stream writebehind bursts remount failreadd resync (the data
+# paths: the default here) and create namespace checkrepair rescale ext4 (names and offline
+# tools: t_powercut_names.sh). test/reliability/run --powercut runs them all, longer.
+#
+# Environment (defaults are the CI size, about 40 s):
+#   FM_PC_WORKLOADS      the workloads, in order
+#   FM_PC_STATES         states per workload (default 20)
+#   FM_PC_RECOVER_EVERY  every K-th state also gets the recovery check (default 20; 0: none)
 #   FM_PC_SEED           the run's seed (default: random, printed)
-#   FM_PC_LOAD_SECS      seconds of load per workload (default 2)
+#   FM_PC_LOAD_SECS      seconds of load per workload (default 1)
 #   FM_PC_DAEMON_FAULT   FM_FAULT for the daemon under test (test builds), e.g. bitmap.late
 #   FM_PC_EXPECT         "clean" (default: 0 violations) or "violations" (> 0: the suite
 #                        catches a broken daemon; t_powercut_canary.sh)
@@ -26,12 +30,12 @@ RFS=${FM_RECORDFS:-$TOOLS/fm_recordfs}
 CW=${FM_CRASHWRITER:-$TOOLS/fm_crashwriter}
 for t in "$PC" "$RFS" "$CW"; do [[ -x $t ]] || fail "$t not found (set FM_POWERCUT, FM_RECORDFS, FM_CRASHWRITER)"; done
 RECOVER=$FM_LIB_DIR/powercut_recover.sh
-STATES=${FM_PC_STATES:-40}
+STATES=${FM_PC_STATES:-20}
 EVERY=${FM_PC_RECOVER_EVERY:-20}
 SEED=${FM_PC_SEED:-$((RANDOM * 32768 + RANDOM))}
-LOAD=${FM_PC_LOAD_SECS:-2}
+LOAD=${FM_PC_LOAD_SECS:-1}
 EXPECT=${FM_PC_EXPECT:-clean}
-WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream}
+WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream writebehind bursts remount failreadd resync}
 ROOT=$FM_TMP/root  # what the recorder shows: root/primary, root/secondary
 REC=$FM_TMP/rec    # its mount point: the set's config names REC/primary, REC/secondary
 SNAP=$FM_TMP/snap
@@ -68,7 +72,7 @@ new_set() { # new_set [CREATE ARGS] — an empty root, the set created through t
   rm -rf --one-file-system "${ROOT:?}"/* "$SNAP"
   mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
   rec_start "$FM_TMP/logs/setup.log"
-  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.3 "$@" >/dev/null
+  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.1 "$@" >/dev/null
 }
 snapshot_and_record() { # the setup is over: snapshot the root, record the workload's log
   rec_stop
@@ -150,12 +154,30 @@ wl_bursts() { # bursts and idle periods: the sweeper clears bits in between (dae
   power_cut
 }
 
+wl_remount() { # clean unmounts and mounts: the clean header and record, the scan's images closed clean
+  new_set
+  daemon_mount
+  truncate -s 8M "$MNT/a.img" "$MNT/b.img"
+  fm_unmount "$MNT"
+  snapshot_and_record remount
+  daemon_mount
+  crashwriter a.img 5 --blocks 2048 --sync-every 8 --max-writes 150 --seed "$SEED"
+  fm_unmount "$MNT"
+  daemon_mount
+  crashwriter b.img 5 --blocks 2048 --sync-every 8 --max-writes 100 --seed "$SEED"
+  crashwriter a.img 5 --blocks 2048 --sync-every 8 --max-writes 50 --seed "$SEED"
+  fm_unmount "$MNT"
+  daemon_mount
+  crashwriter a.img "$LOAD" --blocks 2048 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
 wl_create() { # from nothing: create the set, mount, make an image, write it (all recorded)
   rm -rf --one-file-system "${ROOT:?}"/* "$SNAP"
   mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
   cp -a "$ROOT" "$SNAP"
   rec_start "$FM_TMP/logs/create.log"
-  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.3 >/dev/null
+  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.1 >/dev/null
   daemon_mount
   truncate -s 4M "$MNT/disk.img"
   crashwriter disk.img 1 --blocks 1024 --sync-every 8 --max-writes 200 --seed "$SEED"
@@ -216,7 +238,7 @@ wl_resync() { # a full resync of an adopted image, cut by the crash, with writes
   mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
   head -c 24M /dev/urandom >"$ROOT/primary/disk.img"
   rec_start "$FM_TMP/logs/setup.log"
-  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.3 >/dev/null
+  fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.1 >/dev/null
   snapshot_and_record resync
   daemon_mount
   crashwriter disk.img "$LOAD" --blocks 6144 --sync-every 8 --seed "$SEED"
@@ -260,7 +282,7 @@ wl_ext4() { # the client's view: an ext4 inside the image (mkfs, copy, sync, mor
   command -v mkfs.ext4 >/dev/null || fail "mkfs.ext4 missing (e2fsprogs)"
   new_set
   daemon_mount
-  truncate -s 48M "$MNT/fs.img"
+  truncate -s 32M "$MNT/fs.img"
   mkfs.ext4 -q -F -b 4096 "$MNT/fs.img"
   fm_unmount "$MNT"
   snapshot_and_record ext4
