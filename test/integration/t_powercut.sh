@@ -178,6 +178,8 @@ wl_create() { # from nothing: create the set, mount, make an image, write it (al
   cp -a "$ROOT" "$SNAP"
   rec_start "$FM_TMP/logs/create.log"
   fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.1 >/dev/null
+  # create returned: the set must survive a power cut from here on
+  printf 'exists primary/.fusemirror/config.json\nexists secondary/.fusemirror/member.json\n' >"$REC/.recordfs"
   daemon_mount
   truncate -s 4M "$MNT/disk.img"
   crashwriter disk.img 1 --blocks 1024 --sync-every 8 --max-writes 200 --seed "$SEED"
@@ -326,7 +328,8 @@ for w in $WORKLOADS; do
   out=$(FUSEMIRROR=$FUSEMIRROR FM_PC_FMNT=$MNT FM_PC_LOGDIR=$FM_TMP/logs FM_PC_E2FSCK=$PC_E2FSCK \
     "$PC" run --log "$FM_TMP/logs/$w.log" --snapshot "$FM_TMP/snap.$w" --mount-path "$REC" --seed "$SEED" \
     --states "$STATES" --recover-every "$EVERY" --recover-cmd "bash $RECOVER" --label "$w" 2>&1) || rc=$?
-  grep -E '^(VIOLATION|  state:|  replay:|powercut )' <<<"$out" | awk 'NR <= 40' >&2 || true
+  grep -E '^(VIOLATION|  state:|  replay:)' <<<"$out" | awk 'NR <= 30' >&2 || true
+  grep -E '^powercut ' <<<"$out" >&2 || true
   line=$(grep -E "^powercut $w: [0-9]+ states, [0-9]+ violations$" <<<"$out") ||
     fail "fm_powercut run exited $rc without its summary: $(tail -n 5 <<<"$out")"
   read -r _ _ n _ v _ <<<"$line"
