@@ -6,8 +6,8 @@
 //                   [--states N] [--first I] [--recover-every K --recover-cmd CMD]
 //                   [--label NAME] [-v]
 //       States I .. I+N-1 of seed S (default 1, 0, 200). Every state: intent before data
-//       and the acknowledged writes, offline. Every K-th state (and every state that
-//       failed offline) is also written to M (the recorder's mount point, now a plain
+//       and the acknowledged writes, offline. With K > 0, every K-th state (and every state
+//       that failed offline) is also written to M (the recorder's mount point, now a plain
 //       directory, so that config.json's paths hold) and CMD is run by sh with FM_PC_STATE
 //       and FM_PC_MOUNT set (it mounts fusemirror, waits for --clean, unmounts; may run
 //       e2fsck); then the legs must be identical and the acknowledged writes read back.
@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "test/tools/powercut_check.hpp"
+#include "test/tools/powercut_tree.hpp"
 #include "test/tools/powercut_model.hpp"
 
 namespace {

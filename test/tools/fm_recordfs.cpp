@@ -26,19 +26,16 @@
 //
 // Stop it with fusermount3 -u MOUNTPOINT (or SIGTERM): the log gets an END record and is
 // flushed; a log without END was cut short.
-#define FUSE_USE_VERSION 312
+#include "test/tools/passthrough.hpp"  // first: it sets FUSE_USE_VERSION
 #include <dirent.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
-#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -46,12 +43,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
-#include "test/tools/oplog.hpp"
+#include "test/tools/recorder.hpp"
 
 namespace {
 
@@ -61,14 +56,10 @@ using fmtest::Record;
 constexpr const char* kCtlPath = "/.recordfs";
 constexpr const char* kCtlName = ".recordfs";
 
-int g_bfd = -1;
-std::string g_backing;
-std::unique_ptr<fmtest::LogWriter> g_log;
-
-// Guards g_log, the id map, and every mutating operation (executed and logged together).
-std::mutex g_mu;
-std::unordered_map<ino_t, std::uint64_t> g_ids;  // backing inode -> recorder id
-std::uint64_t g_next_id = 1;
+namespace pt = fmtest::pt;
+using pt::neg_errno;
+using pt::rel;
+std::unique_ptr<fmtest::Recorder> g_rec;
 std::atomic<std::uint64_t> g_writes{0}, g_syncs{0};
 
 struct Handle {
@@ -83,95 +74,15 @@ struct Handle {
 
 Handle* H(const fuse_file_info* fi) { return fi ? reinterpret_cast<Handle*>(static_cast<uintptr_t>(fi->fh)) : nullptr; }
 bool is_ctl(const char* path) { return path && std::strcmp(path, kCtlPath) == 0; }
-const char* rel(const char* path) {
-  if (!path || !path[0] || (path[0] == '/' && !path[1])) return ".";
-  return path[0] == '/' ? path + 1 : path;
-}
-std::string abs_path(const char* path) { return g_backing + (path && path[0] == '/' && path[1] ? path : "/"); }
-int neg_errno() { return -errno; }
 
-// "a/b/c" -> {"a/b", "c"}; "c" -> {".", "c"}.
-std::pair<std::string, std::string> split(const char* r) {
-  std::string s = r;
-  auto slash = s.rfind('/');
-  if (slash == std::string::npos) return {".", s};
-  return {s.substr(0, slash), s.substr(slash + 1)};
-}
-
-// REQUIRES g_mu. A fresh id for a new inode (its number may be an old one's, reused).
-std::uint64_t new_id(ino_t ino) { return g_ids[ino] = g_next_id++; }
-
-std::uint64_t id_of_path(const std::string& r);
-
-// REQUIRES g_mu. The id of an inode seen by stat; one not seen before (nothing else should
-// change ROOT while it is recorded) is added with a BASE record naming it at `r`.
-std::uint64_t id_of(const struct stat& st, const std::string& r) {
-  if (auto it = g_ids.find(st.st_ino); it != g_ids.end()) return it->second;
-  std::fprintf(stderr, "fm_recordfs: %s was not seen before; recorded as found\n", r.c_str());
-  const std::uint64_t id = new_id(st.st_ino);
-  Record rec;
-  rec.op = Op::base;
-  rec.id = id;
-  if (r != ".") {
-    auto [parent, name] = split(r.c_str());
-    rec.id2 = id_of_path(parent);
-    rec.name1 = name;
-  }
-  rec.a = st.st_mode;
-  rec.b = static_cast<std::uint64_t>(st.st_size);
-  g_log->append(std::move(rec));
-  return id;
-}
-
-std::uint64_t id_of_path(const std::string& r) {
-  struct stat st {};
-  if (::fstatat(g_bfd, r.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
-  return id_of(st, r);
-}
-
-std::uint64_t id_of_fd(int fd, const char* what) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return 0;
-  return id_of(st, what);
-}
-
+using Lock = std::lock_guard<std::mutex>;
+std::pair<std::string, std::string> split(const char* r) { return fmtest::split_path(r); }
+std::uint64_t new_id(ino_t ino) { return g_rec->new_id(ino); }
+std::uint64_t id_of_path(const std::string& r) { return g_rec->id_of_path(r); }
+std::uint64_t id_of_fd(int fd, const char* what) { return g_rec->id_of_fd(fd, what); }
 void log_rec(Op op, std::uint64_t id, std::uint64_t id2 = 0, std::string n1 = {}, std::uint64_t a = 0,
              std::uint64_t b = 0, std::uint64_t c = 0, std::uint64_t id3 = 0, std::string n2 = {}) {
-  Record r;
-  r.op = op;
-  r.id = id;
-  r.id2 = id2;
-  r.id3 = id3;
-  r.a = a;
-  r.b = b;
-  r.c = c;
-  r.name1 = std::move(n1);
-  r.name2 = std::move(n2);
-  g_log->append(std::move(r));
-}
-
-// BASE records for everything under ROOT, depth first (REQUIRES g_mu).
-void scan(const std::string& r, std::uint64_t dir_id) {
-  int fd = ::openat(g_bfd, r.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return;
-  DIR* d = ::fdopendir(fd);
-  if (!d) {
-    ::close(fd);
-    return;
-  }
-  std::vector<std::pair<std::string, struct stat>> entries;
-  while (dirent* e = ::readdir(d)) {
-    if (!std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..")) continue;
-    struct stat st {};
-    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) entries.emplace_back(e->d_name, st);
-  }
-  ::closedir(d);
-  for (auto& [name, st] : entries) {
-    auto it = g_ids.find(st.st_ino);
-    const std::uint64_t id = it != g_ids.end() ? it->second : new_id(st.st_ino);
-    log_rec(Op::base, id, dir_id, name, st.st_mode, static_cast<std::uint64_t>(st.st_size));
-    if (S_ISDIR(st.st_mode)) scan(r == "." ? name : r + "/" + name, id);
-  }
+  g_rec->log(op, id, id2, std::move(n1), a, b, c, id3, std::move(n2));
 }
 
 // ------------------------------------------------------------------ operations
@@ -207,25 +118,17 @@ int op_getattr(const char* path, struct stat* st, fuse_file_info* fi) {
   }
   if (!path) return -ESTALE;
   if (is_ctl(path)) return ctl_attr(st), 0;
-  return ::fstatat(g_bfd, rel(path), st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
-}
-
-int op_readlink(const char* path, char* buf, size_t size) {
-  if (size == 0) return -EINVAL;
-  ssize_t n = ::readlinkat(g_bfd, rel(path), buf, size - 1);
-  if (n < 0) return neg_errno();
-  buf[n] = '\0';
-  return 0;
+  return ::fstatat(pt::root.fd, rel(path), st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
 }
 
 // A new inode at `path`: executed by `make` (returns 0 or -errno), then logged as `op`.
 template <typename F>
 int make_entry(const char* path, Op op, F&& make, std::string target = {}) {
   if (is_ctl(path)) return -EEXIST;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   if (int rc = make(); rc != 0) return rc;
   struct stat st {};
-  if (::fstatat(g_bfd, rel(path), &st, AT_SYMLINK_NOFOLLOW) != 0) return neg_errno();
+  if (::fstatat(pt::root.fd, rel(path), &st, AT_SYMLINK_NOFOLLOW) != 0) return neg_errno();
   auto [parent, name] = split(rel(path));
   const std::uint64_t pid = id_of_path(parent);
   log_rec(op, new_id(st.st_ino), pid, name, st.st_mode, 0, 0, 0, std::move(target));
@@ -233,23 +136,23 @@ int make_entry(const char* path, Op op, F&& make, std::string target = {}) {
 }
 
 int op_mknod(const char* path, mode_t mode, dev_t rdev) {
-  return make_entry(path, Op::create, [&] { return ::mknodat(g_bfd, rel(path), mode, rdev) == 0 ? 0 : neg_errno(); });
+  return make_entry(path, Op::create, [&] { return ::mknodat(pt::root.fd, rel(path), mode, rdev) == 0 ? 0 : neg_errno(); });
 }
 
 int op_mkdir(const char* path, mode_t mode) {
-  return make_entry(path, Op::mkdir, [&] { return ::mkdirat(g_bfd, rel(path), mode) == 0 ? 0 : neg_errno(); });
+  return make_entry(path, Op::mkdir, [&] { return ::mkdirat(pt::root.fd, rel(path), mode) == 0 ? 0 : neg_errno(); });
 }
 
 int op_symlink(const char* target, const char* path) {
   return make_entry(
-      path, Op::symlink, [&] { return ::symlinkat(target, g_bfd, rel(path)) == 0 ? 0 : neg_errno(); }, target);
+      path, Op::symlink, [&] { return ::symlinkat(target, pt::root.fd, rel(path)) == 0 ? 0 : neg_errno(); }, target);
 }
 
 int remove_entry(const char* path, Op op, int flags) {
   if (is_ctl(path)) return -EPERM;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   const std::uint64_t id = id_of_path(rel(path));
-  if (::unlinkat(g_bfd, rel(path), flags) != 0) return neg_errno();
+  if (::unlinkat(pt::root.fd, rel(path), flags) != 0) return neg_errno();
   auto [parent, name] = split(rel(path));
   log_rec(op, id, id_of_path(parent), name);
   return 0;
@@ -260,10 +163,10 @@ int op_rmdir(const char* path) { return remove_entry(path, Op::rmdir, AT_REMOVED
 
 int op_rename(const char* from, const char* to, unsigned int flags) {
   if (is_ctl(from) || is_ctl(to)) return -EPERM;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   const std::uint64_t id = id_of_path(rel(from));
   const std::uint64_t replaced = id_of_path(rel(to));  // 0: nothing there
-  if (::renameat2(g_bfd, rel(from), g_bfd, rel(to), flags) != 0) return neg_errno();
+  if (::renameat2(pt::root.fd, rel(from), pt::root.fd, rel(to), flags) != 0) return neg_errno();
   auto [pf, nf] = split(rel(from));
   auto [pt, nt] = split(rel(to));
   log_rec(Op::rename, id, id_of_path(pf), nf, flags, replaced, 0, id_of_path(pt), nt);
@@ -272,8 +175,8 @@ int op_rename(const char* from, const char* to, unsigned int flags) {
 
 int op_link(const char* from, const char* to) {
   if (is_ctl(from) || is_ctl(to)) return -EPERM;
-  std::lock_guard lk(g_mu);
-  if (::linkat(g_bfd, rel(from), g_bfd, rel(to), 0) != 0) return neg_errno();
+  Lock lk(g_rec->mu);
+  if (::linkat(pt::root.fd, rel(from), pt::root.fd, rel(to), 0) != 0) return neg_errno();
   auto [pt, nt] = split(rel(to));
   log_rec(Op::link, id_of_path(rel(from)), id_of_path(pt), nt);
   return 0;
@@ -282,14 +185,14 @@ int op_link(const char* from, const char* to) {
 int op_chmod(const char* path, mode_t mode, fuse_file_info* fi) {
   Handle* h = H(fi);
   if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return -EPERM;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   std::uint64_t id = 0;
   if (h && h->kind == Handle::File) {
     if (::fchmod(h->fd, mode) != 0) return neg_errno();
     id = h->id;
   } else {
     if (!path) return -ESTALE;
-    if (::fchmodat(g_bfd, rel(path), mode, 0) != 0) return neg_errno();
+    if (::fchmodat(pt::root.fd, rel(path), mode, 0) != 0) return neg_errno();
     id = id_of_path(rel(path));
   }
   log_rec(Op::chmod, id, 0, {}, mode);
@@ -301,20 +204,20 @@ int op_chown(const char* path, uid_t uid, gid_t gid, fuse_file_info* fi) {
   if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return -EPERM;
   if (h && h->kind == Handle::File) return ::fchown(h->fd, uid, gid) == 0 ? 0 : neg_errno();
   if (!path) return -ESTALE;
-  return ::fchownat(g_bfd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
+  return ::fchownat(pt::root.fd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
 }
 
 int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
   Handle* h = H(fi);
   if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return 0;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   std::uint64_t id = 0;
   if (h && h->kind == Handle::File) {
     if (::ftruncate(h->fd, size) != 0) return neg_errno();
     id = h->id;
   } else {
     if (!path) return -ESTALE;
-    int fd = ::openat(g_bfd, rel(path), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = ::openat(pt::root.fd, rel(path), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return neg_errno();
     int rc = ::ftruncate(fd, size) == 0 ? 0 : neg_errno();
     if (rc == 0) id = id_of_fd(fd, rel(path));
@@ -330,7 +233,7 @@ int op_utimens(const char* path, const timespec tv[2], fuse_file_info* fi) {
   if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return 0;
   if (h && h->kind == Handle::File) return ::futimens(h->fd, tv) == 0 ? 0 : neg_errno();
   if (!path) return -ESTALE;
-  return ::utimensat(g_bfd, rel(path), tv, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
+  return ::utimensat(pt::root.fd, rel(path), tv, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
 }
 
 int open_ctl(fuse_file_info* fi) {
@@ -339,7 +242,7 @@ int open_ctl(fuse_file_info* fi) {
   return 0;
 }
 
-// REQUIRES g_mu. `fd` is open on `path`.
+// REQUIRES g_rec->mu. `fd` is open on `path`.
 int finish_open(int fd, const char* path, fuse_file_info* fi) {
   auto* h = new Handle(Handle::File);
   h->fd = fd;
@@ -356,8 +259,8 @@ int backing_flags(int flags) { return (flags & ~O_DIRECT) | O_CLOEXEC; }
 
 int op_open(const char* path, fuse_file_info* fi) {
   if (is_ctl(path)) return open_ctl(fi);
-  std::lock_guard lk(g_mu);
-  int fd = ::openat(g_bfd, rel(path), backing_flags(fi->flags) & ~(O_CREAT | O_EXCL));
+  Lock lk(g_rec->mu);
+  int fd = ::openat(pt::root.fd, rel(path), backing_flags(fi->flags) & ~(O_CREAT | O_EXCL));
   if (fd < 0) return neg_errno();
   finish_open(fd, path, fi);
   if (fi->flags & O_TRUNC) log_rec(Op::truncate, H(fi)->id, 0, {}, 0);
@@ -366,10 +269,10 @@ int op_open(const char* path, fuse_file_info* fi) {
 
 int op_create(const char* path, mode_t mode, fuse_file_info* fi) {
   if (is_ctl(path)) return (fi->flags & O_EXCL) ? -EEXIST : open_ctl(fi);
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   struct stat before {};
-  const bool existed = ::fstatat(g_bfd, rel(path), &before, AT_SYMLINK_NOFOLLOW) == 0;
-  int fd = ::openat(g_bfd, rel(path), backing_flags(fi->flags) | O_CREAT, mode);
+  const bool existed = ::fstatat(pt::root.fd, rel(path), &before, AT_SYMLINK_NOFOLLOW) == 0;
+  int fd = ::openat(pt::root.fd, rel(path), backing_flags(fi->flags) | O_CREAT, mode);
   if (fd < 0) return neg_errno();
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -393,9 +296,9 @@ int op_read(const char*, char* buf, size_t size, off_t off, fuse_file_info* fi) 
     char text[160];
     std::uint64_t recs = 0, bytes = 0;
     {
-      std::lock_guard lk(g_mu);
-      recs = g_log->records();
-      bytes = g_log->bytes();
+      Lock lk(g_rec->mu);
+      recs = g_rec->writer().records();
+      bytes = g_rec->writer().bytes();
     }
     int n = std::snprintf(text, sizeof text, "records=%llu bytes=%llu writes=%llu syncs=%llu\n",
                           static_cast<unsigned long long>(recs), static_cast<unsigned long long>(bytes),
@@ -414,12 +317,12 @@ int op_read(const char*, char* buf, size_t size, off_t off, fuse_file_info* fi) 
 int op_write(const char*, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
   Handle* h = H(fi);
   if (!h) return -EBADF;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   if (h->kind == Handle::Ctl) {
     Record r;
     r.op = Op::mark;
     r.name1.assign(buf, size);
-    g_log->append(std::move(r));
+    g_rec->log_data(std::move(r), nullptr, 0);
     return static_cast<int>(size);
   }
   if (h->kind != Handle::File) return -EISDIR;
@@ -434,7 +337,7 @@ int op_write(const char*, const char* buf, size_t size, off_t off, fuse_file_inf
   r.op = Op::write;
   r.id = h->id;
   r.a = static_cast<std::uint64_t>(off);
-  g_log->append(std::move(r), buf, static_cast<std::size_t>(n));
+  g_rec->log_data(std::move(r), buf, static_cast<std::size_t>(n));
   g_writes.fetch_add(1);
   return static_cast<int>(n);
 }
@@ -447,7 +350,7 @@ ssize_t op_copy_file_range(const char*, fuse_file_info* fi_in, off_t off_in, con
   if (flags != 0) return -EINVAL;
   len = std::min<size_t>(len, 4u << 20);
   std::vector<char> buf(len);
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   ssize_t n = ::pread(in->fd, buf.data(), len, off_in);
   if (n <= 0) return n < 0 ? neg_errno() : 0;
   ssize_t w = ::pwrite(out->fd, buf.data(), static_cast<size_t>(n), off_out);
@@ -456,13 +359,11 @@ ssize_t op_copy_file_range(const char*, fuse_file_info* fi_in, off_t off_in, con
   r.op = Op::write;
   r.id = out->id;
   r.a = static_cast<std::uint64_t>(off_out);
-  g_log->append(std::move(r), buf.data(), static_cast<std::size_t>(w));
+  g_rec->log_data(std::move(r), buf.data(), static_cast<std::size_t>(w));
   g_writes.fetch_add(1);
   return w;
 }
 
-int op_statfs(const char*, struct statvfs* st) { return ::fstatvfs(g_bfd, st) == 0 ? 0 : neg_errno(); }
-int op_flush(const char*, fuse_file_info*) { return 0; }
 
 int op_release(const char*, fuse_file_info* fi) {
   Handle* h = H(fi);
@@ -475,7 +376,7 @@ int op_fsync(const char*, int datasync, fuse_file_info* fi) {
   Handle* h = H(fi);
   if (!h) return -EBADF;
   if (h->kind != Handle::File) return 0;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   log_rec(Op::fsync, h->id, 0, {}, datasync ? 1 : 0);
   g_syncs.fetch_add(1);
   return 0;
@@ -483,7 +384,7 @@ int op_fsync(const char*, int datasync, fuse_file_info* fi) {
 
 int op_opendir(const char* path, fuse_file_info* fi) {
   if (is_ctl(path)) return -ENOTDIR;
-  int fd = ::openat(g_bfd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int fd = ::openat(pt::root.fd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return neg_errno();
   DIR* d = ::fdopendir(fd);
   if (!d) {
@@ -495,7 +396,7 @@ int op_opendir(const char* path, fuse_file_info* fi) {
   h->dir = d;
   h->root = std::strcmp(rel(path), ".") == 0;
   {
-    std::lock_guard lk(g_mu);
+    Lock lk(g_rec->mu);
     h->id = id_of_fd(fd, rel(path));
   }
   fi->fh = reinterpret_cast<uintptr_t>(h);
@@ -505,17 +406,7 @@ int op_opendir(const char* path, fuse_file_info* fi) {
 int op_readdir(const char*, void* buf, fuse_fill_dir_t filler, off_t, fuse_file_info* fi, fuse_readdir_flags) {
   Handle* h = H(fi);
   if (!h || h->kind != Handle::Dir) return -EBADF;
-  ::rewinddir(h->dir);
-  errno = 0;
-  while (dirent* e = ::readdir(h->dir)) {
-    if (h->root && std::strcmp(e->d_name, kCtlName) == 0) continue;
-    struct stat st {};
-    st.st_ino = e->d_ino;
-    st.st_mode = static_cast<mode_t>(DTTOIF(e->d_type));
-    if (filler(buf, e->d_name, &st, 0, static_cast<fuse_fill_dir_flags>(0))) break;
-    errno = 0;
-  }
-  return errno ? neg_errno() : 0;
+  return pt::readdir(h->dir, h->root, kCtlName, buf, filler);
 }
 
 int op_releasedir(const char*, fuse_file_info* fi) {
@@ -529,7 +420,7 @@ int op_releasedir(const char*, fuse_file_info* fi) {
 int op_fsyncdir(const char*, int, fuse_file_info* fi) {
   Handle* h = H(fi);
   if (!h || h->kind != Handle::Dir) return 0;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   log_rec(Op::fsyncdir, h->id);
   g_syncs.fetch_add(1);
   return 0;
@@ -539,7 +430,7 @@ int op_fallocate(const char*, int mode, off_t off, off_t len, fuse_file_info* fi
   Handle* h = H(fi);
   if (!h) return -EBADF;
   if (h->kind != Handle::File) return h->kind == Handle::Ctl ? -EOPNOTSUPP : -EISDIR;
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   if (::fallocate(h->fd, mode, off, len) != 0) return neg_errno();
   log_rec(Op::fallocate, h->id, 0, {}, static_cast<std::uint64_t>(mode), static_cast<std::uint64_t>(off),
           static_cast<std::uint64_t>(len));
@@ -554,31 +445,18 @@ off_t op_lseek(const char*, off_t off, int whence, fuse_file_info* fi) {
 }
 
 int op_setxattr(const char* path, const char* name, const char* value, size_t size, int flags) {
-  if (!path || is_ctl(path)) return -ENOTSUP;
-  return ::lsetxattr(abs_path(path).c_str(), name, value, size, flags) == 0 ? 0 : neg_errno();
+  return is_ctl(path) ? -ENOTSUP : pt::setxattr(path, name, value, size, flags);
 }
-
 int op_getxattr(const char* path, const char* name, char* value, size_t size) {
-  if (!path || is_ctl(path)) return -ENODATA;
-  ssize_t n = ::lgetxattr(abs_path(path).c_str(), name, value, size);
-  return n < 0 ? neg_errno() : static_cast<int>(n);
+  return is_ctl(path) ? -ENODATA : pt::getxattr(path, name, value, size);
 }
-
-int op_listxattr(const char* path, char* list, size_t size) {
-  if (!path || is_ctl(path)) return 0;
-  ssize_t n = ::llistxattr(abs_path(path).c_str(), list, size);
-  return n < 0 ? neg_errno() : static_cast<int>(n);
-}
-
-int op_removexattr(const char* path, const char* name) {
-  if (!path || is_ctl(path)) return -ENODATA;
-  return ::lremovexattr(abs_path(path).c_str(), name) == 0 ? 0 : neg_errno();
-}
+int op_listxattr(const char* path, char* list, size_t size) { return is_ctl(path) ? 0 : pt::listxattr(path, list, size); }
+int op_removexattr(const char* path, const char* name) { return is_ctl(path) ? -ENODATA : pt::removexattr(path, name); }
 
 void op_destroy(void*) {
-  std::lock_guard lk(g_mu);
+  Lock lk(g_rec->mu);
   log_rec(Op::end, 0);
-  g_log->flush();
+  g_rec->writer().flush();
 }
 
 int usage() {
@@ -589,44 +467,12 @@ int usage() {
 }  // namespace
 
 int main(int argc, char* argv[]) {
-  std::vector<char*> rest{argv[0]};
-  const char* root = nullptr;
-  const char* log = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    if (a == "-o" && i + 1 < argc) {
-      rest.push_back(argv[i]);
-      rest.push_back(argv[++i]);
-    } else if (a == "--log" && i + 1 < argc) {
-      log = argv[++i];
-    } else if (!root && !a.empty() && a[0] != '-') {
-      root = argv[i];
-    } else {
-      rest.push_back(argv[i]);
-    }
-  }
-  if (!root || !log) return usage();
-  char* real = ::realpath(root, nullptr);
-  if (!real) {
-    std::fprintf(stderr, "fm_recordfs: %s: %s\n", root, std::strerror(errno));
-    return 1;
-  }
-  g_backing = real;
-  std::free(real);
-  g_bfd = ::open(g_backing.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (g_bfd < 0) {
-    std::fprintf(stderr, "fm_recordfs: %s: %s\n", g_backing.c_str(), std::strerror(errno));
-    return 1;
-  }
+  pt::Args args = pt::parse_args(argc, argv, {"--log"});
+  const char* log = args.values.count("--log") ? args.values["--log"] : nullptr;
+  if (args.help || !args.backing || !log) return usage();
+  if (!pt::open_root("fm_recordfs", args.backing)) return 1;
   try {
-    g_log = std::make_unique<fmtest::LogWriter>(log);
-    std::lock_guard lk(g_mu);
-    struct stat st {};
-    ::fstat(g_bfd, &st);
-    const std::uint64_t root_id = new_id(st.st_ino);
-    log_rec(Op::base, root_id, 0, {}, st.st_mode, 0);
-    scan(".", root_id);
-    g_log->flush();
+    g_rec = std::make_unique<fmtest::Recorder>(pt::root.fd, log);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fm_recordfs: %s\n", e.what());
     return 1;
@@ -634,7 +480,7 @@ int main(int argc, char* argv[]) {
 
   static fuse_operations ops{};
   ops.getattr = op_getattr;
-  ops.readlink = op_readlink;
+  ops.readlink = pt::readlink;
   ops.mknod = op_mknod;
   ops.mkdir = op_mkdir;
   ops.unlink = op_unlink;
@@ -648,8 +494,8 @@ int main(int argc, char* argv[]) {
   ops.open = op_open;
   ops.read = op_read;
   ops.write = op_write;
-  ops.statfs = op_statfs;
-  ops.flush = op_flush;
+  ops.statfs = [](const char*, struct statvfs* st) { return pt::statfs(st); };
+  ops.flush = [](const char*, fuse_file_info*) { return 0; };
   ops.release = op_release;
   ops.fsync = op_fsync;
   ops.setxattr = op_setxattr;
@@ -668,43 +514,12 @@ int main(int argc, char* argv[]) {
   ops.lseek = op_lseek;
   ops.copy_file_range = op_copy_file_range;
 
-  std::string subtype = "-osubtype=fm_recordfs";
-  rest.push_back(subtype.data());
-  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(rest.size()), rest.data());
-  fuse_cmdline_opts opts{};
-  if (fuse_parse_cmdline(&args, &opts) != 0) return 2;
-  int res = 0;
-  fuse_loop_config* lc = nullptr;
-  struct fuse* f = nullptr;
-  if (!opts.mountpoint) {
-    res = usage();
-    goto out1;
-  }
-  f = fuse_new(&args, &ops, sizeof ops, nullptr);
-  if (!f) {
-    res = 3;
-    goto out1;
-  }
-  if (fuse_mount(f, opts.mountpoint) != 0) {
-    res = 4;
-    goto out2;
-  }
-  if (fuse_daemonize(opts.foreground) != 0 || fuse_set_signal_handlers(fuse_get_session(f)) != 0) {
-    res = 5;
-    goto out3;
-  }
-  lc = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(lc, opts.max_threads == 10 ? 64 : opts.max_threads);
-  res = fuse_loop_mt(f, lc) ? 7 : 0;
-  fuse_remove_signal_handlers(fuse_get_session(f));
-out3:
-  fuse_unmount(f);
-out2:
-  fuse_destroy(f);
-out1:
-  if (lc) fuse_loop_cfg_destroy(lc);
-  std::free(opts.mountpoint);
-  fuse_opt_free_args(&args);
-  g_log.reset();
+  pt::Session s;
+  s.name = "fm_recordfs";
+  s.extra_args.push_back("-osubtype=fm_recordfs");
+  s.default_threads = 64;
+  s.usage = [] { usage(); };
+  const int res = pt::serve(args, ops, s);
+  g_rec.reset();  // flushes the log
   return res;
 }

@@ -13,6 +13,7 @@
 //     unacknowledged write may be torn over it), read from the primary;
 //   after recovery (a sample of states, see fm_powercut): the legs of every image are
 //     byte-identical, and the acknowledged writes read back.
+// Writing a state to a directory and reading it back: powercut_tree.hpp.
 #pragma once
 
 #include <cstdint>
@@ -92,12 +93,5 @@ class AckChecker {
 
 // After recovery: both legs of every image are byte-identical.
 void check_legs_identical(const Tree& t, const SetPaths& set, std::vector<Violation>& out);
-
-// Writes `t` into DIR (which must not be a mount point), removing what DIR held first.
-void materialize(const Tree& t, const std::string& dir);
-// Reads DIR into a tree (fresh ids).
-Tree load_tree(const std::string& dir);
-// Differences between two trees (names, kinds, contents, modes), at most `max` lines.
-std::vector<std::string> diff_trees(const Tree& a, const Tree& b, std::size_t max = 20);
 
 }  // namespace fmtest

@@ -31,22 +31,14 @@ std::uint64_t mix(std::uint64_t x) {
 Bytes read_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) throw std::runtime_error(path + ": " + std::strerror(errno));
-  struct stat st {};
-  ::fstat(fd, &st);
-  if (static_cast<std::uint64_t>(st.st_size) > kMaxFile) {
+  try {
+    Bytes b = read_fd(fd, path);
     ::close(fd);
-    throw std::runtime_error(path + ": larger than the model's 1 GiB limit");
+    return b;
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
-  Bytes b(static_cast<std::size_t>(st.st_size));
-  std::size_t got = 0;
-  while (got < b.size()) {
-    ssize_t n = ::pread(fd, b.data() + got, b.size() - got, static_cast<off_t>(got));
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  b.resize(got);
-  return b;
 }
 
 void resize_to(Bytes& b, std::uint64_t size) {
@@ -55,6 +47,21 @@ void resize_to(Bytes& b, std::uint64_t size) {
 }
 
 }  // namespace
+
+Bytes read_fd(int fd, const std::string& what) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw std::runtime_error(what + ": " + std::strerror(errno));
+  if (static_cast<std::uint64_t>(st.st_size) > kMaxFile) throw std::runtime_error(what + ": larger than the model's 1 GiB limit");
+  Bytes b(static_cast<std::size_t>(st.st_size));
+  std::size_t got = 0;
+  while (got < b.size()) {
+    ssize_t n = ::pread(fd, b.data() + got, b.size() - got, static_cast<off_t>(got));
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  b.resize(got);
+  return b;
+}
 
 Bytes& Node::mut() {
   if (data.use_count() != 1) data = std::make_shared<const Bytes>(*data);

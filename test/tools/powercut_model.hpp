@@ -32,6 +32,10 @@ namespace fmtest {
 
 using Bytes = std::vector<unsigned char>;
 
+// The whole content of the regular file open on FD (WHAT names it in errors; at most 1 GiB:
+// the model holds files in memory). Throws std::runtime_error.
+Bytes read_fd(int fd, const std::string& what);
+
 struct Node {
   enum Kind { None, File, Dir, Symlink } kind = None;
   std::uint32_t mode = 0;
