@@ -7,7 +7,7 @@
 # recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
 # e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
 #
-# Workloads (wl_* below): randsync nosync stream writebehind bursts remount failreadd resync (the data
+# Workloads (wl_* below): randsync nosync stream writebehind bursts remount evict failreadd resync (the data
 # paths: the default here) and create namespace checkrepair rescale ext4 (names and offline
 # tools: t_powercut_names.sh). test/reliability/run --powercut runs them all, longer.
 #
@@ -35,7 +35,7 @@ EVERY=${FM_PC_RECOVER_EVERY:-20}
 SEED=${FM_PC_SEED:-$((RANDOM * 32768 + RANDOM))}
 LOAD=${FM_PC_LOAD_SECS:-1}
 EXPECT=${FM_PC_EXPECT:-clean}
-WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream writebehind bursts remount failreadd resync}
+WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream writebehind bursts remount evict failreadd resync}
 ROOT=$FM_TMP/root  # what the recorder shows: root/primary, root/secondary
 REC=$FM_TMP/rec    # its mount point: the set's config names REC/primary, REC/secondary
 SNAP=$FM_TMP/snap
@@ -169,6 +169,25 @@ wl_remount() { # clean unmounts and mounts: the clean header and record, the sca
   fm_unmount "$MNT"
   daemon_mount
   crashwriter a.img "$LOAD" --blocks 2048 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_evict() { # more images than max_open_images: idle ones closed clean and loaded again, under load
+  new_set
+  local cfg=$REC/primary/.fusemirror/config.json
+  jq '.max_open_images = 2' "$cfg" >"$FM_TMP/logs/config.json" && cat "$FM_TMP/logs/config.json" >"$cfg" ||
+    fail "cannot set max_open_images"
+  daemon_mount
+  truncate -s 4M "$MNT/a.img" "$MNT/b.img" "$MNT/c.img" "$MNT/d.img"
+  fm_unmount "$MNT"
+  snapshot_and_record evict
+  daemon_mount
+  local round img
+  for round in 1 2; do
+    for img in a b c d; do
+      crashwriter "$img.img" 5 --blocks 1024 --sync-every 8 --max-writes 40 --seed "$SEED"
+    done
+  done
   power_cut
 }
 
