@@ -131,9 +131,10 @@ std::error_code Namespace::rename(const std::string& from, const std::string& to
   // rename replaces goes first, durably; then primary, bitmap and copy move, each made
   // durable; the record moves last. Until it has, `to` has no record (a full resync if the
   // power fails); `from` keeps a record only while its primary is still there.
+  // (Two names of one file: rename(2) does nothing, and neither does this.)
   if (struct stat tst {}; !is_dir && !(flags & RENAME_NOREPLACE) &&
                           ::fstatat(pt->first.get(), pt->second.c_str(), &tst, AT_SYMLINK_NOFOLLOW) == 0 &&
-                          S_ISREG(tst.st_mode))
+                          S_ISREG(tst.st_mode) && (tst.st_ino != st.st_ino || tst.st_dev != st.st_dev))
     if (auto ec = records_.remove(to)) secondary_error("record removal", to, ec);
   if (::renameat2(pf->first.get(), pf->second.c_str(), pt->first.get(), pt->second.c_str(), flags) != 0)
     return utils::last_errno();
@@ -185,8 +186,9 @@ std::error_code Namespace::fsyncdir(const std::string& rel) {
   if (auto ec = legs_.primary.sync(rel)) return ec;
   if (auto ec = legs_.secondary.sync(rel); ec && ec != std::errc::no_such_file_or_directory)
     secondary_error("directory fsync", rel, ec);
-  (void)legs_.bitmaps.sync(rel);                                   // may not exist
-  (void)legs_.secondary.sync(record_rel(rel, /*dir=*/true));       // may not exist
+  (void)legs_.bitmaps.sync(rel);  // may not exist
+  (void)legs_.secondary.sync(rel.empty() ? std::string(kMetaDirName) + "/" + kRecordsDirName
+                                         : record_rel(rel, /*dir=*/true));  // may not exist
   return {};
 }
 
