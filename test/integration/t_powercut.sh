@@ -7,9 +7,10 @@
 # recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
 # e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
 #
-# Workloads (wl_* below): randsync nosync stream writebehind bursts remount evict failreadd resync (the data
-# paths: the default here) and create namespace checkrepair rescale ext4 (names and offline
-# tools: t_powercut_names.sh). test/reliability/run --powercut runs them all, longer.
+# Workloads (wl_* below): randsync nosync stream writebehind bursts remount evict discard
+# failreadd resync (the data paths: the default here) and create namespace checkrepair rescale
+# ext4 (names and offline tools: t_powercut_names.sh). test/reliability/run --powercut runs
+# them all, longer.
 #
 # Environment (defaults are the CI size, about 40 s):
 #   FM_PC_WORKLOADS      the workloads, in order
@@ -35,7 +36,7 @@ EVERY=${FM_PC_RECOVER_EVERY:-20}
 SEED=${FM_PC_SEED:-$((RANDOM * 32768 + RANDOM))}
 LOAD=${FM_PC_LOAD_SECS:-1}
 EXPECT=${FM_PC_EXPECT:-clean}
-WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream writebehind bursts remount evict failreadd resync}
+WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream writebehind bursts remount evict discard failreadd resync}
 ROOT=$FM_TMP/root  # what the recorder shows: root/primary, root/secondary
 REC=$FM_TMP/rec    # its mount point: the set's config names REC/primary, REC/secondary
 SNAP=$FM_TMP/snap
@@ -188,6 +189,24 @@ wl_evict() { # more images than max_open_images: idle ones closed clean and load
       crashwriter "$img.img" 5 --blocks 1024 --sync-every 8 --max-writes 40 --seed "$SEED"
     done
   done
+  power_cut
+}
+
+wl_discard() { # fallocate through the mount: punch, zero range, allocate past the end, grow
+  new_set
+  daemon_mount
+  truncate -s 8M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record discard
+  daemon_mount
+  crashwriter disk.img 5 --blocks 2048 --sync-every 8 --max-writes 150 --seed "$SEED"
+  fallocate -p -o 1M -l 512K "$MNT/disk.img"
+  fallocate -z -o 3M -l 300K "$MNT/disk.img"
+  crashwriter disk.img 5 --blocks 2048 --sync-every 8 --max-writes 50 --seed "$SEED"
+  fallocate -n -o 8M -l 1M "$MNT/disk.img"
+  fallocate -o 7M -l 3M "$MNT/disk.img"
+  fallocate -p -o 5M -l 64K "$MNT/disk.img"
+  crashwriter disk.img 5 --blocks 2560 --sync-every 8 --max-writes 80 --seed "$SEED"
   power_cut
 }
 
