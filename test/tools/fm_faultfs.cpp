@@ -615,15 +615,6 @@ int op_fsync(const char* path, int datasync, fuse_file_info* fi) {
   return rc == 0 ? 0 : neg_errno();
 }
 
-int op_setxattr(const char* path, const char* name, const char* value, size_t size, int flags) {
-  return is_ctl(path) ? -ENOTSUP : pt::setxattr(path, name, value, size, flags);
-}
-int op_getxattr(const char* path, const char* name, char* value, size_t size) {
-  return is_ctl(path) ? -ENODATA : pt::getxattr(path, name, value, size);
-}
-int op_listxattr(const char* path, char* list, size_t size) { return is_ctl(path) ? 0 : pt::listxattr(path, list, size); }
-int op_removexattr(const char* path, const char* name) { return is_ctl(path) ? -ENODATA : pt::removexattr(path, name); }
-
 int op_opendir(const char* path, fuse_file_info* fi) {
   if (is_ctl(path)) return -ENOTDIR;
   int fd = openat(pt::root.fd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -714,8 +705,8 @@ int main(int argc, char* argv[]) {
   const bool parallel = !(par && std::strcmp(par, "0") == 0);
 
   static fuse_operations ops{};
+  pt::set_path_ops(ops, kCtlPath);
   ops.getattr = op_getattr;
-  ops.readlink = pt::readlink;
   ops.mkdir = op_mkdir;
   ops.unlink = op_unlink;
   ops.rmdir = op_rmdir;
@@ -728,14 +719,9 @@ int main(int argc, char* argv[]) {
   ops.open = op_open;
   ops.read = op_read;
   ops.write = op_write;
-  ops.statfs = [](const char*, struct statvfs* st) { return pt::statfs(st); };
   ops.flush = op_flush;
   ops.release = op_release;
   ops.fsync = op_fsync;
-  ops.setxattr = op_setxattr;
-  ops.getxattr = op_getxattr;
-  ops.listxattr = op_listxattr;
-  ops.removexattr = op_removexattr;
   ops.opendir = op_opendir;
   ops.readdir = op_readdir;
   ops.releasedir = op_releasedir;

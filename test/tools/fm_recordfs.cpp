@@ -444,15 +444,6 @@ off_t op_lseek(const char*, off_t off, int whence, fuse_file_info* fi) {
   return r < 0 ? neg_errno() : r;
 }
 
-int op_setxattr(const char* path, const char* name, const char* value, size_t size, int flags) {
-  return is_ctl(path) ? -ENOTSUP : pt::setxattr(path, name, value, size, flags);
-}
-int op_getxattr(const char* path, const char* name, char* value, size_t size) {
-  return is_ctl(path) ? -ENODATA : pt::getxattr(path, name, value, size);
-}
-int op_listxattr(const char* path, char* list, size_t size) { return is_ctl(path) ? 0 : pt::listxattr(path, list, size); }
-int op_removexattr(const char* path, const char* name) { return is_ctl(path) ? -ENODATA : pt::removexattr(path, name); }
-
 void op_destroy(void*) {
   Lock lk(g_rec->mu);
   log_rec(Op::end, 0);
@@ -479,8 +470,8 @@ int main(int argc, char* argv[]) {
   }
 
   static fuse_operations ops{};
+  pt::set_path_ops(ops, kCtlPath);
   ops.getattr = op_getattr;
-  ops.readlink = pt::readlink;
   ops.mknod = op_mknod;
   ops.mkdir = op_mkdir;
   ops.unlink = op_unlink;
@@ -494,14 +485,9 @@ int main(int argc, char* argv[]) {
   ops.open = op_open;
   ops.read = op_read;
   ops.write = op_write;
-  ops.statfs = [](const char*, struct statvfs* st) { return pt::statfs(st); };
   ops.flush = [](const char*, fuse_file_info*) { return 0; };
   ops.release = op_release;
   ops.fsync = op_fsync;
-  ops.setxattr = op_setxattr;
-  ops.getxattr = op_getxattr;
-  ops.listxattr = op_listxattr;
-  ops.removexattr = op_removexattr;
   ops.opendir = op_opendir;
   ops.readdir = op_readdir;
   ops.releasedir = op_releasedir;

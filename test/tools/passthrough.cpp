@@ -87,6 +87,25 @@ int readdir(DIR* d, bool at_root, const char* hide, void* buf, fuse_fill_dir_t f
   return errno ? neg_errno() : 0;
 }
 
+namespace {
+const char* g_control = "";
+bool is_control(const char* path) { return path && std::strcmp(path, g_control) == 0; }
+}  // namespace
+
+void set_path_ops(fuse_operations& ops, const char* control) {
+  g_control = control;
+  ops.readlink = readlink;
+  ops.statfs = [](const char*, struct statvfs* st) { return statfs(st); };
+  ops.setxattr = [](const char* path, const char* name, const char* value, size_t size, int flags) {
+    return is_control(path) ? -ENOTSUP : setxattr(path, name, value, size, flags);
+  };
+  ops.getxattr = [](const char* path, const char* name, char* value, size_t size) {
+    return is_control(path) ? -ENODATA : getxattr(path, name, value, size);
+  };
+  ops.listxattr = [](const char* path, char* list, size_t size) { return is_control(path) ? 0 : listxattr(path, list, size); };
+  ops.removexattr = [](const char* path, const char* name) { return is_control(path) ? -ENODATA : removexattr(path, name); };
+}
+
 Args parse_args(int argc, char* argv[], const std::vector<std::string>& valued) {
   Args a;
   a.fuse.push_back(argv[0]);

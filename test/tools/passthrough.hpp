@@ -39,6 +39,10 @@ int removexattr(const char* path, const char* name);
 // Every entry of D at once (offset-less readdir); HIDE (a control file) is left out at the root.
 int readdir(DIR* d, bool at_root, const char* hide, void* buf, fuse_fill_dir_t filler);
 
+// Sets the operations that only forward a path (readlink, statfs, the *xattr calls) in OPS;
+// CONTROL ("/.faultfs") is the tool's control file, which has no link and no xattrs.
+void set_path_ops(fuse_operations& ops, const char* control);
+
 // "PROG [tool options] BACKING MOUNTPOINT [FUSE options]": BACKING is the first argument
 // that is neither an option nor the value of -o or of a tool option in `valued` (whose
 // values go to `values`). The rest (argv[0] first) is for serve().
