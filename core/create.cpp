@@ -23,6 +23,11 @@ using utils::Error;
 
 namespace {
 
+void sync_dir(const std::string& path) {
+  utils::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd || ::fsync(fd.get()) != 0) throw utils::sys_error(path, "cannot fsync the directory", errno);
+}
+
 std::string canonical(const std::string& path) {
   boost::system::error_code ec;
   auto c = fs::canonical(path, ec);
@@ -138,12 +143,18 @@ Config create_set(const CreateOptions& o) {
   // Order: bitmaps first (all dirty), then the secondary's membership, then the config
   // last. A crash before the config leaves no set (create can simply be run again); the
   // config is the commit point, and by then every adopted image has its dirty bitmap.
-  for (const auto& dir : {pmeta, smeta})
+  // Every directory made here is durable (its parent fsync'ed) before the config commits the
+  // set: a power cut after `create` returned cannot take the metadata directory and the
+  // config with it (docs/write-path.md §2b).
+  for (const auto& dir : {pmeta, smeta}) {
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
       throw utils::sys_error(dir, "cannot create the metadata directory", errno);
+    sync_dir(dir + "/..");
+  }
   const std::string broot = c.bitmap_root();
   if (::mkdir(broot.c_str(), 0700) != 0 && errno != EEXIST)
     throw utils::sys_error(broot, "cannot create the bitmap directory", errno);
+  sync_dir(broot + "/..");
   // Beneath a descriptor of the bitmap directory (never a symlink: check_set_directories),
   // without following any symlink (openat2 RESOLVE_NO_SYMLINKS): a link planted in a
   // subdirectory cannot send a bitmap elsewhere.
@@ -173,6 +184,9 @@ Config create_set(const CreateOptions& o) {
     if (auto ec = Bitmap::write_all_dirty(fd.get(), bp))
       throw utils::sys_error(bpath, "cannot write the bitmap", ec.value());
   }
+  // The adopted images' bitmaps (all dirty) are in place before the config commits.
+  if (!pimgs.empty())
+    if (auto ec = broot_dir->sync()) throw utils::sys_error(broot, "cannot fsync the bitmap directory", ec.value());
   write_file_atomic(smeta, kMemberName, dump_member(Member{c.uuid}));
   write_file_atomic(pmeta, kConfigName, dump_config(c));
   return c;

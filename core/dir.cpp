@@ -81,11 +81,26 @@ std::error_code Dir::mkdirs(std::string_view rel, mode_t mode) const {
     if (slash == std::string_view::npos) slash = rel.size();
     auto parent = parent_of(rel.substr(0, slash));
     if (!parent) return parent.error();
-    if (::mkdirat(parent->first.get(), parent->second.c_str(), mode) != 0 && errno != EEXIST)
+    if (::mkdirat(parent->first.get(), parent->second.c_str(), mode) == 0) {
+      if (auto ec = sync_parent(rel.substr(0, slash))) return ec;
+    } else if (errno != EEXIST) {
       return utils::last_errno();
+    }
     pos = slash + 1;
   }
   return {};
+}
+
+std::error_code Dir::sync(std::string_view rel_dir) const {
+  auto fd = open_beneath(rel_dir, O_RDONLY | O_DIRECTORY);
+  if (!fd) return fd.error();
+  if (::fsync(fd->get()) != 0) return utils::last_errno();
+  return {};
+}
+
+std::error_code Dir::sync_parent(std::string_view rel) const {
+  const auto slash = rel.rfind('/');
+  return sync(slash == std::string_view::npos ? std::string_view{} : rel.substr(0, slash));
 }
 
 utils::Result<struct stat> Dir::lstat(std::string_view rel) const {

@@ -40,8 +40,14 @@ class Dir {
   // Removes the name REL beneath the root (`flags`: 0 or AT_REMOVEDIR), never following a
   // symlink on the way (a symlink at REL itself is removed, not its target).
   std::error_code unlink(std::string_view rel, int flags = 0) const;
-  // mkdir -p of `rel` beneath the root (mode for new directories).
+  // mkdir -p of `rel` beneath the root (mode for new directories). Each directory it makes
+  // is durable when it returns (its parent is fsync'ed): what is created in it next does
+  // not vanish with it in a power cut.
   std::error_code mkdirs(std::string_view rel, mode_t mode = 0700) const;
+  // fsync of the directory `rel_dir` ("" = the root): the names in it are durable.
+  std::error_code sync(std::string_view rel_dir = {}) const;
+  // fsync of the directory that holds the name `rel`.
+  std::error_code sync_parent(std::string_view rel) const;
   utils::Result<struct stat> lstat(std::string_view rel) const;
 
  private:

@@ -136,6 +136,17 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   last_write_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                        std::memory_order_relaxed);
   auto guard = locks_.lock(off, off + data.size());
+  // Test builds only: FM_FAULT=bitmap.late breaks invariant 1 on purpose — both legs are
+  // written before the bits are flushed — so that the power-cut suite can show it notices
+  // (docs/reliability.md §9). Never compiled into a release build.
+  if (FM_FAULT_POINT("bitmap.late") && !wb_ && secondary_ok()) {
+    auto p = utils::pwrite_all(primary_.get(), data, off);
+    auto s = utils::pwrite_all(secondary_.get(), data, off);
+    if (auto ec = bitmap_->start_write(off, data.size())) return utils::errno_code(EIO);
+    bitmap_->end_write(off, data.size(), !p && !s);
+    if (auto ec = settle("write", p, s)) return ec;
+    return data.size();
+  }
   // 1. Durable intent before any leg sees the data (docs/reliability.md invariant 1).
   Bitmap::Intent intent;
   const std::uint64_t ahead = intent_ahead_for(off, data.size());
@@ -275,9 +286,25 @@ std::error_code Image::truncate(std::uint64_t size) {
                  p.message());
     return p;
   }
+  // A shrink cuts data no bit covers, so its order is what keeps the legs equal across a
+  // power cut (docs/write-path.md §2a): the primary's cut is made durable before the
+  // secondary's is issued (a power cut cannot leave the secondary cut and the primary not:
+  // reconcile_size() only ever cuts the secondary to the primary's size), and the
+  // secondary's before the bitmap forgets the chunks past the end (else a later grow would
+  // find them clean over old data that one leg still holds past its end). A grow needs no
+  // order: both legs read zeros past their end.
+  const bool shrink = size < old;
+  if (shrink && secondary_ok())
+    if (auto ec = utils::fdatasync_fd(primary_.get())) {
+      // The primary is cut but maybe not durably: the secondary stays as it is and the range
+      // waits for resync (the bits are durable before this returns).
+      (void)bitmap_->mark_unsynced(lo, span);
+      return settle("truncate", ec, {});
+    }
   std::error_code s;
   if (secondary_ok() && ::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0)
     s = utils::last_errno();
+  if (!s && shrink && secondary_ok()) s = utils::fdatasync_fd(secondary_.get());
   if (!secondary_ok() || s) {
     // The secondary misses this change: its range is resynced when it returns (while
     // degraded the cover never shrinks, so these bits stay).
@@ -289,6 +316,14 @@ std::error_code Image::truncate(std::uint64_t size) {
   }
   if (s) fail_secondary("truncate", s);
   return {};
+}
+
+std::error_code Image::set_secondary_size(std::uint64_t size) {
+  // Durable before anything is served or resized: the secondary's old bytes past `size`
+  // must not come back after a power cut under chunks the bitmap no longer covers (see
+  // truncate()).
+  if (::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0) return utils::last_errno();
+  return utils::fdatasync_fd(secondary_.get());
 }
 
 namespace {
@@ -435,7 +470,7 @@ std::error_code Image::reconcile_size() {
   if (p.st_size != s.st_size) {
     spdlog::info("{}: secondary size {} differs from primary size {}; set to the primary's", name(),
                  s.st_size, p.st_size);
-    if (::ftruncate(secondary_.get(), p.st_size) != 0) fail_secondary("truncate", utils::last_errno());
+    if (auto ec = set_secondary_size(static_cast<std::uint64_t>(p.st_size))) fail_secondary("truncate", ec);
   }
   return {};
 }
@@ -560,10 +595,11 @@ std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
   if (auto ec = bitmap_->set_degraded(false)) return ec;
   secondary_ok_.store(true, std::memory_order_release);
   struct stat p {};
-  if (::fstat(primary_.get(), &p) == 0 && ::ftruncate(secondary_.get(), p.st_size) != 0) {
-    fail_secondary("truncate", utils::last_errno());
-    return utils::errno_code(EIO);
-  }
+  if (::fstat(primary_.get(), &p) == 0)
+    if (auto ec = set_secondary_size(static_cast<std::uint64_t>(p.st_size))) {
+      fail_secondary("truncate", ec);
+      return utils::errno_code(EIO);
+    }
   spdlog::info("{}: secondary re-added; {} resync of {} chunks", name(), full ? "full" : "bitmap-based",
                bitmap_->stats().unsynced_chunks);
   return {};

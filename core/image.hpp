@@ -120,6 +120,8 @@ class Image {
   ImageStatus status() const;
 
  private:
+  // ftruncate + fdatasync of the secondary (reconcile_size, readd).
+  std::error_code set_secondary_size(std::uint64_t size);
   // Write-behind: the primary has the data; queue the secondary's copy (or, when it cannot
   // be queued, write it here). Always ends the bitmap write; fails only if the primary did.
   utils::Result<std::size_t> write_behind(std::span<const std::byte> data, std::uint64_t off,

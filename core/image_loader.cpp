@@ -6,10 +6,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "core/bitmap_file.hpp"
 #include "core/layout.hpp"
+#include "utils/thread_pool.hpp"
 
 namespace fusemirror::core {
 
@@ -29,7 +31,7 @@ class LoadUndo {
     if (secondary) unlink_in(legs_.secondary, rel_);
     if (bitmap) {
       unlink_in(legs_.bitmaps, bitmap_rel(rel_));
-      records_.remove(rel_);
+      (void)records_.remove(rel_);
     }
   }
   LoadUndo(const LoadUndo&) = delete;
@@ -291,8 +293,36 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
         if (auto ec = img->bitmap()->mark_unsynced(0, size)) return ec;
       }
     }
+    // The record vouches for the primary, the secondary copy and the bitmap under these
+    // names. When this load made the copy or the bitmap (a new image), their names are made
+    // durable first: a power cut can then never leave this record next to a copy or a
+    // bitmap of another life of the name (docs/write-path.md §2b).
+    if (sec_new || undo.bitmap) {
+      // The three fsyncs run concurrently (on one file system they share a journal commit).
+      std::error_code pe, be, se;
+      utils::Completion pd, bd;
+      if (!pool_ || !pool_->submit([&] { pe = legs_.primary.sync_parent(rel); pd.done(); })) {
+        pe = legs_.primary.sync_parent(rel);
+        pd.done();
+      }
+      if (!pool_ || !pool_->submit([&] { be = legs_.bitmaps.sync_parent(brel); bd.done(); })) {
+        be = legs_.bitmaps.sync_parent(brel);
+        bd.done();
+      }
+      se = legs_.secondary.sync_parent(rel);
+      pd.wait();
+      bd.wait();
+      for (const auto& [dir, name, ec] : {std::tuple{&legs_.primary, rel, pe}, std::tuple{&legs_.bitmaps, brel, be}})
+        if (ec) {
+          spdlog::error("{}/{}: cannot make the name durable: {}", dir->path(), name, ec.message());
+          return ec;
+        }
+      if (se) img->fail_secondary("directory fsync", se);
+    }
     // From here the secondary is a member at the bitmap's current events.
-    if (auto ec = records_.write(rel, img->bitmap()->image_uuid(), img->bitmap()->stats().events)) {
+    if (!img->secondary_ok()) {
+      // the directory fsync failed: the image is degraded, no record vouches for it
+    } else if (auto ec = records_.write(rel, img->bitmap()->image_uuid(), img->bitmap()->stats().events)) {
       // Out of descriptors: the load fails instead (the image is not served). Its header
       // already says active at the new events, which the old record does not reach: the
       // next load's proof fails and it copies everything — never less than needed.

@@ -102,14 +102,20 @@ std::error_code Namespace::rmdir(const std::string& rel) {
 std::error_code Namespace::unlink(const std::string& rel) {
   if (reserved_name(rel)) return utils::errno_code(EPERM);
   std::unique_lock ns(mu_);
-  // Primary first: once it is gone the image is gone for the user; a crash before the
+  auto st = legs_.primary.lstat(rel);
+  if (!st) return st.error();
+  // The record first, durably: once it is gone, no power cut can bring back a record that
+  // vouches for this name while a later image takes it (docs/write-path.md §2b); the copy
+  // and the bitmap that a power cut may bring back are then only worth a full resync.
+  if (S_ISREG(st->st_mode))
+    if (auto ec = records_.remove(rel)) secondary_error("record removal", rel, ec);
+  // Primary next: once it is gone the image is gone for the user; a crash before the
   // secondary's unlink leaves an orphan copy there, which is harmless and logged at mount.
   if (auto ec = legs_.primary.unlink(rel)) return ec;
   table_.erase(rel);
   (void)legs_.bitmaps.unlink(bitmap_rel(rel));
   if (auto ec = legs_.secondary.unlink(rel); ec && ec != std::errc::no_such_file_or_directory)
     secondary_error("unlink", rel, ec);
-  records_.remove(rel);
   return {};
 }
 
@@ -124,21 +130,44 @@ std::error_code Namespace::rename(const std::string& from, const std::string& to
   struct stat st {};
   if (::fstatat(pf->first.get(), pf->second.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
     return utils::last_errno();
-  if (!S_ISDIR(st.st_mode))
+  const bool is_dir = S_ISDIR(st.st_mode);
+  if (!is_dir)
     if (auto ec = check_image_name(to)) return ec;  // its bitmap and record could not follow
+  // Power-cut order (docs/write-path.md §2b). The primary, the bitmap, the secondary copy and
+  // the record each move with their own rename, and a power cut may keep any of them. A
+  // record vouches for the other three under its name, so: the record of an image this
+  // rename replaces goes first, durably; then primary, bitmap and copy move, each made
+  // durable; the record moves last. Until it has, `to` has no record (a full resync if the
+  // power fails); `from` keeps a record only while its primary is still there.
+  // (Two names of one file: rename(2) does nothing, and neither does this.)
+  if (struct stat tst {}; !is_dir && !(flags & RENAME_NOREPLACE) &&
+                          ::fstatat(pt->first.get(), pt->second.c_str(), &tst, AT_SYMLINK_NOFOLLOW) == 0 &&
+                          S_ISREG(tst.st_mode) && (tst.st_ino != st.st_ino || tst.st_dev != st.st_dev))
+    if (auto ec = records_.remove(to)) secondary_error("record removal", to, ec);
   if (::renameat2(pf->first.get(), pf->second.c_str(), pt->first.get(), pt->second.c_str(), flags) != 0)
     return utils::last_errno();
-  const bool is_dir = S_ISDIR(st.st_mode);
+  // Each leg's directories (or its parent directories) made durable; a failure leaves the
+  // record where it is, so that `to` is resynced in full after a power cut.
+  bool durable = true;
+  auto sync_both = [&](const Dir& d, const std::string& a, const std::string& b) {
+    std::error_code ec = d.sync_parent(a);
+    if (!ec && parent_rel(a) != parent_rel(b)) ec = d.sync_parent(b);
+    if (ec) {
+      durable = false;
+      spdlog::error("{}: cannot make the rename of {} to {} durable: {}", d.path(), a, b, ec.message());
+    }
+  };
+  sync_both(legs_.primary, from, to);
   // The bitmap follows the primary: a crash between the two leaves an image without its
   // bitmap, which the next mount treats as all dirty (full resync), never as clean.
   const std::string bfrom = is_dir ? from : bitmap_rel(from);
   const std::string bto = is_dir ? to : bitmap_rel(to);
   if (auto ec = legs_.bitmaps.mkdirs(parent_rel(bto), 0700); !ec) {
     auto bf = legs_.bitmaps.parent_of(bfrom), bt = legs_.bitmaps.parent_of(bto);
-    if (bf && bt) ::renameat(bf->first.get(), bf->second.c_str(), bt->first.get(), bt->second.c_str());
+    if (bf && bt && ::renameat(bf->first.get(), bf->second.c_str(), bt->first.get(), bt->second.c_str()) == 0)
+      sync_both(legs_.bitmaps, bfrom, bto);
   }
   table_.rename(from, to, is_dir);
-  records_.rename(from, to, is_dir);
   auto sf = legs_.secondary.parent_of(from);
   auto stt = legs_.secondary.parent_of(to);
   if (!stt) {
@@ -149,7 +178,25 @@ std::error_code Namespace::rename(const std::string& from, const std::string& to
     if (::renameat2(sf->first.get(), sf->second.c_str(), stt->first.get(), stt->second.c_str(),
                     flags & ~RENAME_NOREPLACE) != 0)
       secondary_error("rename", from, utils::last_errno());
+    else
+      sync_both(legs_.secondary, from, to);
   }
+  if (durable)
+    if (auto ec = records_.rename(from, to, is_dir)) secondary_error("record rename", from, ec);
+  return {};
+}
+
+std::error_code Namespace::fsyncdir(const std::string& rel) {
+  if (reserved_name(rel)) return utils::errno_code(EPERM);
+  std::shared_lock ns(mu_);
+  // The primary's is the user's: its error is the answer. The others only spare a resync
+  // (a name missing there after a power cut costs a full copy, never data).
+  if (auto ec = legs_.primary.sync(rel)) return ec;
+  if (auto ec = legs_.secondary.sync(rel); ec && ec != std::errc::no_such_file_or_directory)
+    secondary_error("directory fsync", rel, ec);
+  (void)legs_.bitmaps.sync(rel);  // may not exist
+  (void)legs_.secondary.sync(rel.empty() ? std::string(kMetaDirName) + "/" + kRecordsDirName
+                                         : record_rel(rel, /*dir=*/true));  // may not exist
   return {};
 }
 
@@ -263,7 +310,7 @@ void Namespace::discard_new_image(const std::string& rel) {
     if (auto ec = d->unlink(r); ec && ec != std::errc::no_such_file_or_directory)
       spdlog::error("{}/{}: could not remove it after a failed create: {}", d->path(), r, ec.message());
   }
-  records_.remove(rel);
+  (void)records_.remove(rel);
 }
 
 }  // namespace fusemirror::core

@@ -44,6 +44,9 @@ class Namespace {
   std::error_code rmdir(const std::string& rel);
   std::error_code unlink(const std::string& rel);
   std::error_code rename(const std::string& from, const std::string& to, unsigned flags);
+  // fsync of the directory REL through the mount: the names in it are durable on the
+  // primary, on the secondary and in the bitmap and record directories that follow it.
+  std::error_code fsyncdir(const std::string& rel);
   std::error_code chmod(const std::string& rel, mode_t mode);
   std::error_code chown(const std::string& rel, uid_t uid, gid_t gid);
   std::error_code utimens(const std::string& rel, const struct timespec ts[2]);

@@ -110,15 +110,24 @@ std::error_code SecondaryRecords::write(const std::string& rel, const utils::Uui
   return {};
 }
 
-void SecondaryRecords::remove(const std::string& rel) {
-  (void)legs_.secondary.unlink(record_rel(rel));
+std::error_code SecondaryRecords::remove(const std::string& rel) {
+  const std::string rrel = record_rel(rel);
+  if (auto ec = legs_.secondary.unlink(rrel)) return ec == std::errc::no_such_file_or_directory ? std::error_code{} : ec;
+  return legs_.secondary.sync_parent(rrel);
 }
 
-void SecondaryRecords::rename(const std::string& from, const std::string& to, bool is_dir) {
+std::error_code SecondaryRecords::rename(const std::string& from, const std::string& to, bool is_dir) {
   const std::string rfrom = record_rel(from, is_dir), rto = record_rel(to, is_dir);
-  if (legs_.secondary.mkdirs(parent_rel(rto), 0700)) return;
+  if (auto ec = legs_.secondary.mkdirs(parent_rel(rto), 0700)) return ec;
   auto rf = legs_.secondary.parent_of(rfrom), rt = legs_.secondary.parent_of(rto);
-  if (rf && rt) ::renameat(rf->first.get(), rf->second.c_str(), rt->first.get(), rt->second.c_str());
+  if (!rf) return rf.error();
+  if (!rt) return rt.error();
+  if (::renameat(rf->first.get(), rf->second.c_str(), rt->first.get(), rt->second.c_str()) != 0) {
+    const auto ec = utils::last_errno();
+    return ec == std::errc::no_such_file_or_directory ? std::error_code{} : ec;  // no record: nothing to move
+  }
+  if (auto ec = legs_.secondary.sync_parent(rto)) return ec;
+  return parent_rel(rfrom) == parent_rel(rto) ? std::error_code{} : legs_.secondary.sync_parent(rfrom);
 }
 
 void require_member(const std::string& secondary, const utils::Uuid& set_uuid) {

@@ -61,9 +61,13 @@ class SecondaryRecords {
   // (clean shutdown), the identity of the file `secondary_fd` too. Durable when it returns.
   std::error_code write(const std::string& rel, const utils::Uuid& image_uuid, std::uint64_t events,
                         bool clean = false, int secondary_fd = -1);
-  void remove(const std::string& rel);
-  // The records follow their images (a directory's whole subtree when `is_dir`).
-  void rename(const std::string& from, const std::string& to, bool is_dir);
+  // Removes REL's record. Durable when it returns (the directory is fsync'ed): a record
+  // that a power cut could bring back would vouch for whatever a later life of the name
+  // puts there (docs/write-path.md §2b). ENOENT is success.
+  std::error_code remove(const std::string& rel);
+  // The records follow their images (a directory's whole subtree when `is_dir`). Durable
+  // when it returns without error.
+  std::error_code rename(const std::string& from, const std::string& to, bool is_dir);
 
  private:
   const Legs& legs_;

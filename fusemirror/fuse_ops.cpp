@@ -212,6 +212,16 @@ int op_fsync(const char* path, int datasync, fuse_file_info* fi) {
   });
 }
 
+// Without it the kernel answers fsync of a directory with success and nothing is made
+// durable: a name created through the mount could vanish in a power cut.
+int op_fsyncdir(const char* path_arg, int, fuse_file_info* fi) {
+  const char* path = fi && fi->fh ? reinterpret_cast<std::string*>(fi->fh)->c_str() : path_arg;
+  return guarded("fsyncdir", path, [&] {
+    if (is_control(path)) return 0;
+    return neg(set().ns().fsyncdir(rel(path)));
+  });
+}
+
 int op_flush(const char*, fuse_file_info*) { return 0; }
 
 int op_release(const char* path, fuse_file_info* fi) {
@@ -318,6 +328,7 @@ fuse_operations make_ops() {
   ops.truncate = op_truncate;
   ops.fallocate = op_fallocate;
   ops.fsync = op_fsync;
+  ops.fsyncdir = op_fsyncdir;
   ops.flush = op_flush;
   ops.release = op_release;
   ops.lseek = op_lseek;

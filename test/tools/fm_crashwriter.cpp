@@ -6,10 +6,17 @@
 //       and then appends "block gen" for each write that fsync covered to ACKLOG (which
 //       lives outside the mount and is fdatasync'ed): those writes are *acknowledged*.
 //       Runs until killed, until a write fails (the daemon died), or M writes.
+//       --mark CTL --image NAME: after each fsync returned, also writes "ack NAME block gen"
+//       lines (one write(2)) to CTL, the control file of fm_recordfs under the legs, so that
+//       the recorder's log says what had been promised at that point (fm_powercut).
+//       --sequential: blocks in order from a random start (a stream) instead of at random.
 //   fm_crashwriter verify FILE ACKLOG
 //       Every acknowledged block must hold a valid stamp of that block with a generation
 //       >= the acknowledged one (a later, unacknowledged write may have replaced it, never
 //       an older one). Prints "checked N lost L torn T" and exits 1 if L > 0.
+//   fm_crashwriter syncdir DIR [--mark CTL --name PATH]
+//       fsync of the directory DIR (through the mount: its names become durable); then, with
+//       --mark, "exists PATH" is written to CTL (PATH relative to the recorder's root).
 //   fm_crashwriter bitmapcheck PRIMARY SECONDARY BITMAP
 //       The md invariant after a crash: every chunk where the two legs differ has its bit
 //       set in the bitmap file (or the header is untrusted, which means a full resync).
@@ -70,6 +77,18 @@ int parse_block(const std::vector<unsigned char>& b, Stamp* out) {
   return out->magic == kStampMagic ? 1 : -1;
 }
 
+const char* arg_str(int argc, char** argv, const char* name) {
+  for (int i = 0; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  return nullptr;
+}
+
+bool has_flag(int argc, char** argv, const char* name) {
+  for (int i = 0; i < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return true;
+  return false;
+}
+
 std::uint64_t arg_u64(int argc, char** argv, const char* name, std::uint64_t def) {
   for (int i = 0; i + 1 < argc; ++i)
     if (std::strcmp(argv[i], name) == 0) return std::strtoull(argv[i + 1], nullptr, 0);
@@ -85,6 +104,12 @@ int cmd_write(int argc, char** argv) {
   if (fd < 0) return std::perror(argv[2]), 2;
   int log = ::open(argv[3], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log < 0) return std::perror(argv[3]), 2;
+  const char* mark_path = arg_str(argc, argv, "--mark");
+  const char* image = arg_str(argc, argv, "--image");
+  if (mark_path && !image) return std::fprintf(stderr, "--mark needs --image\n"), 2;
+  int mark = mark_path ? ::open(mark_path, O_WRONLY | O_CLOEXEC) : -1;
+  if (mark_path && mark < 0) return std::perror(mark_path), 2;
+  const bool sequential = has_flag(argc, argv, "--sequential");
   // Generations must grow across runs (a later run's write of a block must carry a larger
   // generation than any earlier acknowledged one): start above every acknowledged
   // generation in the log and above the wall clock in nanoseconds.
@@ -101,8 +126,9 @@ int cmd_write(int argc, char** argv) {
   std::mt19937_64 rng(seed ^ gen);
   std::vector<unsigned char> buf(kBlock);
   std::vector<std::pair<std::uint64_t, std::uint64_t>> pending;
+  std::uint64_t next = rng() % blocks;
   for (std::uint64_t n = 0; n < max_writes; ++n) {
-    const std::uint64_t b = rng() % blocks;
+    const std::uint64_t b = sequential ? next++ % blocks : rng() % blocks;
     fill_block(buf, b, ++gen, seed);
     if (::pwrite(fd, buf.data(), kBlock, static_cast<off_t>(b * kBlock)) != static_cast<ssize_t>(kBlock))
       return 0;  // the daemon died: expected in a crash test
@@ -114,6 +140,13 @@ int cmd_write(int argc, char** argv) {
       if (::write(log, lines.data(), lines.size()) != static_cast<ssize_t>(lines.size()) ||
           ::fdatasync(log) != 0)
         return std::perror("ack log"), 2;
+      if (mark >= 0) {
+        std::string marks;
+        for (auto [blk, g] : pending)
+          marks += "ack " + std::string(image) + " " + std::to_string(blk) + " " + std::to_string(g) + "\n";
+        if (::write(mark, marks.data(), marks.size()) != static_cast<ssize_t>(marks.size()))
+          return std::perror("mark"), 2;
+      }
       pending.clear();
     }
   }
@@ -149,6 +182,23 @@ int cmd_verify(char** argv) {
   std::printf("checked %zu lost %llu torn %llu\n", acked.size(), static_cast<unsigned long long>(lost),
               static_cast<unsigned long long>(torn));
   return lost ? 1 : 0;
+}
+
+int cmd_syncdir(int argc, char** argv) {
+  int fd = ::open(argv[2], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return std::perror(argv[2]), 2;
+  if (::fsync(fd) != 0) return std::perror("fsync"), 1;
+  ::close(fd);
+  const char* mark_path = arg_str(argc, argv, "--mark");
+  const char* name = arg_str(argc, argv, "--name");
+  if (mark_path && name) {
+    int mark = ::open(mark_path, O_WRONLY | O_CLOEXEC);
+    if (mark < 0) return std::perror(mark_path), 2;
+    const std::string line = "exists " + std::string(name) + "\n";
+    if (::write(mark, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return std::perror("mark"), 2;
+    ::close(mark);
+  }
+  return 0;
 }
 
 int cmd_bitmapcheck(char** argv) {
@@ -200,10 +250,13 @@ int cmd_bitmapcheck(char** argv) {
 int main(int argc, char** argv) {
   if (argc >= 4 && std::strcmp(argv[1], "write") == 0) return cmd_write(argc, argv);
   if (argc == 4 && std::strcmp(argv[1], "verify") == 0) return cmd_verify(argv);
+  if (argc >= 3 && std::strcmp(argv[1], "syncdir") == 0) return cmd_syncdir(argc, argv);
   if (argc == 5 && std::strcmp(argv[1], "bitmapcheck") == 0) return cmd_bitmapcheck(argv);
   std::fprintf(stderr,
                "usage: fm_crashwriter write FILE ACKLOG [--blocks N] [--seed S] [--sync-every K] [--max-writes M]\n"
+               "                             [--mark CTL --image NAME] [--sequential]\n"
                "       fm_crashwriter verify FILE ACKLOG\n"
+               "       fm_crashwriter syncdir DIR [--mark CTL --name PATH]\n"
                "       fm_crashwriter bitmapcheck PRIMARY SECONDARY BITMAP\n");
   return 2;
 }

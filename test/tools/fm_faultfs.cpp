@@ -47,7 +47,7 @@
 // Environment: FAULTFS_CACHED=1 disables direct_io (page cache; faults then hit writeback),
 // FAULTFS_PARALLEL=0 disables the shim. O_DIRECT is not passed on to the backing file.
 
-#define FUSE_USE_VERSION 312
+#include "test/tools/passthrough.hpp"  // first: it sets FUSE_USE_VERSION
 #include "fusemirror/parallel_writes.hpp"
 #include <dirent.h>
 #include <fcntl.h>
@@ -58,7 +58,6 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -271,8 +270,9 @@ void load_env() {
 
 // ------------------------------------------------------------------ state
 
-int g_bfd = -1;         // the backing directory
-std::string g_backing;  // its absolute path (for the *xattr calls)
+namespace pt = fmtest::pt;
+using pt::neg_errno;
+using pt::rel;
 struct fuse* g_fuse = nullptr;
 bool g_cached = false;
 const timespec g_start = [] {
@@ -301,15 +301,6 @@ Handle* H(const fuse_file_info* fi) {
 
 bool is_ctl(const char* path) { return path && std::strcmp(path, kCtlPath) == 0; }
 
-// Path relative to the backing directory: "/" -> ".", "/a/b" -> "a/b".
-const char* rel(const char* path) {
-  if (!path || !path[0] || (path[0] == '/' && !path[1])) return ".";
-  return path[0] == '/' ? path + 1 : path;
-}
-
-std::string abs_path(const char* path) { return g_backing + (path && path[0] == '/' && path[1] ? path : "/"); }
-
-int neg_errno() { return -errno; }
 
 // The worker threads are cancelled (pthread_cancel) when the session loop ends; while this
 // process sleeps in a fault it keeps cancellation off and polls for the end instead.
@@ -389,45 +380,37 @@ int op_getattr(const char* path, struct stat* st, fuse_file_info* fi) {
   }
   if (!path) return -ESTALE;
   if (is_ctl(path)) return ctl_attr(st), 0;
-  return fstatat(g_bfd, rel(path), st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
-}
-
-int op_readlink(const char* path, char* buf, size_t size) {
-  if (size == 0) return -EINVAL;
-  ssize_t n = readlinkat(g_bfd, rel(path), buf, size - 1);
-  if (n < 0) return neg_errno();
-  buf[n] = '\0';
-  return 0;
+  return fstatat(pt::root.fd, rel(path), st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
 }
 
 int op_mkdir(const char* path, mode_t mode) {
   if (is_ctl(path)) return -EEXIST;
-  return mkdirat(g_bfd, rel(path), mode) == 0 ? 0 : neg_errno();
+  return mkdirat(pt::root.fd, rel(path), mode) == 0 ? 0 : neg_errno();
 }
 
 int op_unlink(const char* path) {
   if (is_ctl(path)) return -EPERM;
-  return unlinkat(g_bfd, rel(path), 0) == 0 ? 0 : neg_errno();
+  return unlinkat(pt::root.fd, rel(path), 0) == 0 ? 0 : neg_errno();
 }
 
 int op_rmdir(const char* path) {
   if (is_ctl(path)) return -ENOTDIR;
-  return unlinkat(g_bfd, rel(path), AT_REMOVEDIR) == 0 ? 0 : neg_errno();
+  return unlinkat(pt::root.fd, rel(path), AT_REMOVEDIR) == 0 ? 0 : neg_errno();
 }
 
 int op_symlink(const char* target, const char* link) {
   if (is_ctl(link)) return -EEXIST;
-  return symlinkat(target, g_bfd, rel(link)) == 0 ? 0 : neg_errno();
+  return symlinkat(target, pt::root.fd, rel(link)) == 0 ? 0 : neg_errno();
 }
 
 int op_rename(const char* from, const char* to, unsigned int flags) {
   if (is_ctl(from) || is_ctl(to)) return -EPERM;
-  return renameat2(g_bfd, rel(from), g_bfd, rel(to), flags) == 0 ? 0 : neg_errno();
+  return renameat2(pt::root.fd, rel(from), pt::root.fd, rel(to), flags) == 0 ? 0 : neg_errno();
 }
 
 int op_link(const char* from, const char* to) {
   if (is_ctl(from) || is_ctl(to)) return -EPERM;
-  return linkat(g_bfd, rel(from), g_bfd, rel(to), 0) == 0 ? 0 : neg_errno();
+  return linkat(pt::root.fd, rel(from), pt::root.fd, rel(to), 0) == 0 ? 0 : neg_errno();
 }
 
 int op_chmod(const char* path, mode_t mode, fuse_file_info* fi) {
@@ -435,7 +418,7 @@ int op_chmod(const char* path, mode_t mode, fuse_file_info* fi) {
   if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return -EPERM;
   if (h && h->kind == Handle::File) return fchmod(h->fd, mode) == 0 ? 0 : neg_errno();
   if (!path) return -ESTALE;
-  return fchmodat(g_bfd, rel(path), mode, 0) == 0 ? 0 : neg_errno();
+  return fchmodat(pt::root.fd, rel(path), mode, 0) == 0 ? 0 : neg_errno();
 }
 
 int op_chown(const char* path, uid_t uid, gid_t gid, fuse_file_info* fi) {
@@ -443,7 +426,7 @@ int op_chown(const char* path, uid_t uid, gid_t gid, fuse_file_info* fi) {
   if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return -EPERM;
   if (h && h->kind == Handle::File) return fchown(h->fd, uid, gid) == 0 ? 0 : neg_errno();
   if (!path) return -ESTALE;
-  return fchownat(g_bfd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
+  return fchownat(pt::root.fd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
 }
 
 int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
@@ -451,7 +434,7 @@ int op_truncate(const char* path, off_t size, fuse_file_info* fi) {
   if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return 0;  // "echo x > .faultfs"
   if (h && h->kind == Handle::File) return ftruncate(h->fd, size) == 0 ? 0 : neg_errno();
   if (!path) return -ESTALE;
-  int fd = openat(g_bfd, rel(path), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = openat(pt::root.fd, rel(path), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return neg_errno();
   int rc = ftruncate(fd, size) == 0 ? 0 : neg_errno();
   close(fd);
@@ -463,7 +446,7 @@ int op_utimens(const char* path, const timespec tv[2], fuse_file_info* fi) {
   if (is_ctl(path) || (h && h->kind == Handle::Ctl)) return 0;
   if (h && h->kind == Handle::File) return futimens(h->fd, tv) == 0 ? 0 : neg_errno();
   if (!path) return -ESTALE;
-  return utimensat(g_bfd, rel(path), tv, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
+  return utimensat(pt::root.fd, rel(path), tv, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : neg_errno();
 }
 
 int open_ctl(fuse_file_info* fi) {
@@ -498,7 +481,7 @@ int backing_flags(int flags) { return (flags & ~O_DIRECT) | O_CLOEXEC; }
 
 int op_open(const char* path, fuse_file_info* fi) {
   if (is_ctl(path)) return open_ctl(fi);
-  int fd = openat(g_bfd, rel(path), backing_flags(fi->flags) & ~(O_CREAT | O_EXCL));
+  int fd = openat(pt::root.fd, rel(path), backing_flags(fi->flags) & ~(O_CREAT | O_EXCL));
   if (fd < 0) return neg_errno();
   return finish_open(fd, fi);
 }
@@ -508,7 +491,7 @@ int op_create(const char* path, mode_t mode, fuse_file_info* fi) {
     if (fi->flags & O_EXCL) return -EEXIST;
     return open_ctl(fi);
   }
-  int fd = openat(g_bfd, rel(path), backing_flags(fi->flags) | O_CREAT, mode);
+  int fd = openat(pt::root.fd, rel(path), backing_flags(fi->flags) | O_CREAT, mode);
   if (fd < 0) return neg_errno();
   return finish_open(fd, fi);
 }
@@ -598,10 +581,6 @@ int op_write(const char* path, const char* buf, size_t size, off_t off, fuse_fil
   return rc;
 }
 
-int op_statfs(const char* path, struct statvfs* st) {
-  return fstatvfs(g_bfd, st) == 0 ? 0 : neg_errno();
-}
-
 int op_flush(const char* path, fuse_file_info* fi) {
   Handle* h = H(fi);
   if (!h || h->kind != Handle::File) return 0;
@@ -636,35 +615,9 @@ int op_fsync(const char* path, int datasync, fuse_file_info* fi) {
   return rc == 0 ? 0 : neg_errno();
 }
 
-int op_setxattr(const char* path, const char* name, const char* value, size_t size, int flags) {
-  if (!path) return -ESTALE;
-  if (is_ctl(path)) return -ENOTSUP;
-  return lsetxattr(abs_path(path).c_str(), name, value, size, flags) == 0 ? 0 : neg_errno();
-}
-
-int op_getxattr(const char* path, const char* name, char* value, size_t size) {
-  if (!path) return -ESTALE;
-  if (is_ctl(path)) return -ENODATA;
-  ssize_t n = lgetxattr(abs_path(path).c_str(), name, value, size);
-  return n < 0 ? neg_errno() : static_cast<int>(n);
-}
-
-int op_listxattr(const char* path, char* list, size_t size) {
-  if (!path) return -ESTALE;
-  if (is_ctl(path)) return 0;
-  ssize_t n = llistxattr(abs_path(path).c_str(), list, size);
-  return n < 0 ? neg_errno() : static_cast<int>(n);
-}
-
-int op_removexattr(const char* path, const char* name) {
-  if (!path) return -ESTALE;
-  if (is_ctl(path)) return -ENODATA;
-  return lremovexattr(abs_path(path).c_str(), name) == 0 ? 0 : neg_errno();
-}
-
 int op_opendir(const char* path, fuse_file_info* fi) {
   if (is_ctl(path)) return -ENOTDIR;
-  int fd = openat(g_bfd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int fd = openat(pt::root.fd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return neg_errno();
   DIR* d = fdopendir(fd);
   if (!d) {
@@ -683,18 +636,7 @@ int op_readdir(const char* path, void* buf, fuse_fill_dir_t filler, off_t off, f
                fuse_readdir_flags flags) {
   Handle* h = H(fi);
   if (!h || h->kind != Handle::Dir) return -EBADF;
-  // offset-less mode: the whole directory in one go (libfuse buffers it)
-  rewinddir(h->dir);
-  errno = 0;
-  while (dirent* e = readdir(h->dir)) {
-    if (h->root && std::strcmp(e->d_name, kCtlName) == 0) continue;
-    struct stat st {};
-    st.st_ino = e->d_ino;
-    st.st_mode = static_cast<mode_t>(DTTOIF(e->d_type));
-    if (filler(buf, e->d_name, &st, 0, static_cast<fuse_fill_dir_flags>(0))) break;
-    errno = 0;
-  }
-  return errno ? neg_errno() : 0;
+  return pt::readdir(h->dir, h->root, kCtlName, buf, filler);
 }
 
 int op_releasedir(const char* path, fuse_file_info* fi) {
@@ -752,44 +694,19 @@ int usage() {
 }  // namespace
 
 int main(int argc, char* argv[]) {
-  // BACKING_DIR is the first non-option argument (the value of -o is not one).
-  std::vector<char*> rest{argv[0]};
-  const char* backing = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    if (a == "-o" && i + 1 < argc) {
-      rest.push_back(argv[i]);
-      rest.push_back(argv[++i]);
-    } else if (!backing && !a.empty() && a[0] != '-') {
-      backing = argv[i];
-    } else {
-      if (a == "-h" || a == "--help") usage();
-      rest.push_back(argv[i]);
-    }
-  }
-  if (!backing) return usage();
-
-  char* real = realpath(backing, nullptr);
-  if (!real) {
-    std::fprintf(stderr, "fm_faultfs: %s: %s\n", backing, std::strerror(errno));
-    return 1;
-  }
-  g_backing = real;
-  std::free(real);
-  g_bfd = open(g_backing.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (g_bfd < 0) {
-    std::fprintf(stderr, "fm_faultfs: %s: %s\n", g_backing.c_str(), std::strerror(errno));
-    return 1;
-  }
+  pt::Args args = pt::parse_args(argc, argv, {});
+  if (args.help) usage();
+  if (!args.backing) return usage();
+  if (!pt::open_root("fm_faultfs", args.backing)) return 1;
   load_env();
   const char* cached = std::getenv("FAULTFS_CACHED");
   g_cached = cached && std::strcmp(cached, "1") == 0;
   const char* par = std::getenv("FAULTFS_PARALLEL");
-  bool parallel = !(par && std::strcmp(par, "0") == 0);
+  const bool parallel = !(par && std::strcmp(par, "0") == 0);
 
   static fuse_operations ops{};
+  pt::set_path_ops(ops, kCtlPath);
   ops.getattr = op_getattr;
-  ops.readlink = op_readlink;
   ops.mkdir = op_mkdir;
   ops.unlink = op_unlink;
   ops.rmdir = op_rmdir;
@@ -802,14 +719,9 @@ int main(int argc, char* argv[]) {
   ops.open = op_open;
   ops.read = op_read;
   ops.write = op_write;
-  ops.statfs = op_statfs;
   ops.flush = op_flush;
   ops.release = op_release;
   ops.fsync = op_fsync;
-  ops.setxattr = op_setxattr;
-  ops.getxattr = op_getxattr;
-  ops.listxattr = op_listxattr;
-  ops.removexattr = op_removexattr;
   ops.opendir = op_opendir;
   ops.readdir = op_readdir;
   ops.releasedir = op_releasedir;
@@ -820,74 +732,17 @@ int main(int argc, char* argv[]) {
   ops.fallocate = op_fallocate;
   ops.lseek = op_lseek;
 
-  std::string subtype = "-osubtype=fm_faultfs";
-  std::string fsname = "-ofsname=faultfs:" + g_backing;
-  rest.push_back(subtype.data());
-  if (g_backing.find_first_of(",\\ ") == std::string::npos) rest.push_back(fsname.data());
-
-  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(rest.size()), rest.data());
-  fuse_cmdline_opts opts{};
-  if (fuse_parse_cmdline(&args, &opts) != 0) return 2;
-  int res = 0;
-  fuse_loop_config* lc = nullptr;
-  if (opts.show_version) {
-    std::printf("fm_faultfs, FUSE library version %s\n", fuse_pkgversion());
-    fuse_lowlevel_version();
-    goto out1;
-  }
-  if (opts.show_help) {
-    usage();
-    fuse_cmdline_help();
-    fuse_lib_help(&args);
-    goto out1;
-  }
-  if (!opts.mountpoint) {
-    res = usage();
-    goto out1;
-  }
-  g_fuse = fuse_new(&args, &ops, sizeof ops, nullptr);
-  if (!g_fuse) {
-    res = 3;
-    goto out1;
-  }
-  if (fuse_mount(g_fuse, opts.mountpoint) != 0) {
-    res = 4;
-    goto out2;
-  }
-  if (parallel && !g_cached) {
+  pt::Session s;
+  s.name = "fm_faultfs";
+  s.extra_args.push_back("-osubtype=fm_faultfs");
+  if (pt::root.path.find_first_of(",\\ ") == std::string::npos) s.extra_args.push_back("-ofsname=faultfs:" + pt::root.path);
+  s.default_threads = 256;  // libfuse's default of 10 would cap the overlap of delayed requests
+  s.usage = [] { usage(); };
+  s.handle = &g_fuse;
+  s.mounted = [parallel](struct fuse* f) {
     // The same shim fusemirror uses (fusemirror/parallel_writes.hpp).
-    if (!fusemirror::fuse::enable_parallel_direct_writes(fuse_get_session(g_fuse)))
+    if (parallel && !g_cached && !fusemirror::fuse::enable_parallel_direct_writes(fuse_get_session(f)))
       std::fprintf(stderr, "fm_faultfs: custom io failed; direct writes to one file serialize\n");
-  }
-  if (fuse_daemonize(opts.foreground) != 0) {
-    res = 5;
-    goto out3;
-  }
-  if (fuse_set_signal_handlers(fuse_get_session(g_fuse)) != 0) {
-    res = 6;
-    goto out3;
-  }
-  if (opts.singlethread) {
-    res = fuse_loop(g_fuse);
-  } else {
-    lc = fuse_loop_cfg_create();
-    fuse_loop_cfg_set_clone_fd(lc, opts.clone_fd);
-    if (opts.max_idle_threads != UINT_MAX)  // UINT_MAX: not given (libfuse's default)
-      fuse_loop_cfg_set_idle_threads(lc, opts.max_idle_threads);
-    // libfuse's default of 10 threads would cap the overlap of delayed requests
-    fuse_loop_cfg_set_max_threads(lc, opts.max_threads == 10 ? 256 : opts.max_threads);
-    res = fuse_loop_mt(g_fuse, lc);
-  }
-  if (res) res = 7;
-  fuse_remove_signal_handlers(fuse_get_session(g_fuse));
-out3:
-  fuse_unmount(g_fuse);
-out2:
-  fuse_destroy(g_fuse);
-  g_fuse = nullptr;
-out1:
-  if (lc) fuse_loop_cfg_destroy(lc);
-  std::free(opts.mountpoint);
-  fuse_opt_free_args(&args);
-  return res;
+  };
+  return pt::serve(args, ops, s);
 }

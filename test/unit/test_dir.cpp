@@ -92,6 +92,15 @@ TEST_CASE("mkdirs, parent_of and lstat") {
   CHECK(S_ISDIR(r->st_mode));
   CHECK_FALSE(dir->lstat("nope"));
   CHECK_FALSE(core::Dir::open(d / "nope"));
+
+  // fsync of a directory, of the directory holding a name; never through a symlink.
+  CHECK_FALSE(dir->sync());
+  CHECK_FALSE(dir->sync("a/b"));
+  CHECK_FALSE(dir->sync_parent("a/b/file-not-needed"));
+  CHECK_FALSE(dir->sync_parent("top-level-name"));
+  CHECK(dir->sync("nope") == std::errc::no_such_file_or_directory);
+  CHECK(dir->sync("a/link"));
+  CHECK(dir->sync("a/../a") == std::errc::invalid_argument);
 }
 
 }  // TEST_SUITE

@@ -97,13 +97,23 @@ TEST_CASE("records: written, read back, renamed, removed; missing and corrupt to
   CHECK(r->image_uuid == kImage);
   CHECK_FALSE(r->clean);
   CHECK_FALSE(r->file);
-  recs.rename("dir", "dir2", true);
+  CHECK_FALSE(recs.rename("dir", "dir2", true));
   CHECK(recs.read("dir/a.img").error() == std::errc::no_such_file_or_directory);
   REQUIRE(recs.read("dir2/a.img"));
   std::ofstream(d / core::record_rel("dir2/b.img")) << "{not json";
   CHECK(recs.read("dir2/b.img").error() == std::errc::bad_message);
-  recs.remove("dir2/a.img");
+  CHECK_FALSE(recs.remove("dir2/a.img"));
   CHECK(recs.read("dir2/a.img").error() == std::errc::no_such_file_or_directory);
+  // Nothing to remove or to move is no error (an image without a record, a second remove).
+  CHECK_FALSE(recs.remove("dir2/a.img"));
+  CHECK_FALSE(recs.rename("dir2/none.img", "dir2/other.img", false));
+  // A record moved over another one replaces it (rename of an image over another).
+  REQUIRE_FALSE(recs.write("x.img", kImage, 3));
+  REQUIRE_FALSE(recs.write("y.img", kImage, 9));
+  CHECK_FALSE(recs.rename("x.img", "y.img", false));
+  CHECK(recs.read("x.img").error() == std::errc::no_such_file_or_directory);
+  REQUIRE(recs.read("y.img"));
+  CHECK(recs.read("y.img")->events == 3);
 }
 
 TEST_CASE("records: a FIFO, a symlink or a hard link in place of a record is no proof, and never blocks") {

@@ -1,0 +1,13 @@
+#!/bin/bash
+# t_powercut_canary — the power-cut suite can fail: a daemon broken on purpose (test builds:
+# FM_FAULT=bitmap.late writes both legs before the bits are flushed, breaking intent before
+# data) must be caught by a CI-sized run of t_powercut.sh (random writes with fsync, 200
+# states, offline checks only). Skips (77) on a build without crash points, where the fault
+# point does not exist.
+here=$(dirname "$0")
+if ! grep -q "FUSEMIRROR_CRASH_POINTS:BOOL=ON" "$(dirname "${FUSEMIRROR:-/nonexistent}")/../CMakeCache.txt" 2>/dev/null; then
+  echo "SKIP powercut_canary: not a build with -DFUSEMIRROR_CRASH_POINTS=ON" >&2
+  exit 77
+fi
+FM_PC_WORKLOADS=randsync FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 \
+  FM_PC_DAEMON_FAULT=bitmap.late FM_PC_EXPECT=violations exec bash "$here/t_powercut.sh"
