@@ -254,6 +254,7 @@ TEST_SUITE("write_behind") {
         gate.wait();
         return std::error_code{};
       })));
+    CHECK(q.full_waits() == 0);
     std::atomic<bool> third{false};
     std::thread writer([&] {
       CHECK(q.submit(make_op(8192, 4096, [] { return std::error_code{}; })));
@@ -262,11 +263,17 @@ TEST_SUITE("write_behind") {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     CHECK_FALSE(third);
     CHECK(q.outstanding() == 2);
+    // The writer waits: counted once; the lag is the oldest write's age.
+    CHECK(q.full_waits() == 1);
+    CHECK(q.lag_seconds() >= 0.04);
+    CHECK(q.lag_seconds() < 30);
     gate.release();
     writer.join();
     CHECK(third);
     CHECK(q.drain(30));
     CHECK(q.peak() == 2);
+    CHECK(q.full_waits() == 1);
+    CHECK(q.lag_seconds() == 0);  // nothing outstanding
   }
 
   TEST_CASE("stop ends queued writes as not written; stopping one queue leaves the others") {
