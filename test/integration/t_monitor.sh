@@ -1,6 +1,6 @@
 #!/bin/bash
 # t_monitor — a degraded image cannot go unnoticed: `fusemirror monitor`, the daemon's
-# sd_notify messages, and `fusemirror metrics` (docs/operations.md §6).
+# sd_notify messages, and `fusemirror metrics` (docs/operations.md §2.4-2.6).
 #
 #   a) monitor --program: a script appending its arguments to a file records Fail within
 #      2 s of the secondary failing (fm_faultfs fail_write=EIO under the secondary), then
@@ -8,13 +8,17 @@
 #      name as its own argument even when it holds a space); --oneshot (named, and --scan)
 #      prints DegradedArray for the degraded image and exits 0; SIGKILL of the daemon (by
 #      its pid) gives DeviceDisappeared, and the monitor, with nothing left to watch, exits 0.
+#      The sample docs/examples/fusemirror-mail-event mails a Fail (a stub sendmail).
 #   b) sd_notify: a Python datagram socket as NOTIFY_SOCKET. READY=1 comes, and a read of
 #      status.json made the moment it arrives succeeds; STATUS= says "1 image, 0 degraded",
 #      then "1 image, 1 degraded" within 2 s of `fusemirror fail`; WATCHDOG=1 pings at
 #      WATCHDOG_USEC/2; STOPPING=1 at unmount.
 #   c) metrics: the output parses with prometheus_client's text parser (Debian
 #      python3-prometheus-client) and every value equals `status --json`'s, for images
-#      whose names hold a quote, a backslash and a newline.
+#      whose names hold a quote, a backslash and a newline; a mount that does not answer
+#      gets fusemirror_up 0.
+#   d) permissions (allow_other): uid 65534 reads the events file and runs the monitor but
+#      sees nothing of an image in a directory it cannot search; root sees it.
 . "$(dirname "$0")/lib.sh"
 
 FM_FAULTFS=${FM_FAULTFS:-$(dirname "$FUSEMIRROR")/../test/tools/fm_faultfs}
@@ -75,6 +79,19 @@ awk -v l="$lat" 'BEGIN { exit !(l <= 2.0) }' || fail "Fail reported after ${lat}
 grep -F -- "|Fail|$MNT|$IMG|" "$EV" | grep -q "Input/output error" ||
   soft_fail "the Fail event's detail does not name the error: $(grep Fail "$EV")"
 grep -q "DegradedArray" "$EV" && soft_fail "DegradedArray reported for a failure seen live (mdadm reports Fail): $(cat "$EV")"
+
+# The sample mail program, with a sendmail that keeps the message: the image's name with
+# its space arrives whole, and the status of the set is in the mail.
+BIN=$FM_TMP/bin
+mkdir -p "$BIN"
+printf '#!/bin/sh\ncat >"%s"\n' "$FM_TMP/mail.txt" >"$BIN/sendmail"
+ln -s "$FUSEMIRROR" "$BIN/fusemirror"
+chmod +x "$BIN/sendmail"
+PATH=$BIN:$PATH MAILTO=ops@example.org fm_timeout 30 "$FM_SRC_ROOT/docs/examples/fusemirror-mail-event" \
+  Fail "$MNT" "$IMG" "write: Input/output error" || fail "fusemirror-mail-event exited $?"
+grep -q "^To: ops@example.org" "$FM_TMP/mail.txt" && grep -q "^Subject: fusemirror Fail event on .*:$MNT" "$FM_TMP/mail.txt" &&
+  grep -qxF "Image: $IMG" "$FM_TMP/mail.txt" && grep -qF "$IMG : degraded raid1 [U_]" "$FM_TMP/mail.txt" ||
+  fail "fusemirror-mail-event's mail: $(cat "$FM_TMP/mail.txt")"
 
 # --oneshot while degraded: DegradedArray for the image, then exit 0.
 out=$(fm_timeout 30 "$FUSEMIRROR" monitor "$MNT" --oneshot) || fail "monitor --oneshot exited $?"
@@ -173,7 +190,7 @@ P3=$FM_TMP/p3 S3=$FM_TMP/s3 M3=$FM_TMP/m3
 mkdir -p "$P3" "$S3" "$M3"
 chmod 755 "$P3" "$S3"
 fm_create "$P3" "$S3" --chunk-size 64K --daemon-sleep 1 --write-behind 8
-fm_mount "$P3" "$M3"
+fm_mount "$P3" "$M3" -o allow_other
 N1='quo"te\back.img'
 N2=$'new\nline.img'
 dd if="$(fm_rand)" of="$M3/$N1" bs=64K count=10 conv=fsync status=none || fail "writing $N1 failed"
@@ -251,6 +268,23 @@ fm_log "metrics: $res"
 # A mount whose daemon does not answer still gets a sample: fusemirror_up 0.
 out=$("$FUSEMIRROR" metrics "$M3" "$FM_TMP" 2>/dev/null) || fail "metrics with a dead mount exited $?"
 grep -qxF "fusemirror_up{mount=\"$FM_TMP\"} 0" <<<"$out" || fail "no fusemirror_up 0 for a non-set: $(grep _up <<<"$out")"
+
+# ------------------------------------------------------------------ d) who sees which events
+FM_CONTEXT=permissions
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+chmod 755 "$FM_TMP" "$M3" # the way to the mount; the mount's root is the primary's mode
+mkdir -m 700 "$M3/priv" || fail "mkdir through the mount failed"
+dd if="$(fm_rand)" of="$M3/priv/secret.img" bs=64K count=2 conv=fsync status=none || fail "writing secret.img failed"
+fm_cli fail "$M3" priv/secret.img
+grep -q " Fail priv/secret.img operator request" "$M3/.fusemirror/events" || fail "root does not see secret.img's Fail"
+ev=$(nobody cat "$M3/.fusemirror/events") || fail "uid 65534 cannot read the events file"
+grep -q "secret" <<<"$ev" && fail "uid 65534 sees the events of an image it cannot reach: $ev"
+grep -q " NewImage plain.img" <<<"$ev" || fail "uid 65534 does not see plain.img's events: $ev"
+out=$(fm_timeout 30 setpriv --reuid=65534 --regid=65534 --clear-groups "$FUSEMIRROR" monitor "$M3" --oneshot) || fail "monitor --oneshot as uid 65534 exited $?"
+grep -q "secret" <<<"$out" && fail "monitor as uid 65534 reports secret.img: $out"
+grep -q " DegradedArray .* quo" <<<"$out" || fail "monitor as uid 65534 misses the degraded image it can reach: $out"
+out=$(fm_timeout 30 "$FUSEMIRROR" monitor "$M3" --oneshot) || fail "monitor --oneshot exited $?"
+[[ $(grep -c DegradedArray <<<"$out") == 2 ]] || fail "root's monitor --oneshot should report 2 degraded images: $out"
 fm_unmount "$M3"
 
 fm_pass
