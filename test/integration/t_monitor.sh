@@ -9,6 +9,9 @@
 #      prints DegradedArray for the degraded image and exits 0; SIGKILL of the daemon (by
 #      its pid) gives DeviceDisappeared, and the monitor, with nothing left to watch, exits 0.
 #      The sample docs/examples/fusemirror-mail-event mails a Fail (a stub sendmail).
+#   a') LagExceeded: write-behind (4 writes) over fm_faultfs with hang=1: the queue fills,
+#      the writer waits, the monitor reports LagExceeded once; the metrics show full_waits
+#      and a lag.
 #   b) sd_notify: a Python datagram socket as NOTIFY_SOCKET. READY=1 comes, and a read of
 #      status.json made the moment it arrives succeeds; STATUS= says "1 image, 0 degraded",
 #      then "1 image, 1 degraded" within 2 s of `fusemirror fail`; WATCHDOG=1 pings at
@@ -85,7 +88,7 @@ grep -q "DegradedArray" "$EV" && soft_fail "DegradedArray reported for a failure
 BIN=$FM_TMP/bin
 mkdir -p "$BIN"
 printf '#!/bin/sh\ncat >"%s"\n' "$FM_TMP/mail.txt" >"$BIN/sendmail"
-ln -s "$FUSEMIRROR" "$BIN/fusemirror"
+ln -s "$(realpath "$FUSEMIRROR")" "$BIN/fusemirror"
 chmod +x "$BIN/sendmail"
 PATH=$BIN:$PATH MAILTO=ops@example.org fm_timeout 30 "$FM_SRC_ROOT/docs/examples/fusemirror-mail-event" \
   Fail "$MNT" "$IMG" "write: Input/output error" || fail "fusemirror-mail-event exited $?"
@@ -128,6 +131,43 @@ fm_timeout 20 fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" || fail "can
 # A named mount that is not a set: a clear error, exit 1.
 expect_fail "monitor of a plain directory" "not a fusemirror|not mounted|cannot monitor" \
   "$FUSEMIRROR" monitor "$MNT" --oneshot
+
+# ------------------------------------------------------------------ a') LagExceeded
+# Write-behind with 4 outstanding writes at most, over the same fm_faultfs: with hang=1 the
+# secondary takes nothing, the queue fills and the writer waits: LagExceeded, once.
+FM_CONTEXT=lag
+P4=$FM_TMP/p4 S4=$FF/s4 M4=$FM_TMP/m4
+mkdir -p "$P4" "$S4" "$M4"
+chmod 755 "$P4" "$S4"
+fm_create "$P4" "$S4" --chunk-size 64K --daemon-sleep 1 --write-behind 4
+fm_mount "$P4" "$M4"
+: >"$EV"
+"$FUSEMIRROR" monitor "$M4" --program "$PROG" --delay 0.5 </dev/null >"$FM_TMP/logs/monitor4.out" 2>&1 &
+FM_BG_PIDS+=("$!")
+# the image and its record exist before the secondary hangs (creating it writes the record)
+dd if="$(fm_rand)" of="$M4/wb.img" bs=64K count=1 conv=fsync status=none || fail "creating wb.img failed"
+fm_wait_for "in sync" 10 fm_image_is "$M4" wb.img '.write_behind.outstanding == 0 and .unsynced_chunks == 0' ||
+  fail "wb.img not in sync: $(fm_image_json "$M4" wb.img)"
+sleep 1
+ffctl hang=1
+dd if="$(fm_rand)" of="$M4/wb.img" bs=4096 count=12 conv=notrunc status=none 2>"$FM_TMP/logs/dd4.err" &
+DD4=$!
+has_lag() { grep -qF -- "|LagExceeded|$M4|wb.img|" "$EV"; }
+fm_wait_for "LagExceeded" 5 has_lag || fail "no LagExceeded with a hung write-behind secondary: $(cat "$EV")"
+grep -F "|LagExceeded|" "$EV" | grep -q "4 of 4 writes outstanding" || soft_fail "LagExceeded detail: $(grep Lag "$EV")"
+m=$("$FUSEMIRROR" metrics "$M4")
+grep -qE '^fusemirror_write_behind_full_waits_total\{.*image="wb.img"\} [1-9]' <<<"$m" ||
+  soft_fail "full_waits not counted: $(grep full_waits <<<"$m")"
+grep -qE '^fusemirror_write_behind_lag_seconds\{.*image="wb.img"\} (0\.[0-9]*[1-9]|[1-9])' <<<"$m" ||
+  soft_fail "no write-behind lag while hung: $(grep lag_seconds <<<"$m")"
+ffctl hang=0
+wait "$DD4" || fail "the writer failed after hang=0: $(cat "$FM_TMP/logs/dd4.err")"
+sleep 1.5
+n=$(grep -cF "|LagExceeded|" "$EV" || true)
+((n == 1)) || soft_fail "want one LagExceeded for one stall, got $n"
+fm_log "LagExceeded: $(grep -F '|LagExceeded|' "$EV" | cut -d'|' -f5)"
+fm_unmount "$M4"
+
 fm_bg_stop "$FFPID"
 fm_wait_for "faultfs gone" 10 bash -c '! grep -q " $0 " /proc/self/mountinfo' "$FF" || fail "fm_faultfs still mounted"
 
