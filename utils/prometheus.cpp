@@ -9,28 +9,26 @@
 
 namespace fusemirror::utils::prometheus {
 
-std::string escape_label_value(std::string_view v) {
+namespace {
+
+// The format's escapes: backslash and newline always, the double quote in label values.
+std::string escape(std::string_view v, bool quote) {
   std::string out;
   out.reserve(v.size());
   for (char c : v) {
     if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
     else if (c == '\n') out += "\\n";
+    else if (c == '"' && quote) out += "\\\"";
     else out += c;
   }
   return out;
 }
 
-std::string escape_help(std::string_view v) {
-  std::string out;
-  out.reserve(v.size());
-  for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-  return out;
-}
+}  // namespace
+
+std::string escape_label_value(std::string_view v) { return escape(v, true); }
+
+std::string escape_help(std::string_view v) { return escape(v, false); }
 
 std::string format_value(double v) {
   if (std::isnan(v)) return "NaN";

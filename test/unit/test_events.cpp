@@ -12,8 +12,8 @@
 #include "core/events.hpp"
 #include "core/image.hpp"
 #include "core/resync.hpp"
+#include "image_fixture.hpp"
 #include "test_helpers.hpp"
-#include "utils/thread_pool.hpp"
 
 using namespace fusemirror;
 using core::Event;
@@ -27,37 +27,20 @@ std::vector<std::string> names(const core::EventSnapshot& s) {
   return out;
 }
 
-const utils::Uuid kSet = {9, 9, 9, 9, 9, 9, 0x49, 9, 0x89, 9, 9, 9, 9, 9, 9, 9};
-constexpr std::uint64_t kCs = 65536;
+constexpr std::uint64_t kCs = fmtest::kImageChunk;
 
-// An image over two temp files, posting to `log`.
+// An image over two temp files, posting to `log` (declared before the image: outlives it).
 struct ImageFixture {
-  fmtest::TempDir dir;
-  std::string ppath = dir / "p.img", spath = dir / "s.img", bpath = dir / "img.fmbm";
-  utils::ThreadPool pool{2};
   EventLog log;
-  std::shared_ptr<core::Image> img;
-
-  explicit ImageFixture(std::uint64_t size) {
-    for (const auto& p : {ppath, spath}) {
-      utils::UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-      REQUIRE(fd.valid());
-      REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(size)) == 0);
-    }
-    fmtest::write_bitmap_file(bpath, fmtest::clean_header(kSet, kCs, size));
-    utils::UniqueFd p(::open(ppath.c_str(), O_RDWR | O_CLOEXEC));
-    utils::UniqueFd s(::open(spath.c_str(), O_RDWR | O_CLOEXEC));
-    utils::UniqueFd b(::open(bpath.c_str(), O_RDWR | O_CLOEXEC));
-    core::BitmapOpenParams bp;
-    bp.set_uuid = kSet;
-    bp.chunk_size = kCs;
-    bp.image_size = size;
-    std::string why;
-    auto bm = core::Bitmap::open(std::move(b), bp, &why);
-    REQUIRE(bm);
+  fmtest::ImageFixture files;
+  std::shared_ptr<core::Image>& img = files.img;
+  std::string& ppath = files.ppath;
+  std::string& spath = files.spath;
+  explicit ImageFixture(std::uint64_t size) : files(size, options(&log), "dir/disk one.img") {}
+  static core::ImageOptions options(EventLog* log) {
     core::ImageOptions io;
-    io.events = &log;
-    img = std::make_shared<core::Image>("dir/disk one.img", std::move(p), std::move(s), std::move(*bm), &pool, io);
+    io.events = log;
+    return io;
   }
 };
 
