@@ -13,7 +13,8 @@ namespace {
 constexpr std::string_view kHeader = "# fusemirror-events 1 ";
 
 std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -22,7 +23,8 @@ std::optional<std::string> header_value(std::string_view line, std::string_view 
   std::istringstream in{std::string(line)};
   std::string word;
   while (in >> word)
-    if (word.size() > key.size() && word.compare(0, key.size(), key) == 0 && word[key.size()] == '=')
+    if (word.size() > key.size() && word.compare(0, key.size(), key) == 0 &&
+        word[key.size()] == '=')
       return word.substr(key.size() + 1);
   return std::nullopt;
 }
@@ -44,8 +46,8 @@ std::optional<std::int64_t> parse_time(const std::string& s) {
   std::tm tm{};
   int ms = 0;
   char tail = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-                  &tm.tm_min, &tm.tm_sec, &ms, &tail) != 8 ||
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms, &tail) != 8 ||
       tail != 'Z')
     return std::nullopt;
   tm.tm_year -= 1900;
@@ -57,19 +59,32 @@ std::optional<std::int64_t> parse_time(const std::string& s) {
 
 const char* to_string(Event e) {
   switch (e) {
-    case Event::fail: return "Fail";
-    case Event::degraded_array: return "DegradedArray";
-    case Event::rebuild_started: return "RebuildStarted";
-    case Event::rebuild20: return "Rebuild20";
-    case Event::rebuild40: return "Rebuild40";
-    case Event::rebuild60: return "Rebuild60";
-    case Event::rebuild80: return "Rebuild80";
-    case Event::rebuild_finished: return "RebuildFinished";
-    case Event::check_finished: return "CheckFinished";
-    case Event::mismatches_found: return "MismatchesFound";
-    case Event::secondary_reconnected: return "SecondaryReconnected";
-    case Event::lag_exceeded: return "LagExceeded";
-    case Event::new_image: return "NewImage";
+    case Event::fail:
+      return "Fail";
+    case Event::degraded_array:
+      return "DegradedArray";
+    case Event::rebuild_started:
+      return "RebuildStarted";
+    case Event::rebuild20:
+      return "Rebuild20";
+    case Event::rebuild40:
+      return "Rebuild40";
+    case Event::rebuild60:
+      return "Rebuild60";
+    case Event::rebuild80:
+      return "Rebuild80";
+    case Event::rebuild_finished:
+      return "RebuildFinished";
+    case Event::check_finished:
+      return "CheckFinished";
+    case Event::mismatches_found:
+      return "MismatchesFound";
+    case Event::secondary_reconnected:
+      return "SecondaryReconnected";
+    case Event::lag_exceeded:
+      return "LagExceeded";
+    case Event::new_image:
+      return "NewImage";
   }
   return "Unknown";
 }
@@ -102,7 +117,9 @@ EventSnapshot EventLog::snapshot(const std::function<bool(const std::string&)>& 
     s.events.assign(ring_.begin(), ring_.end());
   }
   // Filtered outside the lock: `visible` may take the namespace lock, under which others post.
-  if (visible) std::erase_if(s.events, [&](const EventRecord& r) { return !r.image.empty() && !visible(r.image); });
+  if (visible)
+    std::erase_if(s.events,
+                  [&](const EventRecord& r) { return !r.image.empty() && !visible(r.image); });
   return s;
 }
 
@@ -122,18 +139,19 @@ std::string format_event_time(std::int64_t unix_ms) {
   std::tm tm{};
   ::gmtime_r(&t, &tm);
   char b[80];
-  std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(unix_ms % 1000));
+  std::snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(unix_ms % 1000));
   return b;
 }
 
 std::string format_events(const EventSnapshot& s) {
   std::string out(kHeader);
-  out += "start=" + utils::field(s.start) + " first=" + std::to_string(s.first) + " next=" + std::to_string(s.next) +
-         "\n";
+  out += "start=" + utils::field(s.start) + " first=" + std::to_string(s.first) +
+         " next=" + std::to_string(s.next) + "\n";
   for (const auto& e : s.events) {
-    out += std::to_string(e.seq) + ' ' + format_event_time(e.time_ms) + ' ' + utils::field(e.name) + ' ' +
-           utils::field(e.image);
+    out += std::to_string(e.seq) + ' ' + format_event_time(e.time_ms) + ' ' + utils::field(e.name) +
+           ' ' + utils::field(e.image);
     if (!e.detail.empty()) out += ' ' + utils::printable(e.detail);
     out += '\n';
   }
@@ -148,7 +166,8 @@ std::optional<EventSnapshot> parse_events(std::string_view text, std::string* wh
   const std::size_t eol = text.find('\n');
   const std::string_view header = text.substr(0, eol);
   if (header.substr(0, kHeader.size()) != kHeader)
-    return bad("not a fusemirror events file of version 1 (header '" + utils::printable(header) + "')");
+    return bad("not a fusemirror events file of version 1 (header '" + utils::printable(header) +
+               "')");
   EventSnapshot s;
   const auto start = header_value(header, "start");
   const auto first = header_value(header, "first");
@@ -176,7 +195,8 @@ std::optional<EventSnapshot> parse_events(std::string_view text, std::string* wh
       f[k] = line.substr(at, sp == std::string_view::npos ? std::string_view::npos : sp - at);
       at = sp == std::string_view::npos ? line.size() : sp + 1;
       if (f[k].empty()) return bad("short line '" + utils::printable(line) + "'");
-      if (sp == std::string_view::npos && k < 3) return bad("short line '" + utils::printable(line) + "'");
+      if (sp == std::string_view::npos && k < 3)
+        return bad("short line '" + utils::printable(line) + "'");
     }
     EventRecord r;
     auto seq = to_u64(f[0]);
@@ -184,7 +204,8 @@ std::optional<EventSnapshot> parse_events(std::string_view text, std::string* wh
     auto name = utils::unfield(f[2]);
     auto image = utils::unfield(f[3]);
     auto detail = utils::unprintable(at < line.size() ? line.substr(at) : std::string_view{});
-    if (!seq || !t || !name || !image || !detail) return bad("bad line '" + utils::printable(line) + "'");
+    if (!seq || !t || !name || !image || !detail)
+      return bad("bad line '" + utils::printable(line) + "'");
     r.seq = *seq;
     r.time_ms = *t;
     r.name = std::move(*name);

@@ -33,7 +33,8 @@ constexpr auto kAnswerTimeout = std::chrono::seconds(10);  // "the daemon no lon
 constexpr auto kProgramTimeout = std::chrono::seconds(60);
 
 std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -88,9 +89,12 @@ bool wait_read(Read& r) {
 
 std::string errno_reason(int err) {
   switch (err) {
-    case ENOTCONN: return "the daemon is gone (transport endpoint is not connected)";
-    case ENOENT: return "not mounted any more";
-    default: return std::strerror(err);
+    case ENOTCONN:
+      return "the daemon is gone (transport endpoint is not connected)";
+    case ENOENT:
+      return "not mounted any more";
+    default:
+      return std::strerror(err);
   }
 }
 
@@ -104,7 +108,8 @@ struct Reported {
 
 int syslog_priority(const std::string& e) {
   if (e == "Fail" || e == "DegradedArray" || e == "DeviceDisappeared") return LOG_CRIT;
-  if (e == "MismatchesFound" || e == "LagExceeded" || e == "EventsLost" || e.rfind("Rebuild", 0) == 0)
+  if (e == "MismatchesFound" || e == "LagExceeded" || e == "EventsLost" ||
+      e.rfind("Rebuild", 0) == 0)
     return LOG_WARNING;
   return LOG_INFO;
 }
@@ -144,8 +149,8 @@ class Reporter {
     std::fflush(nullptr);
     const pid_t pid = ::fork();
     if (pid < 0) {
-      std::fprintf(stderr, "fusemirror monitor: cannot run %s: %s\n", utils::printable(o_.program).c_str(),
-                   std::strerror(errno));
+      std::fprintf(stderr, "fusemirror monitor: cannot run %s: %s\n",
+                   utils::printable(o_.program).c_str(), std::strerror(errno));
       return;
     }
     if (pid == 0) {
@@ -155,8 +160,8 @@ class Reporter {
       ::setenv("FUSEMIRROR_EVENT_TIME", when.c_str(), 1);
       ::setenv("FUSEMIRROR_EVENT_SEQ", seq.c_str(), 1);
       ::execvp(argv[0], argv.data());
-      std::fprintf(stderr, "fusemirror monitor: cannot run %s: %s\n", utils::printable(o_.program).c_str(),
-                   std::strerror(errno));
+      std::fprintf(stderr, "fusemirror monitor: cannot run %s: %s\n",
+                   utils::printable(o_.program).c_str(), std::strerror(errno));
       ::_exit(127);
     }
     int wst = 0;
@@ -175,8 +180,8 @@ class Reporter {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     if (WIFEXITED(wst) && WEXITSTATUS(wst) != 0 && WEXITSTATUS(wst) != 127)
-      std::fprintf(stderr, "fusemirror monitor: %s %s exited %d\n", utils::printable(o_.program).c_str(),
-                   e.name.c_str(), WEXITSTATUS(wst));
+      std::fprintf(stderr, "fusemirror monitor: %s %s exited %d\n",
+                   utils::printable(o_.program).c_str(), e.name.c_str(), WEXITSTATUS(wst));
   }
 
   const MonitorOptions& o_;
@@ -187,9 +192,9 @@ class Reporter {
 struct Watched {
   std::string mount;
   bool named = false;
-  bool known = false;  // a daemon of this mount has been seen answering
-  bool gone = false;   // DeviceDisappeared reported, no answer since
-  std::string start;   // that daemon's life (the events file's start id)
+  bool known = false;      // a daemon of this mount has been seen answering
+  bool gone = false;       // DeviceDisappeared reported, no answer since
+  std::string start;       // that daemon's life (the events file's start id)
   std::uint64_t next = 1;  // the first sequence number not reported yet
   std::shared_ptr<Read> inflight;
 };
@@ -217,10 +222,12 @@ class Monitor {
       if (o_.scan) rescan(false);
       for (auto& w : watched_) poll(w);
       // mdadm: nothing left to monitor ends the monitor (--scan waits for new sets).
-      if (!o_.scan && std::all_of(watched_.begin(), watched_.end(), [](const Watched& w) { return w.gone; }))
+      if (!o_.scan &&
+          std::all_of(watched_.begin(), watched_.end(), [](const Watched& w) { return w.gone; }))
         return 0;
       if (o_.scan)
-        std::erase_if(watched_, [&](const Watched& w) { return w.gone && !w.named && !mounted(w.mount); });
+        std::erase_if(watched_,
+                      [&](const Watched& w) { return w.gone && !w.named && !mounted(w.mount); });
     }
   }
 
@@ -232,15 +239,19 @@ class Monitor {
 
   void rescan(bool at_start) {
     for (const auto& mp : fusemirror_mounts()) {
-      if (std::any_of(watched_.begin(), watched_.end(), [&](const Watched& w) { return w.mount == mp; })) continue;
+      if (std::any_of(watched_.begin(), watched_.end(),
+                      [&](const Watched& w) { return w.mount == mp; }))
+        continue;
       Watched w;
       w.mount = mp;
       std::string why;
       // A set that does not answer yet (or is not ours to read) is tried again next poll.
       auto snap = read_events(w, &why);
       if (!snap) continue;
-      if (at_start) baseline(w, *snap);
-      else report_new_daemon(w, *snap);
+      if (at_start)
+        baseline(w, *snap);
+      else
+        report_new_daemon(w, *snap);
       watched_.push_back(std::move(w));
     }
   }
@@ -262,7 +273,8 @@ class Monitor {
     if (w.inflight && w.inflight->path != path && wait_read(*w.inflight)) w.inflight.reset();
     if (!w.inflight) w.inflight = start_read(path);
     if (!wait_read(*w.inflight)) {
-      *why = "the daemon does not answer (no reply in " + std::to_string(kAnswerTimeout.count()) + " s)";
+      *why = "the daemon does not answer (no reply in " + std::to_string(kAnswerTimeout.count()) +
+             " s)";
       return std::nullopt;  // the read stays in flight; the next poll looks at it again
     }
     auto r = std::move(w.inflight);
@@ -279,7 +291,8 @@ class Monitor {
   void baseline(Watched& w, const core::EventSnapshot& s) {
     w.known = true;
     w.start = s.start;
-    w.next = s.next;  // the events file first: an event racing the status is reported twice, never lost
+    w.next =
+        s.next;  // the events file first: an event racing the status is reported twice, never lost
     std::string why;
     auto text = read_file(w, w.mount + "/.fusemirror/status.json", &why);
     if (!text) return;  // the next poll finds it gone
@@ -287,12 +300,13 @@ class Monitor {
     try {
       st = fuse::set_status_from_json(nlohmann::json::parse(*text));
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "fusemirror monitor: %s: status does not parse: %s\n", utils::printable(w.mount).c_str(),
-                   e.what());
+      std::fprintf(stderr, "fusemirror monitor: %s: status does not parse: %s\n",
+                   utils::printable(w.mount).c_str(), e.what());
       return;
     }
     for (const auto& i : st.images)
-      if (!i.secondary_ok) out_.report({"DegradedArray", w.mount, i.name, "image state " + i.state, now_ms(), 0});
+      if (!i.secondary_ok)
+        out_.report({"DegradedArray", w.mount, i.name, "image state " + i.state, now_ms(), 0});
   }
 
   // Another daemon than the one the monitor knew (a set mounted while it runs, a remount):
@@ -309,8 +323,10 @@ class Monitor {
     if (s.first > w.next)
       out_.report({"EventsLost", w.mount, "",
                    std::to_string(s.first - w.next) + " events (" + std::to_string(w.next) + ".." +
-                       std::to_string(s.first - 1) + ") were dropped from the daemon's ring (it keeps the last " +
-                       std::to_string(core::EventLog::kDefaultCapacity) + ") before this monitor read them",
+                       std::to_string(s.first - 1) +
+                       ") were dropped from the daemon's ring (it keeps the last " +
+                       std::to_string(core::EventLog::kDefaultCapacity) +
+                       ") before this monitor read them",
                    now_ms(), 0});
     for (const auto& e : s.events)
       if (e.seq >= w.next) out_.report({e.name, w.mount, e.image, e.detail, e.time_ms, e.seq});
@@ -343,7 +359,8 @@ class Monitor {
 }  // namespace
 
 int monitor(const MonitorOptions& o) {
-  if (!(o.delay > 0 && o.delay <= 86400)) throw Error("--delay: must be a number of seconds in (0, 86400]");
+  if (!(o.delay > 0 && o.delay <= 86400))
+    throw Error("--delay: must be a number of seconds in (0, 86400]");
   if (o.mounts.empty() && !o.scan) throw Error("monitor: name mount points, or give --scan");
   return Monitor(o).run();
 }

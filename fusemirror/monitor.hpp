@@ -33,7 +33,7 @@ struct MonitorOptions {
   std::string program;              // run once per event
   bool syslog = false;
   bool oneshot = false;
-  double delay = 1.0;               // seconds between polls
+  double delay = 1.0;  // seconds between polls
 };
 
 int monitor(const MonitorOptions& o);

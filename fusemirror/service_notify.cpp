@@ -13,7 +13,8 @@ namespace fusemirror::fuse {
 
 using Clock = std::chrono::steady_clock;
 
-ServiceNotifier::ServiceNotifier(utils::SdNotify notify, core::MirrorSet& set, std::string mountpoint)
+ServiceNotifier::ServiceNotifier(utils::SdNotify notify, core::MirrorSet& set,
+                                 std::string mountpoint)
     : notify_(std::move(notify)), set_(set), mountpoint_(std::move(mountpoint)) {}
 
 void ServiceNotifier::start() {
@@ -24,8 +25,10 @@ void ServiceNotifier::start() {
 void ServiceNotifier::stop() {
   if (!thread_.joinable()) return;
   thread_.request_stop();
-  if (probing_) thread_.detach();
-  else thread_.join();
+  if (probing_)
+    thread_.detach();
+  else
+    thread_.join();
 }
 
 void ServiceNotifier::stopping() {
@@ -42,7 +45,8 @@ void ServiceNotifier::send(const std::string& msg) {
   std::lock_guard lk(send_mu_);
   if (stopping_sent_) return;
   if (auto ec = notify_.send(msg)) {
-    if (!send_failed_logged_) spdlog::warn("sd_notify to {}: {} (logged once)", notify_.address(), ec.message());
+    if (!send_failed_logged_)
+      spdlog::warn("sd_notify to {}: {} (logged once)", notify_.address(), ec.message());
     send_failed_logged_ = true;
   } else {
     send_failed_logged_ = false;
@@ -64,7 +68,9 @@ void ServiceNotifier::main(std::stop_token st) {
   for (int attempt = 0; !st.stop_requested(); ++attempt) {
     struct stat sb {};
     if (::stat(probe.c_str(), &sb) == 0) break;
-    if (attempt == 50) spdlog::warn("{}: the mount does not answer yet ({}); READY=1 waits", mountpoint_, strerror(errno));
+    if (attempt == 50)
+      spdlog::warn("{}: the mount does not answer yet ({}); READY=1 waits", mountpoint_,
+                   strerror(errno));
     sleep(std::chrono::milliseconds(100));
   }
   probing_ = false;
@@ -80,7 +86,8 @@ void ServiceNotifier::main(std::stop_token st) {
   std::uint64_t seen = set_.events().next_seq();
   while (!st.stop_requested()) {
     // Wake at the next event, the next refresh or ping, or every 250 ms to see a stop.
-    const std::uint64_t now_seq = set_.events().wait_for_event(seen, std::chrono::milliseconds(250));
+    const std::uint64_t now_seq =
+        set_.events().wait_for_event(seen, std::chrono::milliseconds(250));
     if (st.stop_requested()) return;
     const auto now = Clock::now();
     const bool ping = wd.count() > 0 && now >= next_ping;

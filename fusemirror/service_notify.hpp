@@ -49,8 +49,8 @@ class ServiceNotifier {
   core::MirrorSet& set_;
   const std::string mountpoint_;
   std::mutex send_mu_;
-  bool send_failed_logged_ = false;  // guarded by send_mu_
-  bool stopping_sent_ = false;       // guarded by send_mu_
+  bool send_failed_logged_ = false;   // guarded by send_mu_
+  bool stopping_sent_ = false;        // guarded by send_mu_
   std::atomic<bool> probing_{false};  // the thread waits for the mount's first answer
   std::jthread thread_;
 };

@@ -14,7 +14,8 @@
 
 namespace fmtest {
 
-inline const fusemirror::utils::Uuid kImageSet = {9, 9, 9, 9, 9, 9, 0x49, 9, 0x89, 9, 9, 9, 9, 9, 9, 9};
+inline const fusemirror::utils::Uuid kImageSet = {9,    9, 9, 9, 9, 9, 0x49, 9,
+                                                  0x89, 9, 9, 9, 9, 9, 9,    9};
 inline constexpr std::uint64_t kImageChunk = 65536;
 
 struct ImageFixture {
@@ -23,7 +24,8 @@ struct ImageFixture {
   fusemirror::utils::ThreadPool pool{2};  // declared before img: outlives it
   std::shared_ptr<fusemirror::core::Image> img;
 
-  explicit ImageFixture(std::uint64_t size, fusemirror::core::ImageOptions io = {}, std::string name = "img") {
+  explicit ImageFixture(std::uint64_t size, fusemirror::core::ImageOptions io = {},
+                        std::string name = "img") {
     namespace fm = fusemirror;
     for (const auto& p : {ppath, spath}) {
       fm::utils::UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
@@ -41,7 +43,8 @@ struct ImageFixture {
     std::string why;
     auto bm = fm::core::Bitmap::open(std::move(b), bp, &why);
     REQUIRE(bm);
-    img = std::make_shared<fm::core::Image>(std::move(name), std::move(p), std::move(s), std::move(*bm), &pool, io);
+    img = std::make_shared<fm::core::Image>(std::move(name), std::move(p), std::move(s),
+                                            std::move(*bm), &pool, io);
   }
 };
 
