@@ -327,6 +327,8 @@ int main(int argc, char** argv) {
   monitorc->add_flag("--syslog", mon.syslog, "Log each event with syslog(3) (facility daemon)");
   monitorc->add_flag("-1,--oneshot", mon.oneshot, "Report DegradedArray for every degraded image, then exit");
   monitorc->add_option("-d,--delay", mon.delay, "Seconds between polls (default 1)");
+  monitorc->add_option("--timeout", mon.timeout,
+                       "Seconds a daemon may take to answer before DeviceDisappeared (default 10)");
 
   std::vector<std::string> metrics_mps;
   auto* metricsc = app.add_subcommand(

@@ -29,7 +29,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kAnswerTimeout = std::chrono::seconds(10);  // "the daemon no longer answers"
 constexpr auto kProgramTimeout = std::chrono::seconds(60);
 
 std::int64_t now_ms() {
@@ -81,10 +80,10 @@ std::shared_ptr<Read> start_read(const std::string& path) {
   return r;
 }
 
-// Waits for `r` until kAnswerTimeout after it started; true when it is done.
-bool wait_read(Read& r) {
+// Waits for `r` until `timeout` after it started; true when it is done.
+bool wait_read(Read& r, Clock::duration timeout) {
   std::unique_lock lk(r.mu);
-  return r.cv.wait_until(lk, r.started + kAnswerTimeout, [&] { return r.done; });
+  return r.cv.wait_until(lk, r.started + timeout, [&] { return r.done; });
 }
 
 std::string errno_reason(int err) {
@@ -194,6 +193,7 @@ struct Watched {
   bool named = false;
   bool known = false;      // a daemon of this mount has been seen answering
   bool gone = false;       // DeviceDisappeared reported, no answer since
+  bool hung = false;       // the last read is still in flight (no error: it may answer yet)
   std::string start;       // that daemon's life (the events file's start id)
   std::uint64_t next = 1;  // the first sequence number not reported yet
   std::shared_ptr<Read> inflight;
@@ -221,9 +221,10 @@ class Monitor {
       std::this_thread::sleep_for(std::chrono::duration<double>(o_.delay));
       if (o_.scan) rescan(false);
       for (auto& w : watched_) poll(w);
-      // mdadm: nothing left to monitor ends the monitor (--scan waits for new sets).
+      // mdadm: nothing left to monitor ends the monitor (--scan waits for new sets). A
+      // daemon that does not answer is not gone for good: it is waited for.
       if (!o_.scan &&
-          std::all_of(watched_.begin(), watched_.end(), [](const Watched& w) { return w.gone; }))
+          std::all_of(watched_.begin(), watched_.end(), [](const Watched& w) { return w.gone && !w.hung; }))
         return 0;
       if (o_.scan)
         std::erase_if(watched_,
@@ -257,7 +258,7 @@ class Monitor {
   }
 
   // The mount's events file, parsed; nullopt with the reason when it cannot be had. A read
-  // still in flight after kAnswerTimeout counts as no answer.
+  // still in flight after --timeout counts as no answer.
   std::optional<core::EventSnapshot> read_events(Watched& w, std::string* why) {
     auto text = read_file(w, w.mount + "/.fusemirror/events", why);
     if (!text) return std::nullopt;
@@ -270,11 +271,14 @@ class Monitor {
   std::optional<std::string> read_file(Watched& w, const std::string& path, std::string* why) {
     // A read of another file still in flight: its answer is of no use now, but while it
     // hangs the daemon does not answer.
-    if (w.inflight && w.inflight->path != path && wait_read(*w.inflight)) w.inflight.reset();
+    const auto timeout = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.timeout));
+    if (w.inflight && w.inflight->path != path && wait_read(*w.inflight, timeout)) w.inflight.reset();
     if (!w.inflight) w.inflight = start_read(path);
-    if (!wait_read(*w.inflight)) {
-      *why = "the daemon does not answer (no reply in " + std::to_string(kAnswerTimeout.count()) +
-             " s)";
+    w.hung = !wait_read(*w.inflight, timeout);
+    if (w.hung) {
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%g", o_.timeout);
+      *why = std::string("the daemon does not answer (no reply in ") + secs + " s)";
       return std::nullopt;  // the read stays in flight; the next poll looks at it again
     }
     auto r = std::move(w.inflight);

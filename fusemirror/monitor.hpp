@@ -7,7 +7,8 @@
 //   DegradedArray      at start (and for a set first seen later, from the daemon's ring):
 //                      one per degraded image, as mdadm reports an array it first sees
 //   DeviceDisappeared  the mount went away, or its daemon no longer answers (an error, or
-//                      no answer within 10 s)
+//                      no answer within --timeout, 10 s); reported once, until it answers
+//                      again (the same daemon: its events since, nothing lost)
 //   EventsLost         the ring overflowed between two polls
 // A remount (another daemon: the events file's start id changed) is reported from its
 // first event on.
@@ -33,7 +34,8 @@ struct MonitorOptions {
   std::string program;              // run once per event
   bool syslog = false;
   bool oneshot = false;
-  double delay = 1.0;  // seconds between polls
+  double delay = 1.0;     // seconds between polls
+  double timeout = 10.0;  // seconds without an answer before DeviceDisappeared
 };
 
 int monitor(const MonitorOptions& o);

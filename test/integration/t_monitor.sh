@@ -5,7 +5,9 @@
 #   a) monitor --program: a script appending its arguments to a file records Fail within
 #      2 s of the secondary failing (fm_faultfs fail_write=EIO under the secondary), then
 #      RebuildStarted .. RebuildFinished after `re-add` (in that order, with the image's
-#      name as its own argument even when it holds a space); --oneshot (named, and --scan)
+#      name as its own argument even when it holds a space); SIGSTOP of the daemon gives
+#      DeviceDisappeared after --timeout 1 (the monitor is not stuck), SIGCONT and a check
+#      give CheckFinished; --oneshot (named, and --scan)
 #      prints DegradedArray for the degraded image and exits 0; SIGKILL of the daemon (by
 #      its pid) gives DeviceDisappeared, and the monitor, with nothing left to watch, exits 0.
 #      The sample docs/examples/fusemirror-mail-event mails a Fail (a stub sendmail).
@@ -62,7 +64,7 @@ for a in "\$@"; do printf '|%s' "\$a" >>"$EV"; done
 printf '\n' >>"$EV"
 EOF
 chmod +x "$PROG"
-"$FUSEMIRROR" monitor "$MNT" --program "$PROG" --delay 0.5 </dev/null >"$FM_TMP/logs/monitor.out" 2>&1 &
+"$FUSEMIRROR" monitor "$MNT" --program "$PROG" --delay 0.5 --timeout 1 </dev/null >"$FM_TMP/logs/monitor.out" 2>&1 &
 MONPID=$!
 FM_BG_PIDS+=("$MONPID")
 sleep 1 # the monitor has read the mount once: what follows is news to it
@@ -117,14 +119,26 @@ order=$(grep -F -- "|$MNT|$IMG" "$EV" | cut -d'|' -f2 | tr '\n' ' ')
   fail "events in the wrong order: $order"
 fm_log "events: $order"
 
-# SIGKILL of the daemon: DeviceDisappeared, and the monitor has nothing left to watch.
+# A daemon that stops answering (SIGSTOP): DeviceDisappeared after --timeout, the monitor
+# itself not stuck; once it answers again (SIGCONT) its next event is reported.
 dpid=$(fm_daemon_pid "$MNT")
+n_dd() { grep -cF -- "|DeviceDisappeared|$MNT|" "$EV" || true; }
+kill -STOP "$dpid"
+has_dd1() { (($(n_dd) >= 1)); }
+fm_wait_for "DeviceDisappeared (hung)" 5 has_dd1 || { kill -CONT "$dpid"; fail "no DeviceDisappeared for a stopped daemon: $(cat "$EV")"; }
+kill -CONT "$dpid"
+grep -F "|DeviceDisappeared|" "$EV" | grep -q "does not answer (no reply in 1 s)" ||
+  soft_fail "DeviceDisappeared for a hung daemon without its reason: $(grep Disapp "$EV")"
+fm_cli sync-action "$MNT" "$IMG" check
+fm_wait_for "CheckFinished" 10 has_event CheckFinished || fail "no CheckFinished after the daemon answered again: $(cat "$EV")"
+
+# SIGKILL of the daemon: DeviceDisappeared, and the monitor has nothing left to watch.
 kill -KILL "$dpid"
 wait "$dpid" 2>/dev/null || true
 unset "FM_PID[$MNT]"
-has_dd() { grep -qF -- "|DeviceDisappeared|$MNT|" "$EV"; }
+has_dd() { (($(n_dd) >= 2)); }
 fm_wait_for "DeviceDisappeared" 5 has_dd || fail "no DeviceDisappeared 5 s after the daemon was killed: $(cat "$EV")"
-grep -F "|DeviceDisappeared|" "$EV" | grep -q "not connected" || soft_fail "DeviceDisappeared without its reason"
+grep -F "|DeviceDisappeared|" "$EV" | tail -n1 | grep -q "not connected" || soft_fail "DeviceDisappeared without its reason"
 _fm_wait_pid "$MONPID" 10 || fail "the monitor still runs with its only set gone"
 ((FM_WAIT_RC == 0)) || fail "the monitor exited $FM_WAIT_RC after DeviceDisappeared (want 0, as mdadm)"
 fm_timeout 20 fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" || fail "cannot unmount the dead mount"
