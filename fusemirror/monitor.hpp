@@ -18,8 +18,9 @@
 // --syslog (facility daemon; Fail, DegradedArray, DeviceDisappeared at LOG_CRIT), or,
 // with neither, to stdout: "TIME EVENT MOUNT IMAGE DETAIL", names as utils::field().
 //
-// Exit status, as mdadm's: 0 after --oneshot, and when every named mount has
-// disappeared (--scan keeps waiting for sets to appear); 1 when a named mount is not a
+// Exit status, as mdadm's: 0 after --oneshot, and when every named mount is unmounted or
+// its daemon dead (one that only does not answer is waited for; --scan keeps waiting for
+// sets to appear); 1 when a named mount is not a
 // fusemirror mount at start (with the reason); 2 on a usage error (main.cpp).
 #pragma once
 
