@@ -12,6 +12,7 @@
 #include "core/events.hpp"
 #include "core/image.hpp"
 #include "core/resync.hpp"
+#include "core/status.hpp"
 #include "image_fixture.hpp"
 #include "test_helpers.hpp"
 
@@ -246,6 +247,23 @@ TEST_SUITE("events") {
     CHECK(tail[0].rfind("CheckFinished: check done: mismatch_cnt 2", 0) == 0);
     CHECK(tail[1] == "MismatchesFound: 2 chunks differ between the legs (check)");
     engine.stop();
+  }
+
+  TEST_CASE("health_summary: the one line systemd's STATUS= shows") {
+    core::SetStatus st;
+    CHECK(core::health_summary(st) == "0 images, 0 degraded");
+    auto img = [](const char* state, bool ok) {
+      core::ImageStatus i;
+      i.state = state;
+      i.secondary_ok = ok;
+      return i;
+    };
+    st.images = {img("clean", true)};
+    CHECK(core::health_summary(st) == "1 image, 0 degraded");
+    st.images = {img("clean", true), img("degraded", false), img("resyncing", true), img("checking", true),
+                 img("bitmap-failed", true)};
+    CHECK(core::health_summary(st) ==
+          "5 images, 1 degraded, 1 resyncing, 1 checking, 1 bitmap-failed (writes refused)");
   }
 
 }  // TEST_SUITE
