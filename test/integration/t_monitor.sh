@@ -24,6 +24,8 @@
 #      gets fusemirror_up 0.
 #   d) permissions (allow_other): uid 65534 reads the events file and runs the monitor but
 #      sees nothing of an image in a directory it cannot search; root sees it.
+#   e) overflow: 1200 events while the monitor is stopped: EventsLost with the exact count,
+#      then the 1024 events the ring kept.
 . "$(dirname "$0")/lib.sh"
 
 FM_FAULTFS=${FM_FAULTFS:-$(dirname "$FUSEMIRROR")/../test/tools/fm_faultfs}
@@ -339,6 +341,54 @@ grep -q "secret" <<<"$out" && fail "monitor as uid 65534 reports secret.img: $ou
 grep -q " DegradedArray .* quo" <<<"$out" || fail "monitor as uid 65534 misses the degraded image it can reach: $out"
 out=$(fm_timeout 30 "$FUSEMIRROR" monitor "$M3" --oneshot) || fail "monitor --oneshot exited $?"
 [[ $(grep -c DegradedArray <<<"$out") == 2 ]] || fail "root's monitor --oneshot should report 2 degraded images: $out"
+
+# ------------------------------------------------------------------ e) more than the ring holds
+# A monitor that cannot read for a while (SIGSTOP) while more events happen than the ring
+# holds (1024): it says exactly how many it lost, then reports the 1024 the ring kept. Each
+# fail/re-add pair posts Fail, SecondaryReconnected, RebuildStarted, RebuildFinished (the
+# image has a dirty chunk). The set is on a tmpfs: the pair's fsyncs are free there.
+FM_CONTEXT=overflow
+T5=$FM_TMP/t5 M5=$FM_TMP/m5
+mkdir -p "$T5" "$M5"
+mount -t tmpfs -o size=16m,mode=755 fm-test-t5 "$T5" || fail "mount tmpfs on $T5 failed"
+fm_track_mount "$T5"
+mkdir -m 755 "$T5/p" "$T5/s"
+fm_create "$T5/p" "$T5/s" --chunk-size 64K --daemon-sleep 1
+head -c 65536 "$(fm_rand)" >"$T5/p/x.img"
+fm_mount "$T5/p" "$M5"
+# the mount's first full sync (RebuildStarted, RebuildFinished) is over before the monitor starts
+fm_wait_for "in sync" 10 fm_image_is "$M5" x.img '.unsynced_chunks == 0 and .sync.action == "idle"' ||
+  fail "x.img not in sync"
+next_of() { head -n1 "$M5/.fusemirror/events" | sed -n 's/.* next=\([0-9]*\)$/\1/p'; }
+next0=$(next_of)
+"$FUSEMIRROR" monitor "$M5" --delay 0.2 </dev/null >"$FM_TMP/mon5.out" 2>&1 &
+MON5=$!
+FM_BG_PIDS+=("$MON5")
+sleep 0.5
+kill -STOP "$MON5"
+t0=$(date +%s.%N)
+for ((k = 0; k < 300; k++)); do
+  printf 'fail x.img\n' >"$M5/.fusemirror/control"
+  printf 're-add x.img\n' >"$M5/.fusemirror/control"
+done
+posted=$(($(next_of) - next0))
+fm_log "$posted events posted in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+((posted > 1024)) || fail "only $posted events posted: the ring did not overflow"
+kill -CONT "$MON5"
+lost() { grep -q " EventsLost $M5 - " "$FM_TMP/mon5.out"; }
+fm_wait_for "EventsLost" 10 lost || fail "no EventsLost after $posted events while the monitor slept: $(head -3 "$FM_TMP/mon5.out")"
+line=$(grep " EventsLost " "$FM_TMP/mon5.out")
+want=$((posted - 1024))
+range="$next0..$((next0 + want - 1))"
+[[ $line == *" - $want events ($range) were dropped "* ]] || fail "want $want events ($range) lost: $line"
+fm_wait_for "the rest" 10 bash -c '(( $(grep -c " x.img " "$0") >= 1024 ))' "$FM_TMP/mon5.out" ||
+  fail "the monitor did not report the 1024 events the ring kept: $(grep -c " x.img " "$FM_TMP/mon5.out")"
+sleep 0.5
+n=$(grep -c " x.img " "$FM_TMP/mon5.out")
+((n == 1024)) || fail "$n events reported after EventsLost, want the ring's 1024"
+fm_log "EventsLost: $want of $posted; then the 1024 the ring kept"
+fm_bg_stop "$MON5"
+fm_unmount "$M5"
 fm_unmount "$M3"
 
 fm_pass
