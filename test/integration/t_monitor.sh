@@ -105,7 +105,7 @@ out=$(fm_timeout 30 "$FUSEMIRROR" monitor "$MNT" --oneshot) || fail "monitor --o
 n=$(grep -c . <<<"$out" || true)
 [[ $n == 1 && $out == *" DegradedArray $MNT disk\\x20one.img "* ]] ||
   fail "monitor --oneshot printed, for one degraded image: '$out'"
-out=$(fm_timeout 30 "$FUSEMIRROR" monitor --scan -1) || fail "monitor --scan -1 exited $?"
+out=$(fm_timeout 30 "$FUSEMIRROR" monitor --scan -1 --timeout 2) || fail "monitor --scan -1 exited $?"
 grep -qF " DegradedArray $MNT disk\\x20one.img " <<<"$out" || fail "monitor --scan -1 did not report our image: '$out'"
 
 # More writes while degraded, then re-add: a resync of the dirty chunks.
