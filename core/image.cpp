@@ -99,6 +99,7 @@ void Image::fail_secondary(const char* op, std::error_code ec) {
   spdlog::error("{}: secondary failed on {}: {}; image degraded, serving from the primary, "
                 "changes tracked in the bitmap",
                 name(), op, ec.message());
+  if (opts_.events) opts_.events->post(Event::fail, name(), std::string(op) + ": " + ec.message());
   if (auto e = bitmap_->set_degraded(true))
     spdlog::error("{}: could not record the degraded state in the bitmap: {}", name(), e.message());
 }
@@ -602,7 +603,30 @@ std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
     }
   spdlog::info("{}: secondary re-added; {} resync of {} chunks", name(), full ? "full" : "bitmap-based",
                bitmap_->stats().unsynced_chunks);
+  if (opts_.events)
+    opts_.events->post(Event::secondary_reconnected, name(),
+                       std::string(full ? "full" : "bitmap-based") + " resync of " +
+                           std::to_string(bitmap_->stats().unsynced_chunks) + " chunks");
   return {};
+}
+
+void Image::note_write_behind_lag() {
+  if (!wb_) return;
+  const std::uint64_t waits = wb_->full_waits();
+  const bool was_full = waits != wb_full_waits_seen_;
+  wb_full_waits_seen_ = waits;
+  if (was_full && !lag_reported_) {
+    lag_reported_ = true;
+    char detail[160];
+    std::snprintf(detail, sizeof detail,
+                  "write-behind queue full (%u of %u writes outstanding, the oldest %.1fs old): writers wait "
+                  "for the secondary",
+                  wb_->outstanding(), wb_->limit(), wb_->lag_seconds());
+    spdlog::warn("{}: {}", name(), detail);
+    if (opts_.events) opts_.events->post(Event::lag_exceeded, name(), detail);
+  } else if (!was_full && lag_reported_ && wb_->outstanding() == 0) {
+    lag_reported_ = false;
+  }
 }
 
 void Image::set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total) {
@@ -666,6 +690,8 @@ ImageStatus Image::status() const {
     s.wb_outstanding = wb_->outstanding();
     s.wb_limit = wb_->limit();
     s.wb_peak = wb_->peak();
+    s.wb_full_waits = wb_->full_waits();
+    s.wb_lag_seconds = wb_->lag_seconds();
   }
   s.secondary_reads = secondary_reads_.load(std::memory_order_relaxed);
   if (!s.bitmap.error.empty()) s.state = "bitmap-failed";  // writes refused: say so first

@@ -24,6 +24,7 @@
 #include <system_error>
 
 #include "core/bitmap.hpp"
+#include "core/events.hpp"
 #include "core/status.hpp"
 #include "core/range_lock.hpp"
 #include "core/write_behind.hpp"
@@ -48,6 +49,8 @@ struct ImageOptions {
   // The set-wide write-behind workers (MirrorSet owns them; must outlive the image). Null:
   // the image makes its own, of min(write_behind, 32) threads (standalone use, tests).
   WriteBehindExecutor* wb_executor = nullptr;
+  // Where Fail, SecondaryReconnected and LagExceeded go (core/events.hpp); null: nowhere.
+  EventLog* events = nullptr;
 };
 
 class Image {
@@ -103,6 +106,11 @@ class Image {
   // resync; otherwise only the bitmap's dirty chunks (the caller proved it covers all the
   // secondary missed). REQUIRES: the image is degraded.
   std::error_code readd(utils::UniqueFd secondary, bool full);
+
+  // The sweeper's clock (every 500 ms): posts LagExceeded once when the write-behind queue
+  // was found full (writers waited for the secondary) since the last call, and not again
+  // until the queue has been seen empty.
+  void note_write_behind_lag();
 
   // Nanoseconds (steady clock) of the last user write: resync yields to user I/O.
   std::int64_t last_user_write_ns() const { return last_write_ns_.load(std::memory_order_relaxed); }
@@ -164,6 +172,8 @@ class Image {
   std::unique_ptr<WriteBehindExecutor> own_wb_executor_;  // only without opts_.wb_executor
   std::unique_ptr<WriteBehind> wb_;                      // destroyed before its executor
   std::atomic<bool> wb_copy_failed_{false};              // logged once
+  std::uint64_t wb_full_waits_seen_ = 0;  // note_write_behind_lag's (the sweeper thread's)
+  bool lag_reported_ = false;             // note_write_behind_lag's
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::atomic<bool> primary_read_failed_{false};
   std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it

@@ -172,6 +172,7 @@ ImageOptions ImageLoader::image_options() const {
   io.intent_ahead = config_.intent_ahead;
   io.max_image_size = config_.max_image_size;
   io.wb_executor = wb_executor_;
+  io.events = events_;
   return io;
 }
 
@@ -231,15 +232,18 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   // The secondary: open it, or make it (then everything must be copied).
   bool sec_new = false;
   utils::UniqueFd secondary_fd;
+  std::string degraded_why;  // DegradedArray's detail, when the image loads degraded
   if (watch_ && watch_->vanished()) {
     spdlog::warn("{}: the secondary directory is gone; image degraded until re-add", rel);
+    degraded_why = "the secondary directory is gone";
   } else if (auto sfd = open_secondary_copy(legs_, rel, st, &sec_new); !sfd) {
     // Out of descriptors is the daemon's condition, not the secondary's: no degrading.
     if (fd_exhausted(sfd.error())) return sfd.error();
-    spdlog::error("{}/{}: secondary unusable: {}; image degraded", config_.secondary, rel,
-                  sfd.error() == std::errc::operation_not_permitted
-                      ? std::string("not a regular file with a single link (a hard link could redirect writes)")
-                      : sfd.error().message());
+    degraded_why = "secondary unusable: " +
+                   (sfd.error() == std::errc::operation_not_permitted
+                        ? std::string("not a regular file with a single link (a hard link could redirect writes)")
+                        : sfd.error().message());
+    spdlog::error("{}/{}: {}; image degraded", config_.secondary, rel, degraded_why);
   } else {
     secondary_fd = std::move(*sfd);
     undo.secondary = sec_new;
@@ -271,6 +275,7 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   if ((*bm)->degraded() && secondary_fd.valid()) {
     spdlog::warn("{}: the secondary was failed earlier (events {}); it stays out until "
                  "'fusemirror re-add'", rel, (*bm)->stats().events);
+    degraded_why = "the secondary was failed earlier (events " + std::to_string((*bm)->stats().events) + ")";
     secondary_fd.reset();
     sec_new = false;
   }
@@ -333,6 +338,8 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   if (auto ec = img->reconcile_size()) return ec;
   undo.dismiss();
   table_.insert(rel, img);
+  if (!img->secondary_ok() && events_)
+    events_->post(Event::degraded_array, rel, degraded_why.empty() ? "the secondary failed while loading" : degraded_why);
   if (img->bitmap()->stats().unsynced_chunks > 0) resync_.queue(img, SyncAction::resync);
   return img;
 }

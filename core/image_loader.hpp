@@ -31,6 +31,7 @@
 #include <string>
 
 #include "core/config.hpp"
+#include "core/events.hpp"
 #include "core/image.hpp"
 #include "core/image_table.hpp"
 #include "core/legs.hpp"
@@ -46,9 +47,9 @@ class ImageLoader {
  public:
   ImageLoader(const Config& config, const Legs& legs, SecondaryRecords& records, ImageTable& table,
               ResyncEngine& resync, utils::ThreadPool* pool, WriteBehindExecutor* wb_executor,
-              const SecondaryWatch* watch = nullptr)
+              const SecondaryWatch* watch = nullptr, EventLog* events = nullptr)
       : config_(config), legs_(legs), records_(records), table_(table), resync_(resync), pool_(pool),
-        wb_executor_(wb_executor), watch_(watch) {}
+        wb_executor_(wb_executor), watch_(watch), events_(events) {}
 
   // Returns the loaded image REL, loading it first when it is not (and queueing its resync
   // when it has unsynced chunks).
@@ -72,6 +73,10 @@ class ImageLoader {
   // request opens for a moment.
   static std::size_t budget_for(std::uint64_t nofile, std::uint64_t max_open_images);
 
+  // The set's event log (null in tests): images loaded degraded post DegradedArray, and
+  // every image posts Fail / SecondaryReconnected / LagExceeded there (ImageOptions).
+  EventLog* events() const { return events_; }
+
  private:
   ImageOptions image_options() const;
   // The mount's scan: when REL was closed clean (by an unmount or an eviction) and nothing
@@ -89,6 +94,7 @@ class ImageLoader {
   utils::ThreadPool* pool_;
   WriteBehindExecutor* wb_executor_;
   const SecondaryWatch* watch_;  // null: never consulted (tests)
+  EventLog* events_;             // null: no events (tests)
   std::atomic<std::size_t> budget_{SIZE_MAX};
 };
 

@@ -67,10 +67,10 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   s->wb_executor_ = std::make_unique<WriteBehindExecutor>();  // docs/design.md §5 "Threads"
   const Config& c = s->config_;
   s->records_ = std::make_unique<SecondaryRecords>(s->legs_, c.uuid);
-  s->resync_ = std::make_unique<ResyncEngine>(c.resync_min_rate, c.resync_max_rate);
+  s->resync_ = std::make_unique<ResyncEngine>(c.resync_min_rate, c.resync_max_rate, &s->events_);
   s->watch_ = std::make_unique<SecondaryWatch>(c.secondary, s->legs_.secondary);
   s->loader_ = std::make_unique<ImageLoader>(c, s->legs_, *s->records_, s->table_, *s->resync_, s->pool_.get(),
-                                             s->wb_executor_.get(), s->watch_.get());
+                                             s->wb_executor_.get(), s->watch_.get(), &s->events_);
   // Issue 12 §3: three descriptors per loaded image; idle images beyond the budget are
   // closed clean (core/image_loader.hpp), so a set of any size fits the descriptor limit.
   s->loader_->set_budget(ImageLoader::budget_for(nofile, c.max_open_images));

@@ -14,6 +14,7 @@
 //   SecondaryWatch    the secondary's identity watchdog
 //   Sweeper           lazy bit clearing, the watchdog's clock, re-queueing unsynced chunks
 //   Control           the operator's verbs and the md-sysfs attributes
+//   EventLog          the events the units post, for `fusemirror monitor`
 //
 // Thread safety: every public member may be called concurrently once open() returned.
 #pragma once
@@ -23,6 +24,7 @@
 
 #include "core/config.hpp"
 #include "core/control.hpp"
+#include "core/events.hpp"
 #include "core/image_loader.hpp"
 #include "core/image_table.hpp"
 #include "core/legs.hpp"
@@ -57,6 +59,8 @@ class MirrorSet {
   const Config& config() const { return config_; }
   Namespace& ns() { return *ns_; }
   Control& control() { return *control_; }
+  // What `fusemirror monitor` reads (MOUNT/.fusemirror/events).
+  EventLog& events() { return events_; }
   // The live state (samples the progress tracker).
   SetStatus status();
 
@@ -69,6 +73,7 @@ class MirrorSet {
 
   Config config_;
   std::string mountpoint_;
+  EventLog events_;  // before every unit that posts to it (destroyed after them)
   Legs legs_;
   utils::UniqueFd primary_lock_, secondary_lock_;
   std::unique_ptr<utils::ThreadPool> pool_;            // secondary legs of concurrent writes

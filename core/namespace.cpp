@@ -299,6 +299,7 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
   }
   auto img = loader_.load_within_budget(rel);
   if (!img && fd) discard_new_image(rel);  // a failed create leaves nothing behind
+  if (img && fd && loader_.events()) loader_.events()->post(Event::new_image, rel);
   return img;
 }
 

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
+
 #include "core/config.hpp"
 #include "utils/result.hpp"
 #include "utils/size.hpp"
@@ -137,6 +139,10 @@ void ResyncEngine::run_resync(const std::stop_token& st, const std::shared_ptr<I
   }
   spdlog::info("{}: resync started: {} dirty chunks ({})", img->name(), stats0.unsynced_chunks,
                utils::format_size(total));
+  post(Event::rebuild_started, img, std::to_string(stats0.unsynced_chunks) + " chunks (" + utils::format_size(total) + ")");
+  // mdadm's RebuildNN: one event as the pass crosses each 20 %.
+  constexpr Event kSteps[] = {Event::rebuild20, Event::rebuild40, Event::rebuild60, Event::rebuild80};
+  std::size_t steps_posted = 0;
   const auto t0 = std::chrono::steady_clock::now();
   std::uint64_t next = 0, done = 0, copied_total = 0, ahead = 0;
   img->set_sync_progress(SyncAction::resync, 0, total);
@@ -152,6 +158,7 @@ void ResyncEngine::run_resync(const std::stop_token& st, const std::shared_ptr<I
     auto r = img->resync_step(next, 4 << 20, buf, &copied);
     if (!r) {
       spdlog::error("{}: resync stopped: {}", img->name(), r.error().message());
+      post(Event::rebuild_finished, img, "stopped: " + r.error().message());
       return;
     }
     copied_total += copied;
@@ -162,10 +169,13 @@ void ResyncEngine::run_resync(const std::stop_token& st, const std::shared_ptr<I
     next = *r >= total_chunks ? 0 : *r;
     if (next == 0) ahead = 0;  // a new pass over chunks dirtied meanwhile
     img->set_sync_progress(SyncAction::resync, done, total);
+    while (steps_posted < 4 && done * 5 >= total * (steps_posted + 1))
+      post(kSteps[steps_posted++], img, utils::format_size(done) + " of " + utils::format_size(total));
     throttle(img, done, t0, st);
   }
   if (interrupted(st)) {
     spdlog::info("{}: resync interrupted; it resumes from the bitmap", img->name());
+    post(Event::rebuild_finished, img, "interrupted; it resumes from the bitmap");
     return;
   }
   (void)img->reconcile_size();
@@ -173,6 +183,10 @@ void ResyncEngine::run_resync(const std::stop_token& st, const std::shared_ptr<I
   spdlog::info("{}: resync done: {} chunks ({}) checked, {} of data copied in {:.2f}s",
                img->name(), stats0.unsynced_chunks, utils::format_size(total),
                utils::format_size(copied_total), secs);
+  char detail[160];
+  std::snprintf(detail, sizeof detail, "done: %llu chunks, %s copied in %.1fs",
+                static_cast<unsigned long long>(stats0.unsynced_chunks), utils::format_size(copied_total).c_str(), secs);
+  post(Event::rebuild_finished, img, detail);
 }
 
 void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Image>& img, bool repair) {
@@ -193,6 +207,7 @@ void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Im
     auto r = img->check_step(next, step, repair, a, b, &mismatches);
     if (!r) {
       spdlog::error("{}: {} stopped: {}", img->name(), to_string(action), r.error().message());
+      post(Event::check_finished, img, std::string(to_string(action)) + " stopped: " + r.error().message());
       return;
     }
     total_chunks = img->total_chunks();
@@ -203,6 +218,14 @@ void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Im
   }
   spdlog::info("{}: {} {}: mismatch_cnt {} ({} chunks of {})", img->name(), to_string(action),
                next >= total_chunks ? "done" : "interrupted", mismatches, next, total_chunks);
+  const std::string how = std::string(to_string(action)) + (next >= total_chunks ? " done" : " interrupted");
+  post(Event::check_finished, img,
+       how + ": mismatch_cnt " + std::to_string(mismatches) + " (" + std::to_string(next) + " of " +
+           std::to_string(total_chunks) + " chunks)");
+  if (mismatches > 0)
+    post(Event::mismatches_found, img,
+         std::to_string(mismatches) + (repair ? " chunks differed and were rewritten from the primary (repair)"
+                                              : " chunks differ between the legs (check)"));
 }
 
 }  // namespace fusemirror::core

@@ -23,13 +23,16 @@
 #include <thread>
 #include <vector>
 
+#include "core/events.hpp"
 #include "core/image.hpp"
 
 namespace fusemirror::core {
 
 class ResyncEngine {
  public:
-  ResyncEngine(std::uint64_t min_rate, std::uint64_t max_rate) : min_rate_(min_rate), max_rate_(max_rate) {}
+  // `events` (may be null) gets RebuildStarted/NN/Finished, CheckFinished, MismatchesFound.
+  ResyncEngine(std::uint64_t min_rate, std::uint64_t max_rate, EventLog* events = nullptr)
+      : min_rate_(min_rate), max_rate_(max_rate), events_(events) {}
   ~ResyncEngine() { stop(); }
 
   void start();
@@ -68,7 +71,12 @@ class ResyncEngine {
   void throttle(const std::shared_ptr<Image>& img, std::uint64_t done,
                 std::chrono::steady_clock::time_point t0, const std::stop_token& st);
 
+  void post(Event e, const std::shared_ptr<Image>& img, const std::string& detail) const {
+    if (events_) events_->post(e, img->name(), detail);
+  }
+
   std::atomic<std::uint64_t> min_rate_, max_rate_;
+  EventLog* const events_;
   std::mutex rates_mu_;  // serialises the setters' check-then-store (check_resync_rates)
   mutable std::mutex mu_;
   std::condition_variable_any work_cv_, idle_cv_;

@@ -20,4 +20,20 @@ ImageStatus unloaded_status(ImageStatus s, bool secondary_vanished) {
   return s;
 }
 
+std::string health_summary(const SetStatus& s) {
+  std::size_t degraded = 0, failed = 0, resyncing = 0, checking = 0;
+  for (const auto& i : s.images) {
+    if (i.state == "bitmap-failed") ++failed;
+    if (!i.secondary_ok) ++degraded;
+    else if (i.state == "resyncing") ++resyncing;
+    else if (i.state == "checking") ++checking;
+  }
+  std::string out = std::to_string(s.images.size()) + (s.images.size() == 1 ? " image, " : " images, ") +
+                    std::to_string(degraded) + " degraded";
+  if (resyncing) out += ", " + std::to_string(resyncing) + " resyncing";
+  if (checking) out += ", " + std::to_string(checking) + " checking";
+  if (failed) out += ", " + std::to_string(failed) + " bitmap-failed (writes refused)";
+  return out;
+}
+
 }  // namespace fusemirror::core

@@ -43,6 +43,8 @@ struct ImageStatus {
   std::uint64_t resync_copied_bytes = 0;  // data bytes copied by resync, all passes
   std::uint64_t mismatch_cnt = 0;         // chunks found different by the last check/repair
   std::uint32_t wb_outstanding = 0, wb_limit = 0, wb_peak = 0;
+  std::uint64_t wb_full_waits = 0;  // writes that waited for a full write-behind queue
+  double wb_lag_seconds = 0;        // age of the oldest outstanding write-behind write
   std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
   // Filled by the set, not the image:
   std::string bitmap_file;
@@ -66,5 +68,9 @@ struct SetStatus {
   Role role = Role::mirror;
   std::vector<ImageStatus> images;
 };
+
+// One line for systemd's STATUS= and the like: "2 images, 1 degraded[, 1 resyncing]
+// [, 1 checking][, 1 bitmap-failed (writes refused)]".
+std::string health_summary(const SetStatus& s);
 
 }  // namespace fusemirror::core

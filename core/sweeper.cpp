@@ -60,10 +60,12 @@ void Sweeper::main(std::stop_token st) {
     }
     // Chunks a failed leg write left unsynced (while the secondary stays in service) are
     // resynced without waiting for an operator.
-    for (auto& img : table_.snapshot())
+    for (auto& img : table_.snapshot()) {
       if (img->secondary_ok() && !img->bitmap()->failed() && img->bitmap()->stats().unsynced_chunks > 0 &&
           !resync_.running(img))
         resync_.queue(img, SyncAction::resync);
+      img->note_write_behind_lag();  // LagExceeded (core/events.hpp)
+    }
     if (trim_) trim_();
     if (std::chrono::steady_clock::now() < next_sweep) continue;
     next_sweep = std::chrono::steady_clock::now() + period;

@@ -125,6 +125,7 @@ bool WriteBehind::submit(Op&& op) noexcept {
   // No worker, no queue: an operation queued with nobody to run it would never end.
   if (!exec_.ensure_started()) return false;
   std::unique_lock lk(mu_);
+  if (queue_.size() >= limit_ && !stopping_) ++full_waits_;
   cv_.wait(lk, [&] { return queue_.size() < limit_ || stopping_; });
   if (stopping_) {
     lk.unlock();
@@ -137,6 +138,7 @@ bool WriteBehind::submit(Op&& op) noexcept {
     return false;
   }
   queue_.back().op = std::move(op);  // noexcept: vector and std::function moves
+  queue_.back().queued = std::chrono::steady_clock::now();
   if (queue_.size() > peak_) peak_ = static_cast<std::uint32_t>(queue_.size());
   lk.unlock();
   exec_.schedule(this);
@@ -245,6 +247,17 @@ std::uint32_t WriteBehind::outstanding() const {
 std::uint32_t WriteBehind::peak() const {
   std::lock_guard lk(mu_);
   return peak_;
+}
+
+std::uint64_t WriteBehind::full_waits() const {
+  std::lock_guard lk(mu_);
+  return full_waits_;
+}
+
+double WriteBehind::lag_seconds() const {
+  std::lock_guard lk(mu_);
+  if (queue_.empty()) return 0;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - queue_.front().queued).count();
 }
 
 }  // namespace fusemirror::core

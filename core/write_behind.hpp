@@ -31,6 +31,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -127,12 +128,17 @@ class WriteBehind {
   std::uint32_t limit() const { return limit_; }
   std::uint32_t outstanding() const;
   std::uint32_t peak() const;
+  // Submits that found the queue full and waited (cumulative).
+  std::uint64_t full_waits() const;
+  // Seconds since the oldest outstanding operation was queued (0 when none is).
+  double lag_seconds() const;
 
  private:
   friend class WriteBehindExecutor;
   struct Entry {
     Op op;
     bool running = false;
+    std::chrono::steady_clock::time_point queued{};
   };
   // Claims one runnable operation, runs it, retires it. Called by a worker.
   void run_one();
@@ -148,6 +154,7 @@ class WriteBehind {
   bool stopping_ = false;       // guarded by mu_
   bool abandoned_ = false;      // guarded by mu_
   std::uint32_t peak_ = 0;      // guarded by mu_
+  std::uint64_t full_waits_ = 0;  // guarded by mu_
   // Guarded by exec_.mu_:
   bool in_ready_ = false;  // on the executor's ready list
   bool detached_ = false;  // stopped: never scheduled again

@@ -51,6 +51,16 @@ std::string unescape(const std::string& s) {
   return out;
 }
 
+std::string bar(double frac) {
+  const int width = 20;
+  int full = static_cast<int>(frac * width);
+  std::string s = "[";
+  for (int i = 0; i < width; ++i) s += i < full ? '=' : (i == full ? '>' : '.');
+  return s + "]";
+}
+
+}  // namespace
+
 std::string read_status_file(const std::string& mountpoint) {
   const std::string path = mountpoint + "/.fusemirror/status.json";
   std::ifstream in(path);
@@ -67,16 +77,6 @@ core::SetStatus read_status(const std::string& mountpoint) {
     throw Error(mountpoint + ": the daemon's status does not parse (" + e.what() + ")");
   }
 }
-
-std::string bar(double frac) {
-  const int width = 20;
-  int full = static_cast<int>(frac * width);
-  std::string s = "[";
-  for (int i = 0; i < width; ++i) s += i < full ? '=' : (i == full ? '>' : '.');
-  return s + "]";
-}
-
-}  // namespace
 
 std::vector<std::string> fusemirror_mounts() {
   std::vector<std::string> out;

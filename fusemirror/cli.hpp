@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "core/status.hpp"
+
 namespace fusemirror::cli {
 
 // Each returns 0 on success and throws utils::Error (one line naming the thing and the
@@ -28,5 +30,11 @@ int rescale_bitmap(const std::string& file, std::uint64_t chunk_size, const std:
 
 // Mount points of running fusemirror sets (from /proc/self/mountinfo).
 std::vector<std::string> fusemirror_mounts();
+
+// MOUNTPOINT/.fusemirror/status.json, as text and parsed (fusemirror/status_json.hpp).
+// Throw utils::Error naming the mount point when it is not a fusemirror mount or the
+// status does not parse.
+std::string read_status_file(const std::string& mountpoint);
+core::SetStatus read_status(const std::string& mountpoint);
 
 }  // namespace fusemirror::cli

@@ -36,7 +36,7 @@ utils::Credentials caller() {
 
 // What a path under the control directory names.
 struct Node {
-  enum Kind { none, hidden, root, status, control, dir, image, attr } kind = none;
+  enum Kind { none, hidden, root, status, events, control, dir, image, attr } kind = none;
   std::string rel{};                   // dir / image / attr: the set-relative path of the dir or image
   const core::Attribute* def = nullptr;  // attr: which one
 };
@@ -47,6 +47,7 @@ struct Node {
 Node resolve(core::MirrorSet& set, const char* p) {
   if (std::strcmp(p, kControlDir) == 0) return {Node::root};
   if (std::strcmp(p, kStatusFile) == 0) return {Node::status};
+  if (std::strcmp(p, kEventsFile) == 0) return {Node::events};
   if (std::strcmp(p, kControlFile) == 0) return {Node::control};
   if (std::strcmp(p, kImagesDir) == 0) return {Node::dir, ""};
   const std::size_t n = std::strlen(kImagesDir);
@@ -76,6 +77,15 @@ std::string status_for_caller(core::MirrorSet& set) {
   return to_json(s).dump(2) + "\n";
 }
 
+// The event log as the caller may see it: events of images it could not reach through the
+// mount are left out (their sequence numbers still count: a monitor does not take the gap
+// for lost events, core/events.hpp).
+std::string events_for_caller(core::MirrorSet& set) {
+  const utils::Credentials who = caller();
+  return core::format_events(
+      set.events().snapshot([&](const std::string& image) { return set.ns().reachable_by(image, who); }));
+}
+
 }  // namespace
 
 bool is_control(const char* p) {
@@ -94,7 +104,8 @@ int control_getattr(core::MirrorSet& set, const char* path, struct stat* st) {
     case Node::root:
     case Node::dir:
     case Node::image: st->st_mode = S_IFDIR | 0555; st->st_nlink = 2; break;
-    case Node::status: st->st_mode = S_IFREG | 0444; break;
+    case Node::status:
+    case Node::events: st->st_mode = S_IFREG | 0444; break;
     case Node::control: st->st_mode = S_IFREG | 0200; break;
     case Node::attr: st->st_mode = S_IFREG | (node.def->writable ? 0644 : 0444); break;
     case Node::none:
@@ -109,6 +120,7 @@ int control_readdir(core::MirrorSet& set, const char* path, void* buf, fuse_fill
   switch (node.kind) {
     case Node::root:
       add("status.json");
+      add("events");
       add("control");
       add("images");
       return 0;
@@ -143,6 +155,10 @@ int control_open(core::MirrorSet& set, const char* path, fuse_file_info* fi) {
     case Node::status:
       if (writing) return -EACCES;
       h->content = status_for_caller(set);
+      break;
+    case Node::events:
+      if (writing) return -EACCES;
+      h->content = events_for_caller(set);
       break;
     case Node::attr: {
       // SECURITY: only the mount's owner (and root) may change anything.

@@ -3,6 +3,8 @@
 //
 //   status.json                      read: the live status (JSON), of the images the caller
 //                                    could reach through the mount
+//   events                           read: the event log (core/events.hpp's format), the
+//                                    events of images the caller could reach
 //   control                          write one line (core/control.hpp); owner and root only
 //   images/<dir>/<image>/<attribute> md-sysfs files (core/control.hpp's table)
 //
@@ -25,6 +27,7 @@ namespace fusemirror::fuse {
 inline constexpr const char* kControlDir = "/.fusemirror";
 inline constexpr const char* kStatusFile = "/.fusemirror/status.json";
 inline constexpr const char* kControlFile = "/.fusemirror/control";
+inline constexpr const char* kEventsFile = "/.fusemirror/events";
 inline constexpr const char* kImagesDir = "/.fusemirror/images";
 
 // An open file of the mount: an image, or a control-tree file.

@@ -13,10 +13,14 @@
 #include "core/mirror_set.hpp"
 #include "fusemirror/cli.hpp"
 #include "fusemirror/fuse_ops.hpp"
+#include "fusemirror/metrics.hpp"
+#include "fusemirror/monitor.hpp"
 #include "fusemirror/parallel_writes.hpp"
+#include "fusemirror/service_notify.hpp"
 #include "utils/error.hpp"
 #include "utils/log.hpp"
 #include "utils/printable.hpp"
+#include "utils/sd_notify.hpp"
 #include "utils/size.hpp"
 
 namespace fm = fusemirror;
@@ -48,8 +52,14 @@ void check_mountpoint(const std::string& mp, const fm::core::Config& c) {
     throw Error(mp + ": mount point must not be inside the primary or the secondary");
 }
 
+// `notify`: speak systemd's notification protocol when $NOTIFY_SOCKET is set (the mount
+// subcommand; never the mount(8) helper, which must daemonize for mount(8) to return).
 int do_mount(const std::string& source, const std::string& mp_arg, bool foreground,
-             const std::vector<std::string>& opts, bool verbose) {
+             const std::vector<std::string>& opts, bool verbose, bool notify = false) {
+  fm::utils::SdNotify sd = notify ? fm::utils::SdNotify::from_environment() : fm::utils::SdNotify();
+  // Type=notify wants the process systemd started to be the daemon: a fork would leave it
+  // a main process that exits before READY=1 (or a MAINPID race with the exiting parent).
+  if (sd.active()) foreground = true;
   std::string config_path;
   fm::core::Config config = fm::core::load_config(source, &config_path);
   const std::string mp = absolute(mp_arg);
@@ -59,6 +69,8 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   fm::utils::setup_logging(config.primary + "/" + fm::core::kMetaDirName + "/" + fm::core::kLogName,
                            true, verbose);
   auto set = fm::core::MirrorSet::open(config, mp);
+  if (!sd.problem().empty()) spdlog::warn("sd_notify: {}", sd.problem());
+  if (sd.active()) spdlog::info("sd_notify: NOTIFY_SOCKET set: staying in the foreground, notifying {}", sd.address());
 
   std::vector<std::string> args = {"fusemirror"};
   std::string o = "fsname=fusemirror#" + config.primary + ",subtype=fusemirror";
@@ -102,6 +114,9 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   spdlog::info("mirror set {} mounted on {} (primary {}, secondary {}, pid {})",
                fm::utils::to_string(config.uuid), mp, config.primary, config.secondary, ::getpid());
   set->start();
+  // After the fork: its thread would not survive it.
+  fm::fuse::ServiceNotifier notifier(std::move(sd), *set, mp);
+  notifier.start();
 
   fuse_loop_config* lc = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(lc, 0);
@@ -111,6 +126,7 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   int rc = fuse_loop_mt(f, lc);
   if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP || rc == -SIGTERM || rc == -SIGINT) rc = 0;
   fuse_loop_cfg_destroy(lc);
+  notifier.stopping();
   fuse_remove_signal_handlers(se);
   fuse_unmount(f);
   // No FUSE request can arrive any more: drain and mark the bitmaps clean.
@@ -300,6 +316,25 @@ int main(int argc, char** argv) {
   waitc->add_flag("--clean", wait_clean, "Also wait until no bit is dirty (writes idle for daemon_sleep)");
   waitc->add_option("--timeout", wait_timeout, "Give up after SECS seconds, exit 1 (default 0: wait forever)");
 
+  fm::cli::MonitorOptions mon;
+  auto* monitorc = app.add_subcommand(
+      "monitor", "Report events of mounted sets (Fail, DegradedArray, RebuildFinished, ...), like mdadm --monitor");
+  monitorc->add_option("mountpoints", mon.mounts, "Sets to watch (mount points)");
+  monitorc->add_flag("--scan", mon.scan, "Watch every mounted fusemirror set, including sets mounted later");
+  monitorc->add_option("--program", mon.program,
+                       "Run PROGRAM EVENT MOUNT IMAGE [DETAIL] once per event (no shell; IMAGE is empty for a "
+                       "set-wide event)");
+  monitorc->add_flag("--syslog", mon.syslog, "Log each event with syslog(3) (facility daemon)");
+  monitorc->add_flag("-1,--oneshot", mon.oneshot, "Report DegradedArray for every degraded image, then exit");
+  monitorc->add_option("-d,--delay", mon.delay, "Seconds between polls (default 1)");
+  monitorc->add_option("--timeout", mon.timeout,
+                       "Seconds a daemon may take to answer before DeviceDisappeared (default 10)");
+
+  std::vector<std::string> metrics_mps;
+  auto* metricsc = app.add_subcommand(
+      "metrics", "Print the sets' status in the Prometheus text format (for node_exporter's textfile collector)");
+  metricsc->add_option("mountpoints", metrics_mps, "Sets to report (default: every mounted set)");
+
   std::string bitmap_file;
   auto* examine = app.add_subcommand("examine-bitmap", "Print a bitmap file's header, like mdadm -X");
   examine->add_option("file", bitmap_file, "Bitmap file (.fmbm)")->required();
@@ -349,7 +384,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     fm::fuse::set_page_cache(page_cache);
-    if (*mount) return do_mount(source, mountpoint, foreground, fuse_opts, verbose);
+    if (*mount) return do_mount(source, mountpoint, foreground, fuse_opts, verbose, /*notify=*/true);
     if (*umount) return fm::cli::unmount(absolute(umount_mp), umount_timeout);
     if (*status) {
       double watch = 0;
@@ -375,6 +410,14 @@ int main(int argc, char** argv) {
       return fm::cli::rescale_bitmap(rescale_file, *cs, rescale_primary, rescale_force);
     }
     if (*examine) return fm::cli::examine_bitmap(bitmap_file);
+    if (*monitorc) {
+      for (auto& m : mon.mounts) m = absolute(m);
+      return fm::cli::monitor(mon);
+    }
+    if (*metricsc) {
+      for (auto& m : metrics_mps) m = absolute(m);
+      return fm::cli::metrics(metrics_mps);
+    }
     if (*waitc && !(wait_timeout >= 0))
       throw Error("--timeout: " + std::to_string(wait_timeout) + " is not a number of seconds >= 0");
     if (*waitc) return fm::cli::wait(absolute(wait_mp), wait_images, wait_clean, wait_timeout);

@@ -43,7 +43,8 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["events_cleared"] = s.bitmap.events_cleared;
     i["bitmap_flushes"] = s.bitmap.flushes;
     i["bitmap_error"] = s.bitmap.error;  // "" unless writes are refused (state bitmap-failed)
-    i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak}};
+    i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak},
+                         {"full_waits", s.wb_full_waits}, {"lag_seconds", s.wb_lag_seconds}};
     i["secondary_reads"] = s.secondary_reads;
     i["mismatch_cnt"] = s.mismatch_cnt;
     nlohmann::json pending = nlohmann::json::array();
@@ -99,6 +100,8 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.wb_outstanding = wb.at("outstanding").get<std::uint32_t>();
     m.wb_limit = wb.at("limit").get<std::uint32_t>();
     m.wb_peak = wb.value("peak", std::uint32_t{0});
+    m.wb_full_waits = wb.value("full_waits", std::uint64_t{0});
+    m.wb_lag_seconds = wb.value("lag_seconds", 0.0);
     m.secondary_reads = i.value("secondary_reads", std::uint64_t{0});
     m.mismatch_cnt = i.value("mismatch_cnt", std::uint64_t{0});
     const auto& sy = i.at("sync");

@@ -1,6 +1,8 @@
 #include "utils/printable.hpp"
 
 #include <cstdint>
+#include <optional>
+#include <string>
 
 namespace fusemirror::utils {
 
@@ -92,6 +94,57 @@ bool is_printable(std::string_view s) {
   for (unsigned char c : s)
     if (c < 0x20 || c >= 0x7f || c == '\\') return printable(s) == s;
   return true;
+}
+
+std::optional<std::string> unprintable(std::string_view s) {
+  auto hexval = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\') {
+      out += s[i];
+      continue;
+    }
+    if (++i >= s.size()) return std::nullopt;
+    switch (s[i]) {
+      case '\\': out += '\\'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'x': {
+        if (i + 2 >= s.size()) return std::nullopt;
+        const int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        out += static_cast<char>(hi << 4 | lo);
+        i += 2;
+        break;
+      }
+      default: return std::nullopt;
+    }
+  }
+  return out;
+}
+
+std::string field(std::string_view s) {
+  if (s.empty()) return "-";
+  if (s == "-") return "\\x2d";
+  std::string p = printable(s);
+  std::string out;
+  out.reserve(p.size());
+  for (char c : p) {
+    if (c == ' ') out += "\\x20";
+    else out += c;
+  }
+  return out;
+}
+
+std::optional<std::string> unfield(std::string_view f) {
+  if (f == "-") return std::string();
+  return unprintable(f);
 }
 
 }  // namespace fusemirror::utils

@@ -18,6 +18,7 @@
 // result.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -31,5 +32,17 @@ std::string printable(std::string_view s, bool escape_backslash = true);
 
 // True when printable(s) == s (nothing to escape): lets a caller skip a copy.
 bool is_printable(std::string_view s);
+
+// The inverse of printable(s) (with escape_backslash): "\\\\", "\\n", "\\r", "\\t" and
+// "\\xNN" turned back into their bytes. nullopt when `s` holds any other backslash sequence
+// (it is not printable()'s output).
+std::optional<std::string> unprintable(std::string_view s);
+
+// One space-free field of a line-oriented file (MOUNT/.fusemirror/events, the monitor's
+// output): printable(s) with ' ' also escaped ("\\x20"), and "-" for the empty string (a
+// lone "-" is written "\\x2d"). unprintable() reverses it, except for the "-" of the empty
+// string, which unfield() handles.
+std::string field(std::string_view s);
+std::optional<std::string> unfield(std::string_view f);
 
 }  // namespace fusemirror::utils

@@ -291,7 +291,7 @@ else
   sed -i 's/\\-/-/g' "$MANTXT"
 fi
 "$F" --help >"$FM_TMP/logs/help" || soft_fail "fusemirror --help exit $?"
-for sub in create mount unmount status wait examine-bitmap rescale-bitmap fail re-add sync-action; do
+for sub in create mount unmount status wait examine-bitmap rescale-bitmap fail re-add sync-action monitor metrics; do
   grep -q "^  $sub" "$FM_TMP/logs/help" || soft_fail "--help does not list $sub"
   "$F" "$sub" --help >"$FM_TMP/logs/help.$sub" 2>&1 || soft_fail "$sub --help exit $?"
   grep -qi "usage" "$FM_TMP/logs/help.$sub" || soft_fail "$sub --help has no usage"

@@ -80,3 +80,30 @@ TEST_CASE("distinct names stay distinct") {
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("printable") {
+
+TEST_CASE("unprintable reverses printable; field/unfield make one space-free field") {
+  using fusemirror::utils::field;
+  using fusemirror::utils::unfield;
+  using fusemirror::utils::unprintable;
+  for (const std::string& s : {std::string(""), std::string("disk.img"), std::string("a b"), std::string("-"),
+                              std::string("\\x20"), std::string("new\nline\r\t"), std::string("\x1b[2J"),
+                              std::string("bad\xff\xfe"), std::string("nul\0x", 5), std::string("\xc2\x9b"),
+                              std::string("caf\xc3\xa9 \xe2\x80\xae"), std::string("back\\slash")}) {
+    CHECK(unprintable(printable(s)) == s);
+    const std::string f = field(s);
+    CHECK(f.find(' ') == std::string::npos);
+    CHECK_FALSE(f.empty());
+    CHECK(unfield(f) == s);
+  }
+  CHECK(field("") == "-");
+  CHECK(field("-") == "\\x2d");
+  CHECK(field("a b") == "a\\x20b");
+  CHECK_FALSE(unprintable("a\\"));
+  CHECK_FALSE(unprintable("a\\q"));
+  CHECK_FALSE(unprintable("a\\x4"));
+  CHECK_FALSE(unprintable("a\\xzz"));
+}
+
+}  // TEST_SUITE

@@ -19,6 +19,7 @@
 
 #include "core/image.hpp"
 #include "core/write_behind.hpp"
+#include "image_fixture.hpp"
 #include "test_helpers.hpp"
 #include "utils/crash_point.hpp"
 #include "utils/thread_pool.hpp"
@@ -254,6 +255,7 @@ TEST_SUITE("write_behind") {
         gate.wait();
         return std::error_code{};
       })));
+    CHECK(q.full_waits() == 0);
     std::atomic<bool> third{false};
     std::thread writer([&] {
       CHECK(q.submit(make_op(8192, 4096, [] { return std::error_code{}; })));
@@ -262,11 +264,17 @@ TEST_SUITE("write_behind") {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     CHECK_FALSE(third);
     CHECK(q.outstanding() == 2);
+    // The writer waits: counted once; the lag is the oldest write's age.
+    CHECK(q.full_waits() == 1);
+    CHECK(q.lag_seconds() >= 0.04);
+    CHECK(q.lag_seconds() < 30);
     gate.release();
     writer.join();
     CHECK(third);
     CHECK(q.drain(30));
     CHECK(q.peak() == 2);
+    CHECK(q.full_waits() == 1);
+    CHECK(q.lag_seconds() == 0);  // nothing outstanding
   }
 
   TEST_CASE("stop ends queued writes as not written; stopping one queue leaves the others") {
@@ -340,36 +348,15 @@ TEST_SUITE("write_behind") {
 
 namespace {
 
-const utils::Uuid kSet = {9, 9, 9, 9, 9, 9, 0x49, 9, 0x89, 9, 9, 9, 9, 9, 9, 9};
-constexpr std::uint64_t kCs = 65536;
+constexpr std::uint64_t kCs = fmtest::kImageChunk;
 
-struct ImageFixture {
-  fmtest::TempDir dir;
-  std::string ppath = dir / "p.img", spath = dir / "s.img", bpath = dir / "img.fmbm";
-  utils::ThreadPool pool{2};
-  std::unique_ptr<core::Image> img;
-
-  explicit ImageFixture(std::uint32_t write_behind, std::uint64_t size = 4 * kCs) {
-    for (const auto& p : {ppath, spath}) {
-      utils::UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-      REQUIRE(fd.valid());
-      REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(size)) == 0);
-    }
-    fmtest::write_bitmap_file(bpath, fmtest::clean_header(kSet, kCs, size));
-    utils::UniqueFd p(::open(ppath.c_str(), O_RDWR | O_CLOEXEC));
-    utils::UniqueFd s(::open(spath.c_str(), O_RDWR | O_CLOEXEC));
-    utils::UniqueFd b(::open(bpath.c_str(), O_RDWR | O_CLOEXEC));
-    core::BitmapOpenParams bp;
-    bp.set_uuid = kSet;
-    bp.chunk_size = kCs;
-    bp.image_size = size;
-    std::string why;
-    auto bm = core::Bitmap::open(std::move(b), bp, &why);
-    REQUIRE(bm);
+struct ImageFixture : fmtest::ImageFixture {
+  explicit ImageFixture(std::uint32_t write_behind, std::uint64_t size = 4 * kCs)
+      : fmtest::ImageFixture(size, options(write_behind)) {}
+  static core::ImageOptions options(std::uint32_t write_behind) {
     core::ImageOptions io;
     io.write_behind = write_behind;
-    img =
-        std::make_unique<core::Image>("img", std::move(p), std::move(s), std::move(*bm), &pool, io);
+    return io;
   }
 };
 
