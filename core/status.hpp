@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/bitmap.hpp"
+#include "core/checksum_format.hpp"
 #include "core/config.hpp"
 
 namespace fusemirror::core {
@@ -30,6 +31,16 @@ struct PassRate {
   std::int64_t started = 0;  // unix time the pass was first seen running
 };
 
+// Checksums, check/repair/scrub passes and verified reads of one image (docs/operations.md §6).
+struct ScrubStatus {
+  bool checksums = false;     // the image keeps checksums (config on, sidecar usable)
+  std::string checksums_error;  // why the sidecar was given up, "" when it was not
+  ScrubRecord record;         // the pass in progress, else the last one; last_run 0: never
+  std::uint64_t read_verified = 0;  // chunks verified by reads (verify_reads)
+  std::uint64_t read_repaired = 0;  // reads served from the secondary, the primary repaired
+  std::uint64_t read_failed = 0;    // reads failed with EIO: neither leg matched
+};
+
 struct ImageStatus {
   std::string name;
   std::uint64_t size = 0;
@@ -44,6 +55,7 @@ struct ImageStatus {
   std::uint64_t mismatch_cnt = 0;         // chunks found different by the last check/repair
   std::uint32_t wb_outstanding = 0, wb_limit = 0, wb_peak = 0;
   std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
+  ScrubStatus scrub;
   // Filled by the set, not the image:
   std::string bitmap_file;
   std::vector<SyncAction> pending;  // queued actions, oldest first
