@@ -15,6 +15,10 @@
 #      pass take seconds; an unmount mid-pass, a remount: the pass resumes from its cursor
 #      and repairs a flipped secondary byte.
 #   G. the sidecar follows a rename; `checksums: false` removes it at the next mount.
+#   H. (crash-point builds) the daemon killed in the middle of a repair of the primary
+#      (crash point repair.mid_primary, 4 MiB chunks: a quarter rewritten): the bit stayed
+#      clear, so the next mount resyncs nothing over the good secondary; check says "bad
+#      primary" again and repair finishes the job.
 . "$(dirname "$0")/lib.sh"
 
 CS=65536
@@ -179,4 +183,45 @@ grep -qE "big\.img: scheduled (check|repair) started over 768 chunks \(resumed a
 fm_unmount "$MNT"
 cmp -s "$PRI/big.img" "$SEC/big.img" || fail "big.img legs differ after the scheduled repair"
 cmp -s "$PRI/moved.img" "$SEC/moved.img" || fail "moved.img legs differ"
+
+# ============================================================ H. a crash mid-repair
+FM_CONTEXT="H: crash in a repair of the primary"
+if ! grep -q 'repair.mid_primary' "$FUSEMIRROR"; then
+  fm_log "no crash points in this build: section H skipped"
+  fm_pass
+  exit 0
+fi
+P3=$FM_TMP/p3 S3=$FM_TMP/s3 M3=$FM_TMP/m3
+mkdir -p "$P3" "$S3" "$M3"
+fm_create "$P3" "$S3" --chunk-size 4M --daemon-sleep 1
+LOG=$P3/.fusemirror/fusemirror.log MNT=$M3
+fm_mount "$P3" "$M3"
+truncate -s 8M "$M3/r.img"
+pwrite_rand "$M3/r.img" 0 $((8 << 20))
+sync -f "$M3/r.img"
+fm_wait_for "clean" 15 is_clean r.img || fail "r.img not clean"
+fm_unmount "$M3"
+cp "$S3/r.img" "$FM_TMP/r.good"
+touch -r "$P3/r.img" "$FM_TMP/mtime.ref"
+CS=$((4 << 20)) flip "$P3/r.img" 1 $((3 << 20)) # the last quarter of chunk 1
+touch -m -r "$FM_TMP/mtime.ref" "$P3/r.img"
+FM_CRASH_AT=repair.mid_primary fm_mount "$P3" "$M3"
+pid=$(fm_daemon_pid "$M3")
+"$FUSEMIRROR" sync-action "$M3" r.img repair 2>/dev/null || true
+_fm_wait_pid "$pid" 20 || fail "the daemon did not die at repair.mid_primary"
+unset "FM_PID[$(realpath -m -- "$M3")]"
+fm_timeout 20 fusermount3 -u "$M3" 2>/dev/null || umount -l "$M3"
+cmp -s "$S3/r.img" "$FM_TMP/r.good" || fail "the secondary changed during the repair of the primary"
+cmp -s "$P3/r.img" "$FM_TMP/r.good" && fail "the repair was not interrupted (the primary is already good)"
+[[ $(cmp -l "$P3/r.img" "$FM_TMP/r.good" | wc -l) == 1 ]] || fail "the interrupted repair wrote something else than the secondary's bytes"
+fm_mount "$P3" "$M3"
+[[ $(img_get r.img .unsynced_chunks) == 0 ]] || fail "the mount after the crash resyncs (the bad primary over the good secondary)"
+run_action r.img check
+[[ $(scrub r.img bad_primary) == 1 && $(scrub r.img bad_secondary)$(scrub r.img unrecoverable) == 00 ]] ||
+  fail "check after the crash: $(img_get r.img .scrub)"
+run_action r.img repair
+[[ $(scrub r.img repaired) == 1 ]] || fail "repair after the crash: $(img_get r.img .scrub)"
+fm_unmount "$M3"
+cmp -s "$P3/r.img" "$FM_TMP/r.good" || fail "the primary is not the good data after the repair"
+cmp -s "$S3/r.img" "$FM_TMP/r.good" || fail "the secondary is not the good data after the repair"
 fm_pass
