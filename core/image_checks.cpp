@@ -23,8 +23,6 @@ namespace {
 // Bytes a sweep or a clean close hashes per image at most; past it the sweep leaves bits
 // set for its next round, close_clean clears them with "no checksum" (write-path.md §7.2).
 constexpr std::uint64_t kSweepHashBudget = 1ull << 30;
-// Entries written per batch (their pages are written at once; one fdatasync for all).
-constexpr std::size_t kEntryBatch = 65536;
 
 std::string range_text(std::uint64_t first, std::uint64_t last) {
   return std::to_string(first) + ".." + std::to_string(last);
@@ -59,52 +57,66 @@ std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forg
   // fdatasync'ed; the chunks of `runs` stay idle until the bitmap clears them, or are not
   // cleared (Bitmap::record_then_clear_locked). A chunk is hashed from the primary: the
   // secondary holds the same data (write-path.md §7.2, "Primary only").
+  //
+  // Each batch (at most one entry page's chunks, at most kBatchBytes) is hashed and its
+  // entries written under the batch's range lock: a truncate (whole-file lock) drops
+  // entries either before the batch is hashed or after its entries were written, never in
+  // between, so no entry for a chunk past a new end of file survives it.
   if (checksums_->disabled()) return {};  // an empty sidecar: nothing can go stale
+  constexpr std::uint64_t kBatchBytes = 32ull << 20;
   const std::uint64_t cs = bitmap_->chunk_size();
+  const std::uint64_t batch_chunks = std::max<std::uint64_t>(1, kBatchBytes / cs);
   std::vector<std::byte> buf(static_cast<std::size_t>(std::min<std::uint64_t>(cs, 1 << 20)));
-  std::vector<ChecksumEntry> entries;
   std::vector<ChunkRange> kept;
+  auto keep = [&kept](ChunkRange r) {
+    if (r.empty()) return;
+    if (!kept.empty() && kept.back().end == r.first) kept.back().end = r.end;
+    else kept.push_back(r);
+  };
   std::uint64_t hashed = 0;
   bool stopped = false;
-  for (std::size_t i = 0; i < runs.size() && !stopped; ++i) {
-    const ChunkRange r = runs[i];
-    ChunkRange done{r.first, r.first};
-    for (std::uint64_t c = r.first; c < r.end; ++c) {
-      if (hashed >= kSweepHashBudget) {
-        stopped = true;
-        break;
+  for (const ChunkRange& run : runs) {
+    for (std::uint64_t first = run.first; first < run.end;) {
+      // A batch ends at the run's end, at an entry page's end, or after batch_chunks.
+      const std::uint64_t page_end = (first / kEntriesPerPage + 1) * kEntriesPerPage;
+      const std::uint64_t end = std::min({run.end, page_end, first + batch_chunks});
+      auto guard = locks_.lock(first * cs, end * cs);
+      if (stopped) {
+        if (!forget_rest) break;
+        // close_clean: past the budget, the chunks are cleared with no checksum (unverified
+        // until a scrub adopts them) rather than left dirty for a resync at the next mount.
+        if (auto ec = checksums_->forget_range(first, end)) return ec;
+        keep({first, end});
+        first = end;
+        continue;
       }
-      auto h = hash_chunk(primary_.get(), c, cs, buf);
-      if (!h) {
-        // The primary cannot be read here: the chunk keeps its bit (and no checksum is made
-        // of data we could not read); what was hashed is still recorded.
-        spdlog::warn("{}: chunk {} cannot be read for its checksum ({}); its bit stays set", name(), c,
-                     h.error().message());
-        stopped = true;
-        break;
+      std::vector<ChecksumEntry> entries;
+      std::uint64_t c = first;
+      for (; c < end; ++c) {
+        if (hashed >= kSweepHashBudget) {
+          stopped = true;
+          break;
+        }
+        auto h = hash_chunk(primary_.get(), c, cs, buf);
+        if (!h) {
+          // The primary cannot be read here: the chunk keeps its bit (no checksum is made of
+          // data we could not read); what was hashed is still recorded.
+          spdlog::warn("{}: chunk {} cannot be read for its checksum ({}); its bit stays set", name(), c,
+                       h.error().message());
+          stopped = true;
+          forget_rest = false;
+          break;
+        }
+        entries.push_back({c, *h});
+        hashed += cs;
       }
-      entries.push_back({c, *h});
-      hashed += cs;
-      done.end = c + 1;
-      if (entries.size() >= kEntryBatch) {
-        if (auto ec = checksums_->write(std::move(entries))) return ec;
-        entries.clear();
-      }
+      if (auto ec = checksums_->write(std::move(entries))) return ec;
+      keep({first, c});
+      first = c;
+      if (stopped && !forget_rest) break;
     }
-    if (!done.empty()) kept.push_back(done);
-    if (stopped && forget_rest) {
-      // close_clean: the rest is cleared too, with no checksum (unverified until a scrub
-      // adopts it) rather than left dirty for a resync at the next mount.
-      for (std::size_t j = i; j < runs.size(); ++j) {
-        const ChunkRange rest{j == i ? done.end : runs[j].first, runs[j].end};
-        if (rest.empty()) continue;
-        if (auto ec = checksums_->forget_range(rest.first, rest.end)) return ec;
-        if (!kept.empty() && kept.back().end == rest.first) kept.back().end = rest.end;
-        else kept.push_back(rest);
-      }
-    }
+    if (stopped && !forget_rest) break;
   }
-  if (auto ec = checksums_->write(std::move(entries))) return ec;
   if (auto ec = checksums_->sync()) return ec;
   runs = std::move(kept);
   return {};
