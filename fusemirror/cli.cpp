@@ -99,6 +99,15 @@ std::vector<std::string> fusemirror_mounts() {
 
 namespace {
 
+// A Unix time as local "YYYY-MM-DD HH:MM:SS"; "never" for 0.
+std::string time_text(std::int64_t unix_s) {
+  if (!unix_s) return "never";
+  char b[64];
+  const std::time_t t = static_cast<std::time_t>(unix_s);
+  std::strftime(b, sizeof b, "%F %T", std::localtime(&t));
+  return b;
+}
+
 // FILE.fmbm -> FILE.fmck ("" when FILE is not a bitmap's name).
 std::string checksum_path_of(const std::string& bitmap) {
   const std::string sfx = core::kBitmapSuffix;
@@ -158,13 +167,7 @@ void examine_checksums(const std::string& path, const core::BitmapHeader& bh, st
               clean ? 100.0 * static_cast<double>(with) / static_cast<double>(clean) : 0.0,
               bad_pages ? (", " + std::to_string(bad_pages) + " pages fail their checks").c_str() : "");
   const core::ScrubRecord r = f->scrub.value_or(core::ScrubRecord{});
-  std::string when = "never";
-  if (r.last_run) {
-    char b[64];
-    const std::time_t t = static_cast<std::time_t>(r.last_run);
-    std::strftime(b, sizeof b, "%F %T", std::localtime(&t));
-    when = b;
-  }
+  const std::string when = time_text(r.last_run);
   std::printf("      Last Scrub : %s%s\n", when.c_str(),
               r.in_progress ? (", a pass in progress at chunk " + std::to_string(r.cursor)).c_str() : "");
 }
@@ -247,13 +250,7 @@ void print_scrub(const core::ImageStatus& i, std::ostream& cout) {
   const core::ScrubRecord& r = i.scrub.record;
   const core::ScrubCounts& k = r.counts;
   if (!i.scrub.checksums && r.last_run == 0 && !r.in_progress) return;
-  std::string when = "never";
-  if (r.last_run) {
-    char b[64];
-    const std::time_t t = static_cast<std::time_t>(r.last_run);
-    std::strftime(b, sizeof b, "%F %T", std::localtime(&t));
-    when = b;
-  }
+  const std::string when = time_text(r.last_run);
   cout << "      scrub: " << (i.scrub.checksums ? "checksums on" : "no checksums") << ", last run " << when;
   if (r.in_progress) cout << " (a pass is in progress at chunk " << r.cursor << ")";
   if (k.checked)

@@ -42,23 +42,18 @@ struct Fixture {
     REQUIRE((p.valid() && s.valid() && b.valid() && c.valid()));
     struct stat st {};
     REQUIRE(::fstat(p.get(), &st) == 0);
-    core::BitmapOpenParams bp;
-    bp.set_uuid = kSet;
-    bp.chunk_size = kCs;
-    bp.image_size = static_cast<std::uint64_t>(st.st_size);
-    std::string why;
-    auto bm = core::Bitmap::open(std::move(b), bp, &why);
-    REQUIRE(bm);
+    auto bm = fmtest::open_bitmap(std::move(b), kSet, kCs, static_cast<std::uint64_t>(st.st_size));
     core::Checksums::OpenParams cp;
     cp.set_uuid = kSet;
-    cp.image_uuid = (*bm)->image_uuid();
+    cp.image_uuid = bm->image_uuid();
     cp.chunk_size = kCs;
     cp.primary = core::FileIdentity::of(st);
+    std::string why;
     auto ck = core::Checksums::open(std::move(c), cp, &why);
     REQUIRE(ck);
     core::ImageOptions o;
     o.verify_reads = verify_reads;
-    img = std::make_unique<core::Image>("img", std::move(p), std::move(s), std::move(*bm), &pool, o);
+    img = std::make_unique<core::Image>("img", std::move(p), std::move(s), std::move(bm), &pool, o);
     img->attach_checksums(std::move(*ck));
   }
 
