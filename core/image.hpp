@@ -188,6 +188,7 @@ class Image {
   std::unique_ptr<Checksums> checksums_;  // null: checksums off (config, or no sidecar)
   std::atomic<bool> checksums_failure_logged_{false};
   std::atomic<bool> bad_page_logged_{false};
+  std::atomic<bool> hash_error_logged_{false};
   mutable std::mutex scrub_mu_;
   ScrubRecord scrub_;  // guarded by scrub_mu_: the record without a sidecar
   std::atomic<std::uint64_t> read_verified_{0}, read_repaired_{0}, read_failed_{0};

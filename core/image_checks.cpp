@@ -101,8 +101,9 @@ std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forg
         if (!h) {
           // The primary cannot be read here: the chunk keeps its bit (no checksum is made of
           // data we could not read); what was hashed is still recorded.
-          spdlog::warn("{}: chunk {} cannot be read for its checksum ({}); its bit stays set", name(), c,
-                       h.error().message());
+          if (!hash_error_logged_.exchange(true))
+            spdlog::warn("{}: chunk {} cannot be read for its checksum ({}); its bit stays set (logged once)",
+                         name(), c, h.error().message());
           stopped = true;
           forget_rest = false;
           break;

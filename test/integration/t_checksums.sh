@@ -12,9 +12,10 @@
 #      nothing; a verified read of it fails (EIO); the log names the chunk and its bytes.
 #   E. status (JSON and text) and examine-bitmap show the checksums and the last pass.
 #   F. the scrub schedule: scrub_interval 1 with scrub_repair, a rate limit that makes a
-#      pass take seconds; an unmount mid-pass, a remount: the pass resumes from its cursor
+#      pass take seconds (16 MiB at 4 MiB/s); an unmount mid-pass, a remount: the pass resumes from its cursor
 #      and repairs a flipped secondary byte.
-#   G. the sidecar follows a rename; `checksums: false` removes it at the next mount.
+#   G. the sidecar follows a rename; `checksums: false` removes it at the next mount;
+#      rescale-bitmap removes it (after F).
 #   H. (crash-point builds) the daemon killed in the middle of a repair of the primary
 #      (crash point repair.mid_primary, 4 MiB chunks: a quarter rewritten): the bit stayed
 #      clear, so the next mount resyncs nothing over the good secondary; check says "bad
@@ -159,10 +160,10 @@ fm_unmount "$MNT"
 # ============================================================ F. scheduled scrub, resumed
 FM_CONTEXT="F: scrub"
 fm_json_edit "$PRI/.fusemirror/config.json" \
-  ".checksums = true | .scrub_interval = 1 | .scrub_repair = true | .resync_max_rate = $((8 << 20)) | .resync_min_rate = 0"
+  ".checksums = true | .scrub_interval = 1 | .scrub_repair = true | .resync_max_rate = $((4 << 20)) | .resync_min_rate = 0"
 fm_mount "$PRI" "$MNT"
-truncate -s 48M "$MNT/big.img"
-for off in 0 16 32; do pwrite_rand "$MNT/big.img" $((off << 20)) $((16 << 20)); done
+truncate -s 16M "$MNT/big.img"
+pwrite_rand "$MNT/big.img" 0 $((16 << 20))
 sync -f "$MNT/big.img"
 fm_wait_for "clean" 20 is_clean big.img || fail "big.img not clean"
 fm_wait_for "a scheduled pass" 20 fm_image_is "$MNT" big.img '.scrub.in_progress and .scrub.cursor > 0' ||
@@ -171,18 +172,22 @@ fm_unmount "$MNT"
 # Past the cursor, so the resumed pass finds it; rot, not an edit: the mtime kept (an
 # edited secondary is not the copy the set left there: a full resync, not a repair).
 touch -r "$SEC/big.img" "$FM_TMP/mtime.ref"
-flip "$SEC/big.img" 700 3
+flip "$SEC/big.img" 200 3
 touch -m -r "$FM_TMP/mtime.ref" "$SEC/big.img"
 fm_mount "$PRI" "$MNT"
 fm_wait_for "the resumed pass" 30 fm_image_is "$MNT" big.img '.scrub.last_run > 0 and (.scrub.in_progress | not)' ||
   fail "the scrub of big.img did not finish: $(fm_image_json "$MNT" big.img)"
-grep -qE "big\.img: scheduled (check|repair) started over 768 chunks \(resumed at chunk [1-9][0-9]*\)" "$LOG" ||
+grep -qE "big\.img: scheduled (check|repair) started over 256 chunks \(resumed at chunk [1-9][0-9]*\)" "$LOG" ||
   soft_fail "the pass did not resume from its cursor: $(grep 'big.img: scheduled' "$LOG" | tail -n 2)"
 [[ $(scrub big.img bad_secondary) == 1 && $(scrub big.img repaired) == 1 ]] ||
   fail "the scheduled repair: $(img_get big.img .scrub)"
 fm_unmount "$MNT"
 cmp -s "$PRI/big.img" "$SEC/big.img" || fail "big.img legs differ after the scheduled repair"
 cmp -s "$PRI/moved.img" "$SEC/moved.img" || fail "moved.img legs differ"
+# rescale-bitmap: the checksums of the old chunk size go with it.
+out=$("$FM" rescale-bitmap "$BM_DIR/big.img.fmbm" --chunk-size 128K) || fail "rescale-bitmap failed"
+grep -q "big.img.fmck: removed" <<<"$out" || soft_fail "rescale-bitmap did not say it removed the checksums: $out"
+[[ ! -e $BM_DIR/big.img.fmck ]] || fail "the checksums of the old chunk size survived rescale-bitmap"
 
 # ============================================================ H. a crash mid-repair
 FM_CONTEXT="H: crash in a repair of the primary"
