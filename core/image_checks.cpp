@@ -47,7 +47,8 @@ void Image::save_scrub(const ScrubRecord& r) {
 
 void Image::note_bad_chunk(std::uint64_t c, const char* what, const std::string& detail) const {
   const std::uint64_t cs = bitmap_->chunk_size();
-  // Issue 17 (events): a check mismatch event belongs here — every bad chunk passes once.
+  // Issue 17 (events): a check-mismatch event belongs here — every chunk a check, repair,
+  // scrub or verified read finds bad (or differing) passes here once.
   spdlog::error("{}: chunk {} (bytes {}): {}{}", name(), c, range_text(c * cs, (c + 1) * cs - 1), what,
                 detail.empty() ? "" : "; " + detail);
 }
@@ -270,8 +271,8 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
         if (clean && has_checksums() && !bitmap_->failed()) adopt.push_back({c, rd->primary_entry});
         break;
       case Verdict::unverified_differ:
-        spdlog::warn("{}: chunk {} differs between primary and secondary (bytes {}; no checksum){}", name(), c,
-                     range_text(rd->first_diff, rd->last_diff), repair ? "; repairing from the primary" : "");
+        note_bad_chunk(c, "differs between primary and secondary, with no checksum to tell which is right",
+                       where + (repair ? "; repairing from the primary" : ""));
         break;
       case Verdict::bad_primary:
         ++counts->bad_primary;

@@ -13,6 +13,7 @@
 #include "core/checksum_format.hpp"
 #include "core/checksums.hpp"
 #include "core/chunk_check.hpp"
+#include "core/scrub.hpp"
 #include "test_helpers.hpp"
 #include "utils/crc32c.hpp"
 
@@ -378,3 +379,14 @@ TEST_CASE("read_both and judge: the leg that does not match its checksum is the 
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("scrub schedule: due when never run, when a pass is in progress, or an interval after the last") {
+  core::ScrubRecord r;
+  CHECK_FALSE(core::scrub_due(r, 0, 1000));  // off
+  CHECK(core::scrub_due(r, 3600, 1000));     // never run
+  r.last_run = 1000;
+  CHECK_FALSE(core::scrub_due(r, 3600, 1000 + 3599));
+  CHECK(core::scrub_due(r, 3600, 1000 + 3600));
+  r.in_progress = true;
+  CHECK(core::scrub_due(r, 3600, 1001));  // resume at once
+}
