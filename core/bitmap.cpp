@@ -255,6 +255,39 @@ std::uint64_t Bitmap::clear_idle_locked(const BitmapPages::Snapshot& cand, unsig
   return cleared;
 }
 
+utils::Result<std::uint64_t> Bitmap::record_then_clear_locked(std::unique_lock<std::mutex>& lk,
+                                                              const BitmapPages::Snapshot& cand, unsigned minus,
+                                                              const RecordChecksums& record) {
+  // Entries only for chunks this call may clear, and clears only of chunks whose entries
+  // are durable: both sets are the runs `record` kept (docs/write-path.md §9.2).
+  std::vector<ChunkRange> runs;
+  pages_.for_each_still(cand, kDirty, minus, [&](std::uint64_t c) {
+    if (inflight_locked(c)) return;
+    if (!runs.empty() && runs.back().end == c) ++runs.back().end;
+    else runs.push_back({c, c + 1});
+  });
+  if (runs.empty()) return std::uint64_t{0};
+  lk.unlock();
+  std::error_code ec = record(runs);
+  FM_CRASH_POINT("sweep.after_checksums");
+  lk.lock();
+  if (ec) return ec;
+  if (header_.state & kStateDegraded) return std::uint64_t{0};
+  std::uint64_t cleared = 0;
+  for (const ChunkRange& r : runs)
+    for (std::uint64_t c = r.first; c < r.end && c < total_chunks_; ++c) {
+      // Written (or started) meanwhile, or waiting for resync: its entry may describe data
+      // that is changing; the bit stays and hides it.
+      if (!pages_.test(kDirty, c) || inflight_locked(c)) continue;
+      if (((minus & BitmapPages::vecs(kRecent)) && pages_.test(kRecent, c)) ||
+          ((minus & BitmapPages::vecs(kUnsynced)) && pages_.test(kUnsynced, c)))
+        continue;
+      clear_bit_locked(c);
+      ++cleared;
+    }
+  return cleared;
+}
+
 bool Bitmap::inflight_locked(std::uint64_t c) const {
   for (const auto& r : inflight_)
     if (c >= r.first && c < r.end) return true;
@@ -341,6 +374,11 @@ bool Bitmap::cancel_write(std::uint64_t off, std::uint64_t len, const Intent& in
   return true;
 }
 
+bool Bitmap::chunk_clean(std::uint64_t c) const {
+  std::lock_guard lk(mu_);
+  return c < total_chunks_ && !pages_.test(kDirty, c) && !pages_.test(kUnsynced, c);
+}
+
 bool Bitmap::range_clean(std::uint64_t off, std::uint64_t len) const {
   std::lock_guard lk(mu_);
   const ChunkRange r = chunks_for(off, len);
@@ -404,7 +442,8 @@ void Bitmap::mark_all_dirty_unsynced() {
 
 // ---- lazy clearing -----------------------------------------------------------------------
 
-utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()>& sync_legs) {
+utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()>& sync_legs,
+                                           const RecordChecksums& record) {
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
   if (header_.state & kStateDegraded) return std::uint64_t{0};
@@ -426,7 +465,14 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
   lk.lock();
   if (header_.state & kStateDegraded) return std::uint64_t{0};
   // Written (or started) since the fdatasync began, or waiting for resync: kept.
-  const std::uint64_t cleared = clear_idle_locked(cand, kKeep);
+  std::uint64_t cleared = 0;
+  if (record) {
+    auto r = record_then_clear_locked(lk, cand, kKeep, record);
+    if (!r) return r.error();
+    cleared = *r;
+  } else {
+    cleared = clear_idle_locked(cand, kKeep);
+  }
   if (cleared) FM_CRASH_POINT("sweep.after_clear");
   if (cleared && header_.events_cleared != header_.events) {
     header_.events_cleared = header_.events;
@@ -453,7 +499,8 @@ bool Bitmap::degraded() const {
   return header_.state & kStateDegraded;
 }
 
-std::error_code Bitmap::close_clean(const std::function<std::error_code()>& sync_legs) {
+std::error_code Bitmap::close_clean(const std::function<std::error_code()>& sync_legs,
+                                    const RecordChecksums& record) {
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
   const bool degraded = header_.state & kStateDegraded;
@@ -466,7 +513,12 @@ std::error_code Bitmap::close_clean(const std::function<std::error_code()>& sync
   if (auto ec = sync_legs()) return ec;
   lk.lock();
   if (any) {
-    clear_idle_locked(cand, BitmapPages::vecs(kUnsynced));
+    if (record) {
+      auto r = record_then_clear_locked(lk, cand, BitmapPages::vecs(kUnsynced), record);
+      if (!r) return r.error();
+    } else {
+      clear_idle_locked(cand, BitmapPages::vecs(kUnsynced));
+    }
     header_.events_cleared = header_.events + 1;
   }
   header_.events += 1;

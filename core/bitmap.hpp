@@ -76,6 +76,13 @@ struct BitmapOpenParams {
   std::uint64_t max_image_size = kDefaultMaxImageSize;
 };
 
+// Before a sweep or close_clean clears bits, the chunks it is about to clear (ascending runs)
+// are handed to this function, called without the bitmap lock after the legs were synced.
+// It must make a checksum entry durable for each chunk it keeps in `runs` (it may shorten
+// the list: chunks it drops keep their bits), and fail only when no bit may be cleared
+// (docs/write-path.md §9.2). Empty function: no checksums.
+using RecordChecksums = std::function<std::error_code(std::vector<ChunkRange>& runs)>;
+
 struct BitmapStats {
   std::uint64_t chunk_size = 0;
   std::uint64_t total_chunks = 0;
@@ -145,6 +152,9 @@ class Bitmap {
 
   // True when no chunk of [off, off+len) is dirty (so both legs hold the same data).
   bool range_clean(std::uint64_t off, std::uint64_t len) const;
+  // Chunk c is neither dirty nor awaiting resync (degraded or not): its checksum, if any,
+  // describes its data (docs/write-path.md §9.1).
+  bool chunk_clean(std::uint64_t c) const;
 
   // Marks [off, off+len) as needing resync (dirty + unsynced), durable before returning.
   std::error_code mark_unsynced(std::uint64_t off, std::uint64_t len);
@@ -156,16 +166,19 @@ class Bitmap {
   void mark_all_dirty_unsynced();
 
   // One sweep (called every daemon_sleep). `sync_legs` fdatasyncs both legs; it is called
-  // without mu_ held, only when there is something to clear. Returns chunks cleared.
-  utils::Result<std::uint64_t> sweep(const std::function<std::error_code()>& sync_legs);
+  // without mu_ held, only when there is something to clear; then `record` (when given)
+  // makes the checksums of the chunks to clear durable. Returns chunks cleared.
+  utils::Result<std::uint64_t> sweep(const std::function<std::error_code()>& sync_legs,
+                                     const RecordChecksums& record = {});
 
   // Degraded: from now on no bit is cleared; the header records it (events + 1), durably.
   std::error_code set_degraded(bool degraded);
   bool degraded() const;
 
-  // Clean shutdown: clears every idle, synced bit after `sync_legs`, marks the header clean
-  // when nothing is left dirty or unsynced, and flushes. REQUIRES: no write in flight.
-  std::error_code close_clean(const std::function<std::error_code()>& sync_legs);
+  // Clean shutdown: clears every idle, synced bit after `sync_legs` (and `record`, as in
+  // sweep), marks the header clean, and flushes. REQUIRES: no write in flight.
+  std::error_code close_clean(const std::function<std::error_code()>& sync_legs,
+                              const RecordChecksums& record = {});
 
   // Makes every pending bit/header change durable now.
   std::error_code flush();
@@ -213,6 +226,12 @@ class Bitmap {
   // Clears every chunk of `cand` (from pages_.less(kDirty, minus)) that is still dirty,
   // still outside `minus`, and not in flight; returns the chunks cleared.
   std::uint64_t clear_idle_locked(const BitmapPages::Snapshot& cand, unsigned minus);
+  // With checksums: the chunks of `cand` still clearable, as runs; `record` makes their
+  // entries durable (mu_ released in `lk` meanwhile); then only chunks of the runs it kept
+  // that are *still* clearable are cleared. Returns the chunks cleared.
+  utils::Result<std::uint64_t> record_then_clear_locked(std::unique_lock<std::mutex>& lk,
+                                                        const BitmapPages::Snapshot& cand, unsigned minus,
+                                                        const RecordChecksums& record);
   bool inflight_locked(std::uint64_t c) const;
   void end_inflight_locked(const ChunkRange& r);
   // Loads the bits of chunks [0, chunks) from the file, page by page (absent when zero).

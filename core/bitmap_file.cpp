@@ -47,9 +47,8 @@ std::string bitmap_path_problem(const Dir& dir, const std::string& rel) {
   return utils::stat_problem(*st, SIZE_MAX);
 }
 
-utils::Result<std::unique_ptr<Bitmap>> open_bitmap_file(const Dir& dir, const std::string& rel,
-                                                        const BitmapOpenParams& params,
-                                                        std::string* why_untrusted) {
+utils::Result<utils::UniqueFd> open_sidecar_file(const Dir& dir, const std::string& rel, const char* what,
+                                                 std::string* refused) {
   const std::string path = dir.path() + "/" + rel;
   std::string problem;
   auto fd = open_nonblock(dir, rel, &problem);
@@ -66,17 +65,28 @@ utils::Result<std::unique_ptr<Bitmap>> open_bitmap_file(const Dir& dir, const st
       aside = "." + base + ".refused-" + std::to_string(::time(nullptr)) + "-" + std::to_string(i);
     if (::renameat(parent->first.get(), base.c_str(), parent->first.get(), aside.c_str()) != 0) {
       const int e = errno;
-      spdlog::error("{}: bitmap refused: {}; it cannot be moved aside ({}): image not served",
-                    path, problem, std::strerror(e));
+      spdlog::error("{}: {} refused: {}; it cannot be moved aside ({}): image not served",
+                    path, what, problem, std::strerror(e));
       return utils::errno_code(e);
     }
-    spdlog::error("{}: bitmap refused: {}; moved aside to {}; a new bitmap replaces it (all "
-                  "dirty: full resync)", path, problem, aside);
+    spdlog::error("{}: {} refused: {}; moved aside to {}; a new one replaces it", path, what, problem, aside);
     const int nfd = ::openat(parent->first.get(), base.c_str(),
                              O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (nfd < 0) return utils::last_errno();
     fd = utils::UniqueFd(nfd);
   }
+  if (refused) *refused = problem;
+  return fd;
+}
+
+utils::Result<std::unique_ptr<Bitmap>> open_bitmap_file(const Dir& dir, const std::string& rel,
+                                                        const BitmapOpenParams& params,
+                                                        std::string* why_untrusted) {
+  const std::string path = dir.path() + "/" + rel;
+  std::string problem;
+  // A refused bitmap is replaced by a new, empty one: Bitmap::open rebuilds it all dirty.
+  auto fd = open_sidecar_file(dir, rel, "bitmap", &problem);
+  if (!fd) return fd.error();
   std::string why;
   auto bm = Bitmap::open(std::move(*fd), params, &why);
   if (!bm) return bm.error();

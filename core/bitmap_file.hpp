@@ -23,6 +23,14 @@ namespace fusemirror::core {
 // nothing is there). Never blocks, never follows a symlink.
 std::string bitmap_path_problem(const Dir& dir, const std::string& rel);
 
+// Opens (creating when missing) the sidecar file at `rel` beneath `dir` — a bitmap or a
+// checksum file (`what` names it in the log) — O_RDWR, blocking once open. An object that
+// may not serve (a FIFO, directory, symlink, device, hard link) is moved aside to
+// ".NAME.refused-SECONDS" and a new empty file made in its place with O_EXCL; `refused`
+// then says why ("" otherwise).
+utils::Result<utils::UniqueFd> open_sidecar_file(const Dir& dir, const std::string& rel, const char* what,
+                                                 std::string* refused);
+
 // Opens (creating when missing) the bitmap at `rel` beneath `dir` and loads it. A refused
 // object is moved aside and replaced as described above; `why_untrusted` then names the
 // refusal. Logs, naming the file, every refusal and a bitmap the file system has no room

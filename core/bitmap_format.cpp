@@ -7,23 +7,19 @@
 
 #include "utils/crc32c.hpp"
 #include "utils/io.hpp"
+#include "utils/le.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::core {
 namespace {
 
-// Explicit little-endian stores and loads: the format never depends on the host.
 template <typename T>
 void put(std::array<std::byte, kHeaderSize>& b, std::size_t off, T v) {
-  for (std::size_t i = 0; i < sizeof(T); ++i)
-    b[off + i] = static_cast<std::byte>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xFF);
+  utils::put_le<T>(b, off, v);
 }
 template <typename T>
 T get(std::span<const std::byte> b, std::size_t off) {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < sizeof(T); ++i)
-    v |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(b[off + i])) << (8 * i);
-  return static_cast<T>(v);
+  return utils::get_le<T>(b, off);
 }
 
 // Field offsets, fixed by format version 1 (see bitmap_format.hpp and docs/on-disk-format.md).

@@ -56,6 +56,12 @@ std::string check_max_image_size(std::uint64_t v) {
   return {};
 }
 
+std::string check_scrub_interval(double v) {
+  if (!std::isfinite(v) || v < 0 || (v > 0 && v < 1) || v > 315360000)
+    return "must be 0 (off) or a number of seconds between 1 and 315360000 (10 years)";
+  return {};
+}
+
 namespace {
 
 [[noreturn]] void bad(const std::string& source, const std::string& key, const std::string& why) {
@@ -97,7 +103,7 @@ Config parse_config(const std::string& text, const std::string& source) {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
       "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size",
-      "max_open_images"};
+      "max_open_images", "checksums", "verify_reads", "scrub_interval", "scrub_repair"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -164,6 +170,18 @@ Config parse_config(const std::string& text, const std::string& source) {
     if (c.max_open_images > (1ull << 24))
       bad(source, "max_open_images", "must be 0 (from the descriptor limit) or at most 16777216");
   }
+  for (const auto& [k, dst] : {std::pair<const char*, bool*>{"checksums", &c.checksums},
+                                {"verify_reads", &c.verify_reads}, {"scrub_repair", &c.scrub_repair}}) {
+    if (!j.contains(k)) continue;
+    if (!j[k].is_boolean()) bad(source, k, "must be true or false");
+    *dst = j[k].get<bool>();
+  }
+  if (c.verify_reads && !c.checksums) bad(source, "verify_reads", "needs checksums (\"checksums\": true)");
+  if (j.contains("scrub_interval")) {
+    if (!j["scrub_interval"].is_number()) bad(source, "scrub_interval", "must be a number of seconds");
+    c.scrub_interval = j["scrub_interval"].get<double>();
+    if (auto why = check_scrub_interval(c.scrub_interval); !why.empty()) bad(source, "scrub_interval", why);
+  }
   if (j.contains("resync_min_rate")) c.resync_min_rate = get_uint(j, "resync_min_rate", source);
   if (j.contains("resync_max_rate")) c.resync_max_rate = get_uint(j, "resync_max_rate", source);
   if (auto why = check_resync_rates(c.resync_min_rate, c.resync_max_rate); !why.empty())
@@ -191,6 +209,10 @@ std::string dump_config(const Config& c) {
   j["intent_ahead"] = c.intent_ahead;
   j["max_image_size"] = c.max_image_size;
   j["max_open_images"] = c.max_open_images;
+  j["checksums"] = c.checksums;
+  j["verify_reads"] = c.verify_reads;
+  j["scrub_interval"] = c.scrub_interval;
+  j["scrub_repair"] = c.scrub_repair;
   return j.dump(2) + "\n";
 }
 

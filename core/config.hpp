@@ -36,6 +36,11 @@ struct Config {
   // Images kept open at most (3 descriptors each; idle ones beyond are closed clean).
   // 0: as many as the descriptor limit allows (core/image_loader.hpp, budget_for).
   std::uint64_t max_open_images = 0;
+  // Checksums of clean chunks (docs/write-path.md §9): a sidecar per image beside its bitmap.
+  bool checksums = true;
+  bool verify_reads = false;   // reads check the primary against the checksums (needs checksums)
+  double scrub_interval = 0;   // seconds between scheduled check passes per image; 0 = off
+  bool scrub_repair = false;   // scheduled passes repair (else they only check)
 
   std::string bitmap_root() const;  // the directory holding the bitmaps
 };
@@ -50,6 +55,7 @@ Config load_config(const std::string& path, std::string* config_path = nullptr);
 std::string check_chunk_size(std::uint64_t v);
 std::string check_daemon_sleep(double v);
 std::string check_max_image_size(std::uint64_t v);
+std::string check_scrub_interval(double v);
 // md's sync_speed_min must not exceed sync_speed_max (max 0 = unlimited). The one rule for
 // the config (resync_min_rate/resync_max_rate) and the live control files.
 std::string check_resync_rates(std::uint64_t min_rate, std::uint64_t max_rate);

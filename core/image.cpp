@@ -112,6 +112,10 @@ std::error_code Image::settle(const char* op, std::error_code primary, std::erro
 
 utils::Result<std::size_t> Image::read(std::span<std::byte> buf, std::uint64_t off) {
   auto r = utils::pread_all(primary_.get(), buf, off);
+  if (r && *r && opts_.verify_reads && has_checksums()) {
+    if (auto ec = verify_read(buf.first(*r), off)) return ec;
+    return r;
+  }
   if (r || r.error() != std::errc::io_error || !opts_.secondary_serves_reads || !secondary_ok())
     return r;
   // The primary failed to read (role mirror only): serve from the secondary where every
@@ -275,6 +279,13 @@ std::error_code Image::truncate(std::uint64_t size) {
   const bool mark_first = !secondary_ok() && size < old;
   if (mark_first)
     if (auto ec = bitmap_->mark_unsynced(lo, span)) return utils::errno_code(EIO);
+  // A shrink changes the new last chunk's tail (and removes the chunks past it) without a
+  // bit: their checksums go first, durably (docs/write-path.md §9.1).
+  if (size < old && checksums_)
+    if (auto ec = checksums_->forget_from(size / bitmap_->chunk_size())) {
+      spdlog::error("{}: checksum file cannot be written ({}); refusing truncate", name(), ec.message());
+      return utils::errno_code(EIO);
+    }
   // Otherwise the primary first: a size it refuses (EFBIG past its file system's limit) is
   // refused with nothing changed — neither leg, nor the bitmap. A grow needs no intent
   // before the primary's: it adds zeros, and a crash before the bitmap follows leaves an
@@ -536,47 +547,6 @@ std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
   return {};
 }
 
-utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t n, bool repair,
-                                               std::vector<std::byte>& a,
-                                               std::vector<std::byte>& b,
-                                               std::uint64_t* mismatches) {
-  const std::uint64_t cs = bitmap_->chunk_size();
-  const std::uint64_t total = bitmap_->stats().total_chunks;
-  if (from >= total) return total;
-  if (!secondary_ok()) return utils::errno_code(EIO);
-  const std::uint64_t end = std::min(total, from + std::max<std::uint64_t>(n, 1));
-  auto guard = locks_.lock(from * cs, end * cs);
-  if (wb_) wb_->wait_range_idle(from * cs, end * cs);  // compare what the queue delivered
-  for (std::uint64_t c = from; c < end; ++c) {
-    bool differ = false;
-    for (std::uint64_t off = c * cs; off < (c + 1) * cs && !differ;) {
-      const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>((c + 1) * cs - off, a.size()));
-      auto ra = utils::pread_all(primary_.get(), std::span(a.data(), len), off);
-      if (!ra) return ra.error();
-      auto rb = utils::pread_all(secondary_.get(), std::span(b.data(), len), off);
-      if (!rb) {
-        fail_secondary("check read", rb.error());
-        return utils::errno_code(EIO);
-      }
-      if (*ra != *rb || std::memcmp(a.data(), b.data(), *ra) != 0) differ = true;
-      if (*ra < len) break;  // end of file on both
-      off += len;
-    }
-    if (!differ) continue;
-    ++*mismatches;
-    spdlog::warn("{}: chunk {} differs between primary and secondary{}", name(), c,
-                 repair ? "; repairing from the primary" : "");
-    if (repair) {
-      // Intent first (the repair writes the secondary), then the copy, then "synced".
-      if (auto ec = bitmap_->mark_unsynced(c * cs, cs)) return utils::errno_code(EIO);
-      std::uint64_t copied = 0;
-      if (auto ec = copy_range_locked(c * cs, (c + 1) * cs, a, &copied)) return ec;
-      bitmap_->mark_synced(c);
-    }
-  }
-  return end;
-}
-
 std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
   auto guard = locks_.lock(0, RangeLock::kEnd);
   if (secondary_ok()) return utils::errno_code(EBUSY);
@@ -649,7 +619,12 @@ std::error_code Image::sweep() {
     bitmap_error_logged_ = false;
     spdlog::warn("{}: bitmap written again in full; writes resume", name());
   }
-  auto r = bitmap_->sweep([this] { return sync_legs(); });
+  RecordChecksums record;
+  if (checksums_) record = [this](std::vector<ChunkRange>& runs) { return record_checksums(runs, false); };
+  auto r = bitmap_->sweep([this] { return sync_legs(); }, record);
+  if (checksums_ && checksums_->disabled() && !checksums_failure_logged_.exchange(true))
+    spdlog::error("{}: checksums given up: {}; its chunks are unverified until it is loaded again",
+                  name(), checksums_->failure());
   if (!r) return r.error();
   if (*r) spdlog::debug("{}: cleared {} idle chunk bits", name(), *r);
   return {};
@@ -668,7 +643,18 @@ bool Image::drain_for_shutdown() {
 std::error_code Image::close_clean() {
   if (!drain_for_shutdown()) return utils::errno_code(ETIMEDOUT);
   (void)bitmap_->recover();  // clean only after a full rewrite succeeded
-  return bitmap_->close_clean([this] { return sync_legs(); });
+  RecordChecksums record;
+  if (checksums_) record = [this](std::vector<ChunkRange>& runs) { return record_checksums(runs, true); };
+  if (auto ec = bitmap_->close_clean([this] { return sync_legs(); }, record)) return ec;
+  // After the clean bitmap header: the primary as the next load must find it (§7.4).
+  if (checksums_) {
+    struct stat st {};
+    std::error_code ec = ::fstat(primary_.get(), &st) ? utils::last_errno() : std::error_code{};
+    if (!ec) ec = checksums_->close_clean(FileIdentity::of(st));
+    if (ec) spdlog::warn("{}: checksum file not closed clean ({}); it stays trusted as after a crash", name(),
+                         ec.message());
+  }
+  return {};
 }
 
 ImageStatus Image::status() const {
@@ -694,6 +680,12 @@ ImageStatus Image::status() const {
     s.wb_lag_seconds = wb_->lag_seconds();
   }
   s.secondary_reads = secondary_reads_.load(std::memory_order_relaxed);
+  s.scrub.checksums = has_checksums();
+  if (checksums_ && checksums_->disabled()) s.scrub.checksums_error = checksums_->failure();
+  s.scrub.record = scrub_record();
+  s.scrub.read_verified = read_verified_.load(std::memory_order_relaxed);
+  s.scrub.read_repaired = read_repaired_.load(std::memory_order_relaxed);
+  s.scrub.read_failed = read_failed_.load(std::memory_order_relaxed);
   if (!s.bitmap.error.empty()) s.state = "bitmap-failed";  // writes refused: say so first
   else if (!s.secondary_ok) s.state = "degraded";
   else if (s.action == SyncAction::check || s.action == SyncAction::repair) s.state = "checking";

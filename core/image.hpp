@@ -25,6 +25,7 @@
 
 #include "core/bitmap.hpp"
 #include "core/events.hpp"
+#include "core/checksums.hpp"
 #include "core/status.hpp"
 #include "core/range_lock.hpp"
 #include "core/write_behind.hpp"
@@ -46,6 +47,9 @@ struct ImageOptions {
   // Config max_image_size: a write, truncate or size-changing fallocate that would make the
   // image larger is refused with EFBIG before either leg or the bitmap changes.
   std::uint64_t max_image_size = kDefaultMaxImageSize;
+  // Config verify_reads: a read of a clean chunk with a checksum checks the primary's data
+  // (docs/write-path.md §9.5). Needs checksums (attach_checksums).
+  bool verify_reads = false;
   // The set-wide write-behind workers (MirrorSet owns them; must outlive the image). Null:
   // the image makes its own, of min(write_behind, 32) threads (standalone use, tests).
   WriteBehindExecutor* wb_executor = nullptr;
@@ -59,6 +63,11 @@ class Image {
   Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondary,
         std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options = {});
   ~Image();
+
+  // Gives the image its checksum sidecar (core/checksums.hpp). REQUIRES: called once, before
+  // the image is shared with any other thread.
+  void attach_checksums(std::unique_ptr<Checksums> checksums) { checksums_ = std::move(checksums); }
+  bool has_checksums() const { return checksums_ && !checksums_->disabled(); }
 
   // By value: a rename may change it concurrently (name_mu_ guards it).
   std::string name() const;
@@ -91,13 +100,20 @@ class Image {
   std::error_code reconcile_size();
   void set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total);
 
-  // --- check / repair (md's sync_action) ---
-  // Compares chunks [from, from + n) of both legs under the range lock; counts mismatching
-  // chunks into *mismatches. With `repair`, a mismatching chunk is marked dirty (durably)
-  // and copied from the primary before the lock is dropped. Returns the next chunk.
+  // --- check / repair / scrub (md's sync_action; docs/write-path.md §9.3) ---
+  // Compares chunks [from, from + n) of both legs under the range lock, with their checksums
+  // where they have trusted ones (core/chunk_check.hpp judges), and counts into *counts.
+  // With `repair`: a bad secondary (or, without a checksum, a differing chunk) is rewritten
+  // from the primary, its bit set durably first; a bad primary is rewritten from the
+  // secondary with its bit left clear; an unrecoverable chunk is left alone. A clean chunk
+  // without a checksum whose legs are equal gets one. Every bad chunk is logged with its
+  // byte offsets. Returns the next chunk. (Implemented in image_checks.cpp.)
   utils::Result<std::uint64_t> check_step(std::uint64_t from, std::uint64_t n, bool repair,
                                           std::vector<std::byte>& a, std::vector<std::byte>& b,
-                                          std::uint64_t* mismatches);
+                                          ScrubCounts* counts);
+  // The scrub's record (cursor, counters, last run): in the sidecar when there is one.
+  ScrubRecord scrub_record() const;
+  void save_scrub(const ScrubRecord& r);
   void set_mismatch_cnt(std::uint64_t n) { mismatch_cnt_.store(n, std::memory_order_relaxed); }
   std::uint64_t total_chunks() const { return bitmap_->stats().total_chunks; }
 
@@ -147,6 +163,24 @@ class Image {
   std::error_code refuse_fallocate(int mode, std::uint64_t off, std::uint64_t len,
                                    std::uint64_t old, bool blocks_past_end, std::error_code p,
                                    const Bitmap::Intent& intent);
+  // --- checksums (image_checks.cpp) ---
+  // RecordChecksums for the sweep (forget_rest false: past the hashing budget, chunks keep
+  // their bits) and close_clean (true: they get entry 0 and are cleared).
+  std::error_code record_checksums(std::vector<ChunkRange>& runs, bool forget_rest);
+  // With verify_reads: checks the chunks of [off, off + data.size()) that have trusted
+  // checksums against what the primary holds (data is refilled from the leg that matched).
+  std::error_code verify_read(std::span<std::byte> data, std::uint64_t off);
+  // Reads chunk c of `fd` into the caller's part (`data` at image offset `off`) and a
+  // scratch buffer for the rest; true when the chunk matches `entry`.
+  utils::Result<bool> read_chunk_verified(int fd, std::uint64_t c, std::uint64_t entry, std::span<std::byte> data,
+                                          std::uint64_t off);
+  // Rewrites chunk c of the primary from the secondary, syncs, and reads it back from the
+  // disk; true when it then matches `entry`. REQUIRES the chunk's range lock; the bit stays
+  // clear (docs/write-path.md §9.3).
+  utils::Result<bool> repair_primary_locked(std::uint64_t c, std::uint64_t entry, std::span<std::byte> buf);
+  // Logs a bad chunk (image, chunk, byte offsets) once, where the verdict is made.
+  void note_bad_chunk(std::uint64_t c, const char* what, const std::string& detail) const;
+
   // Turns the two legs' results into the user's result; degrades on a secondary error.
   std::error_code settle(const char* op, std::error_code primary, std::error_code secondary);
 
@@ -175,6 +209,13 @@ class Image {
   std::uint64_t wb_full_waits_seen_ = 0;  // note_write_behind_lag's (the sweeper thread's)
   bool lag_reported_ = false;             // note_write_behind_lag's
   std::atomic<std::uint64_t> secondary_reads_{0};
+  std::unique_ptr<Checksums> checksums_;  // null: checksums off (config, or no sidecar)
+  std::atomic<bool> checksums_failure_logged_{false};
+  std::atomic<bool> bad_page_logged_{false};
+  std::atomic<bool> hash_error_logged_{false};
+  mutable std::mutex scrub_mu_;
+  ScrubRecord scrub_;  // guarded by scrub_mu_: the record without a sidecar
+  std::atomic<std::uint64_t> read_verified_{0}, read_repaired_{0}, read_failed_{0};
   std::atomic<bool> primary_read_failed_{false};
   std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it
   // The last few write streams: a write starting where one ended continues it (a

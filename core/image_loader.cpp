@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <tuple>
@@ -12,6 +13,7 @@
 #include "core/bitmap_file.hpp"
 #include "core/layout.hpp"
 #include "utils/thread_pool.hpp"
+#include "core/scrub.hpp"
 
 namespace fusemirror::core {
 
@@ -33,12 +35,14 @@ class LoadUndo {
       unlink_in(legs_.bitmaps, bitmap_rel(rel_));
       (void)records_.remove(rel_);
     }
+    if (checksums) unlink_in(legs_.bitmaps, checksum_rel(rel_));
   }
   LoadUndo(const LoadUndo&) = delete;
   LoadUndo& operator=(const LoadUndo&) = delete;
   void dismiss() { dismissed_ = true; }
   bool secondary = false;  // the secondary copy was made by this load
   bool bitmap = false;     // the bitmap was made by this load
+  bool checksums = false;  // the checksum file was made by this load
 
  private:
   static void unlink_in(const Dir& dir, const std::string& rel) {
@@ -55,9 +59,9 @@ bool fd_exhausted(std::error_code ec) { return ec == std::errc::too_many_files_o
 
 }  // namespace
 
-std::size_t ImageLoader::budget_for(std::uint64_t nofile, std::uint64_t max_open_images) {
+std::size_t ImageLoader::budget_for(std::uint64_t nofile, std::uint64_t max_open_images, unsigned per_image) {
   const std::uint64_t reserve = std::min<std::uint64_t>(512, nofile / 2);
-  const std::uint64_t fit = std::max<std::uint64_t>(1, (nofile - reserve) / 3);
+  const std::uint64_t fit = std::max<std::uint64_t>(1, (nofile - reserve) / std::max(per_image, 1u));
   return static_cast<std::size_t>(max_open_images == 0 ? fit : std::min(fit, max_open_images));
 }
 
@@ -132,6 +136,11 @@ bool ImageLoader::register_if_closed_clean(const std::string& rel) {
   s.bitmap.events = h.events;
   s.bitmap.events_cleared = h.events_cleared;
   s.bitmap.state = h.state;
+  if (config_.checksums)
+    if (auto r = read_scrub_record(legs_.bitmaps, checksum_rel(rel))) {
+      s.scrub.checksums = true;
+      s.scrub.record = *r;
+    }
   table_.insert_unloaded(rel, std::move(s));
   return true;
 }
@@ -163,6 +172,47 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load_within_budget(const std:
   return img;
 }
 
+utils::Result<std::unique_ptr<Checksums>> ImageLoader::open_checksums(const std::string& rel, const Bitmap& bm,
+                                                                     bool bitmap_trusted, const struct stat& primary,
+                                                                     bool* made) {
+  const std::string crel = checksum_rel(rel);
+  const std::string shown = legs_.bitmaps.path() + "/" + crel;
+  auto cst = legs_.bitmaps.lstat(crel);
+  if (!cst && cst.error() != std::errc::no_such_file_or_directory) return cst.error();
+  if (!config_.checksums) {
+    // Bits cleared from now on would leave its entries stale for a later mount with
+    // checksums on: it goes, durably, before the image is served (docs/write-path.md §9.1).
+    if (!cst) return std::unique_ptr<Checksums>{};
+    if (auto ec = legs_.bitmaps.unlink(crel); ec && ec != std::errc::no_such_file_or_directory) {
+      spdlog::error("{}: checksums are off but the checksum file cannot be removed: {}", shown, ec.message());
+      return ec;
+    }
+    auto dfd = legs_.bitmaps.open_beneath(parent_rel(crel), O_RDONLY | O_DIRECTORY);
+    if (!dfd) return dfd.error();
+    if (::fsync(dfd->get()) != 0) return utils::last_errno();
+    spdlog::info("{}: removed (checksums are off in the config)", shown);
+    return std::unique_ptr<Checksums>{};
+  }
+  *made = !cst;
+  std::string refused;
+  auto fd = open_sidecar_file(legs_.bitmaps, crel, "checksum file", &refused);
+  if (!fd) return fd.error();
+  Checksums::OpenParams cp;
+  cp.set_uuid = config_.uuid;
+  cp.image_uuid = bm.image_uuid();
+  cp.chunk_size = bm.chunk_size();
+  cp.bitmap_trusted = bitmap_trusted;
+  cp.primary = FileIdentity::of(primary);
+  std::string why;
+  auto ck = Checksums::open(std::move(*fd), cp, &why);
+  if (!ck) {
+    spdlog::error("{}: cannot initialise the checksum file: {}", shown, ck.error().message());
+    return ck.error();
+  }
+  if (!why.empty()) spdlog::warn("{}: checksums reset: {}; clean chunks are unverified until checked", shown, why);
+  return ck;
+}
+
 ImageOptions ImageLoader::image_options() const {
   ImageOptions io;
   io.write_behind = config_.write_behind;
@@ -171,6 +221,7 @@ ImageOptions ImageLoader::image_options() const {
   io.drain_timeout = config_.drain_timeout;
   io.intent_ahead = config_.intent_ahead;
   io.max_image_size = config_.max_image_size;
+  io.verify_reads = config_.verify_reads && config_.checksums;
   io.wb_executor = wb_executor_;
   io.events = events_;
   return io;
@@ -284,8 +335,11 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
     if (auto ec = (*bm)->mark_unsynced(0, size)) return ec;
   }
   const bool bitmap_trusted = why.empty();
+  auto checksums = open_checksums(rel, **bm, bitmap_trusted, st, &undo.checksums);
+  if (!checksums) return checksums.error();
   auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary_fd), std::move(*bm),
                                      pool_, image_options());
+  img->attach_checksums(std::move(*checksums));
   if (img->secondary_ok()) {
     // docs/reliability.md invariant 4: the bitmap is only trusted for the secondary copy it
     // describes. The header's events before this mount's bump are what it last recorded.

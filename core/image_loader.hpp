@@ -71,7 +71,8 @@ class ImageLoader {
   // many as the limit allows): (nofile - reserve) / 3, the reserve (min(512, nofile / 2))
   // covering the set's directories, locks, log, /dev/fuse and the descriptors each FUSE
   // request opens for a moment.
-  static std::size_t budget_for(std::uint64_t nofile, std::uint64_t max_open_images);
+  // `per_image`: descriptors a loaded image holds (3, or 4 with its checksum file).
+  static std::size_t budget_for(std::uint64_t nofile, std::uint64_t max_open_images, unsigned per_image = 3);
 
   // The set's event log (null in tests): images loaded degraded post DegradedArray, and
   // every image posts Fail / SecondaryReconnected / LagExceeded there (ImageOptions).
@@ -79,6 +80,12 @@ class ImageLoader {
 
  private:
   ImageOptions image_options() const;
+  // The image's checksum file (docs/write-path.md §9.4), opened and checked against its
+  // bitmap; null when checksums are off in the config (an old file is then removed,
+  // durably). `made`: the file did not exist before.
+  utils::Result<std::unique_ptr<Checksums>> open_checksums(const std::string& rel, const Bitmap& bm,
+                                                           bool bitmap_trusted, const struct stat& primary,
+                                                           bool* made);
   // The mount's scan: when REL was closed clean (by an unmount or an eviction) and nothing
   // changed since, registers it unloaded without opening it for good (no bitmap or record
   // write, no descriptor kept); false when it must be loaded (see the .cpp).

@@ -29,6 +29,8 @@ std::string parent_rel(std::string_view rel) {
 
 std::string bitmap_rel(std::string_view image_rel) { return std::string(image_rel) + kBitmapSuffix; }
 
+std::string checksum_rel(std::string_view image_rel) { return std::string(image_rel) + kChecksumSuffix; }
+
 std::string record_rel(std::string_view rel, bool dir) {
   return std::string(kMetaDirName) + "/" + kRecordsDirName + "/" + std::string(rel) +
          (dir ? "" : kRecordSuffix);

@@ -5,6 +5,7 @@
 //   PRIMARY/.fusemirror/lock                 flock()ed by the daemon and by rescale-bitmap
 //   PRIMARY/.fusemirror/fusemirror.log       the daemon's log
 //   BITMAPS/<image>.fmbm                     one bitmap per image (BITMAPS: bitmap_root())
+//   BITMAPS/<image>.fmck                     its checksums of clean chunks (core/checksums.hpp)
 //   SECONDARY/.fusemirror/member.json        the secondary belongs to set UUID
 //   SECONDARY/.fusemirror/lock               flock()ed by the daemon
 //   SECONDARY/.fusemirror/images/<image>.json  the secondary's record of an image
@@ -29,12 +30,14 @@ inline constexpr const char* kLogName = "fusemirror.log";
 inline constexpr const char* kBitmapsDirName = "bitmaps";
 inline constexpr const char* kRecordsDirName = "images";
 inline constexpr const char* kBitmapSuffix = ".fmbm";
+inline constexpr const char* kChecksumSuffix = ".fmck";
 inline constexpr const char* kRecordSuffix = ".json";
 
-// The longest name an image may have: its bitmap (NAME.fmbm) and its record (NAME.json)
-// must fit NAME_MAX too. Longer names are refused (ENAMETOOLONG) before anything is made.
+// The longest name an image may have: its bitmap (NAME.fmbm), its checksums (NAME.fmck) and
+// its record (NAME.json) must fit NAME_MAX too. Longer names are refused (ENAMETOOLONG)
+// before anything is made.
 inline constexpr std::size_t kMaxImageNameBytes = 255 - 5;
-static_assert(sizeof(".fmbm") - 1 == 5 && sizeof(".json") - 1 == 5);
+static_assert(sizeof(".fmbm") - 1 == 5 && sizeof(".fmck") - 1 == 5 && sizeof(".json") - 1 == 5);
 // ENAMETOOLONG when REL's last component is too long for an image, else {}.
 std::error_code check_image_name(std::string_view rel);
 
@@ -45,6 +48,8 @@ bool reserved_name(std::string_view rel);
 std::string parent_rel(std::string_view rel);
 // An image's bitmap, relative to the bitmap directory.
 std::string bitmap_rel(std::string_view image_rel);
+// An image's checksum file, beside its bitmap.
+std::string checksum_rel(std::string_view image_rel);
 // The secondary's record of image REL (or, with `dir`, the directory of records mirroring
 // directory REL), relative to the secondary.
 std::string record_rel(std::string_view rel, bool dir = false);

@@ -71,12 +71,16 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   s->watch_ = std::make_unique<SecondaryWatch>(c.secondary, s->legs_.secondary);
   s->loader_ = std::make_unique<ImageLoader>(c, s->legs_, *s->records_, s->table_, *s->resync_, s->pool_.get(),
                                              s->wb_executor_.get(), s->watch_.get(), &s->events_);
-  // Issue 12 §3: three descriptors per loaded image; idle images beyond the budget are
-  // closed clean (core/image_loader.hpp), so a set of any size fits the descriptor limit.
-  s->loader_->set_budget(ImageLoader::budget_for(nofile, c.max_open_images));
+  // Issue 12 §3: three descriptors per loaded image (four with its checksum file); idle
+  // images beyond the budget are closed clean (core/image_loader.hpp), so a set of any size
+  // fits the descriptor limit.
+  s->loader_->set_budget(ImageLoader::budget_for(nofile, c.max_open_images, c.checksums ? 4 : 3));
   spdlog::info("descriptor limit {}: at most {} images kept open", nofile, s->loader_->budget());
   s->ns_ = std::make_unique<Namespace>(s->legs_, s->table_, *s->records_, *s->loader_);
+  s->scrub_ = std::make_unique<ScrubScheduler>(c.scrub_interval, c.scrub_repair, s->table_, *s->resync_,
+                                               [p = s.get()](const std::string& rel) { return p->ns_->open_image(rel); });
   s->sweeper_ = std::make_unique<Sweeper>(c.daemon_sleep, s->table_, *s->resync_, *s->watch_, [p = s.get()] {
+    p->scrub_->tick();  // the scrub schedule's clock (core/scrub.hpp)
     // Images that were busy when a load needed room are closed once idle, down to the budget.
     if (p->table_.loaded() <= p->loader_->budget()) return;
     auto ns = p->ns_->lock_exclusive();

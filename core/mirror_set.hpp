@@ -13,6 +13,7 @@
 //   ProgressTracker   speed and ETA of running passes
 //   SecondaryWatch    the secondary's identity watchdog
 //   Sweeper           lazy bit clearing, the watchdog's clock, re-queueing unsynced chunks
+//   ScrubScheduler    the scrub schedule (scrub_interval), ticked by the sweeper
 //   Control           the operator's verbs and the md-sysfs attributes
 //   EventLog          the events the units post, for `fusemirror monitor`
 //
@@ -32,6 +33,7 @@
 #include "core/progress.hpp"
 #include "core/records.hpp"
 #include "core/resync.hpp"
+#include "core/scrub.hpp"
 #include "core/status.hpp"
 #include "core/sweeper.hpp"
 #include "utils/fd.hpp"
@@ -85,6 +87,7 @@ class MirrorSet {
   std::unique_ptr<SecondaryWatch> watch_;
   std::unique_ptr<ImageLoader> loader_;
   std::unique_ptr<Namespace> ns_;
+  std::unique_ptr<ScrubScheduler> scrub_;
   std::unique_ptr<Sweeper> sweeper_;
   std::unique_ptr<Control> control_;
   bool shut_down_ = true;  // until open() completed: a refused open has nothing to stop

@@ -114,6 +114,7 @@ std::error_code Namespace::unlink(const std::string& rel) {
   if (auto ec = legs_.primary.unlink(rel)) return ec;
   table_.erase(rel);
   (void)legs_.bitmaps.unlink(bitmap_rel(rel));
+  (void)legs_.bitmaps.unlink(checksum_rel(rel));  // follows the bitmap (may not exist)
   if (auto ec = legs_.secondary.unlink(rel); ec && ec != std::errc::no_such_file_or_directory)
     secondary_error("unlink", rel, ec);
   return {};
@@ -164,8 +165,18 @@ std::error_code Namespace::rename(const std::string& from, const std::string& to
   const std::string bto = is_dir ? to : bitmap_rel(to);
   if (auto ec = legs_.bitmaps.mkdirs(parent_rel(bto), 0700); !ec) {
     auto bf = legs_.bitmaps.parent_of(bfrom), bt = legs_.bitmaps.parent_of(bto);
-    if (bf && bt && ::renameat(bf->first.get(), bf->second.c_str(), bt->first.get(), bt->second.c_str()) == 0)
+    if (bf && bt && ::renameat(bf->first.get(), bf->second.c_str(), bt->first.get(), bt->second.c_str()) == 0) {
+      // The checksums follow the bitmap (a directory's move took them already), in the same
+      // two directories, so one sync of both covers both names. A crash between the two
+      // leaves a checksum file naming another image uuid: reset at load.
+      if (!is_dir) {
+        auto cf = legs_.bitmaps.parent_of(checksum_rel(from)), ct = legs_.bitmaps.parent_of(checksum_rel(to));
+        if (cf && ct && ::renameat(cf->first.get(), cf->second.c_str(), ct->first.get(), ct->second.c_str()) != 0 &&
+            errno == ENOENT)
+          (void)legs_.bitmaps.unlink(checksum_rel(to));  // none to move: none may stay at TO either
+      }
       sync_both(legs_.bitmaps, bfrom, bto);
+    }
   }
   table_.rename(from, to, is_dir);
   auto sf = legs_.secondary.parent_of(from);
@@ -295,6 +306,7 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
     if (auto s = create_file(legs_.secondary, rel, owner); !s) secondary_error("create", rel, s.error());
     // The old bitmap is unlinked, never truncated through (it could be a hard link).
     (void)legs_.bitmaps.unlink(bitmap_rel(rel));
+    (void)legs_.bitmaps.unlink(checksum_rel(rel));
     table_.erase(rel);
   }
   auto img = loader_.load_within_budget(rel);
@@ -306,8 +318,11 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
 void Namespace::discard_new_image(const std::string& rel) {
   // The primary first: once it is gone the create never happened for the user (the load
   // already removed the copy and bitmap it made; these are the ones create_image made).
-  for (const Dir* d : {&legs_.primary, &legs_.secondary, &legs_.bitmaps}) {
-    const std::string r = d == &legs_.bitmaps ? bitmap_rel(rel) : rel;
+  const std::pair<const Dir*, std::string> made[] = {{&legs_.primary, rel},
+                                                     {&legs_.secondary, rel},
+                                                     {&legs_.bitmaps, bitmap_rel(rel)},
+                                                     {&legs_.bitmaps, checksum_rel(rel)}};
+  for (const auto& [d, r] : made) {
     if (auto ec = d->unlink(r); ec && ec != std::errc::no_such_file_or_directory)
       spdlog::error("{}/{}: could not remove it after a failed create: {}", d->path(), r, ec.message());
   }

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 #include "core/config.hpp"
@@ -16,12 +18,12 @@ void ResyncEngine::start() {
 
 void ResyncEngine::stop() { worker_ = {}; }  // request stop + join
 
-void ResyncEngine::queue(const std::shared_ptr<Image>& img, SyncAction action) {
+void ResyncEngine::queue(const std::shared_ptr<Image>& img, SyncAction action, bool scheduled) {
   {
     std::lock_guard lk(mu_);
     for (const auto& q : queue_)
-      if (q.image == img && q.action == action) return;
-    queue_.push_back({img, action});
+      if (q.image == img && q.action == action && q.scheduled == scheduled) return;
+    queue_.push_back({img, action, scheduled});
   }
   work_cv_.notify_all();
 }
@@ -35,6 +37,12 @@ void ResyncEngine::cancel(const std::shared_ptr<Image>& img) {
 bool ResyncEngine::running(const std::shared_ptr<Image>& img) const {
   std::lock_guard lk(mu_);
   return running_ == img;
+}
+
+bool ResyncEngine::scrub_busy() const {
+  std::lock_guard lk(mu_);
+  if (running_ && running_scheduled_) return true;
+  return std::any_of(queue_.begin(), queue_.end(), [](const Job& j) { return j.scheduled; });
 }
 
 std::map<const Image*, std::vector<SyncAction>> ResyncEngine::pending() const {
@@ -77,6 +85,7 @@ void ResyncEngine::main(std::stop_token st) {
     {
       std::unique_lock lk(mu_);
       running_.reset();
+      running_scheduled_ = false;
       busy_ = false;
       idle_cv_.notify_all();
       if (!work_cv_.wait(lk, st, [&] { return !queue_.empty(); })) return;
@@ -84,6 +93,7 @@ void ResyncEngine::main(std::stop_token st) {
       queue_.pop_front();
       busy_ = true;
       running_ = job.image;
+      running_scheduled_ = job.scheduled;
       cancel_running_ = false;
       // The job leaves the queue and shows as the image's action in one step (the status
       // reads the queue under this lock): a reader never sees it in neither place, which
@@ -96,8 +106,8 @@ void ResyncEngine::main(std::stop_token st) {
     }
     switch (job.action) {
       case SyncAction::resync: run_resync(st, job.image); break;
-      case SyncAction::check: run_check(st, job.image, false); break;
-      case SyncAction::repair: run_check(st, job.image, true); break;
+      case SyncAction::check: run_check(st, job.image, false, job.scheduled); break;
+      case SyncAction::repair: run_check(st, job.image, true, job.scheduled); break;
       case SyncAction::idle: break;
     }
     job.image->set_sync_progress(SyncAction::idle, 0, 0);
@@ -189,7 +199,8 @@ void ResyncEngine::run_resync(const std::stop_token& st, const std::shared_ptr<I
   post(Event::rebuild_finished, img, detail);
 }
 
-void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Image>& img, bool repair) {
+void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Image>& img, bool repair,
+                             bool scheduled) {
   std::vector<std::byte> a(1 << 20), b(1 << 20);
   const SyncAction action = repair ? SyncAction::repair : SyncAction::check;
   const std::uint64_t cs = img->bitmap()->chunk_size();
@@ -198,34 +209,68 @@ void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Im
   // and its progress never passes its total.
   std::uint64_t total_chunks = img->total_chunks();
   const std::uint64_t step = std::max<std::uint64_t>(1, (4u << 20) / cs);
-  spdlog::info("{}: {} started over {} chunks", img->name(), to_string(action), total_chunks);
+  const auto now_s = [] {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  // A pass's cursor and counters live in the image's scrub record (the sidecar, when it
+  // has one): a scheduled pass resumes where the last one stopped, across remounts too.
+  ScrubRecord rec = img->scrub_record();
+  const bool resume = scheduled && rec.in_progress && rec.cursor > 0 && rec.cursor < total_chunks;
+  if (!resume) {
+    rec.in_progress = true;
+    rec.cursor = 0;
+    rec.pass_started = now_s();
+    rec.counts = {};
+  }
+  std::uint64_t next = rec.cursor;
+  spdlog::info("{}: {}{} started over {} chunks{}", img->name(), scheduled ? "scheduled " : "", to_string(action),
+               total_chunks,
+               resume ? " (resumed at chunk " + std::to_string(next) + ")" : std::string());
+  img->save_scrub(rec);
   const auto t0 = std::chrono::steady_clock::now();
-  std::uint64_t mismatches = 0, next = 0;
-  img->set_mismatch_cnt(0);
-  img->set_sync_progress(action, 0, total_chunks * cs);
+  const std::uint64_t done0 = next * cs;
+  img->set_mismatch_cnt(rec.counts.mismatches);
+  img->set_sync_progress(action, next * cs, total_chunks * cs);
   while (next < total_chunks && !interrupted(st)) {
-    auto r = img->check_step(next, step, repair, a, b, &mismatches);
+    auto r = img->check_step(next, step, repair, a, b, &rec.counts);
     if (!r) {
       spdlog::error("{}: {} stopped: {}", img->name(), to_string(action), r.error().message());
       post(Event::check_finished, img, std::string(to_string(action)) + " stopped: " + r.error().message());
+      img->save_scrub(rec);
       return;
     }
     total_chunks = img->total_chunks();
     next = std::min(*r, total_chunks);
-    img->set_mismatch_cnt(mismatches);
+    rec.cursor = next;
+    img->save_scrub(rec);
+    img->set_mismatch_cnt(rec.counts.mismatches);
     img->set_sync_progress(action, next * cs, total_chunks * cs);
-    throttle(img, next * cs, t0, st);
+    throttle(img, next * cs - done0, t0, st);
   }
-  spdlog::info("{}: {} {}: mismatch_cnt {} ({} chunks of {})", img->name(), to_string(action),
-               next >= total_chunks ? "done" : "interrupted", mismatches, next, total_chunks);
+  if (next >= total_chunks) {
+    rec.in_progress = false;
+    rec.cursor = 0;
+    rec.last_run = now_s();
+    img->save_scrub(rec);
+  }
+  const ScrubCounts& k = rec.counts;
+  spdlog::info("{}: {} {}: mismatch_cnt {} ({} chunks of {}); checked {}, unverified {}, bad primary {}, "
+               "bad secondary {}, unrecoverable {}, repaired {}",
+               img->name(), to_string(action), next >= total_chunks ? "done" : "interrupted", k.mismatches, next,
+               total_chunks, k.checked, k.unverified, k.bad_primary, k.bad_secondary, k.unrecoverable, k.repaired);
   const std::string how = std::string(to_string(action)) + (next >= total_chunks ? " done" : " interrupted");
   post(Event::check_finished, img,
-       how + ": mismatch_cnt " + std::to_string(mismatches) + " (" + std::to_string(next) + " of " +
+       how + ": mismatch_cnt " + std::to_string(k.mismatches) + " (" + std::to_string(next) + " of " +
            std::to_string(total_chunks) + " chunks)");
-  if (mismatches > 0)
-    post(Event::mismatches_found, img,
-         std::to_string(mismatches) + (repair ? " chunks differed and were rewritten from the primary (repair)"
-                                              : " chunks differ between the legs (check)"));
+  // With checksums the event says which leg was wrong (docs/operations.md, the events).
+  if (k.mismatches > 0 || k.bad_primary > 0 || k.bad_secondary > 0 || k.unrecoverable > 0) {
+    std::string d = std::to_string(k.mismatches) + " chunks differ";
+    if (k.bad_primary || k.bad_secondary || k.unrecoverable)
+      d += "; bad_primary " + std::to_string(k.bad_primary) + ", bad_secondary " + std::to_string(k.bad_secondary) +
+           ", unrecoverable " + std::to_string(k.unrecoverable);
+    d += repair ? "; repaired " + std::to_string(k.repaired) + " (repair)" : std::string(" (check)");
+    post(Event::mismatches_found, img, d);
+  }
 }
 
 }  // namespace fusemirror::core

@@ -39,11 +39,15 @@ class ResyncEngine {
   // Stops the worker (a running pass is interrupted; it resumes from the bitmap). Idempotent.
   void stop();
 
-  // Queues `action` for `img` unless the same job is already queued.
-  void queue(const std::shared_ptr<Image>& img, SyncAction action);
+  // Queues `action` for `img` unless the same job is already queued. `scheduled`: a scrub
+  // pass (core/scrub.hpp) — a check or repair that resumes from the image's scrub cursor;
+  // an operator's check or repair starts from chunk 0.
+  void queue(const std::shared_ptr<Image>& img, SyncAction action, bool scheduled = false);
   // sync_action idle: drops the image's queued jobs and interrupts its running pass.
   void cancel(const std::shared_ptr<Image>& img);
   bool running(const std::shared_ptr<Image>& img) const;
+  // A scheduled scrub pass is queued or running (the scheduler starts one at a time).
+  bool scrub_busy() const;
   // Queued actions per image, oldest first.
   std::map<const Image*, std::vector<SyncAction>> pending() const;
   // Blocks until nothing is queued or running.
@@ -61,10 +65,11 @@ class ResyncEngine {
   struct Job {
     std::shared_ptr<Image> image;
     SyncAction action;
+    bool scheduled = false;
   };
   void main(std::stop_token st);
   void run_resync(const std::stop_token& st, const std::shared_ptr<Image>& img);
-  void run_check(const std::stop_token& st, const std::shared_ptr<Image>& img, bool repair);
+  void run_check(const std::stop_token& st, const std::shared_ptr<Image>& img, bool repair, bool scheduled);
   bool interrupted(const std::stop_token& st) const { return st.stop_requested() || cancel_running_; }
   // Sleeps as md's sync_speed_min/max ask: never above max; above min only while user
   // writes are idle. `done` bytes since `t0`.
@@ -83,6 +88,7 @@ class ResyncEngine {
   std::deque<Job> queue_;          // guarded by mu_
   bool busy_ = false;              // guarded by mu_
   std::shared_ptr<Image> running_;  // guarded by mu_
+  bool running_scheduled_ = false;  // guarded by mu_
   std::atomic<bool> cancel_running_{false};
   std::jthread worker_;
 };

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/bitmap.hpp"
+#include "core/checksum_format.hpp"
 #include "core/config.hpp"
 
 namespace fusemirror::core {
@@ -28,6 +29,16 @@ struct PassRate {
   double speed = 0;          // bytes/s over the last few seconds (0: not measured yet)
   double eta = -1;           // seconds left at that speed (-1: unknown)
   std::int64_t started = 0;  // unix time the pass was first seen running
+};
+
+// Checksums, check/repair/scrub passes and verified reads of one image (docs/operations.md §6).
+struct ScrubStatus {
+  bool checksums = false;     // the image keeps checksums (config on, sidecar usable)
+  std::string checksums_error;  // why the sidecar was given up, "" when it was not
+  ScrubRecord record;         // the pass in progress, else the last one; last_run 0: never
+  std::uint64_t read_verified = 0;  // chunks verified by reads (verify_reads)
+  std::uint64_t read_repaired = 0;  // reads served from the secondary, the primary repaired
+  std::uint64_t read_failed = 0;    // reads failed with EIO: neither leg matched
 };
 
 struct ImageStatus {
@@ -46,6 +57,7 @@ struct ImageStatus {
   std::uint64_t wb_full_waits = 0;  // writes that waited for a full write-behind queue
   double wb_lag_seconds = 0;        // age of the oldest outstanding write-behind write
   std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
+  ScrubStatus scrub;
   // Filled by the set, not the image:
   std::string bitmap_file;
   std::vector<SyncAction> pending;  // queued actions, oldest first

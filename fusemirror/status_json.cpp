@@ -47,6 +47,22 @@ nlohmann::json to_json(const core::SetStatus& set) {
                          {"full_waits", s.wb_full_waits}, {"lag_seconds", s.wb_lag_seconds}};
     i["secondary_reads"] = s.secondary_reads;
     i["mismatch_cnt"] = s.mismatch_cnt;
+    const core::ScrubRecord& r = s.scrub.record;
+    i["checksums"] = s.scrub.checksums;
+    if (!s.scrub.checksums_error.empty()) i["checksums_error"] = s.scrub.checksums_error;
+    i["scrub"] = {{"last_run", r.last_run},
+                  {"in_progress", r.in_progress},
+                  {"cursor", r.cursor},
+                  {"checked_chunks", r.counts.checked},
+                  {"unverified_chunks", r.counts.unverified},
+                  {"bad_primary", r.counts.bad_primary},
+                  {"bad_secondary", r.counts.bad_secondary},
+                  {"unrecoverable", r.counts.unrecoverable},
+                  {"repaired", r.counts.repaired},
+                  {"mismatches", r.counts.mismatches}};
+    i["verified_reads"] = {{"chunks", s.scrub.read_verified},
+                           {"served_from_secondary", s.scrub.read_repaired},
+                           {"failed", s.scrub.read_failed}};
     nlohmann::json pending = nlohmann::json::array();
     for (auto a : s.pending) pending.push_back(core::to_string(a));
     nlohmann::json sync = {{"action", core::to_string(s.action)},
@@ -104,6 +120,28 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.wb_lag_seconds = wb.value("lag_seconds", 0.0);
     m.secondary_reads = i.value("secondary_reads", std::uint64_t{0});
     m.mismatch_cnt = i.value("mismatch_cnt", std::uint64_t{0});
+    m.scrub.checksums = i.value("checksums", false);
+    m.scrub.checksums_error = i.value("checksums_error", std::string());
+    if (i.contains("scrub")) {
+      const auto& sc = i.at("scrub");
+      core::ScrubRecord& r = m.scrub.record;
+      r.last_run = sc.value("last_run", std::int64_t{0});
+      r.in_progress = sc.value("in_progress", false);
+      r.cursor = sc.value("cursor", std::uint64_t{0});
+      r.counts.checked = sc.value("checked_chunks", std::uint64_t{0});
+      r.counts.unverified = sc.value("unverified_chunks", std::uint64_t{0});
+      r.counts.bad_primary = sc.value("bad_primary", std::uint64_t{0});
+      r.counts.bad_secondary = sc.value("bad_secondary", std::uint64_t{0});
+      r.counts.unrecoverable = sc.value("unrecoverable", std::uint64_t{0});
+      r.counts.repaired = sc.value("repaired", std::uint64_t{0});
+      r.counts.mismatches = sc.value("mismatches", std::uint64_t{0});
+    }
+    if (i.contains("verified_reads")) {
+      const auto& vr = i.at("verified_reads");
+      m.scrub.read_verified = vr.value("chunks", std::uint64_t{0});
+      m.scrub.read_repaired = vr.value("served_from_secondary", std::uint64_t{0});
+      m.scrub.read_failed = vr.value("failed", std::uint64_t{0});
+    }
     const auto& sy = i.at("sync");
     m.action = action_from(sy.at("action"));
     m.sync_done_bytes = sy.at("done_bytes").get<std::uint64_t>();

@@ -8,12 +8,13 @@
 #   * bitmapcheck: every chunk where the legs differ has its bit set (or the header is
 #     untrusted, i.e. a full resync);
 #   * verify: every acknowledged (fsync'ed) write is on the primary — 0 bytes lost;
+#   * cksumcheck: no checksum a mount would trust accuses a leg (docs/write-path.md §9);
 # then remounts without crash point, waits for the resync, checks that it copied no more
 # than dirty chunks x chunk size, unmounts and compares the legs byte for byte.
 #
 # Loads:   bitmap.*, image.*        fm_crashwriter (random 4 KiB writes, fsync every 8)
 #          writebehind.*            the same on a second set created with --write-behind 256
-#          sweep.*                  a burst of writes, then idle time (daemon_sleep 1)
+#          sweep.*, checksums.*     a burst of writes, then idle time (daemon_sleep 1)
 #          resync.*                 a plain kill -9 under load first (dirty bitmap), then the
 #                                   mount with the crash point resyncs and dies mid-copy
 # A round whose point is not reached within its time (the skip count too high for the
@@ -23,12 +24,15 @@
 
 CW=${FM_CRASHWRITER:-$(dirname "$FUSEMIRROR")/../test/tools/fm_crashwriter}
 [[ -x $CW ]] || fail "fm_crashwriter not found at $CW (set FM_CRASHWRITER)"
+CK=${FM_CKSUMCHECK:-$(dirname "$FUSEMIRROR")/../test/tools/fm_cksumcheck}
+[[ -x $CK ]] || fail "fm_cksumcheck not found at $CK (set FM_CKSUMCHECK)"
 ROUNDS=${FM_CRASHPOINT_ROUNDS:-3}
 BLOCKS=8192 # a 32 MiB image of 4 KiB blocks
 CS=65536
 POINTS=(bitmap.after_set bitmap.before_flush bitmap.after_flush
   image.after_primary image.before_secondary image.after_legs
-  writebehind.before_secondary resync.mid_copy sweep.before_clear sweep.after_clear)
+  writebehind.before_secondary resync.mid_copy sweep.before_clear checksums.before_sync
+  sweep.after_checksums sweep.after_clear)
 [[ -n ${FM_CRASHPOINTS:-} ]] && read -r -a POINTS <<<"$FM_CRASHPOINTS"
 
 # The build must have the crash points: the binary carries the point names.
@@ -116,7 +120,7 @@ resynced() {
 }
 
 tried=0 reached=0 not_reached=0 total_checked=0 lost_bytes=0 total_dirty_bytes=0 total_copied=0
-untrusted=0 max_differing=0 mount_kills=0 seed=1000
+untrusted=0 max_differing=0 mount_kills=0 seed=1000 cksum_entries=0
 declare -A POINT_HITS=()
 NACK=0
 new_ack() { NACK=$((NACK + 1)); ACK=$FM_TMP/logs/acks.$NACK; : >"$ACK"; }
@@ -136,6 +140,11 @@ check_round() {
   else
     ((differing > max_differing)) && max_differing=$differing
   fi
+  # docs/write-path.md §9.1 (C): a trusted checksum never accuses a leg.
+  local ck
+  ck=$("$CK" "$p/disk.img" "$s/disk.img" "$bm" "${bm%.fmbm}.fmck") ||
+    fail "$what: a checksum accuses a leg after the crash: $ck"
+  [[ $ck =~ ^entries\ ([0-9]+) ]] && cksum_entries=$((cksum_entries + BASH_REMATCH[1]))
   vout=$("$CW" verify "$p/disk.img" "$ACK") || fail "$what: acknowledged writes lost: $vout"
   read -r _ checked _ lost _ _ <<<"$vout"
   total_checked=$((total_checked + checked))
@@ -153,6 +162,8 @@ check_round() {
   c=$(cmp -l "$p/disk.img" "$s/disk.img" 2>/dev/null | wc -l) || true
   ((c == 0)) || fail "$what: $c bytes differ between the legs after resync"
   cmp -s "$p/disk.img" "$s/disk.img" || fail "$what: legs differ after resync (size?)"
+  ck=$("$CK" "$p/disk.img" "$s/disk.img" "$bm" "${bm%.fmbm}.fmck") ||
+    fail "$what: a checksum accuses a leg after the resync and a clean unmount: $ck"
 }
 
 # round POINT N
@@ -169,7 +180,7 @@ round() {
     bitmap.after_set | image.*) skip=$((RANDOM % 400)) ;;
     writebehind.*) skip=$((RANDOM % 400)) ;;
     bitmap.*) skip=$((RANDOM % 30)) ;;
-    sweep.*) skip=0 ;; # one clearing sweep may clear every candidate: the first pass only
+    sweep.* | checksums.*) skip=0 ;; # one clearing sweep may clear every candidate: the first pass only
     resync.*) skip=$((RANDOM % 3)) ;;
   esac
   if [[ $point == resync.* ]]; then
@@ -190,7 +201,7 @@ round() {
     mount_kills=$((mount_kills + 1)) # died on the mount path: a kill all the same
   else
     case $point in
-      sweep.*)
+      sweep.* | checksums.*)
         # a burst, then idle: the sweeper clears after two idle periods of 1 s. The image
         # is held open meanwhile (the last close would clear the bits itself, no sweep).
         exec {HOLD}<"$MNT/disk.img"
@@ -242,7 +253,8 @@ done
 summary="crash points: ${#POINTS[@]} points x $ROUNDS rounds = $tried kills ($reached at the point, $mount_kills of them on the mount path, $not_reached not reached: plain SIGKILL);"
 summary+=" acknowledged writes checked: $total_checked; bytes lost: $lost_bytes; mismatching bytes after resync: 0;"
 summary+=" resync copied $total_copied bytes for $total_dirty_bytes bytes of dirty chunks;"
-summary+=" untrusted-bitmap rounds: $untrusted; full resyncs logged: $full_logged; most chunks differing at a kill: $max_differing"
+summary+=" untrusted-bitmap rounds: $untrusted; full resyncs logged: $full_logged; most chunks differing at a kill: $max_differing;"
+summary+=" trusted checksums checked after the kills: $cksum_entries, accusing a leg: 0"
 fm_log "$summary"
 hits=""
 for point in "${POINTS[@]}"; do hits+=" $point=${POINT_HITS[$point]:-0}"; done

@@ -10,7 +10,7 @@
 // writeback cache is off, so each pwrite/pwritev of the daemon reaches this process as one
 // WRITE, in syscall order; copy_file_range is implemented (and recorded as a write of the
 // bytes it copied), so resync's in-kernel copies are seen too. The log format is in
-// test/tools/oplog.hpp (docs/on-disk-format.md §4); fm_powercut replays it.
+// test/tools/oplog.hpp (docs/on-disk-format.md §5); fm_powercut replays it.
 //
 // Durability is what the log models, not what this process does: fsync, fdatasync and a
 // directory's fsync are recorded and not executed (the backing directory's own durability

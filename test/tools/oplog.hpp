@@ -3,7 +3,7 @@
 // fm_recordfs (a FUSE pass-through under the primary, the secondary and the bitmaps at
 // once) appends one record per mutating operation, in the order it executed them, with the
 // data of every write inline. fm_powercut rebuilds from a snapshot and this log the states a
-// power cut can leave. Documented byte by byte in docs/on-disk-format.md §4 (test tools).
+// power cut can leave. Documented byte by byte in docs/on-disk-format.md §5 (test tools).
 //
 // File: a 32-byte header, then records until the end of the file.
 //    0: 8  magic "FMOPLOG1"

@@ -434,3 +434,43 @@ TEST_CASE("format_size") {
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("checksums, verify_reads, scrub_interval, scrub_repair: defaults, values, refusals") {
+  core::Config d = core::parse_config(minimal().dump(), "t");
+  CHECK(d.checksums);
+  CHECK_FALSE(d.verify_reads);
+  CHECK(d.scrub_interval == 0);
+  CHECK_FALSE(d.scrub_repair);
+  json j = minimal();
+  j["checksums"] = true;
+  j["verify_reads"] = true;
+  j["scrub_interval"] = 604800;
+  j["scrub_repair"] = true;
+  core::Config c = core::parse_config(j.dump(), "t");
+  CHECK(c.verify_reads);
+  CHECK(c.scrub_interval == 604800);
+  CHECK(c.scrub_repair);
+  // The dump writes them, and reads back the same.
+  core::Config back = core::parse_config(core::dump_config(c), "t");
+  CHECK(back.checksums == c.checksums);
+  CHECK(back.verify_reads);
+  CHECK(back.scrub_interval == 604800);
+  CHECK(back.scrub_repair);
+  // verify_reads has nothing to verify against without checksums.
+  json nock = j;
+  nock["checksums"] = false;
+  CHECK(reject(nock).find("key 'verify_reads': needs checksums") != std::string::npos);
+  for (const char* k : {"checksums", "verify_reads", "scrub_repair"}) {
+    json b = minimal();
+    b[k] = "yes";
+    CHECK(reject(b).find(std::string("key '") + k + "': must be true or false") != std::string::npos);
+  }
+  for (double bad : {-1.0, 0.5, 315360001.0}) {
+    json b = minimal();
+    b["scrub_interval"] = bad;
+    CHECK(reject(b).find("key 'scrub_interval': must be 0 (off)") != std::string::npos);
+  }
+  json s = minimal();
+  s["scrub_interval"] = "1w";
+  CHECK(reject(s).find("key 'scrub_interval': must be a number of seconds") != std::string::npos);
+}

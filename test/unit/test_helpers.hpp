@@ -19,6 +19,7 @@
 #include <system_error>
 #include <vector>
 
+#include "core/bitmap.hpp"
 #include "core/bitmap_format.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
@@ -133,6 +134,23 @@ inline fusemirror::core::BitmapHeader clean_header(const fusemirror::utils::Uuid
   h.sync_size = sync_size;
   h.state = fusemirror::core::kStateClean;
   return h;
+}
+
+// Loads the bitmap open on `fd` (Bitmap::open) for an image of `image_size` bytes of set
+// `set_uuid`, chunk size `chunk_size` for a new one; fails the test when it cannot.
+inline std::unique_ptr<fusemirror::core::Bitmap> open_bitmap(fusemirror::utils::UniqueFd fd,
+                                                              const fusemirror::utils::Uuid& set_uuid,
+                                                              std::uint64_t chunk_size, std::uint64_t image_size,
+                                                              std::string* why = nullptr) {
+  fusemirror::core::BitmapOpenParams bp;
+  bp.set_uuid = set_uuid;
+  bp.chunk_size = chunk_size;
+  bp.image_size = image_size;
+  std::string w;
+  auto bm = fusemirror::core::Bitmap::open(std::move(fd), bp, &w);
+  REQUIRE_MESSAGE(bm, "Bitmap::open: " << bm.error().message());
+  if (why) *why = w;
+  return std::move(*bm);
 }
 
 // Bit c of a bitmap file's bits region (false when the file is too short to hold it).

@@ -57,13 +57,8 @@ struct Fixture {
     REQUIRE(b.valid());
     struct stat st {};
     REQUIRE(::fstat(p.get(), &st) == 0);
-    core::BitmapOpenParams bp;
-    bp.set_uuid = kSet;
-    bp.chunk_size = kCs;
-    bp.image_size = static_cast<std::uint64_t>(st.st_size);
-    auto bm = core::Bitmap::open(std::move(b), bp, &why);
-    REQUIRE(bm);
-    img = std::make_unique<core::Image>("img", std::move(p), std::move(s), std::move(*bm), &pool);
+    auto bm = fmtest::open_bitmap(std::move(b), kSet, kCs, static_cast<std::uint64_t>(st.st_size), &why);
+    img = std::make_unique<core::Image>("img", std::move(p), std::move(s), std::move(bm), &pool);
   }
 
   void write(const std::vector<std::byte>& data, std::uint64_t off) {

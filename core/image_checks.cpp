@@ -1,0 +1,327 @@
+// core/image_checks.cpp — the parts of Image (core/image.hpp) that use its checksums: the
+// sweep's hashing of chunks about to be cleared, check/repair/scrub steps that know which
+// leg is wrong, verified reads, and the repair of the primary. The ordering arguments are
+// in docs/write-path.md §9.
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "core/chunk_check.hpp"
+#include "core/image.hpp"
+#include "utils/crash_point.hpp"
+#include "utils/io.hpp"
+
+namespace fusemirror::core {
+
+namespace {
+
+// Bytes a sweep or a clean close hashes per image at most; past it the sweep leaves bits
+// set for its next round, close_clean clears them with "no checksum" (write-path.md §9.2).
+constexpr std::uint64_t kSweepHashBudget = 1ull << 30;
+
+std::string range_text(std::uint64_t first, std::uint64_t last) {
+  return std::to_string(first) + ".." + std::to_string(last);
+}
+
+}  // namespace
+
+ScrubRecord Image::scrub_record() const {
+  if (checksums_) return checksums_->scrub();
+  std::lock_guard lk(scrub_mu_);
+  return scrub_;
+}
+
+void Image::save_scrub(const ScrubRecord& r) {
+  if (checksums_) {
+    checksums_->save_scrub(r);
+    return;
+  }
+  std::lock_guard lk(scrub_mu_);
+  scrub_ = r;
+}
+
+void Image::note_bad_chunk(std::uint64_t c, const char* what, const std::string& detail) const {
+  const std::uint64_t cs = bitmap_->chunk_size();
+  // Issue 17 (events): a check-mismatch event belongs here — every chunk a check, repair,
+  // scrub or verified read finds bad (or differing) passes here once.
+  spdlog::error("{}: chunk {} (bytes {}): {}{}", name(), c, range_text(c * cs, (c + 1) * cs - 1), what,
+                detail.empty() ? "" : "; " + detail);
+}
+
+std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forget_rest) {
+  // Called by Bitmap::sweep / close_clean without the bitmap lock, after both legs were
+  // fdatasync'ed; the chunks of `runs` stay idle until the bitmap clears them, or are not
+  // cleared (Bitmap::record_then_clear_locked). A chunk is hashed from the primary: the
+  // secondary holds the same data (write-path.md §9.2, "Primary only").
+  //
+  // Each batch (at most one entry page's chunks, at most kBatchBytes) is hashed and its
+  // entries written under the batch's range lock: a truncate (whole-file lock) drops
+  // entries either before the batch is hashed or after its entries were written, never in
+  // between, so no entry for a chunk past a new end of file survives it.
+  if (checksums_->disabled()) return {};  // an empty sidecar: nothing can go stale
+  constexpr std::uint64_t kBatchBytes = 32ull << 20;
+  const std::uint64_t cs = bitmap_->chunk_size();
+  const std::uint64_t batch_chunks = std::max<std::uint64_t>(1, kBatchBytes / cs);
+  std::vector<std::byte> buf(static_cast<std::size_t>(std::min<std::uint64_t>(cs, 1 << 20)));
+  std::vector<ChunkRange> kept;
+  auto keep = [&kept](ChunkRange r) {
+    if (r.empty()) return;
+    if (!kept.empty() && kept.back().end == r.first) kept.back().end = r.end;
+    else kept.push_back(r);
+  };
+  std::uint64_t hashed = 0;
+  bool stopped = false;
+  for (const ChunkRange& run : runs) {
+    for (std::uint64_t first = run.first; first < run.end;) {
+      // A batch ends at the run's end, at an entry page's end, or after batch_chunks.
+      const std::uint64_t page_end = (first / kEntriesPerPage + 1) * kEntriesPerPage;
+      const std::uint64_t end = std::min({run.end, page_end, first + batch_chunks});
+      auto guard = locks_.lock(first * cs, end * cs);
+      if (stopped) {
+        if (!forget_rest) break;
+        // close_clean: past the budget, the chunks are cleared with no checksum (unverified
+        // until a scrub adopts them) rather than left dirty for a resync at the next mount.
+        if (auto ec = checksums_->forget_range(first, end)) return ec;
+        keep({first, end});
+        first = end;
+        continue;
+      }
+      std::vector<ChecksumEntry> entries;
+      std::uint64_t c = first;
+      for (; c < end; ++c) {
+        if (hashed >= kSweepHashBudget) {
+          stopped = true;
+          break;
+        }
+        auto h = hash_chunk(primary_.get(), c, cs, buf);
+        if (!h) {
+          // The primary cannot be read here: the chunk keeps its bit (no checksum is made of
+          // data we could not read); what was hashed is still recorded.
+          if (!hash_error_logged_.exchange(true))
+            spdlog::warn("{}: chunk {} cannot be read for its checksum ({}); its bit stays set (logged once)",
+                         name(), c, h.error().message());
+          stopped = true;
+          forget_rest = false;
+          break;
+        }
+        entries.push_back({c, *h});
+        hashed += cs;
+      }
+      if (auto ec = checksums_->write(std::move(entries))) return ec;
+      keep({first, c});
+      first = c;
+      if (stopped && !forget_rest) break;
+    }
+    if (stopped && !forget_rest) break;
+  }
+  if (auto ec = checksums_->sync()) return ec;
+  runs = std::move(kept);
+  return {};
+}
+
+utils::Result<bool> Image::read_chunk_verified(int fd, std::uint64_t c, std::uint64_t entry, std::span<std::byte> data,
+                                               std::uint64_t off) {
+  const std::uint64_t cs = bitmap_->chunk_size();
+  const std::uint64_t start = c * cs, end = start + cs, data_end = off + data.size();
+  std::vector<std::byte> scratch(static_cast<std::size_t>(std::min<std::uint64_t>(cs, 256 << 10)));
+  ChunkHasher h;
+  for (std::uint64_t pos = start; pos < end;) {
+    // The caller's part is read straight into the caller's buffer: what is returned is
+    // exactly what was hashed.
+    std::span<std::byte> dest;
+    if (pos >= off && pos < data_end) dest = data.subspan(pos - off, std::min(data_end, end) - pos);
+    else dest = std::span(scratch).first(std::min<std::uint64_t>({scratch.size(), end - pos, pos < off ? off - pos : end - pos}));
+    auto got = utils::pread_all(fd, dest, pos);
+    if (!got) return got.error();
+    h.update(dest.first(*got));
+    pos += *got;
+    if (*got < dest.size()) {  // end of file: zeros from here (write-path.md §9.1)
+      std::fill(dest.begin() + static_cast<std::ptrdiff_t>(*got), dest.end(), std::byte{0});
+      h.zeros(end - pos);
+      break;
+    }
+  }
+  return h.entry() == entry;
+}
+
+std::error_code Image::verify_read(std::span<std::byte> data, std::uint64_t off) {
+  const std::uint64_t cs = bitmap_->chunk_size();
+  const ChunkRange r = bitmap_->chunks_for(off, data.size());
+  for (std::uint64_t c = r.first; c < r.end; ++c) {
+    const std::uint64_t lo = std::max(off, c * cs), hi = std::min(off + data.size(), (c + 1) * cs);
+    const std::span<std::byte> part = data.subspan(lo - off, hi - lo);
+    if (!bitmap_->chunk_clean(c)) continue;  // being written: its checksum is not trusted
+    const auto l = checksums_->lookup(c);
+    if (!l.entry) continue;
+    auto ok = read_chunk_verified(primary_.get(), c, *l.entry, part, lo);
+    if (!ok) return ok.error();
+    if (*ok) {
+      read_verified_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    // A mismatch: look again under the chunk's range lock, where no write can be going on.
+    auto guard = locks_.lock(c * cs, (c + 1) * cs);
+    const auto l2 = checksums_->lookup(c);
+    if (!bitmap_->chunk_clean(c) || !l2.entry) {
+      // A write raced with the first look: what the primary holds now is the answer.
+      auto got = utils::pread_all(primary_.get(), part, lo);
+      if (!got) return got.error();
+      continue;
+    }
+    ok = read_chunk_verified(primary_.get(), c, *l2.entry, part, lo);
+    if (!ok) return ok.error();
+    if (*ok) {
+      read_verified_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    utils::Result<bool> sec = false;
+    if (secondary_ok()) sec = read_chunk_verified(secondary_.get(), c, *l2.entry, part, lo);
+    if (!sec || !*sec) {
+      read_failed_.fetch_add(1, std::memory_order_relaxed);
+      note_bad_chunk(c, "unrecoverable on read",
+                     secondary_ok() ? "neither leg matches its checksum; the read fails with EIO"
+                                    : "the primary does not match its checksum and the secondary is out of service; "
+                                      "the read fails with EIO");
+      return utils::errno_code(EIO);
+    }
+    // `part` now holds the secondary's bytes, which match the checksum.
+    read_repaired_.fetch_add(1, std::memory_order_relaxed);
+    std::vector<std::byte> buf(static_cast<std::size_t>(std::min<std::uint64_t>(cs, 1 << 20)));
+    auto fixed = repair_primary_locked(c, *l2.entry, buf);
+    note_bad_chunk(c, "bad primary on read",
+                   std::string("served from the secondary; primary ") +
+                       (!fixed ? "repair failed: " + fixed.error().message()
+                               : *fixed ? "repaired" : "rewritten but still does not match"));
+  }
+  return {};
+}
+
+utils::Result<bool> Image::repair_primary_locked(std::uint64_t c, std::uint64_t entry, std::span<std::byte> buf) {
+  // The bit stays clear: a crash in the middle leaves the checksum accusing the primary
+  // again, never a resync of the bad primary over the good secondary (write-path.md §9.3).
+  const std::uint64_t cs = bitmap_->chunk_size();
+  struct stat sst {};
+  if (::fstat(secondary_.get(), &sst) != 0) return utils::last_errno();
+  const std::uint64_t start = c * cs;
+  const std::uint64_t end = std::min(start + cs, static_cast<std::uint64_t>(sst.st_size));
+  for (std::uint64_t pos = start; pos < end;) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - pos, buf.size()));
+    auto got = utils::pread_all(secondary_.get(), buf.first(n), pos);
+    if (!got) return got.error();
+    if (*got == 0) break;
+    if (auto ec = utils::pwrite_all(primary_.get(), buf.first(*got), pos)) return ec;
+    pos += *got;
+    FM_CRASH_POINT("repair.mid_primary");
+  }
+  if (auto ec = utils::fdatasync_fd(primary_.get())) return ec;
+  // Read back from the disk, not from the pages just written.
+  ::posix_fadvise(primary_.get(), static_cast<off_t>(start), static_cast<off_t>(cs), POSIX_FADV_DONTNEED);
+  auto h = hash_chunk(primary_.get(), c, cs, buf);
+  if (!h) return h.error();
+  return *h == entry;
+}
+
+utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t n, bool repair,
+                                               std::vector<std::byte>& a, std::vector<std::byte>& b,
+                                               ScrubCounts* counts) {
+  const std::uint64_t cs = bitmap_->chunk_size();
+  const std::uint64_t total = bitmap_->stats().total_chunks;
+  if (from >= total) return total;
+  if (!secondary_ok()) return utils::errno_code(EIO);
+  const std::uint64_t end = std::min(total, from + std::max<std::uint64_t>(n, 1));
+  auto guard = locks_.lock(from * cs, end * cs);
+  if (wb_) wb_->wait_range_idle(from * cs, end * cs);  // compare what the queue delivered
+  std::vector<ChecksumEntry> adopt;
+  for (std::uint64_t c = from; c < end; ++c) {
+    // Under the range lock a clean chunk stays clean: every write sets its bit under it.
+    const bool clean = bitmap_->chunk_clean(c);
+    std::optional<std::uint64_t> entry;
+    if (clean && has_checksums()) {
+      const auto l = checksums_->lookup(c);
+      entry = l.entry;
+      if (l.bad_page && !bad_page_logged_.exchange(true))
+        spdlog::warn("{}: a page of the checksum file fails its own checks (torn or corrupted); its chunks "
+                     "count as unverified (logged once)", name());
+    }
+    auto rd = read_both(primary_.get(), secondary_.get(), c, cs, a, b);
+    if (!rd) {
+      fail_secondary("check read", rd.error());
+      return utils::errno_code(EIO);
+    }
+    // Without a checksum, a primary that cannot be read stops the pass, as it always did.
+    if (rd->primary_error && !entry) return rd->primary_error;
+    const Verdict v = judge(entry, *rd);
+    ++counts->checked;
+    if (!entry) ++counts->unverified;
+    if (rd->differ) ++counts->mismatches;
+    const std::string where =
+        rd->primary_error ? "the primary cannot be read: " + rd->primary_error.message()
+        : rd->differ      ? "the legs differ in bytes " + range_text(rd->first_diff, rd->last_diff)
+                          : "the legs are equal";
+    switch (v) {
+      case Verdict::ok: break;
+      case Verdict::unverified_same:
+        // A clean chunk whose legs agree gets the checksum it lacked (write-path.md §9.1:
+        // the range lock is held until it is durable, so no write can change it before).
+        if (clean && has_checksums() && !bitmap_->failed()) adopt.push_back({c, rd->primary_entry});
+        break;
+      case Verdict::unverified_differ:
+        note_bad_chunk(c, "differs between primary and secondary, with no checksum to tell which is right",
+                       where + (repair ? "; repairing from the primary" : ""));
+        break;
+      case Verdict::bad_primary:
+        ++counts->bad_primary;
+        note_bad_chunk(c, "bad primary: it does not match its checksum, the secondary does",
+                       where + (repair ? "; repairing the primary from the secondary" : ""));
+        break;
+      case Verdict::bad_secondary:
+        ++counts->bad_secondary;
+        note_bad_chunk(c, "bad secondary: it does not match its checksum, the primary does",
+                       where + (repair ? "; repairing the secondary from the primary" : ""));
+        break;
+      case Verdict::unrecoverable:
+        ++counts->unrecoverable;
+        note_bad_chunk(c, "unrecoverable: neither leg matches its checksum; nothing is overwritten",
+                       where + (rd->differ ? "" : " (the checksum itself may be wrong)"));
+        break;
+    }
+    if (!repair) continue;
+    if (v == Verdict::bad_primary) {
+      auto fixed = repair_primary_locked(c, *entry, a);
+      if (!fixed) {
+        spdlog::error("{}: repair of chunk {} on the primary failed: {}", name(), c, fixed.error().message());
+        return fixed.error();
+      }
+      if (*fixed) ++counts->repaired;
+      else note_bad_chunk(c, "repair of the primary did not verify", "the primary still does not match its checksum");
+    } else if (v == Verdict::bad_secondary || v == Verdict::unverified_differ) {
+      // Intent first (the repair writes the secondary), then the copy, then "synced".
+      if (auto ec = bitmap_->mark_unsynced(c * cs, cs)) return utils::errno_code(EIO);
+      std::uint64_t copied = 0;
+      if (auto ec = copy_range_locked(c * cs, (c + 1) * cs, a, &copied)) return ec;
+      bitmap_->mark_synced(c);
+      if (v == Verdict::unverified_differ) {
+        ++counts->repaired;
+        continue;
+      }
+      auto h = hash_chunk(secondary_.get(), c, cs, b);
+      if (!h) {
+        fail_secondary("check read", h.error());
+        return utils::errno_code(EIO);
+      }
+      if (*h == *entry) ++counts->repaired;
+      else note_bad_chunk(c, "repair of the secondary did not verify", "the secondary still does not match");
+    }
+  }
+  if (!adopt.empty())
+    if (auto ec = checksums_->record(std::move(adopt)))
+      spdlog::warn("{}: checksums of verified chunks not recorded: {}", name(), ec.message());
+  return end;
+}
+
+}  // namespace fusemirror::core
