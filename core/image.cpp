@@ -281,7 +281,9 @@ std::error_code Image::truncate(std::uint64_t size) {
     if (auto ec = bitmap_->mark_unsynced(lo, span)) return utils::errno_code(EIO);
   // A shrink changes the new last chunk's tail (and removes the chunks past it) without a
   // bit: their checksums go first, durably (docs/write-path.md §9.1).
-  if (size < old && checksums_)
+  // Test builds only: FM_FAULT=checksums.keep_on_shrink keeps them, breaking invariant 9 on
+  // purpose, so that the power-cut suite shows it notices (docs/reliability.md §9).
+  if (size < old && checksums_ && !FM_FAULT_POINT("checksums.keep_on_shrink"))
     if (auto ec = checksums_->forget_from(size / bitmap_->chunk_size())) {
       spdlog::error("{}: checksum file cannot be written ({}); refusing truncate", name(), ec.message());
       return utils::errno_code(EIO);

@@ -264,11 +264,14 @@ void ResyncEngine::run_check(const std::stop_token& st, const std::shared_ptr<Im
            std::to_string(total_chunks) + " chunks)");
   // With checksums the event says which leg was wrong (docs/operations.md, the events).
   if (k.mismatches > 0 || k.bad_primary > 0 || k.bad_secondary > 0 || k.unrecoverable > 0) {
-    std::string d = std::to_string(k.mismatches) + " chunks differ";
+    std::string d = std::to_string(k.mismatches);
     if (k.bad_primary || k.bad_secondary || k.unrecoverable)
-      d += "; bad_primary " + std::to_string(k.bad_primary) + ", bad_secondary " + std::to_string(k.bad_secondary) +
-           ", unrecoverable " + std::to_string(k.unrecoverable);
-    d += repair ? "; repaired " + std::to_string(k.repaired) + " (repair)" : std::string(" (check)");
+      d += " chunks differ between the legs; bad_primary " + std::to_string(k.bad_primary) + ", bad_secondary " +
+           std::to_string(k.bad_secondary) + ", unrecoverable " + std::to_string(k.unrecoverable) +
+           (repair ? "; repaired " + std::to_string(k.repaired) + " (repair)" : std::string(" (check)"));
+    else
+      d += repair ? " chunks differed and were rewritten from the primary (repair)"
+                  : " chunks differ between the legs (check)";
     post(Event::mismatches_found, img, d);
   }
 }

@@ -75,6 +75,9 @@ run_action disk.img check
 [[ $(md5sum <"$PRI/disk.img") == "$p_md5" && $(md5sum <"$SEC/disk.img") == "$s_md5" ]] || fail "check changed a leg"
 grep -qE "disk\.img: chunk 9 \(bytes $((9 * CS))\.\.$((10 * CS - 1))\): bad primary" "$LOG" ||
   soft_fail "the log does not name chunk 9 and its bytes as a bad primary"
+# The monitor's event says which leg was wrong (docs/operations.md §2.4).
+grep -q 'MismatchesFound.*disk\.img.*bad_primary 1, bad_secondary 0, unrecoverable 0 (check)' "$MNT/.fusemirror/events" ||
+  fail "no MismatchesFound event naming the bad primary: $(grep MismatchesFound "$MNT/.fusemirror/events")"
 run_action disk.img repair
 [[ $(scrub disk.img bad_primary) == 1 && $(scrub disk.img repaired) == 1 ]] ||
   fail "repair of a bad primary: $(img_get disk.img .scrub)"

@@ -3,13 +3,14 @@
 # below the mirror is recorded (fm_recordfs, under the primary, the secondary and the
 # bitmaps at once), and fm_powercut replays the log into the states a power cut can leave
 # (unsynced writes lost, kept or torn; unsynced names there or not) and checks each one:
-# intent before data offline, the acknowledged writes on the primary, and on a sample the
+# intent before data and no trusted checksum accusing a leg offline, the acknowledged writes
+# on the primary, and on a sample the
 # recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
 # e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
 #
 # Workloads (wl_* below): randsync nosync stream writebehind bursts remount evict discard
 # failreadd resync (the data paths: the default here) and create namespace checkrepair rescale
-# ext4 (names and offline tools: t_powercut_names.sh). test/reliability/run --powercut runs
+# ext4 checksums (names, offline tools, checksums: t_powercut_names.sh). test/reliability/run --powercut runs
 # them all, longer.
 #
 # Environment (defaults are the CI size, about 40 s):
@@ -255,6 +256,22 @@ wl_namespace() { # images created, grown, shrunk, renamed (also over another) an
   mkdir "$MNT/empty"
   syncdir . e.img empty
   crashwriter e.img 5 --blocks 256 --sync-every 8 --max-writes 32 --seed "$SEED"
+  power_cut
+}
+
+wl_checksums() { # chunks hashed by the sweeper, then a shrink mid-chunk and a regrow (invariant 9)
+  new_set
+  daemon_mount
+  truncate -s 4M "$MNT/a.img"
+  fm_unmount "$MNT"
+  snapshot_and_record checksums
+  daemon_mount
+  crashwriter a.img 5 --blocks 1024 --sync-every 8 --max-writes 64 --seed "$SEED"
+  "$FUSEMIRROR" wait --clean "$MNT" a.img --timeout 20 >/dev/null || fail "a.img not clean (checksums recorded) after the load"
+  truncate -s 1000000 "$MNT/a.img"  # inside chunk 15: its tail and the chunks past it change without a bit
+  truncate -s 4M "$MNT/a.img"
+  crashwriter a.img 5 --blocks 1024 --sync-every 8 --max-writes 16 --seed "$SEED"
+  sleep 0.5
   power_cut
 }
 

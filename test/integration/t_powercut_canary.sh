@@ -1,7 +1,7 @@
 #!/bin/bash
 # t_powercut_canary — the power-cut suite can fail: a daemon broken on purpose (test builds:
 # FM_FAULT=bitmap.late writes both legs before the bits are flushed, breaking intent before
-# data) must be caught by a CI-sized run of t_powercut.sh (random writes with fsync, 200
+# data; FM_FAULT=checksums.keep_on_shrink keeps checksums a shrink invalidated) must be caught by a CI-sized run of t_powercut.sh (random writes with fsync, 200
 # states, offline checks only). Skips (77) on a build without crash points, where the fault
 # point does not exist.
 here=$(dirname "$0")
@@ -10,4 +10,8 @@ if ! grep -q "FUSEMIRROR_CRASH_POINTS:BOOL=ON" "$(dirname "${FUSEMIRROR:-/nonexi
   exit 77
 fi
 FM_PC_WORKLOADS=randsync FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 \
-  FM_PC_DAEMON_FAULT=bitmap.late FM_PC_EXPECT=violations exec bash "$here/t_powercut.sh"
+  FM_PC_DAEMON_FAULT=bitmap.late FM_PC_EXPECT=violations bash "$here/t_powercut.sh" || exit
+# FM_FAULT=checksums.keep_on_shrink keeps the checksums of a shrink's chunks (invariant 9):
+# the checksum check must accuse.
+FM_PC_WORKLOADS=checksums FM_PC_STATES=${FM_PC_STATES:-40} FM_PC_RECOVER_EVERY=0 \
+  FM_PC_DAEMON_FAULT=checksums.keep_on_shrink FM_PC_EXPECT=violations exec bash "$here/t_powercut.sh"

@@ -201,7 +201,8 @@ int cmd_run(const Args& a) {
   for (const auto& [k, v] : total.full_reasons) reasons += (reasons.empty() ? "" : ", ") + k + " " + std::to_string(v);
   std::printf("powercut %s: log %zu records (%llu writes, %llu syncs, %llu marks); states %llu (%.1f ms each, "
               "log read in %.1f s): images checked %llu, bitmap trusted %llu, full resync by bitmap %llu%s%s%s, "
-              "by record %llu, no copy %llu, empty %llu; differing chunks %llu (%llu of them without their bit); acknowledged "
+              "by record %llu, no copy %llu, empty %llu; differing chunks %llu (%llu of them without their bit); trusted "
+              "checksums checked %llu (%llu accusing a leg); acknowledged "
               "blocks checked %llu (image absent %llu), durable names %llu; recovered %llu (%.2f s each)\n",
               a.label.c_str(), m.size(), static_cast<unsigned long long>(writes), static_cast<unsigned long long>(syncs),
               static_cast<unsigned long long>(marks), static_cast<unsigned long long>(total.states),
@@ -211,7 +212,8 @@ int cmd_run(const Args& a) {
               reasons.empty() ? "" : ")", static_cast<unsigned long long>(total.full_record),
               static_cast<unsigned long long>(total.no_copy), static_cast<unsigned long long>(total.empty),
               static_cast<unsigned long long>(total.differing_chunks),
-              static_cast<unsigned long long>(total.unmarked_chunks), static_cast<unsigned long long>(total.acks),
+              static_cast<unsigned long long>(total.unmarked_chunks), static_cast<unsigned long long>(total.cksum_entries),
+              static_cast<unsigned long long>(total.cksum_accusing), static_cast<unsigned long long>(total.acks),
               static_cast<unsigned long long>(total.acks_no_image), static_cast<unsigned long long>(total.names),
               static_cast<unsigned long long>(recovered),
               recovered ? recover_s / static_cast<double>(recovered) : 0.0);

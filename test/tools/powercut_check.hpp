@@ -7,6 +7,8 @@
 //     implausible, short bits: a full resync), or the secondary's record does not prove
 //     coverage (a full resync too; core::why_not_covered), or there is no secondary copy
 //     (a full copy). A trusted bitmap that misses a difference is a violation;
+//   checksums (every state, images whose bitmap and record a mount trusts): no checksum a
+//     mount would trust accuses a leg (invariant 9, test/tools/cksum_audit.hpp);
 //   acknowledged writes (every state; after recovery again): each block the load marked
 //     "ack IMAGE BLOCK GEN" before the crash point holds, in every 512-byte sector, the
 //     bytes of that acknowledged write or of a later write of the same block (a later
@@ -37,7 +39,7 @@ struct Violation {
 struct CheckCounts {
   std::uint64_t states = 0, no_set = 0, images = 0, trusted = 0, full_bitmap = 0, full_record = 0,
                 no_copy = 0, empty = 0, differing_chunks = 0, unmarked_chunks = 0, known_chunks = 0, names = 0, acks = 0,
-                acks_no_image = 0;
+                acks_no_image = 0, cksum_entries = 0, cksum_accusing = 0;
   std::map<std::string, std::uint64_t> full_reasons;  // why the bitmap was refused
   void add(const CheckCounts& o);
 };
