@@ -14,7 +14,9 @@
 //
 // The vectors: dirty (the bits the file holds), recent (written this sweep period),
 // unsynced (waiting for resync), ondisk (bits known to be 1 on disk *and* in every page
-// image a pending flush may still write — see set_durable()).
+// image a pending flush may still write — see set_durable()), active (chunks of an extent
+// of the activity log: never cleared by a sweep) and logged (set by the activity log alone:
+// clean when their extent was activated and not written since — core/activity_log.hpp).
 //
 // Thread safety: none of its own. Every member REQUIRES the owning Bitmap's mutex held.
 #pragma once
@@ -49,7 +51,7 @@ class BitmapPages {
   using Words = std::array<std::uint64_t, kWords>;
   // Some bits of some pages, by page index (see less()).
   using Snapshot = std::vector<std::pair<std::uint64_t, Words>>;
-  enum Vec : unsigned { kDirty, kRecent, kUnsynced, kOndisk, kVecs };
+  enum Vec : unsigned { kDirty, kRecent, kUnsynced, kOndisk, kActive, kLogged, kVecs };
   // A set of vectors, as a mask: vecs(kRecent) | vecs(kUnsynced).
   static constexpr unsigned vecs(Vec k) { return 1u << k; }
 
