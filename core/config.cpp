@@ -236,7 +236,9 @@ std::string dump_config(const Config& c) {
   j["drain_timeout"] = c.drain_timeout;
   j["intent_ahead"] = c.intent_ahead;
   j["al_extents"] = c.al_extents;
-  j["al_extent_size"] = c.al_extent_size;
+  // A Config built in code (create) keeps the 4 MiB default whatever its chunk size: an
+  // extent is at least one chunk, and the file must parse again.
+  j["al_extent_size"] = std::max(c.al_extent_size, c.chunk_size);
   j["max_image_size"] = c.max_image_size;
   j["max_open_images"] = c.max_open_images;
   j["checksums"] = c.checksums;
