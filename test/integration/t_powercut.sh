@@ -7,8 +7,8 @@
 # recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
 # e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
 #
-# Workloads (wl_* below): randsync nosync stream writebehind bursts remount evict discard
-# failreadd resync (the data paths: the default here) and create namespace checkrepair rescale
+# Workloads (wl_* below): randsync nosync stream alevict writebehind bursts remount evict
+# discard failreadd resync (the data paths: the default here) and create namespace checkrepair rescale
 # ext4 (names and offline tools: t_powercut_names.sh). test/reliability/run --powercut runs
 # them all, longer.
 #
@@ -36,7 +36,7 @@ EVERY=${FM_PC_RECOVER_EVERY:-20}
 SEED=${FM_PC_SEED:-$((RANDOM * 32768 + RANDOM))}
 LOAD=${FM_PC_LOAD_SECS:-1}
 EXPECT=${FM_PC_EXPECT:-clean}
-WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream writebehind bursts remount evict discard failreadd resync}
+WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream alevict writebehind bursts remount evict discard failreadd resync}
 ROOT=$FM_TMP/root  # what the recorder shows: root/primary, root/secondary
 REC=$FM_TMP/rec    # its mount point: the set's config names REC/primary, REC/secondary
 SNAP=$FM_TMP/snap
@@ -126,6 +126,23 @@ wl_stream() { # sequential streams: intent ahead sets the bits of the next 16 Mi
   snapshot_and_record stream
   daemon_mount
   crashwriter disk.img "$LOAD" --blocks 8192 --sync-every 32 --sequential --seed "$SEED"
+  power_cut
+}
+
+wl_alevict() { # the activity log over its bound: activations, and retirements that clear at once
+  # 16 extents of 1 MiB, 2 active at most (every workload runs with the log on, at its
+  # default bound, which a 16 MiB image never reaches): most writes activate an extent in
+  # their flush and retire another, whose never-written chunks are cleared without a sync.
+  new_set
+  local cfg=$REC/primary/.fusemirror/config.json
+  jq '.al_extents = 2 | .al_extent_size = 1048576' "$cfg" >"$FM_TMP/logs/config.json" &&
+    cat "$FM_TMP/logs/config.json" >"$cfg" || fail "cannot set al_extents"
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record alevict
+  daemon_mount
+  crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --seed "$SEED"
   power_cut
 }
 
