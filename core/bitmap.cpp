@@ -142,10 +142,14 @@ std::uint64_t Bitmap::al_retire_locked(std::uint64_t e) {
   // bit: a needless copy. Never while degraded (md: nothing is cleared then).
   const ChunkRange x = al_.chunks_of(e, total_chunks_);
   const bool may_clear = !(header_.state & kStateDegraded);
+  // Test builds only: FM_FAULT=al.clear_written breaks the rule on purpose — the written
+  // chunks are cleared too, without a leg sync — so that the power-cut suite can show it
+  // notices (t_powercut_canary.sh). Never compiled into a release build.
+  const bool broken = FM_FAULT_POINT("al.clear_written");
   std::uint64_t cleared = 0;
   for (std::uint64_t c = x.first; c < x.end; ++c) {
     pages_.clear(kActive, c);
-    if (!may_clear || !pages_.test(kLogged, c)) continue;
+    if (!may_clear || (!broken && !pages_.test(kLogged, c))) continue;
     if (pages_.test(kUnsynced, c) || inflight_locked(c)) continue;
     clear_bit_locked(c);
     ++cleared;

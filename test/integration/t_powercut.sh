@@ -19,6 +19,7 @@
 #   FM_PC_SEED           the run's seed (default: random, printed)
 #   FM_PC_LOAD_SECS      seconds of load per workload (default 1)
 #   FM_PC_DAEMON_FAULT   FM_FAULT for the daemon under test (test builds), e.g. bitmap.late
+#   FM_PC_AL_EXTENTS     al_extents of every new set (default: the config's default, on)
 #   FM_PC_EXPECT         "clean" (default: 0 violations) or "violations" (> 0: the suite
 #                        catches a broken daemon; t_powercut_canary.sh)
 # Prints, per workload, fm_powercut's figures, and at the end
@@ -74,6 +75,11 @@ new_set() { # new_set [CREATE ARGS] — an empty root, the set created through t
   mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
   rec_start "$FM_TMP/logs/setup.log"
   fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.1 "$@" >/dev/null
+  if [[ -n ${FM_PC_AL_EXTENTS:-} ]]; then
+    local cfg=$REC/primary/.fusemirror/config.json
+    jq --argjson n "$FM_PC_AL_EXTENTS" '.al_extents = $n' "$cfg" >"$FM_TMP/logs/config.json" &&
+      cat "$FM_TMP/logs/config.json" >"$cfg" || fail "cannot set al_extents"
+  fi
 }
 snapshot_and_record() { # the setup is over: snapshot the root, record the workload's log
   rec_stop
