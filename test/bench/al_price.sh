@@ -3,19 +3,22 @@
 # random 4 KiB writes at queue depth 1 on a cold bitmap, then a crash (kill -9 of the
 # daemon) and the resync it leaves, with the log on and off.
 #
-#   sudo test/bench/al_price.sh          about 80 s: 512 MiB image, 20 s of load per setting
+#   sudo test/bench/al_price.sh          about 100 s: 512 MiB image, 4 runs of 15 s
 #
 # Per setting of al_extents (docs/config.md; default "1024 0": the shipped bound and off):
-# a new set (64 KiB chunks, daemon_sleep 5), an image filled through the mount, unmounted
-# (clean: every bit cleared) and mounted again — a cold bitmap; fio randwrite 4 KiB qd1
-# through `losetup --direct-io=on` (as test/bench/run does) for AL_PRICE_SECS; the image
-# held open (the last close would clear the bits), the loop detached, the daemon killed
-# with SIGKILL; mounted again, and the resync it starts is waited for. Prints a table:
-# write IOPS, bitmap flushes during the load, dirty chunks and active extents at the
-# kill, bytes the resync copied (status sync.copied_bytes).
+# a new set (64 KiB chunks, daemon_sleep 5) and an image filled through the mount. Then per
+# write rate (default "0 200": as fast as qd1 goes, and capped at 200 IOPS — a sparse load,
+# where the log's whole extents show their price): unmounted (clean: every bit cleared) and
+# mounted again — a cold bitmap; fio randwrite 4 KiB qd1 through `losetup --direct-io=on`
+# (as test/bench/run does) for AL_PRICE_SECS; the image held open (the last close would
+# clear the bits), the loop detached, the daemon killed with SIGKILL; mounted again, and
+# the resync it starts is waited for. Prints a table: write IOPS, bitmap flushes during the
+# load, dirty chunks and active extents at the kill, bytes the resync copied (status
+# sync.copied_bytes) and how long the mount took to be in sync.
 #
 # Environment:
-#   AL_PRICE_SECS     seconds of load per setting (default 20)
+#   AL_PRICE_SECS     seconds of load per run (default 15)
+#   AL_PRICE_RATES    write rates to compare, IOPS, 0 = unlimited (default "0 200")
 #   AL_PRICE_MB       image size in MiB (default 512)
 #   AL_PRICE_SETTINGS al_extents values to compare (default "1024 0")
 #   BENCH_DIR         scratch root (default /var/tmp/fm-bench); works in BENCH_DIR/al.PID
@@ -26,7 +29,8 @@
 set -Eeuo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-SECS=${AL_PRICE_SECS:-20}
+SECS=${AL_PRICE_SECS:-15}
+RATES=${AL_PRICE_RATES:-0 200}
 MB=${AL_PRICE_MB:-512}
 SETTINGS=${AL_PRICE_SETTINGS:-1024 0}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/fm-bench}
@@ -99,41 +103,51 @@ for al in $SETTINGS; do
   fio --name=fill --filename="$d/m/disk.img" --size="${MB}M" --rw=write --bs=1M --direct=1 \
     --ioengine=libaio --iodepth=4 --end_fsync=1 --output-format=terse >/dev/null 2>"$W/fio.err" ||
     die "fill failed: $(tail -3 "$W/fio.err")"
-  unmount_set  # clean: every bit cleared, the checksums recorded
-  mount_set "$d/p" "$d/m"
-  [[ $(image .dirty_chunks) == 0 ]] || die "the bitmap is not clean after a clean unmount"
-  f0=$(image .bitmap_flushes)
-  exec {HOLD}<"$d/m/disk.img"
-  LOOP=$(losetup --direct-io=on -f --show "$d/m/disk.img")
-  log "al_extents $al: random 4 KiB writes, qd1, ${SECS} s on $LOOP (dio $(cat "/sys/block/${LOOP#/dev/}/loop/dio"))"
-  fio --name=rw --filename="$LOOP" --rw=randwrite --bs=4k --iodepth=1 --ioengine=libaio --direct=1 \
-    --time_based --runtime="$SECS" --norandommap --randrepeat=0 --output-format=json \
-    >"$W/fio.json" 2>"$W/fio.err" || die "fio failed: $(tail -3 "$W/fio.err")"
-  IOPS[$al]=$(jq -r '.jobs[0].write.iops | floor' "$W/fio.json")
-  losetup -d "$LOOP"
-  LOOP=""
-  FLUSHES[$al]=$(($(image .bitmap_flushes) - f0))
-  DIRTY[$al]=$(image .dirty_chunks)
-  ACTIVE[$al]=$(image .active_extents)
-  # The crash: the daemon dies with the image open and its bits as they are.
-  kill -9 "$DPID"
-  for _ in $(seq 200); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.02; done
-  exec {HOLD}<&-
-  HOLD=""
-  fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT"
-  MNT="" DPID=""
-  t0=$(date +%s%N)
-  mount_set "$d/p" "$d/m"
-  "$FM" wait "$MNT" disk.img --timeout 300 2>>"$W/mount.log" || die "the resync did not finish"
-  RESYNC_S[$al]=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
-  COPIED[$al]=$(image .sync.copied_bytes)
+  for rate in $RATES; do
+    [[ $rate =~ ^[0-9]+$ ]] || die "AL_PRICE_RATES: '$rate' is not a number"
+    k=$al/$rate
+    unmount_set  # clean: every bit cleared, the checksums recorded
+    mount_set "$d/p" "$d/m"
+    [[ $(image .dirty_chunks) == 0 ]] || die "the bitmap is not clean after a clean unmount"
+    f0=$(image .bitmap_flushes)
+    exec {HOLD}<"$d/m/disk.img"
+    LOOP=$(losetup --direct-io=on -f --show "$d/m/disk.img")
+    log "al_extents $al: random 4 KiB writes, qd1, rate ${rate:-0} (0: unlimited), ${SECS} s on $LOOP (dio $(cat "/sys/block/${LOOP#/dev/}/loop/dio"))"
+    cap=()
+    ((rate > 0)) && cap=(--rate_iops="$rate")
+    fio --name=rw --filename="$LOOP" --rw=randwrite --bs=4k --iodepth=1 --ioengine=libaio --direct=1 \
+      --time_based --runtime="$SECS" --norandommap --randrepeat=0 --output-format=json "${cap[@]}" \
+      >"$W/fio.json" 2>"$W/fio.err" || die "fio failed: $(tail -3 "$W/fio.err")"
+    IOPS[$k]=$(jq -r '.jobs[0].write.iops | floor' "$W/fio.json")
+    losetup -d "$LOOP"
+    LOOP=""
+    FLUSHES[$k]=$(($(image .bitmap_flushes) - f0))
+    DIRTY[$k]=$(image .dirty_chunks)
+    ACTIVE[$k]=$(image .active_extents)
+    # The crash: the daemon dies with the image open and its bits as they are.
+    kill -9 "$DPID"
+    for _ in $(seq 200); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.02; done
+    exec {HOLD}<&-
+    HOLD=""
+    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT"
+    MNT="" DPID=""
+    t0=$(date +%s%N)
+    mount_set "$d/p" "$d/m"
+    "$FM" wait "$MNT" disk.img --timeout 300 2>>"$W/mount.log" || die "the resync did not finish"
+    RESYNC_S[$k]=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+    COPIED[$k]=$(image .sync.copied_bytes)
+    log "al_extents $al, rate $rate: ${IOPS[$k]} IOPS, resync copied ${COPIED[$k]} bytes"
+  done
   unmount_set
-  log "al_extents $al: ${IOPS[$al]} IOPS, resync copied ${COPIED[$al]} bytes"
 done
 
-printf '\nactivity log: random 4 KiB writes qd1 for %s s on a cold %s MiB image (64 KiB chunks, 4 MiB extents), then kill -9\n' "$SECS" "$MB"
-printf '%-12s %10s %16s %14s %15s %18s %10s\n' al_extents "write IOPS" "bitmap flushes" "dirty chunks" "active extents" "resync copied MiB" "resync s"
-for al in $SETTINGS; do
-  printf '%-12s %10s %16s %14s %15s %18s %10s\n' "$al" "${IOPS[$al]}" "${FLUSHES[$al]}" "${DIRTY[$al]}" "${ACTIVE[$al]}" \
-    "$(awk -v b="${COPIED[$al]}" 'BEGIN { printf "%.1f", b / 1048576 }')" "${RESYNC_S[$al]}"
+printf '\nactivity log: random 4 KiB writes qd1 for %s s on a cold %s MiB image (64 KiB chunks, 4 MiB extents), then kill -9 and the resync\n' "$SECS" "$MB"
+printf '%-11s %-10s %10s %15s %13s %15s %18s %9s\n' al_extents "rate cap" "write IOPS" "bitmap flushes" "dirty chunks" "active extents" "resync copied MiB" "resync s"
+for rate in $RATES; do
+  for al in $SETTINGS; do
+    k=$al/$rate
+    printf '%-11s %-10s %10s %15s %13s %15s %18s %9s\n' "$al" "$( ((rate > 0)) && echo "$rate" || echo none)" \
+      "${IOPS[$k]}" "${FLUSHES[$k]}" "${DIRTY[$k]}" "${ACTIVE[$k]}" \
+      "$(awk -v b="${COPIED[$k]}" 'BEGIN { printf "%.1f", b / 1048576 }')" "${RESYNC_S[$k]}"
+  done
 done
