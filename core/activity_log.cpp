@@ -18,37 +18,17 @@ ChunkRange ActivityLog::chunks_of(std::uint64_t extent, std::uint64_t limit) con
   return {first, std::min(limit, first + extent_chunks_)};
 }
 
-void ActivityLog::touch(ChunkRange r, const OnExtent& activated, const OnExtent& retired) {
-  if (!enabled() || r.empty()) return;
-  for (std::uint64_t e = extent_of(r.first); e <= extent_of(r.end - 1); ++e) {
-    auto it = index_.find(e);
-    if (it != index_.end()) {
-      // Most recently written: to the front (no allocation on the hot path).
-      lru_.splice(lru_.begin(), lru_, it->second);
-      it->second->period = period_;
-      continue;
-    }
-    lru_.push_front(Entry{e, period_});
-    index_.emplace(e, lru_.begin());
-    activated(e);
-  }
-  while (index_.size() > max_) {
-    const std::uint64_t e = lru_.back().extent;
-    index_.erase(e);
-    lru_.pop_back();
-    retired(e);
-  }
+std::uint64_t ActivityLog::pop_lru() {
+  const std::uint64_t e = lru_.back().extent;
+  index_.erase(e);
+  lru_.pop_back();
+  return e;
 }
 
 void ActivityLog::end_period(const OnExtent& retired) {
   // The list is in order of last write: the extents idle for the whole period are at its
   // back, and their periods are all older than the one ending.
-  while (!lru_.empty() && lru_.back().period < period_) {
-    const std::uint64_t e = lru_.back().extent;
-    index_.erase(e);
-    lru_.pop_back();
-    retired(e);
-  }
+  while (!lru_.empty() && lru_.back().period < period_) retired(pop_lru());
   ++period_;
 }
 
@@ -62,12 +42,7 @@ bool ActivityLog::retire(std::uint64_t extent, const OnExtent& retired) {
 }
 
 void ActivityLog::retire_all(const OnExtent& retired) {
-  while (!lru_.empty()) {
-    const std::uint64_t e = lru_.back().extent;
-    index_.erase(e);
-    lru_.pop_back();
-    retired(e);
-  }
+  while (!lru_.empty()) retired(pop_lru());
 }
 
 void ActivityLog::drop_past(std::uint64_t chunks) {

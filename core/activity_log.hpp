@@ -54,7 +54,25 @@ class ActivityLog {
   // this period. `activated(e)` is called for each of them that was not active, then
   // `retired(e)` for each extent pushed out beyond the bound, least recently written first
   // (an extent of r itself only when r spans more extents than the bound).
-  void touch(ChunkRange r, const OnExtent& activated, const OnExtent& retired);
+  // A template: it runs on every write, and a std::function of the caller's lambdas would
+  // allocate each time.
+  template <class Activated, class Retired>
+  void touch(ChunkRange r, Activated&& activated, Retired&& retired) {
+    if (!enabled() || r.empty()) return;
+    for (std::uint64_t e = extent_of(r.first); e <= extent_of(r.end - 1); ++e) {
+      auto it = index_.find(e);
+      if (it != index_.end()) {
+        // Most recently written: to the front (no allocation on the hot path).
+        lru_.splice(lru_.begin(), lru_, it->second);
+        it->second->period = period_;
+        continue;
+      }
+      lru_.push_front(Entry{e, period_});
+      index_.emplace(e, lru_.begin());
+      activated(e);
+    }
+    while (index_.size() > max_) retired(pop_lru());
+  }
   // A sweep period ended: every extent not touched during it is retired (`retired(e)`).
   void end_period(const OnExtent& retired);
   // Retires `extent` now when it is active (`retired(e)`); true when it was.
@@ -68,6 +86,9 @@ class ActivityLog {
   std::uint64_t memory_bytes() const;
 
  private:
+  // Removes the least recently written extent (REQUIRES: one is active); returns it.
+  std::uint64_t pop_lru();
+
   struct Entry {
     std::uint64_t extent = 0;
     std::uint64_t period = 0;  // the period of its last write

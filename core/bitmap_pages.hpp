@@ -1,6 +1,6 @@
 // core/bitmap_pages.hpp — the bits of a write-intent bitmap, stored sparsely by page.
 //
-// Owns: the page map and the four bit vectors each page may hold, the count of set bits
+// Owns: the page map and the six bit vectors each page may hold, the count of set bits
 // per vector, and the memory they take. It knows nothing of the file, of generations or
 // of the md rules: Bitmap (core/bitmap.hpp) decides which bits to set and clear, and
 // BitmapCommit (core/bitmap_commit.hpp) writes the dirty vector to the file.
