@@ -113,7 +113,7 @@ ChunkRange Bitmap::al_touch_locked(ChunkRange r, Intent* intent) {
         // and durable on both legs until a write touches them.
         const ChunkRange x = al_.chunks_of(e, total_chunks_);
         for (std::uint64_t c = x.first; c < x.end; ++c) {
-          if (pages_.test(kDirty, c)) continue;
+          if (pages_.test(kDirty, c) || pinned_locked(c)) continue;
           set_dirty_locked({c, c + 1});
           pages_.set_range(kLogged, {c, c + 1});
         }
@@ -139,9 +139,10 @@ std::uint64_t Bitmap::al_retire_locked(std::uint64_t e) {
   // since (start_write, mark_unsynced and a leg error take the mark away): its legs are
   // equal and durable and its checksum entry still describes it, so its bit may go now —
   // no fdatasync of the legs, no hashing. A crash before the 0 is durable leaves a set
-  // bit: a needless copy. Never while degraded (md: nothing is cleared then).
+  // bit: a needless copy. Also while degraded: md clears nothing then because the absent
+  // secondary misses what was *written*; a logged chunk was clean (so the secondary had
+  // it: nothing else is cleared while degraded) and was not written since.
   const ChunkRange x = al_.chunks_of(e, total_chunks_);
-  const bool may_clear = !(header_.state & kStateDegraded);
   // Test builds only: FM_FAULT=al.clear_written breaks the rule on purpose — the written
   // chunks are cleared too, without a leg sync — so that the power-cut suite can show it
   // notices (t_powercut_canary.sh). Never compiled into a release build.
@@ -149,12 +150,28 @@ std::uint64_t Bitmap::al_retire_locked(std::uint64_t e) {
   std::uint64_t cleared = 0;
   for (std::uint64_t c = x.first; c < x.end; ++c) {
     pages_.clear(kActive, c);
-    if (!may_clear || (!broken && !pages_.test(kLogged, c))) continue;
+    if (!broken && !pages_.test(kLogged, c)) continue;
     if (pages_.test(kUnsynced, c) || inflight_locked(c)) continue;
     clear_bit_locked(c);
     ++cleared;
   }
   return cleared;
+}
+
+bool Bitmap::pinned_locked(std::uint64_t c) const {
+  return std::find(pinned_.begin(), pinned_.end(), c) != pinned_.end();
+}
+
+bool Bitmap::pin_clean(std::uint64_t c) {
+  std::lock_guard lk(mu_);
+  if (c >= total_chunks_ || pages_.test(kDirty, c) || pages_.test(kUnsynced, c)) return false;
+  pinned_.push_back(c);
+  return true;
+}
+
+void Bitmap::unpin_clean(std::uint64_t c) {
+  std::lock_guard lk(mu_);
+  if (auto it = std::find(pinned_.begin(), pinned_.end(), c); it != pinned_.end()) pinned_.erase(it);
 }
 
 bool Bitmap::inflight_locked(std::uint64_t c) const {
@@ -201,7 +218,9 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
   if (all_durable) return {};  // hot path: the chunks were already dirty on disk
   if (ahead) {
     // Intent ahead of a sequential stream, in the flush this write needs anyway.
-    const ChunkRange more{r.end, std::min(total_chunks_, chunks_for(off + len, ahead).end)};
+    ChunkRange more{r.end, std::min(total_chunks_, chunks_for(off + len, ahead).end)};
+    for (std::uint64_t p : pinned_)  // a primary under repair stays clear (pin_clean)
+      if (p >= more.first && p < more.end) more.end = p;
     pages_.set_range(kRecent, more);
     const std::uint64_t fresh_ahead = set_dirty_locked(more);
     if (intent && !more.empty() && fresh_ahead == more.end - more.first) intent->ahead = more;
@@ -321,6 +340,9 @@ void Bitmap::mark_synced(std::uint64_t c) {
 
 void Bitmap::mark_all_dirty_unsynced() {
   std::lock_guard lk(mu_);
+  // The log's own chunks need no copy (never written: the secondary has them): cleared
+  // first, so that a re-add after a long degraded period copies what was written only.
+  al_.retire_all([&](std::uint64_t e) { al_retire_locked(e); });
   pages_.copy(kDirty, kUnsynced);
   pages_.reset(kLogged);  // every one of them is to be copied now
 }
@@ -331,13 +353,17 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
                                            const RecordChecksums& record) {
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
-  if (header_.state & kStateDegraded) return std::uint64_t{0};
   // The activity log's extents that no write touched during the period that just ended
-  // retire: their logged chunks are cleared now (never written: nothing to sync or hash),
-  // their written chunks are candidates below like any other.
+  // retire: their logged chunks are cleared now (never written: nothing to sync or hash;
+  // degraded or not), their written chunks are candidates below like any other.
   std::uint64_t retired = 0;
   al_.end_period([&](std::uint64_t e) { retired += al_retire_locked(e); });
   if (retired) FM_CRASH_POINT("al.after_retire");
+  if (header_.state & kStateDegraded) {
+    if (retired && persist_bits_)
+      if (auto ec = wait_durable_locked(lk, commit_.requested_gen())) return ec;
+    return retired;
+  }
   // Candidates: dirty, synced, not written during the period that just ended, and not in
   // an active extent.
   constexpr unsigned kKeep =

@@ -27,11 +27,12 @@
 //     active; writes into an active extent then find their bits durable and need no flush;
 //   * the sweep never clears a chunk of an active extent;
 //   * an extent retires when the active set is over its bound (least recently written
-//     first) or when no write touched it for a whole sweep period, and at a clean close:
-//     its logged chunks — clean when it was activated and not written since, so equal and
-//     durable on both legs with their checksum entry still true — are cleared at once
-//     (unless degraded or unsynced); its written chunks become ordinary candidates for the
-//     md rules above (idle, synced legs, checksums recorded first).
+//     first) or when no write touched it for a whole sweep period, and at a clean close or
+//     a re-add: its logged chunks — clean when it was activated and not written since, so
+//     equal and durable on both legs with their checksum entry still true — are cleared at
+//     once (degraded too: the absent secondary holds them; not unsynced ones); its written
+//     chunks become ordinary candidates for the md rules above (idle, synced legs,
+//     checksums recorded first, never while degraded).
 //   After a crash every set bit is resynced as always: the active extents (at most
 //   al_extents x al_extent_size) plus the chunks md itself would have left set.
 //
@@ -186,13 +187,22 @@ class Bitmap {
   // describes its data (docs/write-path.md §9.1).
   bool chunk_clean(std::uint64_t c) const;
 
+  // A repair of a bad primary (docs/write-path.md §9.3) rewrites chunk c's primary with its
+  // bit clear, so that a crash never resyncs the half-repaired primary over the good
+  // secondary: pin_clean(c) makes the activity log and intent ahead — which set the bits
+  // of chunks nobody writes — leave c clear until unpin_clean(c). False (nothing pinned)
+  // when c is not clean now. REQUIRES: the caller holds c's range lock (no write to c).
+  bool pin_clean(std::uint64_t c);
+  void unpin_clean(std::uint64_t c);
+
   // Marks [off, off+len) as needing resync (dirty + unsynced), durable before returning.
   std::error_code mark_unsynced(std::uint64_t off, std::uint64_t len);
   // The first unsynced chunk >= from, or total_chunks() when none.
   std::uint64_t next_unsynced(std::uint64_t from) const;
   // Resync copied chunk c: it is an ordinary dirty chunk now, cleared after idle.
   void mark_synced(std::uint64_t c);
-  // Marks every dirty chunk unsynced (after re-add: the secondary lacks them).
+  // Marks every dirty chunk unsynced (after re-add: the secondary lacks them); the activity
+  // log's extents are retired first, so that its never-written chunks are not copied.
   void mark_all_dirty_unsynced();
 
   // One sweep (called every daemon_sleep). `sync_legs` fdatasyncs both legs; it is called
@@ -261,7 +271,7 @@ class Bitmap {
   // `intent` (when given) records the extents it activated.
   ChunkRange al_touch_locked(ChunkRange r, Intent* intent);
   // Extent e leaves the active set: its chunks are no longer kept from the sweep, and its
-  // logged chunks are cleared now (not while degraded, nor unsynced or in flight ones).
+  // logged chunks are cleared now (degraded or not; not unsynced or in-flight ones).
   // Returns the chunks cleared.
   std::uint64_t al_retire_locked(std::uint64_t e);
   // Chunk c is set in one of the vectors of `minus`.
@@ -276,6 +286,7 @@ class Bitmap {
                                                         const BitmapPages::Snapshot& cand, unsigned minus,
                                                         const RecordChecksums& record);
   bool inflight_locked(std::uint64_t c) const;
+  bool pinned_locked(std::uint64_t c) const;
   void end_inflight_locked(const ChunkRange& r);
   // Loads the bits of chunks [0, chunks) from the file, page by page (absent when zero).
   std::error_code load_bits_locked(std::uint64_t chunks);
@@ -296,6 +307,7 @@ class Bitmap {
   // only when nothing set a bit or moved the cover after it. Guarded by mu_.
   std::uint64_t changes_ = 0;
   ActivityLog al_;                        // guarded by mu_
+  std::vector<std::uint64_t> pinned_;     // guarded by mu_: chunks pin_clean() holds clear
   // Declared last: it refers to the members above. Guarded by mu_.
   BitmapCommit commit_;
 };

@@ -263,7 +263,7 @@ TEST_SUITE("activity log") {
     CHECK(s.logged_chunks == 0);
   }
 
-  TEST_CASE("unsynced chunks and degraded images keep their bits at retirement") {
+  TEST_CASE("retirement keeps unsynced and written chunks; degraded, it clears the logged ones only") {
     TempDir td;
     auto bm = fresh(td.path() + "/b.fmbm", 1);
     write_chunk(*bm, 0);
@@ -272,10 +272,21 @@ TEST_SUITE("activity log") {
     write_chunk(*bm, kExtChunks);  // extent 0 retires: chunks 0 (written) and 10 stay
     CHECK(bm->stats().dirty_chunks == 2 + kExtChunks);
     CHECK(bm->next_unsynced(0) == 10);
-    // Degraded: a retirement clears nothing.
+    // Degraded: the written chunks stay (the secondary misses them), the logged ones go
+    // (the secondary has them), by eviction and by idle periods alike.
     REQUIRE_FALSE(bm->set_degraded(true));
     write_chunk(*bm, 2 * kExtChunks);  // extent 1 retires, degraded
-    CHECK(bm->stats().dirty_chunks == 2 + 2 * kExtChunks);
+    CHECK(bm->stats().dirty_chunks == 2 + 1 + kExtChunks);
+    sweep(*bm);
+    sweep(*bm);  // extent 2 idle for a period: retired, its logged chunks cleared
+    CHECK(bm->stats().dirty_chunks == 2 + 1 + 1);
+    CHECK(bm->stats().active_extents == 0);
+    // A re-add copies what was written, not the log's chunks of active extents.
+    write_chunk(*bm, 3 * kExtChunks);
+    CHECK(bm->stats().dirty_chunks == 4 + kExtChunks);
+    bm->mark_all_dirty_unsynced();
+    CHECK(bm->stats().dirty_chunks == 5);
+    CHECK(bm->stats().unsynced_chunks == 5);
   }
 
   TEST_CASE("clean close clears the active extents; the reopened bitmap is clean") {
@@ -298,6 +309,33 @@ TEST_SUITE("activity log") {
     }
     auto again = open_at(path, al_params(8));
     CHECK(again->stats().dirty_chunks == 0);
+  }
+
+  TEST_CASE("a chunk pinned clean (a repair of its primary) stays clear through activation and intent ahead") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 8);
+    REQUIRE(bm->pin_clean(10));
+    write_chunk(*bm, 3);  // activates extent 0, chunk 10 included — but for the pin
+    auto s = bm->stats();
+    CHECK(s.dirty_chunks == kExtChunks - 1);
+    CHECK(bm->chunk_clean(10));
+    CHECK_FALSE(bm->pin_clean(3));  // a dirty chunk cannot be pinned
+    // Unpinned: once the extent retired (two idle sweeps), the next activation sets it.
+    bm->unpin_clean(10);
+    sweep(*bm);
+    sweep(*bm);
+    REQUIRE(bm->stats().dirty_chunks == 0);
+    write_chunk(*bm, 4);
+    CHECK_FALSE(bm->chunk_clean(10));
+    // Intent ahead of a stream stops before a pinned chunk too (log off: ahead alone).
+    TempDir td2;
+    auto md = fresh(td2.path() + "/b.fmbm", 0);
+    REQUIRE(md->pin_clean(20));
+    Bitmap::Intent in;
+    REQUIRE_FALSE(md->start_write(5 * kCs, 4096, 32 * kCs, &in));
+    md->end_write(5 * kCs, 4096, true);
+    CHECK(md->stats().dirty_chunks == 15);  // chunk 5, then 6..19 ahead
+    CHECK(md->chunk_clean(20));
   }
 
   TEST_CASE("a shrink forgets the extents past the end") {
