@@ -101,8 +101,13 @@ bool Bitmap::in_any_locked(std::uint64_t c, unsigned minus) const {
 // ---- the activity log (docs/write-path.md §3b) ----------------------------------------
 
 ChunkRange Bitmap::al_touch_locked(ChunkRange r, Intent* intent) {
+  // A range over more than kMaxExtents extents (a large punch, zero range or allocate, not
+  // a write of the page cache's size) is left to md's rules: activating its extents would
+  // only push the working set out, and set bits nobody is about to write.
+  constexpr std::uint64_t kMaxExtents = 8;
   const ChunkRange in{r.first, std::min(r.end, total_chunks_)};
   if (!al_.enabled() || in.empty()) return {};
+  if (al_.extent_of(in.end - 1) - al_.extent_of(in.first) >= kMaxExtents) return {};
   ChunkRange hull{};
   bool one_run = true;
   al_.touch(
@@ -148,8 +153,8 @@ std::uint64_t Bitmap::al_retire_locked(std::uint64_t e) {
   // notices (t_powercut_canary.sh). Never compiled into a release build.
   const bool broken = FM_FAULT_POINT("al.clear_written");
   std::uint64_t cleared = 0;
+  pages_.clear_range(kActive, x);
   for (std::uint64_t c = x.first; c < x.end; ++c) {
-    pages_.clear(kActive, c);
     if (!broken && !pages_.test(kLogged, c)) continue;
     if (pages_.test(kUnsynced, c) || inflight_locked(c)) continue;
     clear_bit_locked(c);
@@ -206,8 +211,7 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
   const std::uint64_t fresh = set_dirty_locked(r);
   if (intent) intent->all_new = fresh == r.end - r.first;
   // Written from now on: no longer the log's own.
-  if (pages_.count(kLogged))
-    for (std::uint64_t c = r.first; c < r.end; ++c) pages_.clear(kLogged, c);
+  pages_.clear_range(kLogged, r);
   // The activity log: the range's extents are the most recently written; a new one has all
   // its chunks set in the flush this write waits for (hull: the chunks it set).
   const ChunkRange al = al_touch_locked(r, intent);
@@ -315,8 +319,7 @@ std::error_code Bitmap::mark_unsynced(std::uint64_t off, std::uint64_t len) {
   set_dirty_locked(r);
   pages_.set_range(kUnsynced, r);
   // To be copied: not the log's own any more (a retirement must not clear it).
-  if (pages_.count(kLogged))
-    for (std::uint64_t c = r.first; c < std::min(r.end, total_chunks_); ++c) pages_.clear(kLogged, c);
+  pages_.clear_range(kLogged, {r.first, std::min(r.end, total_chunks_)});
   if (!persist_bits_) return {};
   return wait_durable_locked(lk, commit_.requested_gen());
 }

@@ -87,6 +87,8 @@ class BitmapPages {
   bool any_set(Vec k, ChunkRange r) const;
   // Clears bit c of vector k; true when it was set. Frees nothing (see tidy()).
   bool clear(Vec k, std::uint64_t c);
+  // Clears the bits of r in vector k; returns how many were set. Frees nothing.
+  std::uint64_t clear_range(Vec k, ChunkRange r);
   // Vector k of page p becomes `w` (nothing is allocated when w is all zero).
   // REQUIRES: vector k of page p absent.
   void load(Vec k, std::uint64_t p, const Words& w);

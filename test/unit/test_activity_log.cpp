@@ -338,6 +338,33 @@ TEST_SUITE("activity log") {
     CHECK(md->chunk_clean(20));
   }
 
+  TEST_CASE("a range over many extents (a large punch or allocate) is left to md's rules") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 8);
+    REQUIRE_FALSE(bm->start_write(0, 9 * kExt, 0));  // 9 extents: not activated
+    bm->end_write(0, 9 * kExt, true);
+    CHECK(bm->stats().active_extents == 0);
+    CHECK(bm->stats().dirty_chunks == 9 * kExtChunks);
+    REQUIRE_FALSE(bm->start_write(10 * kExt - 4096, 8192, 0));  // across two extents
+    bm->end_write(10 * kExt - 4096, 8192, true);
+    CHECK(bm->stats().active_extents == 2);
+  }
+
+  TEST_CASE("BitmapPages::clear_range clears a range across pages and keeps the counts") {
+    core::BitmapPages pg;
+    const std::uint64_t n = 3 * core::kBitsPerPage;
+    pg.set_range(core::BitmapPages::kLogged, {10, n - 10});
+    CHECK(pg.count(core::BitmapPages::kLogged) == n - 20);
+    CHECK(pg.clear_range(core::BitmapPages::kLogged, {core::kBitsPerPage - 3, 2 * core::kBitsPerPage + 70}) ==
+          core::kBitsPerPage + 73);
+    CHECK(pg.count(core::BitmapPages::kLogged) == n - 20 - core::kBitsPerPage - 73);
+    CHECK(pg.test(core::BitmapPages::kLogged, core::kBitsPerPage - 4));
+    CHECK_FALSE(pg.test(core::BitmapPages::kLogged, core::kBitsPerPage - 3));
+    CHECK_FALSE(pg.test(core::BitmapPages::kLogged, 2 * core::kBitsPerPage + 69));
+    CHECK(pg.test(core::BitmapPages::kLogged, 2 * core::kBitsPerPage + 70));
+    CHECK(pg.clear_range(core::BitmapPages::kDirty, {0, n}) == 0);  // nothing there
+  }
+
   TEST_CASE("a shrink forgets the extents past the end") {
     TempDir td;
     auto bm = fresh(td.path() + "/b.fmbm", 8);
