@@ -19,202 +19,6 @@ ChunkRange chunks_for(std::uint64_t chunk_size, std::uint64_t off, std::uint64_t
   return {off / chunk_size, (off + len - 1) / chunk_size + 1};
 }
 
-// ---- loading -----------------------------------------------------------------------------
-
-utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
-                                                    const BitmapOpenParams& params,
-                                                    std::string* why_untrusted) {
-  std::unique_ptr<Bitmap> bm(new Bitmap(std::move(fd)));
-  bm->persist_bits_ = params.persist_bits;
-  struct stat st {};
-  if (::fstat(bm->commit_.fd(), &st) != 0) return utils::last_errno();
-  // The caller (open_bitmap_file) refuses anything else with its reason; never write into
-  // a FIFO, a device or a file shared by another name.
-  if (!S_ISREG(st.st_mode)) return utils::errno_code(EINVAL);
-  if (st.st_nlink > 1) return utils::errno_code(EMLINK);
-  const auto file_size = static_cast<std::uint64_t>(st.st_size);
-
-  std::string why;
-  bool all_dirty = false;
-  bool load_bits = false;
-  BitmapHeader h;
-  if (file_size == 0) {
-    // A new image: nothing to copy unless it already holds data (then we cannot know).
-    h.set_uuid = params.set_uuid;
-    h.image_uuid = utils::random_uuid();
-    h.chunk_size = params.chunk_size;
-    h.sync_size = params.image_size;
-    if (params.image_size > 0) {
-      all_dirty = true;
-      why = "no bitmap existed for an image holding data";
-    }
-  } else {
-    // The header only: the bits are loaded page by page below, never as one buffer.
-    auto file = read_bitmap_file(bm->commit_.fd(), /*with_bits=*/false);
-    if (!file) return file.error();
-    const std::optional<BitmapHeader>& dec = file->header;
-    if (!dec) {
-      why = file->problem;
-    } else if (dec->set_uuid != params.set_uuid) {
-      why = "belongs to another mirror set (uuid " + utils::to_string(dec->set_uuid) + ")";
-    } else if (!file->problem.empty()) {
-      why = file->problem;  // header_implausible
-    } else if (dec->sync_size > std::max(params.max_image_size, params.image_size)) {
-      // Checked against the image before anything is allocated: no image we serve is this
-      // big (a legitimate sync_size is at most the image's size or max_image_size).
-      why = "sync_size " + std::to_string(dec->sync_size) + " is larger than the image (" +
-            std::to_string(params.image_size) + " bytes) and than max_image_size (" +
-            std::to_string(params.max_image_size) + ")";
-    } else {
-      h = *dec;
-      if (params.persist_bits) why = bits_truncated_problem(h, file_size);
-      load_bits = why.empty() && params.persist_bits;
-      if (why.empty() && !params.persist_bits && !(h.state & kStateClean)) {
-        // bitmap "none" keeps only the header: its clean flag is all there is to trust.
-        all_dirty = true;
-        why = "the bitmap is disabled and the set was not shut down cleanly";
-      }
-      if (why.empty() && (h.state & kStateStale)) {
-        all_dirty = true;
-        load_bits = false;
-        why = "the bitmap is marked stale";
-      }
-      if (why.empty() && (h.state & kStateNeedsFullSync)) {
-        all_dirty = true;
-        load_bits = false;
-        why = "a full resync was still pending";
-      }
-    }
-    if (!why.empty() && !all_dirty) {
-      // Untrusted: start over with a fresh header; everything is dirty.
-      all_dirty = true;
-      load_bits = false;
-      const bool ours = dec && dec->set_uuid == params.set_uuid && file->problem.empty();
-      BitmapHeader fresh;
-      fresh.set_uuid = params.set_uuid;
-      fresh.image_uuid = dec ? dec->image_uuid : utils::random_uuid();
-      fresh.events = dec ? dec->events : 0;
-      fresh.chunk_size = ours ? dec->chunk_size : params.chunk_size;
-      fresh.sync_size = params.image_size;
-      h = fresh;
-    }
-  }
-  if (why_untrusted) *why_untrusted = why;
-
-  // The header records the config's values (clamped: a 0 ms sleep would make the next
-  // open refuse the header as implausible).
-  h.daemon_sleep_ms = std::clamp<std::uint32_t>(params.daemon_sleep_ms, 1, kMaxDaemonSleepMs);
-  h.write_behind = std::min<std::uint32_t>(params.write_behind, kMaxWriteBehind);
-  std::unique_lock lk(bm->mu_);
-  bm->header_ = h;
-  bm->total_chunks_ = h.bit_count();
-  bm->commit_.set_file_size(file_size);
-  // Bits past the primary's end describe data that no longer exists: never read them —
-  // unless the image is degraded. Then they name what the absent secondary still holds
-  // past the primary's end (a shrink marks them, and the cover never shrinks while
-  // degraded): a later grow of the primary must find them set (docs/write-path.md §7).
-  const std::uint64_t image_chunks = (params.image_size + h.chunk_size - 1) / h.chunk_size;
-  const bool keep_past_end = load_bits && (h.state & kStateDegraded);
-  if (load_bits) {
-    const std::uint64_t n =
-        keep_past_end ? bm->total_chunks_ : std::min(bm->total_chunks_, image_chunks);
-    if (auto ec = bm->load_bits_locked(n)) return ec;
-  }
-  if (params.image_size > h.sync_size) {
-    // The image grew while no fusemirror watched it (the cover follows every truncate and
-    // write we serve): what lies past the old cover was never mirrored.
-    const std::uint64_t old_size = h.sync_size;
-    bm->grow_locked(params.image_size);
-    if (!all_dirty && file_size != 0)
-      bm->set_dirty_locked({old_size / h.chunk_size, bm->total_chunks_});
-  }
-  if (params.image_size < h.sync_size && !all_dirty && !keep_past_end) {
-    bm->drop_past_locked(image_chunks);
-    // The file's last page may hold old bits past the new end: it is rewritten.
-    if (image_chunks % kBitsPerPage) bm->commit_.touch_page(image_chunks / kBitsPerPage);
-    bm->total_chunks_ = image_chunks;
-    bm->header_.sync_size = params.image_size;
-  }
-  if (all_dirty) {
-    bm->set_dirty_locked({0, bm->total_chunks_});
-    bm->header_.state |= kStateNeedsFullSync;
-    // Rewrite every page: the file's bits are not to be trusted.
-    for (std::uint64_t p = 0; p < pages_for(bm->total_chunks_); ++p) bm->commit_.touch_page(p);
-  }
-  // A file longer than the cover (an old daemon's, or a crafted one) is cut at the flush.
-  bm->commit_.cut_file_to(kHeaderSize + (params.persist_bits ? bits_bytes(bm->total_chunks_) : 0));
-  // Every dirty chunk found at open must be copied before it may be cleared.
-  bm->pages_.copy(kDirty, kUnsynced);
-  if (bm->pages_.count(kUnsynced) == 0) bm->header_.state &= ~kStateNeedsFullSync;
-  // Active from here: the clean flag is cleared durably before any data write can be
-  // issued, so a crash can never leave a header that claims a clean shutdown.
-  // The degraded flag stays: a secondary that left stays out until an operator re-adds it
-  // (md keeps a faulty member out across restarts); its bits have kept accumulating.
-  bm->header_.state &= ~(kStateClean | kStateStale);
-  bm->header_.events += 1;
-  bm->commit_.touch_header();
-  if (auto ec = bm->wait_durable_locked(lk, bm->commit_.requested_gen())) {
-    // No space for the bitmap (typically an all-dirty rebuild of a sparse file): the image
-    // is still served, read-only in effect (bitmap-failed, sticky), and recover() retries.
-    // The header on disk is unchanged or active, never newly clean.
-    if (ec != std::errc::no_space_on_device && ec.value() != EDQUOT) return ec;
-  }
-  return bm;
-}
-
-std::error_code Bitmap::load_bits_locked(std::uint64_t chunks) {
-  // 256 pages per read; a page of zeros allocates nothing.
-  std::vector<std::byte> buf(256 * 4096);
-  const std::uint64_t bytes = (chunks + 7) / 8;
-  for (std::uint64_t off = 0; off < bytes; off += buf.size()) {
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), bytes - off));
-    auto got = utils::pread_all(commit_.fd(), std::span(buf.data(), want), kHeaderSize + off);
-    if (!got) return got.error();
-    if (*got < want) return utils::errno_code(EIO);  // checked against the size already
-    for (std::size_t po = 0; po < want; po += 4096) {
-      const std::uint64_t p = (off + po) / 4096;
-      const std::size_t n = std::min<std::size_t>(4096, want - po);
-      BitmapPages::Words w{};
-      std::memcpy(w.data(), buf.data() + po, n);
-      // Bits past the last chunk are padding: never let them count.
-      const std::uint64_t first = p * kBitsPerPage;
-      if (chunks < first + kBitsPerPage) {
-        const std::uint64_t keep = chunks - first;
-        if (keep % 64) w[keep / 64] &= (1ull << (keep % 64)) - 1;
-        for (std::size_t i = (keep + 63) / 64; i < w.size(); ++i) w[i] = 0;
-      }
-      pages_.load(kDirty, p, w);
-    }
-  }
-  return {};
-}
-
-std::error_code Bitmap::write_all_dirty(int fd, const BitmapOpenParams& params) {
-  BitmapHeader h;
-  h.set_uuid = params.set_uuid;
-  h.image_uuid = utils::random_uuid();
-  h.chunk_size = params.chunk_size;
-  h.daemon_sleep_ms = std::clamp<std::uint32_t>(params.daemon_sleep_ms, 1, kMaxDaemonSleepMs);
-  h.write_behind = std::min<std::uint32_t>(params.write_behind, kMaxWriteBehind);
-  h.sync_size = params.image_size;
-  h.state = kStateNeedsFullSync | kStateClean;
-  const std::uint64_t n = h.bit_count();
-  // A page at a time: the file is as big as the image needs, memory is not.
-  std::vector<std::byte> page(4096, std::byte{0xFF});
-  for (std::uint64_t p = 0; p * kBitsPerPage < n; ++p) {
-    const std::uint64_t bits = std::min(kBitsPerPage, n - p * kBitsPerPage);
-    if (bits < kBitsPerPage) {
-      std::fill(page.begin(), page.end(), std::byte{0});
-      for (std::uint64_t c = 0; c < bits; ++c) page[c / 8] |= std::byte(1u << (c % 8));
-    }
-    if (auto ec = utils::pwrite_all(fd, page, kHeaderSize + p * 4096)) return ec;
-  }
-  auto raw = encode_header(h);
-  if (auto ec = utils::pwrite_all(fd, raw, 0)) return ec;
-  if (::ftruncate(fd, static_cast<off_t>(kHeaderSize + bits_bytes(n))) != 0) return utils::last_errno();
-  return utils::fdatasync_fd(fd);
-}
-
 // ---- bit bookkeeping (mu_ held) ----------------------------------------------------------
 
 void Bitmap::grow_locked(std::uint64_t size) {
@@ -234,6 +38,7 @@ std::uint64_t Bitmap::set_dirty_locked(ChunkRange r) {
 void Bitmap::clear_bit_locked(std::uint64_t c) {
   if (!pages_.clear(kDirty, c)) return;
   pages_.clear(kOndisk, c);  // a flush will write this 0
+  pages_.clear(kLogged, c);
   // Queued: the page stays until that flush (the commit tidies it after).
   commit_.touch_page(c / kBitsPerPage);
 }
@@ -242,6 +47,7 @@ void Bitmap::drop_past_locked(std::uint64_t chunks) {
   // The file is cut to the new cover at the next flush, so the old bits of freed pages
   // never reappear; a queued index of a freed page is skipped there.
   if (pages_.drop_past(chunks)) commit_.touch_page(chunks / kBitsPerPage);
+  al_.drop_past(chunks);  // their active and logged bits went with the pages
   commit_.cut_file_to(kHeaderSize + bits_bytes(chunks));
 }
 
@@ -278,14 +84,99 @@ utils::Result<std::uint64_t> Bitmap::record_then_clear_locked(std::unique_lock<s
     for (std::uint64_t c = r.first; c < r.end && c < total_chunks_; ++c) {
       // Written (or started) meanwhile, or waiting for resync: its entry may describe data
       // that is changing; the bit stays and hides it.
-      if (!pages_.test(kDirty, c) || inflight_locked(c)) continue;
-      if (((minus & BitmapPages::vecs(kRecent)) && pages_.test(kRecent, c)) ||
-          ((minus & BitmapPages::vecs(kUnsynced)) && pages_.test(kUnsynced, c)))
-        continue;
+      // Activated meanwhile (minus holds kActive in a sweep): kept for the activity log.
+      if (!pages_.test(kDirty, c) || inflight_locked(c) || in_any_locked(c, minus)) continue;
       clear_bit_locked(c);
       ++cleared;
     }
   return cleared;
+}
+
+bool Bitmap::in_any_locked(std::uint64_t c, unsigned minus) const {
+  for (unsigned k = 0; k < BitmapPages::kVecs; ++k)
+    if ((minus & (1u << k)) && pages_.test(static_cast<Vec>(k), c)) return true;
+  return false;
+}
+
+// ---- the activity log (docs/write-path.md §3b) ----------------------------------------
+
+ChunkRange Bitmap::al_touch_locked(ChunkRange r, Intent* intent) {
+  // A range over more than kMaxExtents extents (a large punch, zero range or allocate, not
+  // a write of the page cache's size) is left to md's rules: activating its extents would
+  // only push the working set out, and set bits nobody is about to write.
+  constexpr std::uint64_t kMaxExtents = 8;
+  const ChunkRange in{r.first, std::min(r.end, total_chunks_)};
+  if (!al_.enabled() || in.empty()) return {};
+  if (al_.extent_of(in.end - 1) - al_.extent_of(in.first) >= kMaxExtents) return {};
+  ChunkRange hull{};
+  bool one_run = true;
+  al_.touch(
+      in,
+      [&](std::uint64_t e) {
+        // Activation: every chunk of the extent is set, in the flush the caller needs (or
+        // the next one). Those that were clean are the log's own ("logged"): clean, equal
+        // and durable on both legs until a write touches them.
+        const ChunkRange x = al_.chunks_of(e, total_chunks_);
+        for (std::uint64_t c = x.first; c < x.end; ++c) {
+          if (pages_.test(kDirty, c) || pinned_locked(c)) continue;
+          set_dirty_locked({c, c + 1});
+          pages_.set_range(kLogged, {c, c + 1});
+        }
+        pages_.set_range(kActive, x);
+        hull = hull.empty() ? x : ChunkRange{std::min(hull.first, x.first), std::max(hull.end, x.end)};
+        if (!intent) return;
+        if (intent->al_first == intent->al_end) {
+          intent->al_first = e;
+          intent->al_end = e + 1;
+        } else if (intent->al_end == e) {
+          ++intent->al_end;
+        } else {
+          one_run = false;
+        }
+      },
+      [&](std::uint64_t e) { al_retire_locked(e); });
+  if (intent && !one_run) intent->al_first = intent->al_end = 0;
+  return hull;
+}
+
+std::uint64_t Bitmap::al_retire_locked(std::uint64_t e) {
+  // A logged chunk was clean when its extent was activated and no write started on it
+  // since (start_write, mark_unsynced and a leg error take the mark away): its legs are
+  // equal and durable and its checksum entry still describes it, so its bit may go now —
+  // no fdatasync of the legs, no hashing. A crash before the 0 is durable leaves a set
+  // bit: a needless copy. Also while degraded: md clears nothing then because the absent
+  // secondary misses what was *written*; a logged chunk was clean (so the secondary had
+  // it: nothing else is cleared while degraded) and was not written since.
+  const ChunkRange x = al_.chunks_of(e, total_chunks_);
+  // Test builds only: FM_FAULT=al.clear_written breaks the rule on purpose — the written
+  // chunks are cleared too, without a leg sync — so that the power-cut suite can show it
+  // notices (t_powercut_canary.sh). Never compiled into a release build.
+  const bool broken = FM_FAULT_POINT("al.clear_written");
+  std::uint64_t cleared = 0;
+  pages_.clear_range(kActive, x);
+  for (std::uint64_t c = x.first; c < x.end; ++c) {
+    if (!broken && !pages_.test(kLogged, c)) continue;
+    if (pages_.test(kUnsynced, c) || inflight_locked(c)) continue;
+    clear_bit_locked(c);
+    ++cleared;
+  }
+  return cleared;
+}
+
+bool Bitmap::pinned_locked(std::uint64_t c) const {
+  return std::find(pinned_.begin(), pinned_.end(), c) != pinned_.end();
+}
+
+bool Bitmap::pin_clean(std::uint64_t c) {
+  std::lock_guard lk(mu_);
+  if (c >= total_chunks_ || pages_.test(kDirty, c) || pages_.test(kUnsynced, c)) return false;
+  pinned_.push_back(c);
+  return true;
+}
+
+void Bitmap::unpin_clean(std::uint64_t c) {
+  std::lock_guard lk(mu_);
+  if (auto it = std::find(pinned_.begin(), pinned_.end(), c); it != pinned_.end()) pinned_.erase(it);
 }
 
 bool Bitmap::inflight_locked(std::uint64_t c) const {
@@ -319,18 +210,28 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
   pages_.set_range(kRecent, r);
   const std::uint64_t fresh = set_dirty_locked(r);
   if (intent) intent->all_new = fresh == r.end - r.first;
+  // Written from now on: no longer the log's own.
+  pages_.clear_range(kLogged, r);
+  // The activity log: the range's extents are the most recently written; a new one has all
+  // its chunks set in the flush this write waits for (hull: the chunks it set).
+  const ChunkRange al = al_touch_locked(r, intent);
   const bool all_durable = pages_.all_set(kOndisk, r);
   FM_CRASH_POINT("bitmap.after_set");
+  if (!al.empty()) FM_CRASH_POINT("al.after_activate");
   if (!persist_bits_) return {};
   if (all_durable) return {};  // hot path: the chunks were already dirty on disk
   if (ahead) {
     // Intent ahead of a sequential stream, in the flush this write needs anyway.
-    const ChunkRange more{r.end, std::min(total_chunks_, chunks_for(off + len, ahead).end)};
+    ChunkRange more{r.end, std::min(total_chunks_, chunks_for(off + len, ahead).end)};
+    for (std::uint64_t p : pinned_)  // a primary under repair stays clear (pin_clean)
+      if (p >= more.first && p < more.end) more.end = p;
     pages_.set_range(kRecent, more);
     const std::uint64_t fresh_ahead = set_dirty_locked(more);
     if (intent && !more.empty() && fresh_ahead == more.end - more.first) intent->ahead = more;
   }
   std::uint64_t gen = commit_.needed_gen(r);
+  // The extent's bits in the same flush: the next write into it finds them durable.
+  if (!al.empty()) gen = std::max(gen, commit_.needed_gen(al));
   if (grew) gen = std::max(gen, commit_.header_gen());  // the new sync_size, with the bits
   if (gen <= commit_.durable_gen()) return {};  // every page holding our bits is durable
   if (auto ec = wait_durable_locked(lk, gen)) {
@@ -364,6 +265,9 @@ bool Bitmap::cancel_write(std::uint64_t off, std::uint64_t len, const Intent& in
   for (std::uint64_t c = r.first; c < std::min(r.end, total_chunks_); ++c) clear_bit_locked(c);
   for (std::uint64_t c = intent.ahead.first; c < std::min(intent.ahead.end, total_chunks_); ++c)
     clear_bit_locked(c);
+  // The extents it activated: retired, their logged chunks cleared (nothing touched them).
+  for (std::uint64_t e = intent.al_first; e < intent.al_end; ++e)
+    al_.retire(e, [&](std::uint64_t x) { al_retire_locked(x); });
   if (total_chunks_ != intent.old_chunks || header_.sync_size != intent.old_sync_size) {
     // The cover grew for this write alone (no other change since): it shrinks back.
     drop_past_locked(intent.old_chunks);
@@ -414,6 +318,8 @@ std::error_code Bitmap::mark_unsynced(std::uint64_t off, std::uint64_t len) {
   if (r.end > total_chunks_ || off + len > header_.sync_size) grow_locked(off + len);
   set_dirty_locked(r);
   pages_.set_range(kUnsynced, r);
+  // To be copied: not the log's own any more (a retirement must not clear it).
+  pages_.clear_range(kLogged, {r.first, std::min(r.end, total_chunks_)});
   if (!persist_bits_) return {};
   return wait_durable_locked(lk, commit_.requested_gen());
 }
@@ -437,7 +343,11 @@ void Bitmap::mark_synced(std::uint64_t c) {
 
 void Bitmap::mark_all_dirty_unsynced() {
   std::lock_guard lk(mu_);
+  // The log's own chunks need no copy (never written: the secondary has them): cleared
+  // first, so that a re-add after a long degraded period copies what was written only.
+  al_.retire_all([&](std::uint64_t e) { al_retire_locked(e); });
   pages_.copy(kDirty, kUnsynced);
+  pages_.reset(kLogged);  // every one of them is to be copied now
 }
 
 // ---- lazy clearing -----------------------------------------------------------------------
@@ -446,17 +356,29 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
                                            const RecordChecksums& record) {
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
-  if (header_.state & kStateDegraded) return std::uint64_t{0};
-  // Candidates: dirty, synced, and not written during the period that just ended.
-  constexpr unsigned kKeep = BitmapPages::vecs(kRecent) | BitmapPages::vecs(kUnsynced);
+  // The activity log's extents that no write touched during the period that just ended
+  // retire: their logged chunks are cleared now (never written: nothing to sync or hash;
+  // degraded or not), their written chunks are candidates below like any other.
+  std::uint64_t retired = 0;
+  al_.end_period([&](std::uint64_t e) { retired += al_retire_locked(e); });
+  if (retired) FM_CRASH_POINT("al.after_retire");
+  if (header_.state & kStateDegraded) {
+    if (retired && persist_bits_)
+      if (auto ec = wait_durable_locked(lk, commit_.requested_gen())) return ec;
+    return retired;
+  }
+  // Candidates: dirty, synced, not written during the period that just ended, and not in
+  // an active extent.
+  constexpr unsigned kKeep =
+      BitmapPages::vecs(kRecent) | BitmapPages::vecs(kUnsynced) | BitmapPages::vecs(kActive);
   const auto cand = pages_.less(kDirty, kKeep);
   // A new period: nothing is recent. Pages left with nothing are freed.
   pages_.reset(kRecent);
   if (cand.empty()) {
-    if (commit_.header_dirty() && persist_bits_) {
+    if ((commit_.header_dirty() || retired) && persist_bits_) {
       if (auto ec = wait_durable_locked(lk, commit_.requested_gen())) return ec;
     }
-    return std::uint64_t{0};
+    return retired;
   }
   // Both legs must hold every completed write durably before a bit may say "in sync".
   lk.unlock();
@@ -474,6 +396,7 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
     cleared = clear_idle_locked(cand, kKeep);
   }
   if (cleared) FM_CRASH_POINT("sweep.after_clear");
+  cleared += retired;
   if (cleared && header_.events_cleared != header_.events) {
     header_.events_cleared = header_.events;
     commit_.touch_header();
@@ -504,6 +427,8 @@ std::error_code Bitmap::close_clean(const std::function<std::error_code()>& sync
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
   const bool degraded = header_.state & kStateDegraded;
+  // The activity log keeps nothing past a clean shutdown: its logged chunks clear now.
+  al_.retire_all([&](std::uint64_t e) { al_retire_locked(e); });
   // Candidates: dirty and synced, recent or not (a clean shutdown does not wait a period).
   const BitmapPages::Snapshot cand =
       degraded ? BitmapPages::Snapshot{} : pages_.less(kDirty, BitmapPages::vecs(kUnsynced));
@@ -552,7 +477,8 @@ std::uint64_t Bitmap::bytes_short() const {
 
 std::uint64_t Bitmap::memory_bytes() const {
   std::lock_guard lk(mu_);
-  return pages_.memory_bytes() + commit_.memory_bytes() + inflight_.capacity() * sizeof(ChunkRange);
+  return pages_.memory_bytes() + commit_.memory_bytes() + inflight_.capacity() * sizeof(ChunkRange) +
+         al_.memory_bytes();
 }
 
 BitmapStats Bitmap::stats() const {
@@ -568,7 +494,11 @@ BitmapStats Bitmap::stats() const {
   s.events_cleared = header_.events_cleared;
   s.state = header_.state;
   if (auto ec = commit_.error()) s.error = ec.message();
-  s.memory_bytes = pages_.memory_bytes();
+  s.memory_bytes = pages_.memory_bytes() + al_.memory_bytes();
+  s.active_extents = al_.active();
+  s.al_extents = al_.max_extents();
+  s.al_extent_size = al_.enabled() ? al_.extent_chunks() * header_.chunk_size : 0;
+  s.logged_chunks = pages_.count(kLogged);
   return s;
 }
 

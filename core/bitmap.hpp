@@ -20,6 +20,22 @@
 //   unsynced: dirty bits found at open (or after a leg error) whose chunk still has to be
 //   copied by resync; mark_synced() turns such a chunk into an ordinary recent dirty chunk.
 //
+// The activity log (DRBD's; core/activity_log.hpp, docs/write-path.md §3b) changes which
+// bits are set and when they are cleared, never the order "bit durable before data":
+//   * a write that needs a flush sets the bits of its whole extent in that flush (the
+//     chunks that were clean become "logged": set by the log alone) and the extent becomes
+//     active; writes into an active extent then find their bits durable and need no flush;
+//   * the sweep never clears a chunk of an active extent;
+//   * an extent retires when the active set is over its bound (least recently written
+//     first) or when no write touched it for a whole sweep period, and at a clean close or
+//     a re-add: its logged chunks — clean when it was activated and not written since, so
+//     equal and durable on both legs with their checksum entry still true — are cleared at
+//     once (degraded too: the absent secondary holds them; not unsynced ones); its written
+//     chunks become ordinary candidates for the md rules above (idle, synced legs,
+//     checksums recorded first, never while degraded).
+//   After a crash every set bit is resynced as always: the active extents (at most
+//   al_extents x al_extent_size) plus the chunks md itself would have left set.
+//
 // Memory (docs/reliability.md §8): the bits are sparse, by 4 KiB bitmap page, as md allocates its
 // counter pages lazily (core/bitmap_pages.hpp says how). An empty image of any size costs a
 // header; memory grows with the set bits (all dirty 16 TiB at 64 KiB chunks: dirty +
@@ -53,6 +69,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/activity_log.hpp"
 #include "core/bitmap_commit.hpp"
 #include "core/bitmap_format.hpp"
 #include "core/bitmap_pages.hpp"
@@ -74,6 +91,12 @@ struct BitmapOpenParams {
   // A header whose sync_size exceeds max(max_image_size, image_size) is not trusted (it
   // would make a mount allocate and scan for an image nobody has).
   std::uint64_t max_image_size = kDefaultMaxImageSize;
+  // The activity log (docs/write-path.md §3b): at most `al_extents` active extents of
+  // `al_extent_size` bytes (at least one chunk). 0 = off, md's rules alone: the default
+  // here (create, rescale, the tests of the md rules); the config's default is on
+  // (core/config.hpp), and the image loader passes it. Off when persist_bits is false.
+  std::uint64_t al_extents = 0;
+  std::uint64_t al_extent_size = 4 << 20;
 };
 
 // Before a sweep or close_clean clears bits, the chunks it is about to clear (ascending runs)
@@ -95,6 +118,10 @@ struct BitmapStats {
   std::uint32_t state = 0;
   std::string error;          // the sticky bitmap write error, "" when none
   std::uint64_t memory_bytes = 0;  // heap held by the bits (Bitmap::memory_bytes)
+  std::uint64_t active_extents = 0;  // extents of the activity log active now
+  std::uint64_t al_extents = 0;      // their bound (0: the log is off)
+  std::uint64_t al_extent_size = 0;  // bytes per extent (0 when off)
+  std::uint64_t logged_chunks = 0;   // dirty chunks set by the log alone (never written)
 };
 
 class Bitmap {
@@ -122,6 +149,8 @@ class Bitmap {
     bool all_new = false;        // every chunk of the range was clean before it
     ChunkRange ahead{};          // chunks marked ahead of it, each of them clean before
     std::uint64_t old_sync_size = 0, old_chunks = 0;  // the cover before it
+    // Extents [al_first, al_end) it activated (empty: none, or not one contiguous run).
+    std::uint64_t al_first = 0, al_end = 0;
   };
 
   // Marks the chunks of [off, off+len) in flight and dirty, growing the cover when the
@@ -131,6 +160,8 @@ class Bitmap {
   // after it (within the cover) are marked dirty in the same flush, not in flight — the
   // writer of a sequential stream then finds its next chunks durably dirty. A superset of
   // the intent is always safe; they are cleared by the sweep like any idle chunk.
+  // With the activity log, the extents of the range are touched (activated when new, in
+  // the same flush); see the class comment.
   std::error_code start_write(std::uint64_t off, std::uint64_t len, std::uint64_t ahead = 0,
                               Intent* intent = nullptr);
   // Ends a start_write. `legs_ok` false: some leg failed, the chunks become unsynced.
@@ -156,13 +187,22 @@ class Bitmap {
   // describes its data (docs/write-path.md §9.1).
   bool chunk_clean(std::uint64_t c) const;
 
+  // A repair of a bad primary (docs/write-path.md §9.3) rewrites chunk c's primary with its
+  // bit clear, so that a crash never resyncs the half-repaired primary over the good
+  // secondary: pin_clean(c) makes the activity log and intent ahead — which set the bits
+  // of chunks nobody writes — leave c clear until unpin_clean(c). False (nothing pinned)
+  // when c is not clean now. REQUIRES: the caller holds c's range lock (no write to c).
+  bool pin_clean(std::uint64_t c);
+  void unpin_clean(std::uint64_t c);
+
   // Marks [off, off+len) as needing resync (dirty + unsynced), durable before returning.
   std::error_code mark_unsynced(std::uint64_t off, std::uint64_t len);
   // The first unsynced chunk >= from, or total_chunks() when none.
   std::uint64_t next_unsynced(std::uint64_t from) const;
   // Resync copied chunk c: it is an ordinary dirty chunk now, cleared after idle.
   void mark_synced(std::uint64_t c);
-  // Marks every dirty chunk unsynced (after re-add: the secondary lacks them).
+  // Marks every dirty chunk unsynced (after re-add: the secondary lacks them); the activity
+  // log's extents are retired first, so that its never-written chunks are not copied.
   void mark_all_dirty_unsynced();
 
   // One sweep (called every daemon_sleep). `sync_legs` fdatasyncs both legs; it is called
@@ -175,8 +215,9 @@ class Bitmap {
   std::error_code set_degraded(bool degraded);
   bool degraded() const;
 
-  // Clean shutdown: clears every idle, synced bit after `sync_legs` (and `record`, as in
-  // sweep), marks the header clean, and flushes. REQUIRES: no write in flight.
+  // Clean shutdown: retires every extent of the activity log, clears every idle, synced bit
+  // after `sync_legs` (and `record`, as in sweep), marks the header clean, and flushes.
+  // REQUIRES: no write in flight.
   std::error_code close_clean(const std::function<std::error_code()>& sync_legs,
                               const RecordChecksums& record = {});
 
@@ -213,7 +254,8 @@ class Bitmap {
 
   using Vec = BitmapPages::Vec;
   static constexpr Vec kDirty = BitmapPages::kDirty, kRecent = BitmapPages::kRecent,
-                       kUnsynced = BitmapPages::kUnsynced, kOndisk = BitmapPages::kOndisk;
+                       kUnsynced = BitmapPages::kUnsynced, kOndisk = BitmapPages::kOndisk,
+                       kActive = BitmapPages::kActive, kLogged = BitmapPages::kLogged;
 
   // All *_locked members REQUIRE mu_ held.
   void grow_locked(std::uint64_t size);
@@ -223,6 +265,17 @@ class Bitmap {
   void clear_bit_locked(std::uint64_t c);  // dirty (and ondisk) bit; queues its page
   // Drops every bit at or past chunk `chunks` (the cover shrank): whole pages are freed.
   void drop_past_locked(std::uint64_t chunks);
+  // The activity log's side of a write to r (mu_ held): touches its extents, activates the
+  // new ones (their clean chunks set dirty + logged, queued for the next flush) and retires
+  // those beyond the bound. Returns the hull of the chunks it set (empty when none);
+  // `intent` (when given) records the extents it activated.
+  ChunkRange al_touch_locked(ChunkRange r, Intent* intent);
+  // Extent e leaves the active set: its chunks are no longer kept from the sweep, and its
+  // logged chunks are cleared now (degraded or not; not unsynced or in-flight ones).
+  // Returns the chunks cleared.
+  std::uint64_t al_retire_locked(std::uint64_t e);
+  // Chunk c is set in one of the vectors of `minus`.
+  bool in_any_locked(std::uint64_t c, unsigned minus) const;
   // Clears every chunk of `cand` (from pages_.less(kDirty, minus)) that is still dirty,
   // still outside `minus`, and not in flight; returns the chunks cleared.
   std::uint64_t clear_idle_locked(const BitmapPages::Snapshot& cand, unsigned minus);
@@ -233,6 +286,7 @@ class Bitmap {
                                                         const BitmapPages::Snapshot& cand, unsigned minus,
                                                         const RecordChecksums& record);
   bool inflight_locked(std::uint64_t c) const;
+  bool pinned_locked(std::uint64_t c) const;
   void end_inflight_locked(const ChunkRange& r);
   // Loads the bits of chunks [0, chunks) from the file, page by page (absent when zero).
   std::error_code load_bits_locked(std::uint64_t chunks);
@@ -252,6 +306,8 @@ class Bitmap {
   // Counts start_write, mark_unsynced and resize calls: cancel_write takes an intent back
   // only when nothing set a bit or moved the cover after it. Guarded by mu_.
   std::uint64_t changes_ = 0;
+  ActivityLog al_;                        // guarded by mu_
+  std::vector<std::uint64_t> pinned_;     // guarded by mu_: chunks pin_clean() holds clear
   // Declared last: it refers to the members above. Guarded by mu_.
   BitmapCommit commit_;
 };

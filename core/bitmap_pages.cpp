@@ -115,6 +115,24 @@ bool BitmapPages::any_set(Vec k, ChunkRange r) const {
   return any;
 }
 
+std::uint64_t BitmapPages::clear_range(Vec k, ChunkRange r) {
+  if (r.empty() || count_[k] == 0) return 0;
+  std::uint64_t gone = 0;
+  for_pages(
+      r, [&](std::uint64_t p, std::size_t w0, std::size_t w1, std::uint64_t m0, std::uint64_t m1) {
+        Page* pg = find(p);
+        if (!pg || !pg->v[k]) return;
+        Words& w = *pg->v[k];
+        for (std::size_t i = w0; i < w1; ++i) {
+          const std::uint64_t m = mask_of(i, w0, w1, m0, m1);
+          gone += popcount(m & w[i]);
+          w[i] &= ~m;
+        }
+      });
+  count_[k] -= gone;
+  return gone;
+}
+
 bool BitmapPages::clear(Vec k, std::uint64_t c) {
   Page* pg = find(c / kBitsPerPage);
   if (!pg || !pg->v[k]) return false;

@@ -1,6 +1,6 @@
 // core/bitmap_pages.hpp — the bits of a write-intent bitmap, stored sparsely by page.
 //
-// Owns: the page map and the four bit vectors each page may hold, the count of set bits
+// Owns: the page map and the six bit vectors each page may hold, the count of set bits
 // per vector, and the memory they take. It knows nothing of the file, of generations or
 // of the md rules: Bitmap (core/bitmap.hpp) decides which bits to set and clear, and
 // BitmapCommit (core/bitmap_commit.hpp) writes the dirty vector to the file.
@@ -14,7 +14,9 @@
 //
 // The vectors: dirty (the bits the file holds), recent (written this sweep period),
 // unsynced (waiting for resync), ondisk (bits known to be 1 on disk *and* in every page
-// image a pending flush may still write — see set_durable()).
+// image a pending flush may still write — see set_durable()), active (chunks of an extent
+// of the activity log: never cleared by a sweep) and logged (set by the activity log alone:
+// clean when their extent was activated and not written since — core/activity_log.hpp).
 //
 // Thread safety: none of its own. Every member REQUIRES the owning Bitmap's mutex held.
 #pragma once
@@ -49,7 +51,7 @@ class BitmapPages {
   using Words = std::array<std::uint64_t, kWords>;
   // Some bits of some pages, by page index (see less()).
   using Snapshot = std::vector<std::pair<std::uint64_t, Words>>;
-  enum Vec : unsigned { kDirty, kRecent, kUnsynced, kOndisk, kVecs };
+  enum Vec : unsigned { kDirty, kRecent, kUnsynced, kOndisk, kActive, kLogged, kVecs };
   // A set of vectors, as a mask: vecs(kRecent) | vecs(kUnsynced).
   static constexpr unsigned vecs(Vec k) { return 1u << k; }
 
@@ -85,6 +87,8 @@ class BitmapPages {
   bool any_set(Vec k, ChunkRange r) const;
   // Clears bit c of vector k; true when it was set. Frees nothing (see tidy()).
   bool clear(Vec k, std::uint64_t c);
+  // Clears the bits of r in vector k; returns how many were set. Frees nothing.
+  std::uint64_t clear_range(Vec k, ChunkRange r);
   // Vector k of page p becomes `w` (nothing is allocated when w is all zero).
   // REQUIRES: vector k of page p absent.
   void load(Vec k, std::uint64_t p, const Words& w);

@@ -35,6 +35,20 @@ std::string check_chunk_size(std::uint64_t v) {
   return {};
 }
 
+std::string check_al_extents(std::uint64_t v) {
+  if (v > 65536) return "must be at most 65536 (0 turns the activity log off; got " + std::to_string(v) + ")";
+  return {};
+}
+
+std::string check_al_extent_size(std::uint64_t v, std::uint64_t chunk_size) {
+  if (!utils::is_power_of_two(v) || v < kMinChunkSize || v > kMaxChunkSize)
+    return "must be a power of two between 4 KiB and 1 GiB (got " + std::to_string(v) + ")";
+  if (v < chunk_size)
+    return "must not be smaller than chunk_size (" + std::to_string(chunk_size) + "): an extent is whole chunks (got " +
+           std::to_string(v) + ")";
+  return {};
+}
+
 std::string check_daemon_sleep(double v) {
   // The bitmap header keeps it as whole milliseconds (daemon_sleep_ms, a u32): below 1 ms it
   // would be stored as 0, "clear at once", which no operator asked for.
@@ -103,7 +117,8 @@ Config parse_config(const std::string& text, const std::string& source) {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
       "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size",
-      "max_open_images", "checksums", "verify_reads", "scrub_interval", "scrub_repair"};
+      "max_open_images", "checksums", "verify_reads", "scrub_interval", "scrub_repair",
+      "al_extents", "al_extent_size"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -161,6 +176,19 @@ Config parse_config(const std::string& text, const std::string& source) {
     c.intent_ahead = get_uint(j, "intent_ahead", source);
     if (c.intent_ahead > (1ull << 30)) bad(source, "intent_ahead", "must be at most 1 GiB (1073741824 bytes)");
   }
+  if (j.contains("al_extents")) {
+    c.al_extents = get_uint(j, "al_extents", source);
+    if (auto why = check_al_extents(c.al_extents); !why.empty()) bad(source, "al_extents", why);
+  }
+  // Unset, it is 4 MiB or the chunk size when that is larger (an extent is one chunk then;
+  // Bitmap::open does the same for a bitmap rescaled to larger chunks).
+  if (j.contains("al_extent_size")) {
+    c.al_extent_size = get_uint(j, "al_extent_size", source);
+    if (auto why = check_al_extent_size(c.al_extent_size, c.chunk_size); !why.empty())
+      bad(source, "al_extent_size", why);
+  } else {
+    c.al_extent_size = std::max(c.al_extent_size, c.chunk_size);
+  }
   if (j.contains("max_image_size")) {
     c.max_image_size = get_uint(j, "max_image_size", source);
     if (auto why = check_max_image_size(c.max_image_size); !why.empty()) bad(source, "max_image_size", why);
@@ -207,6 +235,10 @@ std::string dump_config(const Config& c) {
   j["fsync_waits_for_secondary"] = c.fsync_waits_for_secondary;
   j["drain_timeout"] = c.drain_timeout;
   j["intent_ahead"] = c.intent_ahead;
+  j["al_extents"] = c.al_extents;
+  // A Config built in code (create) keeps the 4 MiB default whatever its chunk size: an
+  // extent is at least one chunk, and the file must parse again.
+  j["al_extent_size"] = std::max(c.al_extent_size, c.chunk_size);
   j["max_image_size"] = c.max_image_size;
   j["max_open_images"] = c.max_open_images;
   j["checksums"] = c.checksums;

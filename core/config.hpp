@@ -32,6 +32,10 @@ struct Config {
   std::uint64_t resync_min_rate = 1 << 20;  // bytes/s
   std::uint64_t resync_max_rate = 0;        // bytes/s; 0 = unlimited
   std::uint64_t intent_ahead = 16 << 20;    // bytes marked dirty ahead of a sequential stream
+  // The bitmap's activity log (docs/write-path.md §3b): at most al_extents extents of
+  // al_extent_size bytes are kept dirty while hot; 0 = off (md's rules alone).
+  std::uint64_t al_extents = 1024;
+  std::uint64_t al_extent_size = 4 << 20;
   std::uint64_t max_image_size = 16ull << 40;  // bytes; larger sizes are refused with EFBIG
   // Images kept open at most (3 descriptors each; idle ones beyond are closed clean).
   // 0: as many as the descriptor limit allows (core/image_loader.hpp, budget_for).
@@ -56,6 +60,10 @@ std::string check_chunk_size(std::uint64_t v);
 std::string check_daemon_sleep(double v);
 std::string check_max_image_size(std::uint64_t v);
 std::string check_scrub_interval(double v);
+// al_extents: at most 65536 (DRBD's bound is 65534). al_extent_size: a power of two between
+// 4 KiB and 1 GiB, not smaller than the chunk size (so a multiple of it).
+std::string check_al_extents(std::uint64_t v);
+std::string check_al_extent_size(std::uint64_t v, std::uint64_t chunk_size);
 // md's sync_speed_min must not exceed sync_speed_max (max 0 = unlimited). The one rule for
 // the config (resync_min_rate/resync_max_rate) and the live control files.
 std::string check_resync_rates(std::uint64_t min_rate, std::uint64_t max_rate);

@@ -205,6 +205,15 @@ utils::Result<bool> Image::repair_primary_locked(std::uint64_t c, std::uint64_t 
   // The bit stays clear: a crash in the middle leaves the checksum accusing the primary
   // again, never a resync of the bad primary over the good secondary (write-path.md §9.3).
   const std::uint64_t cs = bitmap_->chunk_size();
+  // A write next to it may have set its bit since it was judged (the activity log sets a
+  // whole extent): its checksum is no longer trusted, the next pass looks again. Otherwise
+  // the bit is pinned clear for the repair (Bitmap::pin_clean).
+  if (!bitmap_->pin_clean(c)) return utils::errno_code(EAGAIN);
+  struct Unpin {
+    Bitmap& bm;
+    std::uint64_t c;
+    ~Unpin() { bm.unpin_clean(c); }
+  } unpin{*bitmap_, c};
   struct stat sst {};
   if (::fstat(secondary_.get(), &sst) != 0) return utils::last_errno();
   const std::uint64_t start = c * cs;
@@ -293,6 +302,11 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
     if (!repair) continue;
     if (v == Verdict::bad_primary) {
       auto fixed = repair_primary_locked(c, *entry, a);
+      if (!fixed && fixed.error() == std::errc::resource_unavailable_try_again) {
+        spdlog::info("{}: chunk {}: its bit was set meanwhile (a write next to it); the repair of the "
+                     "primary waits for the next pass", name(), c);
+        continue;
+      }
       if (!fixed) {
         spdlog::error("{}: repair of chunk {} on the primary failed: {}", name(), c, fixed.error().message());
         return fixed.error();

@@ -311,6 +311,8 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   bp.image_size = size;
   bp.persist_bits = config_.bitmap;
   bp.max_image_size = config_.max_image_size;
+  bp.al_extents = config_.al_extents;
+  bp.al_extent_size = config_.al_extent_size;
   std::string why;
   if (auto bst = legs_.bitmaps.lstat(brel); !bst) {
     if (bst.error() != std::errc::no_such_file_or_directory) return bst.error();

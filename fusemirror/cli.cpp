@@ -273,6 +273,10 @@ void print_status(const std::vector<core::SetStatus>& all, std::ostream& cout) {
            << utils::format_size(i.size) << "\n";
       cout << "      bitmap: " << i.bitmap.dirty_chunks << "/" << i.bitmap.total_chunks << " chunks dirty, "
            << utils::format_size(i.bitmap.chunk_size) << " chunk, file: " << text(i.bitmap_file) << "\n";
+      if (i.bitmap.al_extents > 0)
+        cout << "      activity log: " << i.bitmap.active_extents << "/" << i.bitmap.al_extents << " extents of "
+             << utils::format_size(i.bitmap.al_extent_size) << " active, " << i.bitmap.logged_chunks
+             << " dirty chunks not written\n";
       if (i.wb_limit > 0) cout << "      async: " << i.wb_outstanding << "/" << i.wb_limit << " outstanding writes\n";
       print_scrub(i, cout);
       if (i.action != core::SyncAction::idle) {

@@ -45,6 +45,8 @@ void declare(prom::Exposition& x) {
     "1 while the bitmap cannot be written (writes to the image are refused).");
   c("fusemirror_bitmap_flushes_total",
     "Bitmap write + fdatasync rounds since the image was opened.");
+  g("fusemirror_active_extents",
+    "Extents of the bitmap's activity log active now (their bits stay set while they are hot).");
   g("fusemirror_sync_action",
     "1 for the running sync action (label action: idle, resync, check, repair), 0 for the others.");
   g("fusemirror_sync_done_bytes", "Progress of the running resync, check or repair.");
@@ -100,6 +102,7 @@ void add_set(prom::Exposition& x, const std::string& mp, const core::SetStatus& 
     add("fusemirror_bitmap_events", static_cast<double>(i.bitmap.events));
     add("fusemirror_bitmap_failed", i.bitmap.error.empty() ? 0 : 1);
     add("fusemirror_bitmap_flushes_total", static_cast<double>(i.bitmap.flushes));
+    add("fusemirror_active_extents", static_cast<double>(i.bitmap.active_extents));
     for (const char* a : core::kSyncActionNames)
       x.add("fusemirror_sync_action", with("action", a),
             std::string_view(core::to_string(i.action)) == a ? 1 : 0);

@@ -42,6 +42,12 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["events"] = s.bitmap.events;
     i["events_cleared"] = s.bitmap.events_cleared;
     i["bitmap_flushes"] = s.bitmap.flushes;
+    // The activity log (docs/write-path.md §3b): its active extents, their bound and size
+    // (0 when off), and the dirty chunks it set alone (never written: cleared at retirement).
+    i["active_extents"] = s.bitmap.active_extents;
+    i["al_extents"] = s.bitmap.al_extents;
+    i["al_extent_size"] = s.bitmap.al_extent_size;
+    i["logged_chunks"] = s.bitmap.logged_chunks;
     i["bitmap_error"] = s.bitmap.error;  // "" unless writes are refused (state bitmap-failed)
     i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak},
                          {"full_waits", s.wb_full_waits}, {"lag_seconds", s.wb_lag_seconds}};
@@ -111,6 +117,10 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.bitmap.events = i.at("events").get<std::uint64_t>();
     m.bitmap.events_cleared = i.at("events_cleared").get<std::uint64_t>();
     m.bitmap.flushes = i.value("bitmap_flushes", std::uint64_t{0});
+    m.bitmap.active_extents = i.value("active_extents", std::uint64_t{0});
+    m.bitmap.al_extents = i.value("al_extents", std::uint64_t{0});
+    m.bitmap.al_extent_size = i.value("al_extent_size", std::uint64_t{0});
+    m.bitmap.logged_chunks = i.value("logged_chunks", std::uint64_t{0});
     m.bitmap.error = i.value("bitmap_error", std::string());
     const auto& wb = i.at("write_behind");
     m.wb_outstanding = wb.at("outstanding").get<std::uint32_t>();

@@ -17,6 +17,11 @@
 #          sweep.*, checksums.*     a burst of writes, then idle time (daemon_sleep 1)
 #          resync.*                 a plain kill -9 under load first (dirty bitmap), then the
 #                                   mount with the crash point resyncs and dies mid-copy
+#          al.after_activate        fm_crashwriter (an extent of the activity log activated)
+#          al.after_retire          a burst, then idle (idle extents retire at a sweep)
+# Both sets run with the activity log on (docs/write-path.md §3b) and a bound of 4 extents
+# of 4 MiB: the 32 MiB image has 8, so about half the writes activate an extent and push
+# another out (its never-written chunks cleared at once) — the log's paths run all the time.
 # A round whose point is not reached within its time (the skip count too high for the
 # load) is killed with plain SIGKILL instead and counted as "not reached"; every point must
 # be reached at least once.
@@ -32,7 +37,7 @@ CS=65536
 POINTS=(bitmap.after_set bitmap.before_flush bitmap.after_flush
   image.after_primary image.before_secondary image.after_legs
   writebehind.before_secondary resync.mid_copy sweep.before_clear checksums.before_sync
-  sweep.after_checksums sweep.after_clear)
+  sweep.after_checksums sweep.after_clear al.after_activate al.after_retire)
 [[ -n ${FM_CRASHPOINTS:-} ]] && read -r -a POINTS <<<"$FM_CRASHPOINTS"
 
 # The build must have the crash points: the binary carries the point names.
@@ -45,6 +50,8 @@ mkdir -p "$P2" "$S2"
 fm_create "$P1" "$S1" --chunk-size 64K --daemon-sleep 1
 fm_create "$P2" "$S2" --chunk-size 64K --daemon-sleep 1 --write-behind 256
 for p in "$P1" "$P2"; do
+  jq '.al_extents = 4 | .al_extent_size = 4194304' "$p/.fusemirror/config.json" >"$FM_TMP/config.json"
+  cat "$FM_TMP/config.json" >"$p/.fusemirror/config.json"
   fm_mount "$p" "$MNT"
   truncate -s $((BLOCKS * 4096)) "$MNT/disk.img"
   sync
@@ -178,6 +185,8 @@ round() {
   seed=$((seed + 1))
   case $point in
     bitmap.after_set | image.*) skip=$((RANDOM % 400)) ;;
+    al.after_activate) skip=$((RANDOM % 30)) ;;
+    al.after_retire) skip=0 ;;
     writebehind.*) skip=$((RANDOM % 400)) ;;
     bitmap.*) skip=$((RANDOM % 30)) ;;
     sweep.* | checksums.*) skip=0 ;; # one clearing sweep may clear every candidate: the first pass only
@@ -201,7 +210,7 @@ round() {
     mount_kills=$((mount_kills + 1)) # died on the mount path: a kill all the same
   else
     case $point in
-      sweep.* | checksums.*)
+      sweep.* | checksums.* | al.after_retire)
         # a burst, then idle: the sweeper clears after two idle periods of 1 s. The image
         # is held open meanwhile (the last close would clear the bits itself, no sweep).
         exec {HOLD}<"$MNT/disk.img"

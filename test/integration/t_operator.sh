@@ -166,6 +166,8 @@ assert_same "$PRI/big.img" "$SEC/big.img"
 P3=$FM_TMP/p3 S3=$FM_TMP/s3 M3=$FM_TMP/m3
 mkdir -p "$P3" "$S3" "$M3"
 fm_create "$P3" "$S3" --chunk-size 4K --daemon-sleep 60
+# Exact bits to rescale: without the activity log (it would set the whole 1 MiB as one extent).
+jq '.al_extents = 0' "$P3/.fusemirror/config.json" >"$FM_TMP/config.json" && cat "$FM_TMP/config.json" >"$P3/.fusemirror/config.json"
 fm_mount "$P3" "$M3"
 truncate -s 1M "$M3/disk.img"          # 256 chunks of 4K, none dirty
 for c in 0 1 17 100 255; do pwrite_rand "$M3/disk.img" $((c * 4096)) 4096; done

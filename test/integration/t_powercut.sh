@@ -8,9 +8,10 @@
 # recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
 # e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
 #
-# Workloads (wl_* below): randsync nosync stream writebehind bursts remount evict discard
-# failreadd resync (the data paths: the default here) and create namespace checkrepair rescale
-# ext4 checksums (names, offline tools, checksums: t_powercut_names.sh). test/reliability/run --powercut runs
+# Workloads (wl_* below): randsync nosync stream alevict writebehind bursts remount evict
+# discard failreadd resync (the data paths: the default here) and create namespace checkrepair
+# rescale ext4 checksums (names, offline tools, checksums: t_powercut_names.sh).
+# test/reliability/run --powercut runs
 # them all, longer.
 #
 # Environment (defaults are the CI size, about 40 s):
@@ -20,6 +21,7 @@
 #   FM_PC_SEED           the run's seed (default: random, printed)
 #   FM_PC_LOAD_SECS      seconds of load per workload (default 1)
 #   FM_PC_DAEMON_FAULT   FM_FAULT for the daemon under test (test builds), e.g. bitmap.late
+#   FM_PC_AL_EXTENTS     al_extents of every new set (default: the config's default, on)
 #   FM_PC_EXPECT         "clean" (default: 0 violations) or "violations" (> 0: the suite
 #                        catches a broken daemon; t_powercut_canary.sh)
 # Prints, per workload, fm_powercut's figures, and at the end
@@ -37,7 +39,7 @@ EVERY=${FM_PC_RECOVER_EVERY:-20}
 SEED=${FM_PC_SEED:-$((RANDOM * 32768 + RANDOM))}
 LOAD=${FM_PC_LOAD_SECS:-1}
 EXPECT=${FM_PC_EXPECT:-clean}
-WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream writebehind bursts remount evict discard failreadd resync}
+WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream alevict writebehind bursts remount evict discard failreadd resync}
 ROOT=$FM_TMP/root  # what the recorder shows: root/primary, root/secondary
 REC=$FM_TMP/rec    # its mount point: the set's config names REC/primary, REC/secondary
 SNAP=$FM_TMP/snap
@@ -75,6 +77,11 @@ new_set() { # new_set [CREATE ARGS] — an empty root, the set created through t
   mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
   rec_start "$FM_TMP/logs/setup.log"
   fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.1 "$@" >/dev/null
+  if [[ -n ${FM_PC_AL_EXTENTS:-} ]]; then
+    local cfg=$REC/primary/.fusemirror/config.json
+    jq --argjson n "$FM_PC_AL_EXTENTS" '.al_extents = $n' "$cfg" >"$FM_TMP/logs/config.json" &&
+      cat "$FM_TMP/logs/config.json" >"$cfg" || fail "cannot set al_extents"
+  fi
 }
 snapshot_and_record() { # the setup is over: snapshot the root, record the workload's log
   rec_stop
@@ -127,6 +134,23 @@ wl_stream() { # sequential streams: intent ahead sets the bits of the next 16 Mi
   snapshot_and_record stream
   daemon_mount
   crashwriter disk.img "$LOAD" --blocks 8192 --sync-every 32 --sequential --seed "$SEED"
+  power_cut
+}
+
+wl_alevict() { # the activity log over its bound: activations, and retirements that clear at once
+  # 16 extents of 1 MiB, 2 active at most (every workload runs with the log on, at its
+  # default bound, which a 16 MiB image never reaches): most writes activate an extent in
+  # their flush and retire another, whose never-written chunks are cleared without a sync.
+  new_set
+  local cfg=$REC/primary/.fusemirror/config.json
+  jq '.al_extents = 2 | .al_extent_size = 1048576' "$cfg" >"$FM_TMP/logs/config.json" &&
+    cat "$FM_TMP/logs/config.json" >"$cfg" || fail "cannot set al_extents"
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record alevict
+  daemon_mount
+  crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --seed "$SEED"
   power_cut
 }
 

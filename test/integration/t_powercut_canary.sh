@@ -1,17 +1,26 @@
 #!/bin/bash
 # t_powercut_canary — the power-cut suite can fail: a daemon broken on purpose (test builds:
 # FM_FAULT=bitmap.late writes both legs before the bits are flushed, breaking intent before
-# data; FM_FAULT=checksums.keep_on_shrink keeps checksums a shrink invalidated) must be caught by a CI-sized run of t_powercut.sh (random writes with fsync, 200
-# states, offline checks only). Skips (77) on a build without crash points, where the fault
+# data; FM_FAULT=al.clear_written makes the activity log clear written chunks at retirement;
+# FM_FAULT=checksums.keep_on_shrink keeps checksums a shrink invalidated) must be caught by a
+# CI-sized run of t_powercut.sh (offline checks only). Skips (77) on a build without crash
+# points, where the fault
 # point does not exist.
 here=$(dirname "$0")
 if ! grep -q "FUSEMIRROR_CRASH_POINTS:BOOL=ON" "$(dirname "${FUSEMIRROR:-/nonexistent}")/../CMakeCache.txt" 2>/dev/null; then
   echo "SKIP powercut_canary: not a build with -DFUSEMIRROR_CRASH_POINTS=ON" >&2
   exit 77
 fi
-FM_PC_WORKLOADS=randsync FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 \
-  FM_PC_DAEMON_FAULT=bitmap.late FM_PC_EXPECT=violations bash "$here/t_powercut.sh" || exit
-# FM_FAULT=checksums.keep_on_shrink keeps the checksums of a shrink's chunks (invariant 9):
-# the checksum check must accuse.
+# 1. bitmap.late, with the activity log off: with it on, only the first write into each
+#    extent would be exposed (the next ones find their bits durable from that first flush),
+#    and the canary would find one violation where it finds dozens.
+FM_PC_WORKLOADS=randsync FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 FM_PC_AL_EXTENTS=0 \
+  FM_PC_DAEMON_FAULT=bitmap.late FM_PC_EXPECT=violations bash "$here/t_powercut.sh" || exit $?
+# 2. al.clear_written: a retirement of the activity log clears the written chunks too,
+#    without a leg sync (docs/write-path.md §3b); the alevict workload retires all the time.
+FM_PC_WORKLOADS=alevict FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 \
+  FM_PC_DAEMON_FAULT=al.clear_written FM_PC_EXPECT=violations bash "$here/t_powercut.sh" || exit $?
+# 3. checksums.keep_on_shrink: a shrink keeps the checksums of the chunks it changed
+#    (invariant 9); the checksum check must accuse.
 FM_PC_WORKLOADS=checksums FM_PC_STATES=${FM_PC_STATES:-40} FM_PC_RECOVER_EVERY=0 \
   FM_PC_DAEMON_FAULT=checksums.keep_on_shrink FM_PC_EXPECT=violations exec bash "$here/t_powercut.sh"

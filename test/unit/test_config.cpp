@@ -95,6 +95,39 @@ TEST_CASE("every optional key is read") {
   CHECK_FALSE(core::parse_config(with("bitmap_dir", nullptr).dump(), "t").bitmap_dir.has_value());
 }
 
+TEST_CASE("activity log keys: defaults, values, rejections") {
+  auto d = core::parse_config(minimal().dump(), "t");
+  CHECK(d.al_extents == 1024);
+  CHECK(d.al_extent_size == (4u << 20));
+  // Unset with chunks larger than 4 MiB: an extent is one chunk.
+  CHECK(core::parse_config(with("chunk_size", 8 << 20).dump(), "t").al_extent_size == (8u << 20));
+  json j = minimal();
+  j["al_extents"] = 0;
+  j["al_extent_size"] = "1M";
+  auto c = core::parse_config(j.dump(), "t");
+  CHECK(c.al_extents == 0);
+  CHECK(c.al_extent_size == (1u << 20));
+  auto m = reject(with("al_extents", 65537));
+  CHECK(contains(m, "'al_extents'"));
+  CHECK(contains(m, "at most 65536"));
+  CHECK(contains(reject(with("al_extents", -1)), "'al_extents'"));
+  m = reject(with("al_extent_size", 3 << 20));
+  CHECK(contains(m, "'al_extent_size'"));
+  CHECK(contains(m, "power of two"));
+  j = minimal();
+  j["chunk_size"] = 1 << 20;
+  j["al_extent_size"] = 65536;
+  m = reject(j);
+  CHECK(contains(m, "'al_extent_size'"));
+  CHECK(contains(m, "not be smaller than chunk_size"));
+  // A Config made in code with large chunks dumps an extent of one chunk, and parses again.
+  core::Config big = core::parse_config(with("chunk_size", 16 << 20).dump(), "t");
+  big.al_extent_size = 4 << 20;
+  CHECK(core::parse_config(core::dump_config(big), "dumped").al_extent_size == (16u << 20));
+  c.al_extents = 77;
+  CHECK(core::parse_config(core::dump_config(c), "dumped").al_extents == 77);
+}
+
 TEST_CASE("rejections name the key and the reason") {
   SUBCASE("unknown key") {
     json j = minimal();

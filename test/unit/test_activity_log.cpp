@@ -1,0 +1,383 @@
+// Unit tests for the bitmap's activity log (core/activity_log, its use in core/bitmap):
+// writes into an active extent need no flush, the bound, the sweep keeps active extents,
+// retired ones clear, a crash leaves every written chunk's bit set, off = md's rules.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <random>
+#include <set>
+#include <vector>
+
+#include "core/activity_log.hpp"
+#include "core/bitmap.hpp"
+#include "test_helpers.hpp"
+
+using namespace fusemirror;
+using core::ActivityLog;
+using core::Bitmap;
+using core::BitmapOpenParams;
+using fmtest::TempDir;
+
+namespace {
+
+const utils::Uuid kSet = {1, 2, 3, 4, 5, 6, 0x47, 8, 0x89, 10, 11, 12, 13, 14, 15, 16};
+constexpr std::uint64_t kCs = 65536;
+constexpr std::uint64_t kExt = 4 << 20;         // 64 chunks per extent
+constexpr std::uint64_t kExtChunks = kExt / kCs;
+constexpr std::uint64_t kImage = 16 * kExt;     // 16 extents, 1024 chunks
+
+BitmapOpenParams al_params(std::uint64_t al_extents, std::uint64_t image_size = kImage) {
+  BitmapOpenParams p;
+  p.set_uuid = kSet;
+  p.chunk_size = kCs;
+  p.daemon_sleep_ms = 1000;
+  p.image_size = image_size;
+  p.al_extents = al_extents;
+  p.al_extent_size = kExt;
+  return p;
+}
+
+std::unique_ptr<Bitmap> open_at(const std::string& path, const BitmapOpenParams& p) {
+  utils::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  REQUIRE(fd.valid());
+  std::string why;
+  auto r = Bitmap::open(std::move(fd), p, &why);
+  REQUIRE_MESSAGE(r, "Bitmap::open failed: " << r.error().message());
+  return std::move(r).value();
+}
+
+// A fresh, clean bitmap (new file: an empty image, then grown by the writes' cover).
+std::unique_ptr<Bitmap> fresh(const std::string& path, std::uint64_t al_extents) {
+  auto bm = open_at(path, al_params(al_extents, 0));
+  REQUIRE_FALSE(bm->resize(kImage));
+  REQUIRE(bm->stats().dirty_chunks == 0);
+  return bm;
+}
+
+std::error_code ok_sync() { return {}; }
+
+void write_chunk(Bitmap& bm, std::uint64_t c, std::uint64_t at = 0) {
+  REQUIRE_FALSE(bm.start_write(c * kCs + at, 4096));
+  bm.end_write(c * kCs + at, 4096, true);
+}
+
+std::uint64_t sweep(Bitmap& bm, const std::function<std::error_code()>& sync = ok_sync) {
+  auto r = bm.sweep(sync);
+  REQUIRE_MESSAGE(r, "sweep failed: " << r.error().message());
+  return *r;
+}
+
+// The chunks whose bit a mount would find set in the bitmap file as it is on disk now
+// (a crash: the file copied, then opened; every set bit is unsynced there).
+std::set<std::uint64_t> on_disk_after_crash(const std::string& path, const TempDir& td) {
+  const std::string copy = td.path() + "/crash.fmbm";
+  fmtest::write_bytes(copy, fmtest::read_bytes(path), 0600);
+  auto bm = open_at(copy, al_params(0));
+  std::set<std::uint64_t> set;
+  for (std::uint64_t c = bm->next_unsynced(0); c < bm->stats().total_chunks; c = bm->next_unsynced(c + 1))
+    set.insert(c);
+  CHECK(set.size() == bm->stats().dirty_chunks);
+  return set;
+}
+
+}  // namespace
+
+TEST_SUITE("activity log") {
+  TEST_CASE("the LRU: touch, bound, idle periods") {
+    ActivityLog al;
+    al.configure(4, 2);
+    std::vector<std::uint64_t> act, ret;
+    auto on_act = [&](std::uint64_t e) { act.push_back(e); };
+    auto on_ret = [&](std::uint64_t e) { ret.push_back(e); };
+    al.touch({0, 1}, on_act, on_ret);    // extent 0
+    al.touch({5, 9}, on_act, on_ret);    // extents 1 and 2: 0 is pushed out
+    CHECK(act == std::vector<std::uint64_t>{0, 1, 2});
+    CHECK(ret == std::vector<std::uint64_t>{0});
+    CHECK(al.active() == 2);
+    al.touch({4, 5}, on_act, on_ret);    // 1 is the most recent now: 2 goes next
+    al.touch({12, 13}, on_act, on_ret);  // extent 3
+    CHECK(ret == std::vector<std::uint64_t>{0, 2});
+    CHECK(al.is_active(1));
+    CHECK(al.is_active(3));
+    // Periods: touched during the period that ends -> kept; idle for a whole one -> retired.
+    ret.clear();
+    al.end_period(on_ret);
+    CHECK(ret.empty());
+    al.touch({4, 5}, on_act, on_ret);
+    al.end_period(on_ret);
+    CHECK(ret == std::vector<std::uint64_t>{3});
+    al.end_period(on_ret);
+    CHECK(ret == std::vector<std::uint64_t>{3, 1});
+    CHECK(al.active() == 0);
+    CHECK(al.memory_bytes() == 0);
+    CHECK(al.chunks_of(3, 14).first == 12);
+    CHECK(al.chunks_of(3, 14).end == 14);
+    CHECK(al.chunks_of(4, 14).empty());
+  }
+
+  TEST_CASE("writes into an active extent need no bitmap flush") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 8);
+    write_chunk(*bm, 3);
+    auto s = bm->stats();
+    CHECK(s.dirty_chunks == kExtChunks);  // the whole extent, in one flush
+    CHECK(s.logged_chunks == kExtChunks - 1);
+    CHECK(s.active_extents == 1);
+    CHECK(s.al_extents == 8);
+    CHECK(s.al_extent_size == kExt);
+    const auto flushes = s.flushes, waiters = s.flush_waiters;
+    // Every other chunk of the extent: durable already.
+    for (std::uint64_t c = 0; c < kExtChunks; ++c) write_chunk(*bm, c, 8192);
+    s = bm->stats();
+    CHECK(s.flushes == flushes);
+    CHECK(s.flush_waiters == waiters);
+    CHECK(s.logged_chunks == 0);  // all written now
+    CHECK(s.dirty_chunks == kExtChunks);
+    // And they are durable: a crash now finds the whole extent set.
+    CHECK(on_disk_after_crash(td.path() + "/b.fmbm", td).size() == kExtChunks);
+    // A write into another extent flushes once again.
+    write_chunk(*bm, 5 * kExtChunks + 1);
+    CHECK(bm->stats().flush_waiters == waiters + 1);
+    CHECK(bm->stats().active_extents == 2);
+  }
+
+  TEST_CASE("off: md's rules, one flush per new chunk") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 0);
+    write_chunk(*bm, 3);
+    const auto waiters = bm->stats().flush_waiters;
+    for (std::uint64_t c = 4; c < 10; ++c) write_chunk(*bm, c);
+    auto s = bm->stats();
+    CHECK(s.flush_waiters == waiters + 6);
+    CHECK(s.dirty_chunks == 7);
+    CHECK(s.active_extents == 0);
+    CHECK(s.al_extents == 0);
+    CHECK(s.al_extent_size == 0);
+    CHECK(s.logged_chunks == 0);
+    // Cleared after two idle periods, as md does.
+    CHECK(sweep(*bm) == 0);
+    CHECK(sweep(*bm) == 7);
+    CHECK(bm->stats().dirty_chunks == 0);
+  }
+
+  TEST_CASE("the sweep never clears an active extent; an idle one retires and clears") {
+    TempDir td;
+    const std::string path = td.path() + "/b.fmbm";
+    auto bm = fresh(path, 8);
+    int syncs = 0;
+    auto sync = [&] { ++syncs; return std::error_code{}; };
+    write_chunk(*bm, 0);
+    CHECK(sweep(*bm, sync) == 0);  // period 0 ends: extent 0 was written in it
+    write_chunk(*bm, 1);           // period 1: still hot (no flush)
+    // Chunk 0 is idle for the whole period now: without the log it would be cleared here.
+    CHECK(sweep(*bm, sync) == 0);
+    CHECK(bm->stats().dirty_chunks == kExtChunks);
+    CHECK(bm->stats().active_extents == 1);
+    // Period 2 passes with no write: the extent retires at its end. Its logged chunks go
+    // at once; the written chunks 0 and 1 (idle, legs synced) are cleared by the same sweep.
+    const int before = syncs;
+    CHECK(sweep(*bm, sync) == kExtChunks);
+    CHECK(syncs == before + 1);
+    auto s = bm->stats();
+    CHECK(s.dirty_chunks == 0);
+    CHECK(s.active_extents == 0);
+    CHECK(s.logged_chunks == 0);
+    CHECK(on_disk_after_crash(path, td).empty());  // flushed by the sweep
+  }
+
+  TEST_CASE("a written chunk of a retired extent keeps its bit until the md rules allow") {
+    TempDir td;
+    const std::string path = td.path() + "/b.fmbm";
+    auto bm = fresh(path, 2);
+    write_chunk(*bm, 0);                   // extent 0
+    write_chunk(*bm, kExtChunks);          // extent 1
+    write_chunk(*bm, 2 * kExtChunks + 5);  // extent 2: extent 0 is pushed out
+    auto s = bm->stats();
+    CHECK(s.active_extents == 2);
+    // Extent 0's 63 logged chunks were cleared at once; its written chunk 0 was not.
+    CHECK(s.dirty_chunks == 1 + 2 * kExtChunks);
+    CHECK(on_disk_after_crash(path, td).count(0) == 1);
+    CHECK(sweep(*bm) == 0);  // chunk 0 still recent; extents 1 and 2 written this period
+    // A period without writes, and the legs' fdatasync fails: extents 1 and 2 retire, their
+    // logged chunks go (never written: no sync needed), but no written chunk is cleared.
+    auto r = bm->sweep([] { return std::make_error_code(std::errc::io_error); });
+    CHECK_FALSE(r);
+    s = bm->stats();
+    CHECK(s.active_extents == 0);
+    CHECK(s.dirty_chunks == 3);
+    const auto disk = on_disk_after_crash(path, td);
+    CHECK(disk.count(0) == 1);
+    CHECK(disk.count(kExtChunks) == 1);
+    CHECK(disk.count(2 * kExtChunks + 5) == 1);
+    // With a sync that works, they clear.
+    CHECK(sweep(*bm) == 3);
+    CHECK(bm->stats().dirty_chunks == 0);
+  }
+
+  TEST_CASE("a crash at any moment: every chunk written since the last leg sync is set on disk") {
+    // A model of the legs: a chunk may differ between them when it was written after the
+    // last fdatasync of the legs (the sweep's sync). Random writes over more extents than
+    // the bound (eviction all the time), random sweeps; after every step the bitmap file
+    // as it is on disk must have all those bits set.
+    TempDir td;
+    const std::string path = td.path() + "/b.fmbm";
+    auto bm = fresh(path, 3);
+    std::mt19937_64 rng(18);
+    std::set<std::uint64_t> may_differ;
+    std::uint64_t logged_cleared_seen = 0;
+    for (int step = 0; step < 300; ++step) {
+      if (rng() % 5 == 0) {
+        auto r = bm->sweep([&] {
+          may_differ.clear();  // both legs durable: nothing written before differs
+          return std::error_code{};
+        });
+        REQUIRE(r);
+      } else {
+        const std::uint64_t c = rng() % (8 * kExtChunks);  // 8 extents, 3 active at most
+        const std::uint64_t before = bm->stats().dirty_chunks;
+        write_chunk(*bm, c);
+        may_differ.insert(c);
+        if (bm->stats().dirty_chunks < before) ++logged_cleared_seen;
+      }
+      CHECK(bm->stats().active_extents <= 3);
+      const auto disk = on_disk_after_crash(path, td);
+      for (std::uint64_t c : may_differ) {
+        INFO("step " << step << " chunk " << c);
+        CHECK(disk.count(c) == 1);
+      }
+    }
+    CHECK(logged_cleared_seen > 0);  // evictions did clear logged chunks meanwhile
+  }
+
+  TEST_CASE("cancel_write takes an activation back") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 8);
+    Bitmap::Intent in;
+    REQUIRE_FALSE(bm->start_write(7 * kCs, 4096, 0, &in));
+    CHECK(bm->stats().dirty_chunks == kExtChunks);
+    CHECK(bm->cancel_write(7 * kCs, 4096, in));
+    auto s = bm->stats();
+    CHECK(s.dirty_chunks == 0);
+    CHECK(s.active_extents == 0);
+    CHECK(s.logged_chunks == 0);
+  }
+
+  TEST_CASE("retirement keeps unsynced and written chunks; degraded, it clears the logged ones only") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 1);
+    write_chunk(*bm, 0);
+    REQUIRE_FALSE(bm->mark_unsynced(10 * kCs, kCs));  // a logged chunk now needs a copy
+    CHECK(bm->stats().logged_chunks == kExtChunks - 2);
+    write_chunk(*bm, kExtChunks);  // extent 0 retires: chunks 0 (written) and 10 stay
+    CHECK(bm->stats().dirty_chunks == 2 + kExtChunks);
+    CHECK(bm->next_unsynced(0) == 10);
+    // Degraded: the written chunks stay (the secondary misses them), the logged ones go
+    // (the secondary has them), by eviction and by idle periods alike.
+    REQUIRE_FALSE(bm->set_degraded(true));
+    write_chunk(*bm, 2 * kExtChunks);  // extent 1 retires, degraded
+    CHECK(bm->stats().dirty_chunks == 2 + 1 + kExtChunks);
+    sweep(*bm);
+    sweep(*bm);  // extent 2 idle for a period: retired, its logged chunks cleared
+    CHECK(bm->stats().dirty_chunks == 2 + 1 + 1);
+    CHECK(bm->stats().active_extents == 0);
+    // A re-add copies what was written, not the log's chunks of active extents.
+    write_chunk(*bm, 3 * kExtChunks);
+    CHECK(bm->stats().dirty_chunks == 4 + kExtChunks);
+    bm->mark_all_dirty_unsynced();
+    CHECK(bm->stats().dirty_chunks == 5);
+    CHECK(bm->stats().unsynced_chunks == 5);
+  }
+
+  TEST_CASE("clean close clears the active extents; the reopened bitmap is clean") {
+    TempDir td;
+    const std::string path = td.path() + "/b.fmbm";
+    {
+      auto bm = fresh(path, 8);
+      write_chunk(*bm, 0);
+      write_chunk(*bm, 3 * kExtChunks + 2);
+      CHECK(bm->stats().dirty_chunks == 2 * kExtChunks);
+      int hashed = 0;
+      core::RecordChecksums record = [&](std::vector<core::ChunkRange>& runs) {
+        for (auto& r : runs) hashed += static_cast<int>(r.end - r.first);
+        return std::error_code{};
+      };
+      REQUIRE_FALSE(bm->close_clean(ok_sync, record));
+      CHECK(hashed == 2);  // only the written chunks: logged ones kept their entries
+      CHECK(bm->stats().dirty_chunks == 0);
+      CHECK(bm->stats().active_extents == 0);
+    }
+    auto again = open_at(path, al_params(8));
+    CHECK(again->stats().dirty_chunks == 0);
+  }
+
+  TEST_CASE("a chunk pinned clean (a repair of its primary) stays clear through activation and intent ahead") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 8);
+    REQUIRE(bm->pin_clean(10));
+    write_chunk(*bm, 3);  // activates extent 0, chunk 10 included — but for the pin
+    auto s = bm->stats();
+    CHECK(s.dirty_chunks == kExtChunks - 1);
+    CHECK(bm->chunk_clean(10));
+    CHECK_FALSE(bm->pin_clean(3));  // a dirty chunk cannot be pinned
+    // Unpinned: once the extent retired (two idle sweeps), the next activation sets it.
+    bm->unpin_clean(10);
+    sweep(*bm);
+    sweep(*bm);
+    REQUIRE(bm->stats().dirty_chunks == 0);
+    write_chunk(*bm, 4);
+    CHECK_FALSE(bm->chunk_clean(10));
+    // Intent ahead of a stream stops before a pinned chunk too (log off: ahead alone).
+    TempDir td2;
+    auto md = fresh(td2.path() + "/b.fmbm", 0);
+    REQUIRE(md->pin_clean(20));
+    Bitmap::Intent in;
+    REQUIRE_FALSE(md->start_write(5 * kCs, 4096, 32 * kCs, &in));
+    md->end_write(5 * kCs, 4096, true);
+    CHECK(md->stats().dirty_chunks == 15);  // chunk 5, then 6..19 ahead
+    CHECK(md->chunk_clean(20));
+  }
+
+  TEST_CASE("a range over many extents (a large punch or allocate) is left to md's rules") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 8);
+    REQUIRE_FALSE(bm->start_write(0, 9 * kExt, 0));  // 9 extents: not activated
+    bm->end_write(0, 9 * kExt, true);
+    CHECK(bm->stats().active_extents == 0);
+    CHECK(bm->stats().dirty_chunks == 9 * kExtChunks);
+    REQUIRE_FALSE(bm->start_write(10 * kExt - 4096, 8192, 0));  // across two extents
+    bm->end_write(10 * kExt - 4096, 8192, true);
+    CHECK(bm->stats().active_extents == 2);
+  }
+
+  TEST_CASE("BitmapPages::clear_range clears a range across pages and keeps the counts") {
+    core::BitmapPages pg;
+    const std::uint64_t n = 3 * core::kBitsPerPage;
+    pg.set_range(core::BitmapPages::kLogged, {10, n - 10});
+    CHECK(pg.count(core::BitmapPages::kLogged) == n - 20);
+    CHECK(pg.clear_range(core::BitmapPages::kLogged, {core::kBitsPerPage - 3, 2 * core::kBitsPerPage + 70}) ==
+          core::kBitsPerPage + 73);
+    CHECK(pg.count(core::BitmapPages::kLogged) == n - 20 - core::kBitsPerPage - 73);
+    CHECK(pg.test(core::BitmapPages::kLogged, core::kBitsPerPage - 4));
+    CHECK_FALSE(pg.test(core::BitmapPages::kLogged, core::kBitsPerPage - 3));
+    CHECK_FALSE(pg.test(core::BitmapPages::kLogged, 2 * core::kBitsPerPage + 69));
+    CHECK(pg.test(core::BitmapPages::kLogged, 2 * core::kBitsPerPage + 70));
+    CHECK(pg.clear_range(core::BitmapPages::kDirty, {0, n}) == 0);  // nothing there
+  }
+
+  TEST_CASE("a shrink forgets the extents past the end") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 8);
+    write_chunk(*bm, 0);
+    write_chunk(*bm, 10 * kExtChunks);
+    CHECK(bm->stats().active_extents == 2);
+    REQUIRE_FALSE(bm->resize(5 * kExt + kCs));  // extent 5 keeps one chunk
+    write_chunk(*bm, 5 * kExtChunks);
+    auto s = bm->stats();
+    CHECK(s.active_extents == 2);
+    CHECK(s.dirty_chunks == kExtChunks + 1);
+    // A regrow does not bring extent 10 back.
+    REQUIRE_FALSE(bm->resize(kImage));
+    CHECK(bm->stats().dirty_chunks == kExtChunks + 1);
+  }
+}
