@@ -1,0 +1,140 @@
+#!/bin/bash
+# t_nbd — an NBD secondary (issue 15): nbdkit's file plugin serving a directory on a unix
+# socket in this test's temp dir (`dir=` serves each file under its name).
+#   a) ext4 on a loop device over an image on the mount; unmount: the served file's first
+#      SIZE bytes equal the primary, and its last 4096 bytes hold the identity record.
+#   b) an image whose export is missing loads degraded, the reason in status and the
+#      log; writes to it succeed.
+#   c) the server killed mid-write: no user error, the image degraded with the reason;
+#      the server started again + re-add: the export's identity record proves it is this
+#      image's copy, so the catch-up copies only the dirty chunks; the legs end identical.
+#   d) the export replaced by a stranger's file of the same name: the next load does a
+#      full resync, the reason logged.
+. "$(dirname "$0")/lib.sh"
+
+command -v nbdkit >/dev/null || fail "missing nbdkit (see test/integration/PACKAGES)"
+for c in mkfs.ext4 e2fsck; do command -v "$c" >/dev/null || fail "missing tool $c"; done
+
+CS=65536
+TAIL=4096
+SRV=$FM_TMP/served
+SOCK=$FM_TMP/nbd.sock
+URI="nbd+unix:///?socket=$SOCK"
+mkdir -p "$SRV" "$PRI"
+chmod 755 "$PRI"
+LOG=$PRI/.fusemirror/fusemirror.log
+
+# start_server — nbdkit in the foreground of a background job (its pid is ours: killed
+# at exit by lib.sh, never by name); waits for the socket.
+start_server() {
+  rm -f "$SOCK"
+  fm_bg nbdkit -U "$SOCK" -P "$FM_TMP/nbdkit.pid" -f file dir="$SRV"
+  NBD_PID=$FM_LAST_BG
+  fm_wait_for "nbdkit socket" 10 test -S "$SOCK" || fail "nbdkit did not create $SOCK"
+}
+
+img_get() { fm_image_json "$1" "$2" | jq -r "$3"; }
+is_clean() { fm_image_is "$1" "$2" '.state == "clean" and .dirty_chunks == 0'; }
+is_degraded() { fm_image_is "$1" "$2" '.state == "degraded" and .secondary_ok == false'; }
+in_sync() { fm_image_is "$1" "$2" '.secondary_ok == true and .unsynced_chunks == 0 and .sync.action == "idle"'; }
+
+# same_prefix IMAGE — the served file's first SIZE bytes are the primary's
+same_prefix() {
+  local size
+  size=$(stat -c %s "$PRI/$1")
+  cmp -n "$size" "$PRI/$1" "$SRV/$1" || fail "$1: the export's first $size bytes differ from the primary"
+}
+
+start_server
+
+# ====================================================================== a) ext4
+FM_CONTEXT="ext4 over an NBD secondary"
+SIZE=$((64 << 20))
+truncate -s $((SIZE + TAIL)) "$SRV/fs.img"
+truncate -s $(((32 << 20) + TAIL)) "$SRV/kill.img"
+fm_create "$PRI" "$URI" --chunk-size 64K --daemon-sleep 1
+jq -e --arg u "$URI" '.secondary == $u' "$PRI/.fusemirror/config.json" >/dev/null ||
+  fail "config.json does not store the URI: $(cat "$PRI/.fusemirror/config.json")"
+fm_mount "$PRI" "$MNT"
+truncate -s "$SIZE" "$MNT/fs.img"
+loop_attach "$MNT/fs.img"
+loop=$FM_LAST_LOOP
+fm_timeout 60 mkfs.ext4 -q -F -E nodiscard "$loop" || fail "mkfs.ext4 on $loop failed"
+EXT=$FM_TMP/ext4
+mkdir -p "$EXT"
+mount -t ext4 -o discard "$loop" "$EXT" || fail "mount $loop failed"
+fm_track_mount "$EXT"
+fm_timeout 60 cp -a /usr/include/linux "$EXT/tree" || fail "cp into the ext4 failed"
+find "$EXT/tree" -type f | awk 'NR % 2 == 0' | xargs -r -d '\n' rm -f
+sync -f "$EXT"
+fm_timeout 30 fstrim "$EXT" || true  # discard → punch hole → NBD zero
+fm_timeout 30 cp -a /usr/include/linux "$EXT/tree2" || fail "second cp failed"
+umount "$EXT"
+loop_detach "$loop"
+[[ $(img_get "$MNT" fs.img .secondary_ok) == true ]] || fail "fs.img degraded: $(fm_image_json "$MNT" fs.img)"
+
+# ====================================================================== b) missing export
+FM_CONTEXT="missing export"
+truncate -s 1M "$MNT/missing.img"
+pwrite_rand "$MNT/missing.img" 4096 65536   # the user's writes succeed
+fm_wait_for "degraded" 10 is_degraded "$MNT" missing.img || fail "missing.img not degraded: $(fm_image_json "$MNT" missing.img)"
+reason=$(img_get "$MNT" missing.img .degraded_reason)
+[[ $reason == *"export missing.img missing on $URI"* ]] || fail "status gives no reason naming the export: '$reason'"
+grep -q -- "export missing.img missing on $URI" "$LOG" || fail "the log does not say the export is missing"
+fm_status_txt=$("$FUSEMIRROR" status "$MNT")
+grep -q "degraded: .*export missing.img missing" <<<"$fm_status_txt" || fail "status text lacks the reason: $fm_status_txt"
+
+fm_unmount "$MNT"
+FM_CONTEXT="after unmount (a)"
+same_prefix fs.img
+fm_timeout 60 e2fsck -fn "$PRI/fs.img" >"$FM_TMP/logs/fsck.out" 2>&1 || fail "e2fsck of the primary failed"
+magic=$(dd if="$SRV/fs.img" bs=1 skip="$SIZE" count=8 status=none)
+[[ $magic == FMNBDREC ]] || fail "no identity record in the export's tail (got '$magic')"
+
+# ====================================================================== c) server killed
+FM_CONTEXT="server killed mid-write"
+fm_mount "$PRI" "$MNT"
+K=$MNT/kill.img
+dd if=/dev/urandom of="$K" bs=1M count=32 conv=notrunc status=none || fail "filling kill.img failed"
+fm_wait_for "clean" 20 is_clean "$MNT" kill.img || fail "kill.img not clean: $(fm_image_json "$MNT" kill.img)"
+copied0=$(img_get "$MNT" kill.img .sync.copied_bytes)
+# a writer rewriting 1 MiB runs while the server dies; it must see no error
+( for i in $(seq 1 40); do
+    dd if=/dev/urandom of="$K" bs=64K count=16 seek=$((i % 4 * 16 + 64)) conv=notrunc,fsync status=none || exit 1
+  done ) &
+writer=$!
+sleep 0.3
+kill -KILL "$NBD_PID"
+fm_bg_stop "$NBD_PID"
+wait "$writer" || fail "a user write failed while the NBD server died"
+fm_wait_for "degraded" 10 is_degraded "$MNT" kill.img || fail "kill.img not degraded after the server died"
+reason=$(img_get "$MNT" kill.img .degraded_reason)
+[[ $reason == *"export kill.img on $URI"* ]] || fail "degraded reason does not name the export: '$reason'"
+pwrite_rand "$K" $((20 << 20)) 65536       # bits accumulate while it is out
+dirty=$(img_get "$MNT" kill.img .dirty_chunks)
+
+start_server
+fm_cli re-add "$MNT" kill.img
+fm_wait_for "catch-up" 30 in_sync "$MNT" kill.img || fail "no catch-up: $(fm_image_json "$MNT" kill.img)"
+copied=$(( $(img_get "$MNT" kill.img .sync.copied_bytes) - copied0 ))
+fm_log "catch-up copied $copied bytes for $dirty dirty chunks (image 32 MiB)"
+((copied > 0 && copied <= dirty * CS)) || fail "catch-up copied $copied bytes, want 1..$((dirty * CS)) (dirty chunks only)"
+grep -q "kill.img: re-add: full resync" "$LOG" && fail "re-add did a full resync: $(grep 'full resync' "$LOG")"
+fm_unmount "$MNT"
+same_prefix kill.img
+
+# ====================================================================== d) a stranger's export
+FM_CONTEXT="foreign export"
+# The server now serves another file under the same name (same size, no record of ours).
+cp --sparse=always "$SRV/kill.img" "$FM_TMP/kill.keep"
+head -c $((32 << 20)) /dev/zero >"$SRV/kill.img.new"
+truncate -s $(((32 << 20) + TAIL)) "$SRV/kill.img.new"
+mv "$SRV/kill.img.new" "$SRV/kill.img"
+fm_mount "$PRI" "$MNT"
+fm_wait_for "full resync" 30 in_sync "$MNT" kill.img || fail "no resync of the foreign export"
+grep -q "kill.img: full resync: the secondary has no record of this image" "$LOG" ||
+  fail "the full resync's reason is not logged: $(grep kill.img "$LOG" | tail -n 3)"
+fm_unmount "$MNT"
+same_prefix kill.img
+
+fm_pass
