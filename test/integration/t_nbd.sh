@@ -4,7 +4,7 @@
 #   a) ext4 on a loop device over an image on the mount; unmount: the served file's first
 #      SIZE bytes equal the primary, and its last 4096 bytes hold the identity record.
 #   b) an image whose export is missing loads degraded, the reason in status and the
-#      log; writes to it succeed.
+#      log; writes to it succeed. An image grown past its export degrades the same way.
 #   c) the server killed mid-write: no user error, the image degraded with the reason;
 #      the server started again + re-add: the export's identity record proves it is this
 #      image's copy, so the catch-up copies only the dirty chunks; the legs end identical.
@@ -83,6 +83,19 @@ reason=$(img_get "$MNT" missing.img .degraded_reason)
 grep -q -- "export missing.img missing on $URI" "$LOG" || fail "the log does not say the export is missing"
 fm_status_txt=$("$FUSEMIRROR" status "$MNT")
 grep -q "degraded: .*export missing.img missing" <<<"$fm_status_txt" || fail "status text lacks the reason: $fm_status_txt"
+
+# an image grown past its export: the truncate succeeds for the user, the image degrades
+FM_CONTEXT="image past its export"
+truncate -s $(((1 << 20) + TAIL)) "$SRV/small.img"
+truncate -s 1M "$MNT/small.img"
+pwrite_rand "$MNT/small.img" 0 65536
+[[ $(img_get "$MNT" small.img .secondary_ok) == true ]] || fail "small.img degraded too early: $(fm_image_json "$MNT" small.img)"
+truncate -s 2M "$MNT/small.img" || fail "growing small.img past its export failed for the user"
+fm_wait_for "degraded" 10 is_degraded "$MNT" small.img || fail "small.img not degraded past its export"
+reason=$(img_get "$MNT" small.img .degraded_reason)
+[[ $reason == *"export small.img on $URI"* ]] || fail "degraded reason does not name the export: '$reason'"
+grep -q -- "export small.img on $URI: 1048576 bytes available, the image needs 2097152" "$LOG" ||
+  fail "the log does not say the export is too small"
 
 fm_unmount "$MNT"
 FM_CONTEXT="after unmount (a)"
