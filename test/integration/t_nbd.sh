@@ -10,6 +10,8 @@
 #      image's copy, so the catch-up copies only the dirty chunks; the legs end identical.
 #   d) the export replaced by a stranger's file of the same name: the next load does a
 #      full resync, the reason logged.
+#   e) qemu-nbd (-x NAME) as the secondary of a write-behind set: the export equals the
+#      primary after unmount (the queue drained to the export).
 . "$(dirname "$0")/lib.sh"
 
 command -v nbdkit >/dev/null || fail "missing nbdkit (see test/integration/PACKAGES)"
@@ -149,5 +151,26 @@ grep -q "kill.img: full resync: the secondary has no record of this image" "$LOG
   fail "the full resync's reason is not logged: $(grep kill.img "$LOG" | tail -n 3)"
 fm_unmount "$MNT"
 same_prefix kill.img
+
+# ====================================================================== e) qemu-nbd, write-behind
+FM_CONTEXT="qemu-nbd secondary with write-behind"
+if command -v qemu-nbd >/dev/null; then
+  P2=$FM_TMP/primary2
+  SOCK2=$FM_TMP/qemu.sock
+  mkdir -p "$P2"
+  chmod 755 "$P2"
+  truncate -s $(((16 << 20) + TAIL)) "$FM_TMP/q.export"
+  fm_bg qemu-nbd -k "$SOCK2" -x q.img -f raw -t -e 4 "$FM_TMP/q.export"
+  fm_wait_for "qemu-nbd socket" 10 test -S "$SOCK2" || fail "qemu-nbd did not create $SOCK2"
+  fm_create "$P2" "nbd+unix:///?socket=$SOCK2" --chunk-size 64K --daemon-sleep 1 --write-behind 64
+  fm_mount "$P2" "$MNT"
+  dd if=/dev/urandom of="$MNT/q.img" bs=64K count=256 status=none || fail "writing q.img failed"
+  pwrite_rand "$MNT/q.img" 12345 100000
+  [[ $(img_get "$MNT" q.img .secondary_ok) == true ]] || fail "q.img degraded: $(fm_image_json "$MNT" q.img)"
+  fm_unmount "$MNT"
+  cmp -n $((16 << 20)) "$P2/q.img" "$FM_TMP/q.export" || fail "qemu-nbd's export differs from the primary"
+else
+  fm_log "qemu-nbd not installed: e) skipped"
+fi
 
 fm_pass
