@@ -109,9 +109,9 @@ void Image::fail_secondary(const char* op, std::error_code ec) {
   // Queued secondary writes are dropped, not retried forever: the bitmap keeps them.
   if (wb_) wb_->drop_all();
   const std::string where = secondary_ ? " (" + secondary_->describe() + ")" : "";
-  spdlog::error("{}: secondary{} failed on {}: {}; image degraded, serving from the primary, "
+  spdlog::error("{}: secondary failed on {}: {}{}; image degraded, serving from the primary, "
                 "changes tracked in the bitmap",
-                name(), where, op, ec.message());
+                name(), op, ec.message(), where);
   set_degraded_reason(std::string(op) + " failed" + where + ": " + ec.message());
   if (opts_.events) opts_.events->post(Event::fail, name(), std::string(op) + ": " + ec.message());
   if (auto e = bitmap_->set_degraded(true))
