@@ -8,6 +8,7 @@
 #   c) the server killed mid-write: no user error, the image degraded with the reason;
 #      the server started again + re-add: the export's identity record proves it is this
 #      image's copy, so the catch-up copies only the dirty chunks; the legs end identical.
+#      check finds a chunk changed on the server, repair rewrites it from the primary.
 #   d) the export replaced by a stranger's file of the same name: the next load does a
 #      full resync, the reason logged.
 #   e) qemu-nbd (-x NAME) as the secondary of a write-behind set: the export equals the
@@ -135,6 +136,26 @@ copied=$(( $(img_get "$MNT" kill.img .sync.copied_bytes) - copied0 ))
 fm_log "catch-up copied $copied bytes for $dirty dirty chunks (image 32 MiB)"
 ((copied > 0 && copied <= dirty * CS)) || fail "catch-up copied $copied bytes, want 1..$((dirty * CS)) (dirty chunks only)"
 grep -q "kill.img: re-add: full resync" "$LOG" && fail "re-add did a full resync: $(grep 'full resync' "$LOG")"
+
+# check and repair read the export as they read a file: a chunk changed on the server is
+# found by check (nothing rewritten) and rewritten from the primary by repair
+FM_CONTEXT="check/repair over NBD"
+fm_wait_for "clean" 20 is_clean "$MNT" kill.img || fail "kill.img not clean after the catch-up"
+run_action() { # run_action ACTION — sync-action on kill.img, then wait for its end line
+  local n0
+  n0=$(grep -cE -- "\] kill\.img: $1 (done|interrupted):" "$LOG" || true)
+  fm_cli sync-action "$MNT" kill.img "$1"
+  fm_wait_for "$1 end" 30 bash -c '(( $(grep -cE -- "\] kill\.img: $1 (done|interrupted):" "$2" || true) > $3 ))' \
+    _ "$1" "$LOG" "$n0" || fail "$1 of kill.img did not end: $(fm_image_json "$MNT" kill.img)"
+  fm_wait_for "idle" 10 fm_image_is "$MNT" kill.img '.sync.action == "idle"' || fail "not idle after $1"
+}
+dd if=/dev/urandom of="$SRV/kill.img" bs=64K count=1 seek=7 conv=notrunc status=none
+run_action check
+[[ $(img_get "$MNT" kill.img .mismatch_cnt) == 1 ]] || fail "check over NBD: mismatch_cnt $(img_get "$MNT" kill.img .mismatch_cnt), want 1"
+cmp -s -n $((32 << 20)) "$PRI/kill.img" "$SRV/kill.img" && fail "check rewrote the export"
+run_action repair
+run_action check
+[[ $(img_get "$MNT" kill.img .mismatch_cnt) == 0 ]] || fail "check after repair: mismatch_cnt $(img_get "$MNT" kill.img .mismatch_cnt)"
 fm_unmount "$MNT"
 same_prefix kill.img
 
