@@ -99,13 +99,11 @@ utils::Result<std::unique_ptr<NbdLeg>> NbdLeg::connect(const NbdUri& uri, const 
   if (rc == -1) {
     const std::error_code ec = nbd_errno();
     const std::string err = nbd_get_error() ? nbd_get_error() : "";
-    // The server refused the export name (NBD_REP_ERR_UNKNOWN and the like) or the
-    // connection itself failed; libnbd says which in its message.
-    if (nbd_aio_is_closed(h) || nbd_aio_is_dead(h)) {
-      if (err.find("unknown") != std::string::npos || err.find("No such file") != std::string::npos ||
-          err.find("export") != std::string::npos)
-        return give_up(utils::errno_code(ENOENT), "export " + name + " missing on " + uri.text + " (" + err + ")");
-    }
+    // The server refused the export name (NBD_REP_ERR_UNKNOWN: libnbd's "server has no
+    // export named …"), or the connection itself failed (a socket that is not there is
+    // ENOENT too: told apart by the message, which only the handshake's refusal gives).
+    if (err.find("no export") != std::string::npos || err.find("unknown export") != std::string::npos)
+      return give_up(utils::errno_code(ENOENT), "export " + name + " missing on " + uri.text + " (" + err + ")");
     return give_up(ec, "cannot connect to " + uri.text + " for export " + name + ": " + err);
   }
   const std::int64_t size = nbd_get_size(h);

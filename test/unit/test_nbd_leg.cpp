@@ -72,6 +72,11 @@ TEST_CASE("NbdLeg: missing export, capacity, the file semantics, the identity bl
   CHECK(missing.error() == std::errc::no_such_file_or_directory);
   CHECK(why.find("export nope.img missing on nbd+unix:///?socket=") == 0);
 
+  // No server at all is not a missing export.
+  auto nobody = core::NbdLeg::connect(core::parse_nbd_uri("nbd+unix:///?socket=" + t / "none"), "a.img", &why);
+  REQUIRE(!nobody);
+  CHECK(why.find("cannot connect to nbd+unix:///?socket=") == 0);
+
   auto leg = core::NbdLeg::connect(uri, "a.img", &why);
   REQUIRE_MESSAGE(leg, why);
   core::NbdLeg& l = **leg;
