@@ -113,4 +113,11 @@ TEST_CASE("nbd URI: the two accepted forms, and every other form refused with th
   refused("nbd://h:99999", "port");
   refused("nbd://", "no host");
   refused("nbd+tcp://h", "unknown scheme");
+  refused("nbd://[::1", "unterminated");
+  refused("nbd://[::1]x", "junk");
+  refused("nbd://:80", "no host");
+  refused("nbd://h:8a", "port");
+  refused("nbd://h?tls=on", "no query");
+  refused("nbd+unix:///?socket=/s&tls=on", "exactly one");
+  CHECK(core::parse_nbd_uri("nbd+unix://?socket=/s").socket == "/s");  // the issue's spelling
 }
