@@ -38,12 +38,16 @@ void ChunkHasher::zeros(std::uint64_t n) {
 
 std::uint64_t ChunkHasher::entry() const { return cksum_entry(XXH3_64bits_digest(s_->st)); }
 
-utils::Result<std::uint64_t> hash_chunk(int fd, std::uint64_t c, std::uint64_t cs, std::span<std::byte> buf) {
+ReadAt fd_reader(int fd) {
+  return [fd](std::span<std::byte> data, std::uint64_t off) { return utils::pread_all(fd, data, off); };
+}
+
+utils::Result<std::uint64_t> hash_chunk(const ReadAt& read, std::uint64_t c, std::uint64_t cs, std::span<std::byte> buf) {
   ChunkHasher h;
   const std::uint64_t start = c * cs, end = start + cs;
   for (std::uint64_t off = start; off < end;) {
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(end - off, buf.size()));
-    auto got = utils::pread_all(fd, buf.first(want), off);
+    auto got = read(buf.first(want), off);
     if (!got) return got.error();
     h.update(buf.first(*got));
     off += *got;
@@ -55,7 +59,7 @@ utils::Result<std::uint64_t> hash_chunk(int fd, std::uint64_t c, std::uint64_t c
   return h.entry();
 }
 
-utils::Result<ChunkReading> read_both(int pfd, int sfd, std::uint64_t c, std::uint64_t cs, std::span<std::byte> a,
+utils::Result<ChunkReading> read_both(const ReadAt& read_p, const ReadAt& read_s, std::uint64_t c, std::uint64_t cs, std::span<std::byte> a,
                                       std::span<std::byte> b) {
   ChunkReading r;
   ChunkHasher hp, hs;
@@ -65,12 +69,12 @@ utils::Result<ChunkReading> read_both(int pfd, int sfd, std::uint64_t c, std::ui
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(end - off, a.size()));
     std::size_t np = 0, ns = 0;
     if (!p_eof && !r.primary_error) {
-      auto got = utils::pread_all(pfd, a.first(want), off);
+      auto got = read_p(a.first(want), off);
       if (got) np = *got;
       else r.primary_error = got.error();
     }
     if (!s_eof) {
-      auto got = utils::pread_all(sfd, b.first(want), off);
+      auto got = read_s(b.first(want), off);
       if (!got) return got.error();
       ns = *got;
     }

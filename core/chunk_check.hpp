@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -41,7 +42,16 @@ class ChunkHasher {
 };
 
 // The entry of chunk c of the file `fd`, read in buf.size() pieces (buf non-empty).
-utils::Result<std::uint64_t> hash_chunk(int fd, std::uint64_t c, std::uint64_t chunk_size, std::span<std::byte> buf);
+// Reads up to data.size() bytes at an offset; short only at the end (pread_all's contract).
+// A file's descriptor (fd_reader) or a secondary leg (core/leg.hpp).
+using ReadAt = std::function<utils::Result<std::size_t>(std::span<std::byte>, std::uint64_t)>;
+ReadAt fd_reader(int fd);
+
+utils::Result<std::uint64_t> hash_chunk(const ReadAt& read, std::uint64_t c, std::uint64_t chunk_size,
+                                        std::span<std::byte> buf);
+inline utils::Result<std::uint64_t> hash_chunk(int fd, std::uint64_t c, std::uint64_t chunk_size, std::span<std::byte> buf) {
+  return hash_chunk(fd_reader(fd), c, chunk_size, buf);
+}
 
 // Chunk c of both legs, read once each (a.size() == b.size() pieces).
 struct ChunkReading {
@@ -52,8 +62,12 @@ struct ChunkReading {
 };
 // Errors: the secondary's read error (the caller degrades the image). A primary read error
 // is in `primary_error` (the rest of the chunk is read from the secondary only).
-utils::Result<ChunkReading> read_both(int primary_fd, int secondary_fd, std::uint64_t c, std::uint64_t chunk_size,
-                                      std::span<std::byte> a, std::span<std::byte> b);
+utils::Result<ChunkReading> read_both(const ReadAt& primary, const ReadAt& secondary, std::uint64_t c,
+                                      std::uint64_t chunk_size, std::span<std::byte> a, std::span<std::byte> b);
+inline utils::Result<ChunkReading> read_both(int primary_fd, int secondary_fd, std::uint64_t c, std::uint64_t chunk_size,
+                                             std::span<std::byte> a, std::span<std::byte> b) {
+  return read_both(fd_reader(primary_fd), fd_reader(secondary_fd), c, chunk_size, a, b);
+}
 
 enum class Verdict {
   ok,                // both legs match the checksum

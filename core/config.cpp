@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/bitmap_format.hpp"
+#include "core/nbd_leg.hpp"
 #include "utils/error.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
@@ -133,7 +134,16 @@ Config parse_config(const std::string& text, const std::string& source) {
   if (!u || utils::is_nil(*u)) bad(source, "uuid", "not a UUID");
   c.uuid = *u;
   c.primary = get_abs_path(j, "primary", source);
-  c.secondary = get_abs_path(j, "secondary", source);
+  if (j["secondary"].is_string() && is_nbd_uri(j["secondary"].get<std::string>())) {
+    c.secondary = j["secondary"].get<std::string>();
+    try {
+      (void)parse_nbd_uri(c.secondary);
+    } catch (const Error& e) {
+      bad(source, "secondary", e.what());
+    }
+  } else {
+    c.secondary = get_abs_path(j, "secondary", source);
+  }
   if (j.contains("chunk_size")) {
     c.chunk_size = get_uint(j, "chunk_size", source);
     if (auto why = check_chunk_size(c.chunk_size); !why.empty()) bad(source, "chunk_size", why);
@@ -300,7 +310,24 @@ void check_meta_dir(const std::string& path, const char* what) {
 
 }  // namespace
 
+bool Config::secondary_is_nbd() const { return is_nbd_uri(secondary); }
+
 void check_set_directories(const Config& c) {
+  if (c.secondary_is_nbd()) {
+    // No secondary directory: the primary's and the bitmap directory's rules only.
+    (void)parse_nbd_uri(c.secondary);
+    const std::string primary = canonical_dir(c.primary, "primary");
+    check_meta_dir(c.primary + "/" + kMetaDirName, "primary's metadata directory");
+    if (c.bitmap_dir) {
+      boost::system::error_code ec;
+      const std::string bdir = boost::filesystem::weakly_canonical(*c.bitmap_dir, ec).string();
+      if (ec) throw Error(*c.bitmap_dir + ": cannot resolve the bitmap directory: " + ec.message());
+      if (is_within(bdir, primary) && !is_within(bdir, primary + "/" + kMetaDirName))
+        throw Error(*c.bitmap_dir + ": the bitmap directory must not be inside the primary (outside its " +
+                    kMetaDirName + ")");
+    }
+    return;
+  }
   const std::string primary = canonical_dir(c.primary, "primary");
   const std::string secondary = canonical_dir(c.secondary, "secondary");
   if (primary == secondary)

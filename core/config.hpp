@@ -20,7 +20,7 @@ struct Config {
   int format = 1;
   utils::Uuid uuid{};
   std::string primary;    // absolute
-  std::string secondary;  // absolute
+  std::string secondary;  // absolute, or an NBD URI (secondary_is_nbd(); core/nbd_leg.hpp)
   std::uint64_t chunk_size = 65536;
   double daemon_sleep = 5.0;               // seconds
   std::optional<std::string> bitmap_dir;   // absolute; default PRIMARY/.fusemirror/bitmaps
@@ -47,6 +47,7 @@ struct Config {
   bool scrub_repair = false;   // scheduled passes repair (else they only check)
 
   std::string bitmap_root() const;  // the directory holding the bitmaps
+  bool secondary_is_nbd() const;     // the secondary is an NBD server, not a directory
 };
 
 // Parses and validates; throws utils::Error("config FILE: key 'K': reason").

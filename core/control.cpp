@@ -219,26 +219,28 @@ std::error_code Control::readd(const std::string& rel) {
   auto pst = (*img)->stat();
   if (!pst) return pst.error();
   bool sec_new = false;
-  auto sfd = open_secondary_copy(p_.legs, rel, *pst, &sec_new);
-  if (!sfd) {
-    spdlog::error("{}/{}: re-add refused: {}", p_.config.secondary, rel,
-                  sfd.error() == std::errc::operation_not_permitted
-                      ? std::string("not a regular file with a single link (a hard link could redirect "
-                                    "writes outside the secondary)")
-                      : sfd.error().message());
-    return sfd.error();
+  std::string refused;
+  auto leg = open_secondary_leg(p_.legs, rel, *pst, &sec_new, &refused);
+  if (!leg) {
+    spdlog::error("{}{}{}: re-add refused: {}", p_.legs.remote() ? "" : p_.config.secondary,
+                  p_.legs.remote() ? "" : "/", rel, refused);
+    return leg.error();
   }
+  // The proof that the bitmap covers what the copy lacks: the record in the secondary
+  // directory, or the export's own identity record (core/nbd_record.hpp).
   std::string why = sec_new ? "the secondary has no copy of the image" : "";
   if (!sec_new) {
     const BitmapStats bs = (*img)->bitmap()->stats();
     CoverageFacts facts{p_.config.uuid, (*img)->bitmap()->image_uuid(), bs.events, bs.events_cleared, {}};
-    if (struct stat sst {}; ::fstat(sfd->get(), &sst) == 0) facts.secondary_file = FileIdentity::of(sst);
-    why = why_not_covered(p_.records.read(rel), facts);
+    if (struct stat sst {}; (*leg)->fd() >= 0 && ::fstat((*leg)->fd(), &sst) == 0)
+      facts.secondary_file = FileIdentity::of(sst);
+    why = why_not_covered(p_.records.read(rel, leg->get()), facts);
   }
   const bool full = !why.empty();
   if (full) spdlog::warn("{}: re-add: full resync: {}", rel, why);
-  if (auto ec = (*img)->readd(std::move(*sfd), full)) return ec;
-  if (auto ec = p_.records.write(rel, (*img)->bitmap()->image_uuid(), (*img)->bitmap()->stats().events)) {
+  if (auto ec = (*img)->readd(std::move(*leg), full)) return ec;
+  if (auto ec = p_.records.write(rel, (*img)->bitmap()->image_uuid(), (*img)->bitmap()->stats().events, false,
+                                 (*img)->secondary_leg())) {
     (*img)->fail_secondary("record write", ec);
     return ec;
   }

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/bitmap.hpp"
+#include "core/nbd_leg.hpp"
 #include "core/dir.hpp"
 #include "utils/error.hpp"
 #include "utils/fd.hpp"
@@ -81,7 +82,10 @@ Config create_set(const CreateOptions& o) {
     check_set_directories(wanted);
   }
   const std::string primary = canonical(o.primary);
-  const std::string secondary = canonical(o.secondary);
+  // An NBD secondary (docs/config.md "secondary"): no directory, no membership file — each
+  // export carries its identity record (docs/on-disk-format.md "NBD identity record").
+  const bool nbd = is_nbd_uri(o.secondary);
+  const std::string secondary = nbd ? o.secondary : canonical(o.secondary);
   std::optional<std::string> bitmap_dir;
   if (o.bitmap_dir) {
     struct stat st {};
@@ -97,7 +101,7 @@ Config create_set(const CreateOptions& o) {
   if (::access(pconf.c_str(), F_OK) == 0 && !o.force)
     throw Error(primary + ": already a fusemirror primary (" + pconf +
                 " exists); use --force to re-create the set");
-  if (::access(smember.c_str(), F_OK) == 0) {
+  if (!nbd && ::access(smember.c_str(), F_OK) == 0) {
     Member m = load_member(smember);
     bool ours = false;
     if (::access(pconf.c_str(), F_OK) == 0) {
@@ -111,7 +115,7 @@ Config create_set(const CreateOptions& o) {
                   "); use --force to take it over");
   }
   const auto pimgs = list_images(primary);
-  const auto simgs = list_images(secondary);
+  const auto simgs = nbd ? decltype(pimgs){} : list_images(secondary);
   if (!simgs.empty() && !o.force) {
     std::string differs;
     if (simgs != pimgs) {
@@ -147,6 +151,7 @@ Config create_set(const CreateOptions& o) {
   // set: a power cut after `create` returned cannot take the metadata directory and the
   // config with it (docs/write-path.md §2b).
   for (const auto& dir : {pmeta, smeta}) {
+    if (nbd && dir == smeta) continue;
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
       throw utils::sys_error(dir, "cannot create the metadata directory", errno);
     sync_dir(dir + "/..");
@@ -187,7 +192,7 @@ Config create_set(const CreateOptions& o) {
   // The adopted images' bitmaps (all dirty) are in place before the config commits.
   if (!pimgs.empty())
     if (auto ec = broot_dir->sync()) throw utils::sys_error(broot, "cannot fsync the bitmap directory", ec.value());
-  write_file_atomic(smeta, kMemberName, dump_member(Member{c.uuid}));
+  if (!nbd) write_file_atomic(smeta, kMemberName, dump_member(Member{c.uuid}));
   write_file_atomic(pmeta, kConfigName, dump_config(c));
   return c;
 }

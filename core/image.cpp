@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/file_leg.hpp"
 #include "core/leg_copy.hpp"
 #include "utils/crash_point.hpp"
 #include "utils/extents.hpp"
@@ -53,14 +54,25 @@ std::pair<std::error_code, std::error_code> run_both(utils::ThreadPool* pool, bo
 
 }  // namespace
 
+namespace {
+std::unique_ptr<Leg> file_leg(utils::UniqueFd fd, const std::string& name) {
+  if (!fd.valid()) return nullptr;
+  return std::make_unique<FileLeg>(std::move(fd), "secondary copy of " + name);
+}
+}  // namespace
+
 Image::Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondary,
+             std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options)
+    : Image(name, std::move(primary), file_leg(std::move(secondary), name), std::move(bitmap), pool, options) {}
+
+Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> secondary,
              std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options)
     : name_(std::move(name)),
       primary_(std::move(primary)),
       secondary_(std::move(secondary)),
       bitmap_(std::move(bitmap)),
       pool_(pool),
-      secondary_ok_(secondary_.valid()),
+      secondary_ok_(secondary_ != nullptr),
       opts_(options) {
   if (opts_.write_behind) {
     WriteBehindExecutor* exec = opts_.wb_executor;
@@ -96,9 +108,11 @@ void Image::fail_secondary(const char* op, std::error_code ec) {
   if (!secondary_ok_.compare_exchange_strong(expected, false)) return;  // logged once
   // Queued secondary writes are dropped, not retried forever: the bitmap keeps them.
   if (wb_) wb_->drop_all();
-  spdlog::error("{}: secondary failed on {}: {}; image degraded, serving from the primary, "
+  const std::string where = secondary_ ? " (" + secondary_->describe() + ")" : "";
+  spdlog::error("{}: secondary failed on {}: {}{}; image degraded, serving from the primary, "
                 "changes tracked in the bitmap",
-                name(), op, ec.message());
+                name(), op, ec.message(), where);
+  set_degraded_reason(std::string(op) + " failed" + where + ": " + ec.message());
   if (opts_.events) opts_.events->post(Event::fail, name(), std::string(op) + ": " + ec.message());
   if (auto e = bitmap_->set_degraded(true))
     spdlog::error("{}: could not record the degraded state in the bitmap: {}", name(), e.message());
@@ -124,7 +138,7 @@ utils::Result<std::size_t> Image::read(std::span<std::byte> buf, std::uint64_t o
   if (!primary_read_failed_.exchange(true))
     spdlog::error("{}: primary read error at {}: serving in-sync chunks from the secondary",
                   name(), off);
-  auto s = utils::pread_all(secondary_.get(), buf, off);
+  auto s = secondary_->pread(buf, off);
   if (s) secondary_reads_.fetch_add(1, std::memory_order_relaxed);
   return s ? s : r;
 }
@@ -146,7 +160,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   // (docs/reliability.md §9). Never compiled into a release build.
   if (FM_FAULT_POINT("bitmap.late") && !wb_ && secondary_ok()) {
     auto p = utils::pwrite_all(primary_.get(), data, off);
-    auto s = utils::pwrite_all(secondary_.get(), data, off);
+    auto s = secondary_->pwrite(data, off);
     if (auto ec = bitmap_->start_write(off, data.size())) return utils::errno_code(EIO);
     bitmap_->end_write(off, data.size(), !p && !s);
     if (auto ec = settle("write", p, s)) return ec;
@@ -172,7 +186,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
       },
       [&] {
         FM_CRASH_POINT("image.before_secondary");
-        return utils::pwrite_all(secondary_.get(), data, off, &s_done);
+        return secondary_->pwrite(data, off, &s_done);
       },
       data.size() <= kInlineWriteMax);
   FM_CRASH_POINT("image.after_legs");
@@ -233,7 +247,7 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
     op.run = [this](const WriteBehind::Op& o) -> std::error_code {
       if (!secondary_ok()) return utils::errno_code(EIO);
       FM_CRASH_POINT("writebehind.before_secondary");
-      auto ec = utils::pwrite_all(secondary_.get(), o.data, o.off);
+      auto ec = secondary_->pwrite(o.data, o.off);
       if (ec) fail_secondary("write-behind write", ec);
       return ec;
     };
@@ -316,9 +330,8 @@ std::error_code Image::truncate(std::uint64_t size) {
       return settle("truncate", ec, {});
     }
   std::error_code s;
-  if (secondary_ok() && ::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0)
-    s = utils::last_errno();
-  if (!s && shrink && secondary_ok()) s = utils::fdatasync_fd(secondary_.get());
+  if (secondary_ok()) s = secondary_->set_size(size);
+  if (!s && shrink && secondary_ok()) s = secondary_->flush();
   if (!secondary_ok() || s) {
     // The secondary misses this change: its range is resynced when it returns (while
     // degraded the cover never shrinks, so these bits stay).
@@ -330,14 +343,6 @@ std::error_code Image::truncate(std::uint64_t size) {
   }
   if (s) fail_secondary("truncate", s);
   return {};
-}
-
-std::error_code Image::set_secondary_size(std::uint64_t size) {
-  // Durable before anything is served or resized: the secondary's old bytes past `size`
-  // must not come back after a power cut under chunks the bitmap no longer covers (see
-  // truncate()).
-  if (::ftruncate(secondary_.get(), static_cast<off_t>(size)) != 0) return utils::last_errno();
-  return utils::fdatasync_fd(secondary_.get());
 }
 
 namespace {
@@ -397,7 +402,7 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
     return refuse_fallocate(mode, off, len, old, blocks_past_end, p, intent);
   std::error_code s;
   const bool with_sec = secondary_ok();
-  if (with_sec) s = fallocate_secondary(secondary_.get(), mode, off, len);
+  if (with_sec) s = secondary_->fallocate(mode, off, len);
   if (blen) bitmap_->end_write(off, blen, with_sec && !s);
   const bool sized = ::fstat(primary_.get(), &st) == 0;
   const std::uint64_t now = sized ? static_cast<std::uint64_t>(st.st_size) : old;
@@ -454,14 +459,14 @@ std::error_code Image::fsync(bool datasync) {
   if (wb_ && with_sec) drain_write_behind();
   auto [p, s] = run_both(
       pool_, with_sec, [&] { return sync(primary_.get()); },
-      [&] { return sync(secondary_.get()); });
+      [&] { return secondary_->flush(datasync); });
   return settle("fsync", p, s);
 }
 
 std::error_code Image::sync_legs() {
   auto [p, s] = run_both(
       pool_, secondary_ok(), [&] { return utils::fdatasync_fd(primary_.get()); },
-      [&] { return utils::fdatasync_fd(secondary_.get()); });
+      [&] { return secondary_->flush(); });
   if (s) fail_secondary("fdatasync", s);
   return p ? p : s;
 }
@@ -472,114 +477,8 @@ utils::Result<struct stat> Image::stat() const {
   return st;
 }
 
-std::error_code Image::reconcile_size() {
-  if (!secondary_ok()) return {};
-  auto guard = locks_.lock(0, RangeLock::kEnd);
-  struct stat p {}, s {};
-  if (::fstat(primary_.get(), &p) != 0) return utils::last_errno();
-  if (::fstat(secondary_.get(), &s) != 0) {
-    fail_secondary("fstat", utils::last_errno());
-    return {};
-  }
-  if (p.st_size != s.st_size) {
-    spdlog::info("{}: secondary size {} differs from primary size {}; set to the primary's", name(),
-                 s.st_size, p.st_size);
-    if (auto ec = set_secondary_size(static_cast<std::uint64_t>(p.st_size))) fail_secondary("truncate", ec);
-  }
-  return {};
-}
-
-utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_t max_bytes,
-                                                std::vector<std::byte>& buf,
-                                                std::uint64_t* copied) {
-  *copied = 0;
-  const std::uint64_t cs = bitmap_->chunk_size();
-  const std::uint64_t total = bitmap_->stats().total_chunks;
-  const std::uint64_t first = bitmap_->next_unsynced(from);
-  if (first >= total) return total;
-  if (!secondary_ok()) return utils::errno_code(EIO);
-  // The chunks' bits may not be durable while the bitmap is failed: a copy torn by a crash
-  // must find its bit set, so nothing is copied until recover() rewrote the bitmap.
-  if (auto ec = bitmap_->error()) return ec;
-  // A run of consecutive unsynced chunks, copied under one range lock: writes racing with
-  // the copy wait for it (and then go to both legs), or went before it (and are copied).
-  std::uint64_t end = first + 1;
-  while (end < total && (end - first + 1) * cs <= std::max(max_bytes, cs) &&
-         bitmap_->next_unsynced(end) == end)
-    ++end;
-  const std::uint64_t off = first * cs;
-  const std::uint64_t stop = end * cs;
-  auto guard = locks_.lock(off, stop);
-  if (auto ec = copy_range_locked(off, stop, buf, copied)) return ec;
-  // Start the secondary's writeback of what was just copied (asynchronous): the disk
-  // writes this run while the next one is read, instead of the page cache filling with
-  // gigabytes of dirty resync data for the flusher and the final fsync. Not a durability
-  // step: the chunks' bits are cleared only after both legs are fdatasync'ed (sweep).
-  if (*copied) ::sync_file_range(secondary_.get(), static_cast<off_t>(off),
-                                 static_cast<off_t>(stop - off), SYNC_FILE_RANGE_WRITE);
-  for (std::uint64_t c = first; c < end; ++c) bitmap_->mark_synced(c);
-  resync_copied_.fetch_add(*copied, std::memory_order_relaxed);
-  return end;
-}
-
-std::uint64_t Image::read_ahead_unsynced(std::uint64_t from, std::uint64_t max_bytes) const {
-  const std::uint64_t cs = bitmap_->chunk_size();
-  const std::uint64_t total = bitmap_->stats().total_chunks;
-  std::uint64_t bytes = 0, c = bitmap_->next_unsynced(from);
-  while (c < total && bytes < max_bytes) {
-    std::uint64_t end = c + 1;
-    while (end < total && (end - c) * cs < max_bytes - bytes && bitmap_->next_unsynced(end) == end) ++end;
-    // Asynchronous: starts the reads and returns; the copy finds the pages in the cache.
-    ::posix_fadvise(primary_.get(), static_cast<off_t>(c * cs), static_cast<off_t>((end - c) * cs),
-                    POSIX_FADV_WILLNEED);
-    bytes += (end - c) * cs;
-    c = end >= total ? total : bitmap_->next_unsynced(end);
-  }
-  return c;
-}
-
-std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
-                                         std::vector<std::byte>& buf, std::uint64_t* copied) {
-  const LegCopy r = copy_layout(primary_.get(), secondary_.get(), off, stop, buf, copied, copy_file_range_ok_);
-  if (r.primary) return r.primary;
-  if (r.secondary) {
-    fail_secondary("resync write", r.secondary);
-    return utils::errno_code(EIO);
-  }
-  return {};
-}
-
 std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
-  auto guard = locks_.lock(0, RangeLock::kEnd);
-  if (secondary_ok()) return utils::errno_code(EBUSY);
-  if (wb_) {
-    drain_write_behind();  // dropped writes finish at once
-    wb_->resume();
-  }
-  secondary_ = std::move(secondary);
-  if (full) {
-    struct stat st {};
-    if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
-    if (auto ec = bitmap_->mark_unsynced(0, static_cast<std::uint64_t>(st.st_size))) return ec;
-  }
-  bitmap_->mark_all_dirty_unsynced();
-  // Back in service: the degraded flag goes (events + 1); clearing resumes only after
-  // resync has copied every unsynced chunk.
-  if (auto ec = bitmap_->set_degraded(false)) return ec;
-  secondary_ok_.store(true, std::memory_order_release);
-  struct stat p {};
-  if (::fstat(primary_.get(), &p) == 0)
-    if (auto ec = set_secondary_size(static_cast<std::uint64_t>(p.st_size))) {
-      fail_secondary("truncate", ec);
-      return utils::errno_code(EIO);
-    }
-  spdlog::info("{}: secondary re-added; {} resync of {} chunks", name(), full ? "full" : "bitmap-based",
-               bitmap_->stats().unsynced_chunks);
-  if (opts_.events)
-    opts_.events->post(Event::secondary_reconnected, name(),
-                       std::string(full ? "full" : "bitmap-based") + " resync of " +
-                           std::to_string(bitmap_->stats().unsynced_chunks) + " chunks");
-  return {};
+  return readd(file_leg(std::move(secondary), name()), full);
 }
 
 void Image::note_write_behind_lag() {
@@ -599,6 +498,11 @@ void Image::note_write_behind_lag() {
   } else if (!was_full && lag_reported_ && wb_->outstanding() == 0) {
     lag_reported_ = false;
   }
+}
+
+void Image::set_degraded_reason(std::string why) {
+  std::lock_guard lk(progress_mu_);
+  degraded_reason_ = std::move(why);
 }
 
 void Image::set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total) {
@@ -671,6 +575,7 @@ ImageStatus Image::status() const {
     s.action = action_;
     s.sync_done_bytes = sync_done_;
     s.sync_total_bytes = sync_total_;
+    if (!s.secondary_ok) s.degraded_reason = degraded_reason_;
   }
   s.resync_copied_bytes = resync_copied_.load(std::memory_order_relaxed);
   s.mismatch_cnt = mismatch_cnt_.load(std::memory_order_relaxed);

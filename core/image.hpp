@@ -25,7 +25,9 @@
 
 #include "core/bitmap.hpp"
 #include "core/events.hpp"
+#include "core/leg.hpp"
 #include "core/checksums.hpp"
+#include "core/chunk_check.hpp"
 #include "core/status.hpp"
 #include "core/range_lock.hpp"
 #include "core/write_behind.hpp"
@@ -59,7 +61,10 @@ struct ImageOptions {
 
 class Image {
  public:
-  // `secondary` may be invalid: the image starts degraded.
+  // `secondary` may be null: the image starts degraded.
+  Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> secondary,
+        std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options = {});
+  // A file secondary (core/file_leg.hpp); `secondary` may be invalid.
   Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondary,
         std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options = {});
   ~Image();
@@ -80,11 +85,19 @@ class Image {
   std::error_code fsync(bool datasync);
   utils::Result<struct stat> stat() const;
   int primary_fd() const { return primary_.get(); }
-  int secondary_fd() const { return secondary_.get(); }
+  // The secondary file's descriptor; -1 when degraded or when the leg is not a file.
+  int secondary_fd() const { return secondary_ ? secondary_->fd() : -1; }
+  // The secondary leg (null when the image never had one); REQUIRES the namespace's
+  // exclusive lock or the image not shared yet (re-add replaces it under that lock).
+  Leg* secondary_leg() const { return secondary_.get(); }
+  // What the secondary is, for messages ("" when there is none).
+  std::string secondary_describe() const { return secondary_ ? secondary_->describe() : std::string(); }
   bool secondary_ok() const { return secondary_ok_.load(std::memory_order_acquire); }
 
   // Degrades the image: logs once, records it durably in the bitmap.
   void fail_secondary(const char* op, std::error_code ec);
+  // Why a degraded image has no secondary, for status (the loader's reason at load).
+  void set_degraded_reason(std::string why);
 
   // --- resync (called by the resync worker only) ---
   // Copies the next run of unsynced chunks at or after `from` (up to `max_bytes`),
@@ -121,6 +134,7 @@ class Image {
   // Puts `secondary` back as the image's secondary. With `full`, every chunk is marked for
   // resync; otherwise only the bitmap's dirty chunks (the caller proved it covers all the
   // secondary missed). REQUIRES: the image is degraded.
+  std::error_code readd(std::unique_ptr<Leg> secondary, bool full);
   std::error_code readd(utils::UniqueFd secondary, bool full);
 
   // The sweeper's clock (every 500 ms): posts LagExceeded once when the write-behind queue
@@ -172,7 +186,7 @@ class Image {
   std::error_code verify_read(std::span<std::byte> data, std::uint64_t off);
   // Reads chunk c of `fd` into the caller's part (`data` at image offset `off`) and a
   // scratch buffer for the rest; true when the chunk matches `entry`.
-  utils::Result<bool> read_chunk_verified(int fd, std::uint64_t c, std::uint64_t entry, std::span<std::byte> data,
+  utils::Result<bool> read_chunk_verified(const ReadAt& read, std::uint64_t c, std::uint64_t entry, std::span<std::byte> data,
                                           std::uint64_t off);
   // Rewrites chunk c of the primary from the secondary, syncs, and reads it back from the
   // disk; true when it then matches `entry`. REQUIRES the chunk's range lock; the bit stays
@@ -181,6 +195,11 @@ class Image {
   // Logs a bad chunk (image, chunk, byte offsets) once, where the verdict is made.
   void note_bad_chunk(std::uint64_t c, const char* what, const std::string& detail) const;
 
+  // The secondary leg as a reader for core/chunk_check (REQUIRES a secondary).
+  ReadAt sec_reader() const {
+    Leg* leg = secondary_.get();
+    return [leg](std::span<std::byte> d, std::uint64_t o) { return leg->pread(d, o); };
+  }
   // Turns the two legs' results into the user's result; degrades on a secondary error.
   std::error_code settle(const char* op, std::error_code primary, std::error_code secondary);
 
@@ -191,13 +210,14 @@ class Image {
   mutable std::mutex name_mu_;
   std::string name_;  // guarded by name_mu_
   utils::UniqueFd primary_;
-  utils::UniqueFd secondary_;
+  std::unique_ptr<Leg> secondary_;  // null: none (degraded)
   std::unique_ptr<Bitmap> bitmap_;
   utils::ThreadPool* pool_;
   RangeLock locks_;
   std::atomic<bool> secondary_ok_;
   mutable std::mutex progress_mu_;
   SyncAction action_ = SyncAction::idle;  // guarded by progress_mu_
+  std::string degraded_reason_;           // guarded by progress_mu_
   std::uint64_t sync_done_ = 0, sync_total_ = 0;  // guarded by progress_mu_
   std::atomic<std::uint64_t> resync_copied_{0};
   std::atomic<std::uint64_t> mismatch_cnt_{0};

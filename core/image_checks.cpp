@@ -124,7 +124,7 @@ std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forg
   return {};
 }
 
-utils::Result<bool> Image::read_chunk_verified(int fd, std::uint64_t c, std::uint64_t entry, std::span<std::byte> data,
+utils::Result<bool> Image::read_chunk_verified(const ReadAt& read, std::uint64_t c, std::uint64_t entry, std::span<std::byte> data,
                                                std::uint64_t off) {
   const std::uint64_t cs = bitmap_->chunk_size();
   const std::uint64_t start = c * cs, end = start + cs, data_end = off + data.size();
@@ -136,7 +136,7 @@ utils::Result<bool> Image::read_chunk_verified(int fd, std::uint64_t c, std::uin
     std::span<std::byte> dest;
     if (pos >= off && pos < data_end) dest = data.subspan(pos - off, std::min(data_end, end) - pos);
     else dest = std::span(scratch).first(std::min<std::uint64_t>({scratch.size(), end - pos, pos < off ? off - pos : end - pos}));
-    auto got = utils::pread_all(fd, dest, pos);
+    auto got = read(dest, pos);
     if (!got) return got.error();
     h.update(dest.first(*got));
     pos += *got;
@@ -158,7 +158,7 @@ std::error_code Image::verify_read(std::span<std::byte> data, std::uint64_t off)
     if (!bitmap_->chunk_clean(c)) continue;  // being written: its checksum is not trusted
     const auto l = checksums_->lookup(c);
     if (!l.entry) continue;
-    auto ok = read_chunk_verified(primary_.get(), c, *l.entry, part, lo);
+    auto ok = read_chunk_verified(fd_reader(primary_.get()), c, *l.entry, part, lo);
     if (!ok) return ok.error();
     if (*ok) {
       read_verified_.fetch_add(1, std::memory_order_relaxed);
@@ -173,14 +173,14 @@ std::error_code Image::verify_read(std::span<std::byte> data, std::uint64_t off)
       if (!got) return got.error();
       continue;
     }
-    ok = read_chunk_verified(primary_.get(), c, *l2.entry, part, lo);
+    ok = read_chunk_verified(fd_reader(primary_.get()), c, *l2.entry, part, lo);
     if (!ok) return ok.error();
     if (*ok) {
       read_verified_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     utils::Result<bool> sec = false;
-    if (secondary_ok()) sec = read_chunk_verified(secondary_.get(), c, *l2.entry, part, lo);
+    if (secondary_ok()) sec = read_chunk_verified(sec_reader(), c, *l2.entry, part, lo);
     if (!sec || !*sec) {
       read_failed_.fetch_add(1, std::memory_order_relaxed);
       note_bad_chunk(c, "unrecoverable on read",
@@ -214,13 +214,13 @@ utils::Result<bool> Image::repair_primary_locked(std::uint64_t c, std::uint64_t 
     std::uint64_t c;
     ~Unpin() { bm.unpin_clean(c); }
   } unpin{*bitmap_, c};
-  struct stat sst {};
-  if (::fstat(secondary_.get(), &sst) != 0) return utils::last_errno();
+  auto ssize = secondary_->size();
+  if (!ssize) return ssize.error();
   const std::uint64_t start = c * cs;
-  const std::uint64_t end = std::min(start + cs, static_cast<std::uint64_t>(sst.st_size));
+  const std::uint64_t end = std::min(start + cs, *ssize);
   for (std::uint64_t pos = start; pos < end;) {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - pos, buf.size()));
-    auto got = utils::pread_all(secondary_.get(), buf.first(n), pos);
+    auto got = secondary_->pread(buf.first(n), pos);
     if (!got) return got.error();
     if (*got == 0) break;
     if (auto ec = utils::pwrite_all(primary_.get(), buf.first(*got), pos)) return ec;
@@ -257,7 +257,7 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
         spdlog::warn("{}: a page of the checksum file fails its own checks (torn or corrupted); its chunks "
                      "count as unverified (logged once)", name());
     }
-    auto rd = read_both(primary_.get(), secondary_.get(), c, cs, a, b);
+    auto rd = read_both(fd_reader(primary_.get()), sec_reader(), c, cs, a, b);
     if (!rd) {
       fail_secondary("check read", rd.error());
       return utils::errno_code(EIO);
@@ -323,7 +323,7 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
         ++counts->repaired;
         continue;
       }
-      auto h = hash_chunk(secondary_.get(), c, cs, b);
+      auto h = hash_chunk(sec_reader(), c, cs, b);
       if (!h) {
         fail_secondary("check read", h.error());
         return utils::errno_code(EIO);

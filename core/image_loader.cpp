@@ -81,13 +81,14 @@ bool ImageLoader::evict(const std::string& rel) {
   // next load trusts both: no resync.
   const auto uuid = img->bitmap()->image_uuid();
   const auto events = img->bitmap()->stats().events;
-  std::error_code ec = records_.write(rel, uuid, events + 1, true, img->secondary_fd());
+  std::error_code ec = records_.write(rel, uuid, events + 1, true, img->secondary_leg());
   if (!ec) ec = img->close_clean();
   if (ec) {
     // Keep it loaded, its record back to "member at the current events" as the load wrote
     // it: the image goes on exactly as before (a bitmap error shows as bitmap-failed).
     spdlog::error("{}: could not be closed clean to free its descriptors: {}; kept open", rel, ec.message());
-    if (auto rec = records_.write(rel, uuid, img->bitmap()->stats().events)) img->fail_secondary("record write", rec);
+    if (auto rec = records_.write(rel, uuid, img->bitmap()->stats().events, false, img->secondary_leg()))
+      img->fail_secondary("record write", rec);
     table_.insert(rel, std::move(img));
     return false;
   }
@@ -282,21 +283,18 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
 
   // The secondary: open it, or make it (then everything must be copied).
   bool sec_new = false;
-  utils::UniqueFd secondary_fd;
+  std::unique_ptr<Leg> secondary;
   std::string degraded_why;  // DegradedArray's detail, when the image loads degraded
   if (watch_ && watch_->vanished()) {
     spdlog::warn("{}: the secondary directory is gone; image degraded until re-add", rel);
     degraded_why = "the secondary directory is gone";
-  } else if (auto sfd = open_secondary_copy(legs_, rel, st, &sec_new); !sfd) {
+  } else if (auto leg = open_secondary_leg(legs_, rel, st, &sec_new, &degraded_why); !leg) {
     // Out of descriptors is the daemon's condition, not the secondary's: no degrading.
-    if (fd_exhausted(sfd.error())) return sfd.error();
-    degraded_why = "secondary unusable: " +
-                   (sfd.error() == std::errc::operation_not_permitted
-                        ? std::string("not a regular file with a single link (a hard link could redirect writes)")
-                        : sfd.error().message());
-    spdlog::error("{}/{}: {}; image degraded", config_.secondary, rel, degraded_why);
+    if (fd_exhausted(leg.error())) return leg.error();
+    if (legs_.remote()) spdlog::error("{}: {}; image degraded", rel, degraded_why);
+    else spdlog::error("{}/{}: {}; image degraded", config_.secondary, rel, degraded_why);
   } else {
-    secondary_fd = std::move(*sfd);
+    secondary = std::move(*leg);
     undo.secondary = sec_new;
   }
 
@@ -325,11 +323,11 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   }
   if (!why.empty())
     spdlog::warn("{}/{}: bitmap not trusted: {}; full resync of {}", legs_.bitmaps.path(), brel, why, rel);
-  if ((*bm)->degraded() && secondary_fd.valid()) {
+  if ((*bm)->degraded() && secondary) {
     spdlog::warn("{}: the secondary was failed earlier (events {}); it stays out until "
                  "'fusemirror re-add'", rel, (*bm)->stats().events);
     degraded_why = "the secondary was failed earlier (events " + std::to_string((*bm)->stats().events) + ")";
-    secondary_fd.reset();
+    secondary.reset();
     sec_new = false;
   }
   if (sec_new && size > 0) {
@@ -339,7 +337,7 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   const bool bitmap_trusted = why.empty();
   auto checksums = open_checksums(rel, **bm, bitmap_trusted, st, &undo.checksums);
   if (!checksums) return checksums.error();
-  auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary_fd), std::move(*bm),
+  auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary), std::move(*bm),
                                      pool_, image_options());
   img->attach_checksums(std::move(*checksums));
   if (img->secondary_ok()) {
@@ -348,8 +346,9 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
     if (!sec_new && bitmap_trusted && size > 0) {
       const BitmapStats bs = img->bitmap()->stats();
       CoverageFacts facts{config_.uuid, img->bitmap()->image_uuid(), bs.events - 1, bs.events_cleared, {}};
-      if (struct stat sst {}; ::fstat(img->secondary_fd(), &sst) == 0) facts.secondary_file = FileIdentity::of(sst);
-      if (auto gap = why_not_covered(records_.read(rel), facts); !gap.empty()) {
+      if (struct stat sst {}; img->secondary_fd() >= 0 && ::fstat(img->secondary_fd(), &sst) == 0)
+        facts.secondary_file = FileIdentity::of(sst);
+      if (auto gap = why_not_covered(records_.read(rel, img->secondary_leg()), facts); !gap.empty()) {
         spdlog::warn("{}: full resync: {}", rel, gap);
         if (auto ec = img->bitmap()->mark_unsynced(0, size)) return ec;
       }
@@ -370,7 +369,7 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
         be = legs_.bitmaps.sync_parent(brel);
         bd.done();
       }
-      se = legs_.secondary.sync_parent(rel);
+      if (!legs_.remote()) se = legs_.secondary.sync_parent(rel);
       pd.wait();
       bd.wait();
       for (const auto& [dir, name, ec] : {std::tuple{&legs_.primary, rel, pe}, std::tuple{&legs_.bitmaps, brel, be}})
@@ -383,7 +382,8 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
     // From here the secondary is a member at the bitmap's current events.
     if (!img->secondary_ok()) {
       // the directory fsync failed: the image is degraded, no record vouches for it
-    } else if (auto ec = records_.write(rel, img->bitmap()->image_uuid(), img->bitmap()->stats().events)) {
+    } else if (auto ec = records_.write(rel, img->bitmap()->image_uuid(), img->bitmap()->stats().events, false,
+                                        img->secondary_leg())) {
       // Out of descriptors: the load fails instead (the image is not served). Its header
       // already says active at the new events, which the old record does not reach: the
       // next load's proof fails and it copies everything — never less than needed.
@@ -394,6 +394,7 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   if (auto ec = img->reconcile_size()) return ec;
   undo.dismiss();
   table_.insert(rel, img);
+  if (!img->secondary_ok() && !degraded_why.empty()) img->set_degraded_reason(degraded_why);
   if (!img->secondary_ok() && events_)
     events_->post(Event::degraded_array, rel, degraded_why.empty() ? "the secondary failed while loading" : degraded_why);
   if (img->bitmap()->stats().unsynced_chunks > 0) resync_.queue(img, SyncAction::resync);

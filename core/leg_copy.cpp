@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <span>
 
+#include "core/leg.hpp"
 #include "utils/crash_point.hpp"
 #include "utils/extents.hpp"
 #include "utils/io.hpp"
@@ -58,7 +59,7 @@ std::error_code fallocate_secondary(int fd, int mode, std::uint64_t off, std::ui
   return ec;
 }
 
-LegCopy copy_layout(int pfd, int sfd, std::uint64_t off, std::uint64_t stop, std::vector<std::byte>& buf,
+LegCopy copy_layout(int pfd, Leg& s, std::uint64_t off, std::uint64_t stop, std::vector<std::byte>& buf,
                     std::uint64_t* copied, std::atomic<bool>& copy_file_range_ok) {
   struct stat st {};
   if (::fstat(pfd, &st) != 0) return {utils::last_errno(), {}};
@@ -85,12 +86,12 @@ LegCopy copy_layout(int pfd, int sfd, std::uint64_t off, std::uint64_t stop, std
   std::error_code sec_err;
   for (const utils::Extent& e : *map) {
     // A hole on the primary becomes a hole on the secondary, never written zeros.
-    if (e.off > pos && (sec_err = punch(sfd, pos, e.off - pos))) break;
+    if (e.off > pos && (sec_err = s.punch(pos, e.off - pos))) break;
     pos = e.off + e.len;
     if (e.unwritten) {
       // Zeros that stay allocated, as the primary's preallocation is (a hole where the
       // secondary's file system cannot zero a range).
-      if ((sec_err = fallocate_secondary(sfd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, e.off, e.len))) break;
+      if ((sec_err = s.fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, e.off, e.len))) break;
       continue;
     }
     for (std::uint64_t p = e.off; p < pos;) {
@@ -99,7 +100,8 @@ LegCopy copy_layout(int pfd, int sfd, std::uint64_t off, std::uint64_t stop, std
       // extents, so it cannot fill a hole); any failure is redone by pread/pwrite, which
       // tells a primary read error from a secondary write error.
       std::size_t done = 0;
-      if (copy_file_range_ok.load(std::memory_order_relaxed)) {
+      const int sfd = s.fd();
+      if (sfd >= 0 && copy_file_range_ok.load(std::memory_order_relaxed)) {
         loff_t in = static_cast<loff_t>(p), out = static_cast<loff_t>(p);
         const ssize_t c = ::copy_file_range(pfd, &in, sfd, &out, n, 0);
         if (c > 0) {
@@ -113,7 +115,7 @@ LegCopy copy_layout(int pfd, int sfd, std::uint64_t off, std::uint64_t stop, std
         auto r = utils::pread_all(pfd, std::span(buf.data(), n), p);
         if (!r) return {r.error(), {}};
         if (*r == 0) break;
-        sec_err = utils::pwrite_all(sfd, std::span(buf.data(), *r), p);
+        sec_err = s.pwrite(std::span<const std::byte>(buf.data(), *r), p);
         if (sec_err) break;
         done = *r;
       }
@@ -123,7 +125,7 @@ LegCopy copy_layout(int pfd, int sfd, std::uint64_t off, std::uint64_t stop, std
     }
     if (sec_err) break;
   }
-  if (!sec_err && pos < data_end) sec_err = punch(sfd, pos, data_end - pos);
+  if (!sec_err && pos < data_end) sec_err = s.punch(pos, data_end - pos);
   return {{}, sec_err};
 }
 

@@ -30,7 +30,10 @@ struct LegCopy {
 // an unwritten extent where it has one, a hole where it has a hole. `buf` is scratch space;
 // `*copied` gets the data bytes written. `copy_file_range_ok` is cleared (for good) once
 // the legs' file systems refuse copy_file_range. REQUIRES the range lock of [off, stop).
-LegCopy copy_layout(int pfd, int sfd, std::uint64_t off, std::uint64_t stop, std::vector<std::byte>& buf,
+class Leg;
+// Copies [off, stop) of the primary `pfd` to the secondary leg `s`, keeping the layout
+// (holes, preallocation) where the leg can; copy_file_range when the leg is a file.
+LegCopy copy_layout(int pfd, Leg& s, std::uint64_t off, std::uint64_t stop, std::vector<std::byte>& buf,
                     std::uint64_t* copied, std::atomic<bool>& copy_file_range_ok);
 
 }  // namespace fusemirror::core

@@ -1,5 +1,7 @@
 #include "core/legs.hpp"
 
+#include "core/file_leg.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -83,6 +85,32 @@ utils::Result<utils::UniqueFd> open_secondary_copy(const Legs& legs, std::string
   if (!fd) return fd.error();
   if (auto ec = check_single_link(fd->get())) return ec;
   return fd;
+}
+
+utils::Result<std::unique_ptr<Leg>> open_secondary_leg(const Legs& legs, const std::string& rel,
+                                                       const struct stat& primary_st, bool* created,
+                                                       std::string* why) {
+  *created = false;
+  if (legs.remote()) {
+    auto leg = NbdLeg::connect(*legs.nbd, rel, why);
+    if (!leg) return leg.error();
+    const auto size = static_cast<std::uint64_t>(primary_st.st_size);
+    if ((*leg)->capacity() < size) {
+      *why = (*leg)->describe() + " is smaller than the image: " + std::to_string((*leg)->capacity()) +
+             " bytes available (its last 4096 are the identity block), the image has " + std::to_string(size);
+      return utils::errno_code(EFBIG);
+    }
+    return std::unique_ptr<Leg>(std::move(*leg));
+  }
+  auto fd = open_secondary_copy(legs, rel, primary_st, created);
+  if (!fd) {
+    *why = "secondary unusable: " +
+           (fd.error() == std::errc::operation_not_permitted
+                ? std::string("not a regular file with a single link (a hard link could redirect writes)")
+                : fd.error().message());
+    return fd.error();
+  }
+  return std::unique_ptr<Leg>(std::make_unique<FileLeg>(std::move(*fd), legs.secondary.path() + "/" + rel));
 }
 
 }  // namespace fusemirror::core

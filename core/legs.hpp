@@ -15,7 +15,13 @@
 #include <string_view>
 #include <system_error>
 
+#include <memory>
+#include <optional>
+#include <string>
+
 #include "core/dir.hpp"
+#include "core/leg.hpp"
+#include "core/nbd_leg.hpp"
 #include "utils/fd.hpp"
 #include "utils/result.hpp"
 
@@ -25,6 +31,10 @@ struct Legs {
   Dir primary;
   Dir secondary;  // replaced (under the namespace's exclusive lock) when a vanished one returns
   Dir bitmaps;
+  // A secondary on an NBD server (docs/config.md "secondary"): `secondary` is then not
+  // opened (invalid) and each image's copy is the export named after it.
+  std::optional<NbdUri> nbd;
+  bool remote() const { return nbd.has_value(); }
 };
 
 // Who a new file or directory belongs to and the mode it gets (uid -1: keep the daemon's).
@@ -64,5 +74,13 @@ std::error_code check_single_link(int fd);
 // single link.
 utils::Result<utils::UniqueFd> open_secondary_copy(const Legs& legs, std::string_view rel,
                                                    const struct stat& primary_st, bool* created);
+
+// The image's secondary leg: the file (open_secondary_copy; `*created` as there) or, for
+// an NBD set, a connection to the export named REL. On failure `*why` says why for the
+// status and the log ("export vm.img missing on nbd+unix:///?socket=/s"), and the error
+// is the errno (EMFILE and ENFILE only when the daemon is out of descriptors).
+utils::Result<std::unique_ptr<Leg>> open_secondary_leg(const Legs& legs, const std::string& rel,
+                                                       const struct stat& primary_st, bool* created,
+                                                       std::string* why);
 
 }  // namespace fusemirror::core

@@ -42,21 +42,26 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
 
   check_set_directories(config);  // the rules `create` applied: a config may have been edited
   s->legs_.primary = open_dir(config.primary, "primary directory");
-  s->legs_.secondary = open_dir(config.secondary, "secondary directory");
+  const bool nbd = config.secondary_is_nbd();
+  if (nbd) s->legs_.nbd = parse_nbd_uri(config.secondary);  // each image connects at its load
+  else s->legs_.secondary = open_dir(config.secondary, "secondary directory");
   struct stat ps {}, ss {};
   ::fstat(s->legs_.primary.fd(), &ps);
-  ::fstat(s->legs_.secondary.fd(), &ss);
-  if (ps.st_dev == ss.st_dev && ps.st_ino == ss.st_ino)
-    throw Error(config.secondary + ": is the same directory as the primary " + config.primary);
+  if (!nbd) {
+    ::fstat(s->legs_.secondary.fd(), &ss);
+    if (ps.st_dev == ss.st_dev && ps.st_ino == ss.st_ino)
+      throw Error(config.secondary + ": is the same directory as the primary " + config.primary);
+  }
   for (const auto* d : {&ps, &ss})
     if (d->st_mode & S_IWOTH)
       throw Error((d == &ps ? config.primary : config.secondary) +
                   ": backing directory is writable by others; refusing (chmod o-w)");
-  // The secondary must belong to this set (never mirror onto a stranger's disk).
-  require_member(config.secondary, config.uuid);
+  // The secondary must belong to this set (never mirror onto a stranger's disk). An NBD
+  // export proves it per image, with its identity record (core/nbd_record.hpp).
+  if (!nbd) require_member(config.secondary, config.uuid);
 
   s->primary_lock_ = lock_set_dir(config.primary, "primary");
-  s->secondary_lock_ = lock_set_dir(config.secondary, "secondary");
+  if (!nbd) s->secondary_lock_ = lock_set_dir(config.secondary, "secondary");
 
   const std::string broot = config.bitmap_root();
   if (::mkdir(broot.c_str(), 0700) != 0 && errno != EEXIST)
@@ -119,7 +124,7 @@ void MirrorSet::shutdown() {
     if (!img->drain_for_shutdown()) continue;
     if (img->secondary_ok())
       if (auto ec = records_->write(img->name(), img->bitmap()->image_uuid(), img->bitmap()->stats().events + 1,
-                                    true, img->secondary_fd()))
+                                    true, img->secondary_leg()))
         img->fail_secondary("record write", ec);
     if (auto ec = img->close_clean())
       spdlog::error("{}: could not mark the bitmap clean: {}", img->name(), ec.message());

@@ -44,6 +44,7 @@ std::error_code Namespace::on_both(const char* op, const std::string& rel, F&& f
   if (reserved_name(rel)) return utils::errno_code(EPERM);
   std::shared_lock ns(mu_);
   if (auto ec = via_path(legs_.primary, rel, fn)) return ec;
+  if (legs_.remote()) return {};  // an export has no metadata to follow
   if (auto ec = via_path(legs_.secondary, rel, fn)) secondary_error(op, rel, ec);
   return {};
 }
@@ -84,6 +85,7 @@ std::error_code Namespace::mkdir(const std::string& rel, mode_t mode, uid_t uid,
   std::shared_lock ns(mu_);
   const Owner owner = owner_for_new(rel, uid, gid, mode, true);
   if (auto ec = create_dir(legs_.primary, rel, owner)) return ec;
+  if (legs_.remote()) return {};  // an NBD server's exports have no directories
   if (auto ec = create_dir(legs_.secondary, rel, owner); ec && ec != std::errc::file_exists)
     secondary_error("mkdir", rel, ec);
   return {};
@@ -93,7 +95,8 @@ std::error_code Namespace::rmdir(const std::string& rel) {
   if (reserved_name(rel) || rel.empty()) return utils::errno_code(EPERM);
   std::unique_lock ns(mu_);
   if (auto ec = legs_.primary.unlink(rel, AT_REMOVEDIR)) return ec;
-  if (auto ec = legs_.secondary.unlink(rel, AT_REMOVEDIR); ec && ec != std::errc::no_such_file_or_directory)
+  if (legs_.remote()) {
+  } else if (auto ec = legs_.secondary.unlink(rel, AT_REMOVEDIR); ec && ec != std::errc::no_such_file_or_directory)
     secondary_error("rmdir", rel, ec);
   (void)legs_.bitmaps.unlink(rel, AT_REMOVEDIR);  // may not exist
   return {};
@@ -115,6 +118,8 @@ std::error_code Namespace::unlink(const std::string& rel) {
   table_.erase(rel);
   (void)legs_.bitmaps.unlink(bitmap_rel(rel));
   (void)legs_.bitmaps.unlink(checksum_rel(rel));  // follows the bitmap (may not exist)
+  // An export is the server's: it stays (its identity record names the image it held).
+  if (legs_.remote()) return {};
   if (auto ec = legs_.secondary.unlink(rel); ec && ec != std::errc::no_such_file_or_directory)
     secondary_error("unlink", rel, ec);
   return {};
@@ -179,6 +184,19 @@ std::error_code Namespace::rename(const std::string& from, const std::string& to
     }
   }
   table_.rename(from, to, is_dir);
+  // An NBD set: the image now mirrors to the export named TO, which the server must serve;
+  // its identity record (written for another name, or none) makes the next load copy it
+  // in full (docs/operations.md "replicating to another host").
+  if (legs_.remote()) {
+    // A loaded image is still connected to the export FROM: it leaves service now, and
+    // `fusemirror re-add TO` connects it to its new export.
+    for (auto& img : table_.snapshot()) {
+      const std::string n = img->name();
+      if (n == to || (is_dir && n.starts_with(to + "/")))
+        img->fail_secondary("rename", utils::errno_code(ENOENT));
+    }
+    return {};
+  }
   auto sf = legs_.secondary.parent_of(from);
   auto stt = legs_.secondary.parent_of(to);
   if (!stt) {
@@ -203,6 +221,7 @@ std::error_code Namespace::fsyncdir(const std::string& rel) {
   // The primary's is the user's: its error is the answer. The others only spare a resync
   // (a name missing there after a power cut costs a full copy, never data).
   if (auto ec = legs_.primary.sync(rel)) return ec;
+  if (legs_.remote()) return {};
   if (auto ec = legs_.secondary.sync(rel); ec && ec != std::errc::no_such_file_or_directory)
     secondary_error("directory fsync", rel, ec);
   (void)legs_.bitmaps.sync(rel);  // may not exist
@@ -298,12 +317,16 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
   if (!fd && fd.error() != std::errc::file_exists) return fd.error();
   if (fd) {
     fd->reset();
-    // A new image: the secondary copy is (re)made empty and the bitmap starts clean.
-    if (auto ec = mkdirs_like(legs_.secondary, legs_.primary, parent_rel(rel))) secondary_error("mkdir", rel, ec);
-    // Remove whatever the secondary has there (never truncate through it: it could be a
-    // hard link to a file outside the secondary), then make a new empty copy.
-    (void)legs_.secondary.unlink(rel);
-    if (auto s = create_file(legs_.secondary, rel, owner); !s) secondary_error("create", rel, s.error());
+    // A new image: the secondary copy is (re)made empty and the bitmap starts clean. (An
+    // export is the server's: the new bitmap's image uuid is in no record there, so the
+    // load copies it in full — its size is zero.)
+    if (!legs_.remote()) {
+      if (auto ec = mkdirs_like(legs_.secondary, legs_.primary, parent_rel(rel))) secondary_error("mkdir", rel, ec);
+      // Remove whatever the secondary has there (never truncate through it: it could be a
+      // hard link to a file outside the secondary), then make a new empty copy.
+      (void)legs_.secondary.unlink(rel);
+      if (auto s = create_file(legs_.secondary, rel, owner); !s) secondary_error("create", rel, s.error());
+    }
     // The old bitmap is unlinked, never truncated through (it could be a hard link).
     (void)legs_.bitmaps.unlink(bitmap_rel(rel));
     (void)legs_.bitmaps.unlink(checksum_rel(rel));
@@ -323,6 +346,7 @@ void Namespace::discard_new_image(const std::string& rel) {
                                                      {&legs_.bitmaps, bitmap_rel(rel)},
                                                      {&legs_.bitmaps, checksum_rel(rel)}};
   for (const auto& [d, r] : made) {
+    if (!d->valid()) continue;  // an NBD set has no secondary directory
     if (auto ec = d->unlink(r); ec && ec != std::errc::no_such_file_or_directory)
       spdlog::error("{}/{}: could not remove it after a failed create: {}", d->path(), r, ec.message());
   }

@@ -46,7 +46,18 @@ std::string why_not_covered(const utils::Result<LegRecord>& record, const Covera
   return {};
 }
 
-utils::Result<LegRecord> SecondaryRecords::read(const std::string& rel) const {
+utils::Result<LegRecord> SecondaryRecords::read(const std::string& rel, Leg* leg) const {
+  if (leg && leg->keeps_record()) {
+    std::string why;
+    auto r = leg->read_record(&why);
+    if (!r) {
+      if (r.error() != std::errc::no_such_file_or_directory)
+        spdlog::warn("{}: identity record not usable: {}", leg->describe(), why);
+      return r.error();
+    }
+    return LegRecord{r->set_uuid, r->image_uuid, r->events, r->clean, {}};
+  }
+  if (legs_.remote()) return utils::errno_code(ENOENT);
   const std::string rrel = record_rel(rel);
   auto fd = legs_.secondary.open_beneath(rrel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
   if (!fd) return fd.error();
@@ -79,7 +90,18 @@ utils::Result<LegRecord> SecondaryRecords::read(const std::string& rel) const {
 }
 
 std::error_code SecondaryRecords::write(const std::string& rel, const utils::Uuid& image_uuid,
-                                        std::uint64_t events, bool clean, int secondary_fd) {
+                                        std::uint64_t events, bool clean, Leg* leg) {
+  if (leg && leg->keeps_record()) {
+    NbdRecord r;
+    r.set_uuid = set_uuid_;
+    r.image_uuid = image_uuid;
+    r.events = events;
+    r.clean = clean;
+    if (auto size = leg->size()) r.image_size = *size;
+    return leg->write_record(r);
+  }
+  if (legs_.remote()) return {};  // no leg (degraded): nothing to vouch for
+  const int secondary_fd = leg ? leg->fd() : -1;
   nlohmann::json j;
   j["set_uuid"] = utils::to_string(set_uuid_);
   j["image_uuid"] = utils::to_string(image_uuid);
@@ -111,12 +133,14 @@ std::error_code SecondaryRecords::write(const std::string& rel, const utils::Uui
 }
 
 std::error_code SecondaryRecords::remove(const std::string& rel) {
+  if (legs_.remote()) return {};
   const std::string rrel = record_rel(rel);
   if (auto ec = legs_.secondary.unlink(rrel)) return ec == std::errc::no_such_file_or_directory ? std::error_code{} : ec;
   return legs_.secondary.sync_parent(rrel);
 }
 
 std::error_code SecondaryRecords::rename(const std::string& from, const std::string& to, bool is_dir) {
+  if (legs_.remote()) return {};
   const std::string rfrom = record_rel(from, is_dir), rto = record_rel(to, is_dir);
   if (auto ec = legs_.secondary.mkdirs(parent_rel(rto), 0700)) return ec;
   auto rf = legs_.secondary.parent_of(rfrom), rt = legs_.secondary.parent_of(rto);

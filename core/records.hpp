@@ -16,6 +16,7 @@
 #include <string>
 #include <system_error>
 
+#include "core/leg.hpp"
 #include "core/legs.hpp"
 #include "utils/result.hpp"
 #include "utils/uuid.hpp"
@@ -56,12 +57,14 @@ class SecondaryRecords {
   SecondaryRecords(const Legs& legs, const utils::Uuid& set_uuid) : legs_(legs), set_uuid_(set_uuid) {}
 
   // ENOENT: no record; EBADMSG: a record that does not parse (logged with the reason).
-  utils::Result<LegRecord> read(const std::string& rel) const;
+  // A leg that keeps its own record (an NBD export) is asked instead of the directory.
+  utils::Result<LegRecord> read(const std::string& rel, Leg* leg = nullptr) const;
   // Records that the secondary's copy of REL is complete up to `events`; with `clean`
-  // (clean shutdown), the identity of the file `secondary_fd` too. Durable when it returns.
+  // (clean shutdown), the identity of the file `leg` too. A leg that keeps its own record
+  // gets it written there. Durable when it returns.
   std::error_code write(const std::string& rel, const utils::Uuid& image_uuid, std::uint64_t events,
-                        bool clean = false, int secondary_fd = -1);
-  // Removes REL's record. Durable when it returns (the directory is fsync'ed): a record
+                        bool clean = false, Leg* leg = nullptr);
+  // Removes REL's record (none for an NBD set: its records follow the exports). Durable when it returns (the directory is fsync'ed): a record
   // that a power cut could bring back would vouch for whatever a later life of the name
   // puts there (docs/write-path.md §2b). ENOENT is success.
   std::error_code remove(const std::string& rel);

@@ -47,6 +47,9 @@ struct ImageStatus {
   // bitmap-failed | degraded | checking | resyncing | active | clean (first that applies)
   std::string state;
   bool secondary_ok = true;
+  // Why the secondary is out of service ("" when it is in): the failed operation and its
+  // error, or what the load found ("export vm.img missing on nbd+unix:///?socket=/s").
+  std::string degraded_reason;
   BitmapStats bitmap;
   SyncAction action = SyncAction::idle;
   std::uint64_t sync_done_bytes = 0;

@@ -9,7 +9,9 @@
 
 namespace fusemirror::core {
 
-SecondaryWatch::SecondaryWatch(std::string path, const Dir& opened) : path_(std::move(path)) { reattach(opened); }
+SecondaryWatch::SecondaryWatch(std::string path, const Dir& opened) : path_(std::move(path)), inert_(!opened.valid()) {
+  reattach(opened);
+}
 
 bool SecondaryWatch::vanished() const {
   std::lock_guard lk(mu_);
@@ -17,6 +19,7 @@ bool SecondaryWatch::vanished() const {
 }
 
 bool SecondaryWatch::check() {
+  if (inert_) return false;  // no directory to watch (an NBD secondary)
   struct stat st {};
   const bool ok = ::stat(path_.c_str(), &st) == 0;
   std::lock_guard lk(mu_);

@@ -27,7 +27,8 @@ namespace fusemirror::core {
 
 class SecondaryWatch {
  public:
-  // `path` as configured; `opened` is the directory the set opened there.
+  // `path` as configured; `opened` is the directory the set opened there (invalid: an NBD
+  // secondary, which has no directory; the watch never fires).
   SecondaryWatch(std::string path, const Dir& opened);
   // True once the path stops leading to the opened directory (sticky until reattach()).
   bool vanished() const;
@@ -39,6 +40,7 @@ class SecondaryWatch {
 
  private:
   const std::string path_;
+  const bool inert_;
   mutable std::mutex mu_;
   dev_t dev_ = 0;          // guarded by mu_
   ino_t ino_ = 0;          // guarded by mu_

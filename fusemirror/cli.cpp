@@ -271,6 +271,7 @@ void print_status(const std::vector<core::SetStatus>& all, std::ostream& cout) {
     for (const auto& i : s.images) {
       cout << "  " << text(i.name) << " : " << text(i.state) << " raid1 " << (i.secondary_ok ? "[UU]" : "[U_]") << " "
            << utils::format_size(i.size) << "\n";
+      if (!i.degraded_reason.empty()) cout << "      degraded: " << text(i.degraded_reason) << "\n";
       cout << "      bitmap: " << i.bitmap.dirty_chunks << "/" << i.bitmap.total_chunks << " chunks dirty, "
            << utils::format_size(i.bitmap.chunk_size) << " chunk, file: " << text(i.bitmap_file) << "\n";
       if (i.bitmap.al_extents > 0)

@@ -34,6 +34,7 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["size"] = s.size;
     i["state"] = s.state;
     i["secondary_ok"] = s.secondary_ok;
+    if (!s.degraded_reason.empty()) i["degraded_reason"] = s.degraded_reason;
     i["chunk_size"] = s.bitmap.chunk_size;
     i["dirty_chunks"] = s.bitmap.dirty_chunks;
     i["unsynced_chunks"] = s.bitmap.unsynced_chunks;
@@ -109,6 +110,7 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.size = i.at("size").get<std::uint64_t>();
     m.state = i.at("state").get<std::string>();
     m.secondary_ok = i.at("secondary_ok").get<bool>();
+    m.degraded_reason = i.value("degraded_reason", std::string());
     m.bitmap.chunk_size = i.at("chunk_size").get<std::uint64_t>();
     m.bitmap.dirty_chunks = i.at("dirty_chunks").get<std::uint64_t>();
     m.bitmap.unsynced_chunks = i.at("unsynced_chunks").get<std::uint64_t>();

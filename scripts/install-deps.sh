@@ -15,6 +15,7 @@ build_pkgs=(
   fuse3 libfuse3-dev
   libboost-filesystem-dev nlohmann-json3-dev doctest-dev
   libcli11-dev libspdlog-dev libxxhash-dev
+  libnbd-dev  # NBD secondaries (core/nbd_leg)
 )
 test_pkgs=(
   e2fsprogs fio qemu-utils jq util-linux mount kmod diffutils procps coreutils

@@ -507,3 +507,19 @@ TEST_CASE("checksums, verify_reads, scrub_interval, scrub_repair: defaults, valu
   s["scrub_interval"] = "1w";
   CHECK(reject(s).find("key 'scrub_interval': must be a number of seconds") != std::string::npos);
 }
+
+TEST_CASE("an NBD secondary is stored as its URI; a bad URI names the key and the reason") {
+  auto j = minimal();
+  j["secondary"] = "nbd+unix:///?socket=/run/nbd.sock";
+  const core::Config c = core::parse_config(j.dump(), "test.json");
+  CHECK(c.secondary == "nbd+unix:///?socket=/run/nbd.sock");
+  CHECK(c.secondary_is_nbd());
+  CHECK(core::parse_config(core::dump_config(c), "again.json").secondary == c.secondary);
+  CHECK(!core::parse_config(minimal().dump(), "test.json").secondary_is_nbd());
+  j["secondary"] = "nbd://backup:10809";
+  CHECK(reject(j).empty());
+  j["secondary"] = "nbd://backup/vm.img";
+  const std::string why = reject(j);
+  CHECK(why.find("'secondary'") != std::string::npos);
+  CHECK(why.find("must not name an export") != std::string::npos);
+}

@@ -1,0 +1,142 @@
+// Unit tests for core/nbd_leg against a real nbdkit (file plugin, dir=) on a unix socket
+// in a temp dir: the file semantics the Image relies on (core/leg.hpp), the capacity, the
+// identity block. Skipped with a message when nbdkit is not installed.
+#include <doctest/doctest.h>
+#include <linux/falloc.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/nbd_leg.hpp"
+#include "test_helpers.hpp"
+
+using namespace fusemirror;
+using namespace fmtest;
+
+namespace {
+
+// nbdkit -f -U SOCK file dir=DIR, killed (only this pid) on destruction.
+class Server {
+ public:
+  Server(const std::string& sock, const std::string& dir) {
+    std::string a0 = "nbdkit", a1 = "-f", a2 = "-U", a4 = "file", a5 = "dir=" + dir;
+    std::string a3 = sock;
+    char* argv[] = {a0.data(), a1.data(), a2.data(), a3.data(), a4.data(), a5.data(), nullptr};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);  // nbdkit's "no export" lines
+    if (::posix_spawnp(&pid_, "nbdkit", &fa, nullptr, argv, environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    for (int i = 0; pid_ > 0 && i < 200 && ::access(sock.c_str(), F_OK) != 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ~Server() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+  }
+  bool up(const std::string& sock) const { return pid_ > 0 && ::access(sock.c_str(), F_OK) == 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+bool have_nbdkit() { return std::system("command -v nbdkit >/dev/null 2>&1") == 0; }
+
+std::vector<std::byte> filled(std::size_t n, unsigned char v) { return std::vector<std::byte>(n, std::byte{v}); }
+
+}  // namespace
+
+TEST_CASE("NbdLeg: missing export, capacity, the file semantics, the identity block") {
+  if (!have_nbdkit()) {
+    MESSAGE("nbdkit not installed: skipped");
+    return;
+  }
+  TempDir t;
+  const std::string dir = t / "srv", sock = t / "s";
+  stdfs::create_directory(dir);
+  const std::size_t kExport = 64 * 1024 + core::kNbdTailBytes;
+  write_bytes(dir + "/a.img", filled(kExport, 0xFF));  // old data everywhere
+  Server srv(sock, dir);
+  REQUIRE(srv.up(sock));
+  const core::NbdUri uri = core::parse_nbd_uri("nbd+unix:///?socket=" + sock);
+
+  std::string why;
+  auto missing = core::NbdLeg::connect(uri, "nope.img", &why);
+  REQUIRE(!missing);
+  CHECK(missing.error() == std::errc::no_such_file_or_directory);
+  CHECK(why.find("export nope.img missing on nbd+unix:///?socket=") == 0);
+
+  // No server at all is not a missing export.
+  auto nobody = core::NbdLeg::connect(core::parse_nbd_uri("nbd+unix:///?socket=" + t / "none"), "a.img", &why);
+  REQUIRE(!nobody);
+  CHECK(why.find("cannot connect to nbd+unix:///?socket=") == 0);
+
+  auto leg = core::NbdLeg::connect(uri, "a.img", &why);
+  REQUIRE_MESSAGE(leg, why);
+  core::NbdLeg& l = **leg;
+  CHECK(l.capacity() == 64 * 1024);
+  CHECK(l.describe() == "export a.img on " + uri.text);
+
+  // The image's size on the export: shrink keeps the bytes, reads stop there.
+  REQUIRE(!l.set_size(0));
+  std::vector<std::byte> buf(4096);
+  CHECK(l.pread(buf, 0).value() == 0);
+  // A write past the end zeroes the gap first (a file's gap reads as zeros).
+  REQUIRE(!l.pwrite(filled(100, 0xAB), 8192, nullptr));
+  CHECK(l.size().value() == 8292);
+  auto on_server = read_bytes(dir + "/a.img");
+  CHECK(on_server[0] == std::byte{0});
+  CHECK(on_server[8191] == std::byte{0});
+  CHECK(on_server[8192] == std::byte{0xAB});
+  CHECK(on_server[8292] == std::byte{0xFF});  // past the image: untouched
+  CHECK(l.pread(buf, 8192).value() == 100);
+  // A grow zeroes what it adds; a punch and a zero range zero their bytes.
+  REQUIRE(!l.set_size(20000));
+  on_server = read_bytes(dir + "/a.img");
+  CHECK(on_server[8292] == std::byte{0});
+  CHECK(on_server[19999] == std::byte{0});
+  CHECK(on_server[20000] == std::byte{0xFF});
+  REQUIRE(!l.pwrite(filled(4096, 0x11), 4096, nullptr));
+  REQUIRE(!l.punch(4096, 1024));
+  REQUIRE(!l.fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 6144, 1024));
+  on_server = read_bytes(dir + "/a.img");
+  CHECK(on_server[4096] == std::byte{0});
+  CHECK(on_server[5120] == std::byte{0x11});
+  CHECK(on_server[6144] == std::byte{0});
+  CHECK(on_server[7168] == std::byte{0x11});
+  CHECK(!l.flush(true));
+  // Never into the identity block: EFBIG.
+  CHECK(l.set_size(l.capacity() + 1) == std::errc::file_too_large);
+  CHECK(l.pwrite(filled(2, 1), l.capacity() - 1, nullptr) == std::errc::file_too_large);
+
+  // The identity block: none (old data is not a record), then ours, durable in the tail.
+  auto none = l.read_record(&why);
+  REQUIRE(!none);
+  CHECK(none.error() == std::errc::bad_message);
+  CHECK(why.find("magic") != std::string::npos);
+  core::NbdRecord r;
+  r.set_uuid[0] = 1;
+  r.image_uuid[0] = 2;
+  r.events = 42;
+  REQUIRE(!l.write_record(r));
+  auto back = l.read_record(&why);
+  REQUIRE_MESSAGE(back, why);
+  CHECK(back->events == 42);
+  CHECK(back->name_hash == core::nbd_name_hash("a.img"));
+  on_server = read_bytes(dir + "/a.img");
+  CHECK(std::string(reinterpret_cast<const char*>(on_server.data() + l.capacity()), 8) == "FMNBDREC");
+
+  // The same file served under another name: the record is not this export's.
+  stdfs::copy_file(dir + "/a.img", dir + "/b.img");
+  auto other = core::NbdLeg::connect(uri, "b.img", &why);
+  REQUIRE(other);
+  auto foreign = (*other)->read_record(&why);
+  REQUIRE(!foreign);
+  CHECK(why.find("another export name") != std::string::npos);
+}
