@@ -36,15 +36,8 @@ struct ImageFixture {
     fm::utils::UniqueFd p(::open(ppath.c_str(), O_RDWR | O_CLOEXEC));
     fm::utils::UniqueFd s(::open(spath.c_str(), O_RDWR | O_CLOEXEC));
     fm::utils::UniqueFd b(::open(bpath.c_str(), O_RDWR | O_CLOEXEC));
-    fm::core::BitmapOpenParams bp;
-    bp.set_uuid = kImageSet;
-    bp.chunk_size = kImageChunk;
-    bp.image_size = size;
-    std::string why;
-    auto bm = fm::core::Bitmap::open(std::move(b), bp, &why);
-    REQUIRE(bm);
     img = std::make_shared<fm::core::Image>(std::move(name), std::move(p), std::move(s),
-                                            std::move(*bm), &pool, io);
+                                            open_bitmap(std::move(b), kImageSet, kImageChunk, size), &pool, io);
   }
 };
 
