@@ -58,7 +58,9 @@ pre=0
 FM_FUZZ_SECS=${FM_FUZZ_SECS:-15} ./scripts/sanitize.sh asan-unit fuzz || pre=$?
 
 rc=0
-ctest --test-dir build --output-on-failure || rc=$?
+# Two at a time (FM_TEST_JOBS): test/integration/CMakeLists.txt keeps apart the tests that
+# must not share the machine.
+ctest --test-dir build --output-on-failure -j "${FM_TEST_JOBS:-2}" || rc=$?
 if ((rc == 0 && pre != 0)); then
   echo "test.sh: the sanitizer or fuzz run failed (above)" >&2
   rc=$pre

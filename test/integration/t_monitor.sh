@@ -367,10 +367,15 @@ FM_BG_PIDS+=("$MON5")
 sleep 0.5
 kill -STOP "$MON5"
 t0=$(date +%s.%N)
-for ((k = 0; k < 300; k++)); do
+# Each fail + re-add posts 2 to 4 events (a re-add that meets the last resync still running
+# posts fewer): go on until well past the ring's 1024, then let the last resync end so that
+# nothing is posted after the count is taken.
+for ((k = 0; k < 1000 && $(next_of) - next0 <= 1100; k++)); do
   printf 'fail x.img\n' >"$M5/.fusemirror/control"
   printf 're-add x.img\n' >"$M5/.fusemirror/control"
 done
+fm_wait_for "in sync" 10 fm_image_is "$M5" x.img '.unsynced_chunks == 0 and .sync.action == "idle"' ||
+  fail "x.img not in sync after the fail/re-add loop"
 posted=$(($(next_of) - next0))
 fm_log "$posted events posted in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 ((posted > 1024)) || fail "only $posted events posted: the ring did not overflow"

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <deque>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -370,9 +372,26 @@ void AckChecker::check(const Tree& content, const Tree& state, std::size_t crash
       }
     }
     static const unsigned char zeros[4096] = {};
+    std::deque<std::array<unsigned char, 4096>> cut_tails;  // a truncate inside the block: data, then zeros
     if (auto it = cuts_.find(id); it != cuts_.end() && acked_write != SIZE_MAX)
-      for (std::size_t i : it->second)
-        if (i > acked_write && i < crash && zeroes_block(m_.records()[i], blk)) cands.push_back(zeros);
+      for (std::size_t i : it->second) {
+        if (i <= acked_write || i >= crash) continue;
+        const Record& r = m_.records()[i];
+        if (!zeroes_block(r, blk)) continue;
+        cands.push_back(zeros);
+        // A size inside the block, not on a 512-byte boundary, leaves a sector that is
+        // part written data and part zeros: one candidate per write candidate so far.
+        if (r.op == Op::truncate && r.a > blk * 4096) {
+          const std::size_t keep = r.a - blk * 4096, n = cands.size();
+          for (std::size_t k = 0; k < n; ++k) {
+            if (cands[k] == zeros) continue;
+            auto& t = cut_tails.emplace_back();
+            std::memcpy(t.data(), cands[k], keep);
+            std::memset(t.data() + keep, 0, t.size() - keep);
+            cands.push_back(t.data());
+          }
+        }
+      }
     const Node* n = content.find(where->second);
     const Bytes* b = n && n->kind == Node::File ? n->data.get() : nullptr;
     bool ok = b && acked_write != SIZE_MAX;
