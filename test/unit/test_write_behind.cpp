@@ -22,6 +22,7 @@
 #include "image_fixture.hpp"
 #include "test_helpers.hpp"
 #include "utils/crash_point.hpp"
+#include "utils/result.hpp"
 #include "utils/thread_pool.hpp"
 
 using namespace fusemirror;
@@ -275,6 +276,158 @@ TEST_SUITE("write_behind") {
     CHECK(q.peak() == 2);
     CHECK(q.full_waits() == 1);
     CHECK(q.lag_seconds() == 0);  // nothing outstanding
+  }
+
+  TEST_CASE("lag bound in bytes: the writer that would pass it waits, counted and timed") {
+    WriteBehindExecutor exec(4);
+    WriteBehind q(exec, 64, WriteBehind::LagBound{3 * 4096, 0});
+    Gate gate;
+    for (unsigned k = 0; k < 3; ++k)
+      REQUIRE(q.submit(make_op(k * 4096, 4096, [&] {
+        gate.wait();
+        return std::error_code{};
+      })));
+    CHECK(q.lag_stats().bytes == 3 * 4096);
+    CHECK(q.lag_stats().holds == 0);
+    std::atomic<bool> fourth{false};
+    std::thread writer([&] {
+      CHECK(q.submit(make_op(3 * 4096, 4096, [] { return std::error_code{}; })));
+      fourth = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(80));
+    CHECK_FALSE(fourth);  // the queue has room (64): only the bound holds it
+    auto st = q.lag_stats();
+    CHECK(st.held_now == 1);
+    CHECK(st.holds == 1);
+    CHECK(st.bytes == 3 * 4096);
+    CHECK(q.full_waits() == 0);
+    gate.release();
+    writer.join();
+    CHECK(fourth);
+    CHECK(q.drain(30));
+    st = q.lag_stats();
+    CHECK(st.held_now == 0);
+    CHECK(st.holds == 1);
+    CHECK(st.held_seconds >= 0.05);
+    CHECK(st.bytes == 0);
+  }
+
+  TEST_CASE("lag bound in bytes holds under writers faster than the secondary; unbounded it does not") {
+    // 4 writers of 64 KiB writes, a secondary taking 2 ms per write on 2 workers: the queue
+    // (limit 256 = 16 MiB) would hold far more than 256 KiB without the bound.
+    constexpr std::uint64_t kBound = 256 << 10;
+    for (const std::uint64_t bound : {kBound, std::uint64_t{0}}) {
+      CAPTURE(bound);
+      WriteBehindExecutor exec(2);
+      WriteBehind q(exec, 256, WriteBehind::LagBound{bound, 0});
+      std::atomic<std::uint64_t> peak{0};
+      std::atomic<bool> stop{false};
+      std::thread sampler([&] {
+        while (!stop) {
+          const std::uint64_t b = q.lag_stats().bytes;
+          std::uint64_t p = peak.load();
+          while (b > p && !peak.compare_exchange_weak(p, b)) {
+          }
+          std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+      });
+      std::vector<std::thread> writers;
+      for (unsigned w = 0; w < 4; ++w)
+        writers.emplace_back([&, w] {
+          for (unsigned k = 0; k < 40; ++k)
+            CHECK(q.submit(make_op((w * 40 + k) * (64 << 10), 64 << 10, [] {
+              std::this_thread::sleep_for(std::chrono::milliseconds(2));
+              return std::error_code{};
+            })));
+        });
+      for (auto& t : writers) t.join();
+      CHECK(q.drain(60));
+      stop = true;
+      sampler.join();
+      if (bound) {
+        CHECK(peak.load() <= bound);
+        CHECK(peak.load() >= bound / 2);  // the bound was reached: the test would see a breach
+        CHECK(q.lag_stats().holds > 0);
+      } else {
+        CHECK(peak.load() > 4 * kBound);  // what the bound prevents
+        CHECK(q.lag_stats().holds == 0);
+      }
+    }
+  }
+
+  TEST_CASE("lag bound in bytes: a write larger than the bound goes alone, never waits for nothing") {
+    WriteBehindExecutor exec(2);
+    WriteBehind q(exec, 64, WriteBehind::LagBound{8192, 0});
+    Gate gate;
+    REQUIRE(q.submit(make_op(0, 65536, [&] {  // larger than the bound, queue empty: queued
+      gate.wait();
+      return std::error_code{};
+    })));
+    CHECK(q.lag_stats().bytes == 65536);
+    std::atomic<bool> second{false};
+    std::thread writer([&] {
+      CHECK(q.submit(make_op(65536, 4096, [] { return std::error_code{}; })));
+      second = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(second);
+    gate.release();
+    writer.join();
+    CHECK(q.drain(30));
+  }
+
+  TEST_CASE("lag bound in seconds: held while the oldest write is older than the bound") {
+    WriteBehindExecutor exec(2);
+    WriteBehind q(exec, 64, WriteBehind::LagBound{0, 0.1});
+    Gate gate;
+    REQUIRE(q.submit(make_op(0, 4096, [&] {
+      gate.wait();
+      return std::error_code{};
+    })));
+    // Younger than the bound: not held.
+    REQUIRE(q.submit(make_op(4096, 4096, [] { return std::error_code{}; })));
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    std::atomic<bool> third{false};
+    std::thread writer([&] {
+      CHECK(q.submit(make_op(8192, 4096, [] { return std::error_code{}; })));
+      third = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(third);
+    CHECK(q.lag_stats().held_now == 1);
+    CHECK(q.lag_stats().seconds >= 0.15);
+    gate.release();  // the oldest reaches the secondary: the lag drops, the writer goes on
+    writer.join();
+    CHECK(third);
+    CHECK(q.drain(30));
+    CHECK(q.lag_stats().holds == 1);
+  }
+
+  TEST_CASE("drop_all (the secondary failed) releases the writers the lag bound holds") {
+    WriteBehindExecutor exec(1);
+    WriteBehind q(exec, 64, WriteBehind::LagBound{4096, 0});
+    Gate gate;
+    std::atomic<unsigned> dropped{0};
+    REQUIRE(q.submit(make_op(0, 4096, [&] {
+      gate.wait();
+      return utils::errno_code(EIO);
+    })));
+    std::atomic<bool> second{false};
+    std::thread writer([&] {
+      CHECK(q.submit(make_op(4096, 4096, [] { return std::error_code{}; }, [&](bool ok) {
+        if (!ok) ++dropped;
+      })));
+      second = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(second);
+    q.drop_all();  // the running write is stuck in a dead link: the writer must not wait for it
+    writer.join();
+    CHECK(second);
+    CHECK(q.lag_stats().held_now == 0);
+    gate.release();
+    CHECK(q.drain(30));
+    CHECK(dropped == 1);
   }
 
   TEST_CASE("stop ends queued writes as not written; stopping one queue leaves the others") {
