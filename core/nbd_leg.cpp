@@ -162,6 +162,11 @@ nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, std:
     // ENOENT too: told apart by the message, which only the handshake's refusal gives).
     if (err.find("no export") != std::string::npos || err.find("unknown export") != std::string::npos)
       return give_up(utils::errno_code(ENOENT), "export " + name + " missing on " + uri.text + " (" + err + ")");
+    // A TLS handshake that fails (a key or certificate the server does not accept) shows
+    // only as GnuTLS's message: say what it means.
+    if (uri.tls && err.find("gnutls") != std::string::npos)
+      return give_up(e, "cannot connect to " + uri.text + " for export " + name +
+                            ": TLS handshake failed (a key or certificate the server does not accept?): " + err);
     return give_up(e, "cannot connect to " + uri.text + " for export " + name + ": " + err);
   }
   return h;

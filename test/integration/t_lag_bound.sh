@@ -65,12 +65,15 @@ WPID=$FM_LAST_BG
 t0=$SECONDS
 max=0 samples=0 held_seen=0
 while kill -0 "$WPID" 2>/dev/null; do
-  j=$(fm_image_json_try "$MNT" lag.img) || { sleep 0.2; continue; }
-  read -r lag held <<<"$(jq -r '"\(.write_behind.lag_bytes) \(.write_behind.held_writers)"' <<<"$j")"
+  # The status file itself (what `status --json` reads), one jq per sample.
+  read -r lag held < <(jq -r '.images[] | select(.name == "lag.img") | .write_behind |
+    "\(.lag_bytes) \(.held_writers)"' "$MNT/.fusemirror/status.json" 2>/dev/null) ||
+    { sleep 0.2; continue; }
+  [[ $lag =~ ^[0-9]+$ ]] || { sleep 0.2; continue; }
   samples=$((samples + 1))
   ((lag > max)) && max=$lag
   ((held > 0)) && held_seen=$((held_seen + 1))
-  ((lag > BOUND)) && fail "lag $lag bytes passed max_lag_bytes $BOUND (sample $samples, $((SECONDS - t0)) s): $j"
+  ((lag > BOUND)) && fail "lag $lag bytes passed max_lag_bytes $BOUND (sample $samples, $((SECONDS - t0)) s): $(fm_image_json "$MNT" lag.img)"
   sleep 0.2
 done
 wait "$WPID" || fail "the writer failed"
@@ -88,8 +91,9 @@ written=$(cat "$FM_TMP/written")
 ((written <= 10 * elapsed + 8 + 10 + 64)) || fail "the writer wrote $written MiB in ${elapsed}s through a 10 MiB/s bound"
 txt=$("$FUSEMIRROR" status "$MNT")
 grep -q "lag .*(bound 8 MiB), [0-9]* writers held ([0-9]* holds" <<<"$txt" || fail "status text lacks the lag bound: $txt"
-"$FUSEMIRROR" metrics "$MNT" | grep -q '^fusemirror_write_behind_max_lag_bytes{.*} 8388608' ||
-  fail "metrics lack fusemirror_write_behind_max_lag_bytes"
+m=$("$FUSEMIRROR" metrics "$MNT") || fail "fusemirror metrics failed"
+grep -q '^fusemirror_write_behind_max_lag_bytes{.*} 8388608$' <<<"$m" || fail "metrics lack max_lag_bytes: $m"
+grep -q '^fusemirror_write_behind_lag_holds_total{.*} [1-9]' <<<"$m" || fail "metrics lack lag_holds_total: $m"
 fm_unmount "$MNT"
 cmp -n "$SIZE" "$PRI/lag.img" "$SRV/lag.img" || fail "after unmount the export's first $SIZE bytes differ from the primary"
 

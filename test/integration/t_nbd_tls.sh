@@ -56,7 +56,7 @@ fm_wait_for "degraded" 10 fm_image_is "$MNT" b.img '.secondary_ok == false' ||
 reason=$(fm_image_json "$MNT" b.img | jq -r .degraded_reason)
 fm_log "wrong key: $reason"
 [[ $reason == *"cannot connect to nbds+unix://"*"for export b.img"* ]] || fail "the reason does not name the URI and export: '$reason'"
-grep -Eqi 'tls|handshake|decrypt|psk|key' <<<"$reason" || fail "the reason does not say TLS failed: '$reason'"
+[[ $reason == *"TLS handshake failed"* ]] || fail "the reason does not say TLS failed: '$reason'"
 grep -qF "for export b.img" "$LOG" || fail "the log does not give the reason"
 cmp -n 65536 "$PRI/b.img" "$SRV/b.img" >/dev/null 2>&1 && fail "b.img reached the export with a wrong key"
 fm_unmount "$MNT"
@@ -73,7 +73,7 @@ fm_wait_for "degraded" 10 fm_image_is "$MNT" c.img '.secondary_ok == false' ||
   fail "c.img not degraded against a plain server: $(fm_image_json "$MNT" c.img)"
 reason=$(fm_image_json "$MNT" c.img | jq -r .degraded_reason)
 fm_log "plain server: $reason"
-grep -qi 'tls' <<<"$reason" || fail "the reason does not say the server lacks TLS: '$reason'"
+[[ $reason == *"server refused TLS"* ]] || fail "the reason does not say the server lacks TLS: '$reason'"
 cmp -n 65536 "$PRI/c.img" "$SRV/c.img" >/dev/null 2>&1 && fail "c.img was sent to a plain server"
 fm_unmount "$MNT"
 fm_pass
