@@ -16,6 +16,10 @@ namespace {
 // Requests larger than this are split (NBD servers refuse payloads past 32 MiB; libnbd
 // past 64 MiB).
 constexpr std::uint64_t kMaxRequest = 4 << 20;
+// Connections per export at most: as many as write-behind's workers (32 for the whole set,
+// docs/design.md §5), each carrying one request. Over a link 50 ms per request away, 1 MiB
+// writes need about 26 in flight to reach 500 MiB/s (docs/performance.md "WAN").
+constexpr unsigned kMaxConnections = 32;
 
 std::error_code nbd_errno() {
   const int e = nbd_get_errno();
@@ -198,7 +202,7 @@ NbdLeg::NbdLeg(nbd_handle* h, NbdUri uri, std::string name, std::uint64_t export
       capacity_(export_size - kNbdTailBytes),
       can_flush_(nbd_can_flush(h) == 1),
       can_zero_(nbd_can_zero(h) == 1),
-      max_conns_(nbd_can_multi_conn(h) == 1 ? kNbdMaxConnections : 1),
+      max_conns_(nbd_can_multi_conn(h) == 1 ? kMaxConnections : 1),
       size_(capacity_) {
   all_.reserve(max_conns_);
   free_.reserve(max_conns_);

@@ -13,7 +13,7 @@
 // Connections: libnbd's handle carries one request at a time (its synchronous calls hold
 // the handle's lock until the reply), so a leg that has to keep many requests in flight — a
 // write-behind queue toward a server far away — opens more connections on demand, up to
-// kMaxConnections, when the server advertises multi-conn (its connections see one another's
+// kMaxConnections (nbd_leg.cpp), when the server advertises multi-conn (its connections see one another's
 // writes, and a flush on one covers every one); otherwise it keeps the one. Each request
 // takes a free connection for its duration; flush() flushes every connection.
 //
@@ -61,8 +61,6 @@ bool libnbd_supports_tls();
 NbdUri parse_nbd_uri(const std::string& s);
 
 constexpr std::uint64_t kNbdTailBytes = 4096;
-// Connections per export at most (write-behind's workers: 32 for the whole set).
-constexpr unsigned kNbdMaxConnections = 16;
 
 class NbdLeg final : public Leg {
  public:
