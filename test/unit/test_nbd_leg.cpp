@@ -181,7 +181,7 @@ TEST_CASE("NbdLeg: concurrent requests go on several connections with multi-conn
     for (unsigned w = 0; w < kWriters; ++w)
       writers.emplace_back([&, w] {
         const auto data = filled(65536, static_cast<unsigned char>(w + 1));
-        if (l.pwrite(data, w * 65536ull)) ++failed;
+        if (l.pwrite(data, w * 65536ull, nullptr)) ++failed;
       });
     for (auto& th : writers) th.join();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
