@@ -494,7 +494,7 @@ void Image::note_write_behind_lag() {
     lag_reported_ = true;
     char detail[200];
     std::snprintf(detail, sizeof detail,
-                  "write-behind %s (%u of %u writes, %llu bytes outstanding, the oldest %.1fs old): writers wait "
+                  "write-behind %s (%u of %u writes outstanding, %llu bytes, the oldest %.1fs old): writers wait "
                   "for the secondary",
                   full ? "queue full" : "lag bound reached", wb_->outstanding(), wb_->limit(),
                   static_cast<unsigned long long>(lag.bytes), lag.seconds);
