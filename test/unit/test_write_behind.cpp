@@ -71,6 +71,29 @@ WriteBehind::Op make_op(std::uint64_t off, std::size_t len, std::function<std::e
   return op;
 }
 
+// An op over [off, off+len) that blocks in `gate` until the test opens it.
+WriteBehind::Op gated_op(std::uint64_t off, std::size_t len, Gate& gate, std::error_code result = {}) {
+  return make_op(off, len, [&gate, result] {
+    gate.wait();
+    return result;
+  });
+}
+
+// A writer that submits `op` on its own thread; `returned` once submit came back.
+struct Writer {
+  std::atomic<bool> returned{false};
+  std::thread t;
+  Writer(WriteBehind& q, WriteBehind::Op op)
+      : t([this, &q, op = std::move(op)]() mutable {
+          CHECK(q.submit(std::move(op)));
+          returned = true;
+        }) {}
+  ~Writer() {
+    if (t.joinable()) t.join();
+  }
+  void join() { t.join(); }
+};
+
 struct FaultScope {  // active fault points for one test case
   explicit FaultScope(const std::string& names) { utils::set_fault_points(names); }
   ~FaultScope() { utils::set_fault_points(""); }
@@ -282,20 +305,12 @@ TEST_SUITE("write_behind") {
     WriteBehindExecutor exec(4);
     WriteBehind q(exec, 64, WriteBehind::LagBound{3 * 4096, 0});
     Gate gate;
-    for (unsigned k = 0; k < 3; ++k)
-      REQUIRE(q.submit(make_op(k * 4096, 4096, [&] {
-        gate.wait();
-        return std::error_code{};
-      })));
+    for (unsigned k = 0; k < 3; ++k) REQUIRE(q.submit(gated_op(k * 4096, 4096, gate)));
     CHECK(q.lag_stats().bytes == 3 * 4096);
     CHECK(q.lag_stats().holds == 0);
-    std::atomic<bool> fourth{false};
-    std::thread writer([&] {
-      CHECK(q.submit(make_op(3 * 4096, 4096, [] { return std::error_code{}; })));
-      fourth = true;
-    });
+    Writer writer(q, make_op(3 * 4096, 4096, [] { return std::error_code{}; }));
     std::this_thread::sleep_for(std::chrono::milliseconds(80));
-    CHECK_FALSE(fourth);  // the queue has room (64): only the bound holds it
+    CHECK_FALSE(writer.returned);  // the queue has room (64): only the bound holds it
     auto st = q.lag_stats();
     CHECK(st.held_now == 1);
     CHECK(st.holds == 1);
@@ -303,7 +318,7 @@ TEST_SUITE("write_behind") {
     CHECK(q.full_waits() == 0);
     gate.release();
     writer.join();
-    CHECK(fourth);
+    CHECK(writer.returned);
     CHECK(q.drain(30));
     st = q.lag_stats();
     CHECK(st.held_now == 0);
@@ -359,18 +374,11 @@ TEST_SUITE("write_behind") {
     WriteBehindExecutor exec(2);
     WriteBehind q(exec, 64, WriteBehind::LagBound{8192, 0});
     Gate gate;
-    REQUIRE(q.submit(make_op(0, 65536, [&] {  // larger than the bound, queue empty: queued
-      gate.wait();
-      return std::error_code{};
-    })));
+    REQUIRE(q.submit(gated_op(0, 65536, gate)));  // larger than the bound, queue empty: queued
     CHECK(q.lag_stats().bytes == 65536);
-    std::atomic<bool> second{false};
-    std::thread writer([&] {
-      CHECK(q.submit(make_op(65536, 4096, [] { return std::error_code{}; })));
-      second = true;
-    });
+    Writer writer(q, make_op(65536, 4096, [] { return std::error_code{}; }));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    CHECK_FALSE(second);
+    CHECK_FALSE(writer.returned);
     gate.release();
     writer.join();
     CHECK(q.drain(30));
@@ -380,25 +388,18 @@ TEST_SUITE("write_behind") {
     WriteBehindExecutor exec(2);
     WriteBehind q(exec, 64, WriteBehind::LagBound{0, 0.1});
     Gate gate;
-    REQUIRE(q.submit(make_op(0, 4096, [&] {
-      gate.wait();
-      return std::error_code{};
-    })));
+    REQUIRE(q.submit(gated_op(0, 4096, gate)));
     // Younger than the bound: not held.
     REQUIRE(q.submit(make_op(4096, 4096, [] { return std::error_code{}; })));
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
-    std::atomic<bool> third{false};
-    std::thread writer([&] {
-      CHECK(q.submit(make_op(8192, 4096, [] { return std::error_code{}; })));
-      third = true;
-    });
+    Writer writer(q, make_op(8192, 4096, [] { return std::error_code{}; }));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    CHECK_FALSE(third);
+    CHECK_FALSE(writer.returned);
     CHECK(q.lag_stats().held_now == 1);
     CHECK(q.lag_stats().seconds >= 0.15);
     gate.release();  // the oldest reaches the secondary: the lag drops, the writer goes on
     writer.join();
-    CHECK(third);
+    CHECK(writer.returned);
     CHECK(q.drain(30));
     CHECK(q.lag_stats().holds == 1);
   }
@@ -408,22 +409,15 @@ TEST_SUITE("write_behind") {
     WriteBehind q(exec, 64, WriteBehind::LagBound{4096, 0});
     Gate gate;
     std::atomic<unsigned> dropped{0};
-    REQUIRE(q.submit(make_op(0, 4096, [&] {
-      gate.wait();
-      return utils::errno_code(EIO);
-    })));
-    std::atomic<bool> second{false};
-    std::thread writer([&] {
-      CHECK(q.submit(make_op(4096, 4096, [] { return std::error_code{}; }, [&](bool ok) {
-        if (!ok) ++dropped;
-      })));
-      second = true;
-    });
+    REQUIRE(q.submit(gated_op(0, 4096, gate, utils::errno_code(EIO))));
+    Writer writer(q, make_op(4096, 4096, [] { return std::error_code{}; }, [&](bool ok) {
+      if (!ok) ++dropped;
+    }));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    CHECK_FALSE(second);
+    CHECK_FALSE(writer.returned);
     q.drop_all();  // the running write is stuck in a dead link: the writer must not wait for it
     writer.join();
-    CHECK(second);
+    CHECK(writer.returned);
     CHECK(q.lag_stats().held_now == 0);
     gate.release();
     CHECK(q.drain(30));
