@@ -154,7 +154,11 @@ nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, std:
       (nbd_set_tls(h, LIBNBD_TLS_REQUIRE) == -1 ||
        (!uri.tls_psk_file.empty() && nbd_set_tls_psk_file(h, uri.tls_psk_file.c_str()) == -1) ||
        (!uri.tls_certificates.empty() && nbd_set_tls_certificates(h, uri.tls_certificates.c_str()) == -1) ||
-       (!uri.tls_username.empty() && nbd_set_tls_username(h, uri.tls_username.c_str()) == -1)))
+       (!uri.tls_username.empty() && nbd_set_tls_username(h, uri.tls_username.c_str()) == -1) ||
+       // With certificates the server's is checked against the CA and the host name. libnbd
+       // (1.14) can only do so with a host name: over a unix socket it is not checked
+       // (docs/operations.md §9.1: use a PSK there).
+       (uri.tls_psk_file.empty() && nbd_set_tls_verify_peer(h, true) == -1)))
     return give_up(nbd_errno(), "TLS set-up for " + uri.text + ": " + nbd_get_error());
   const int rc = uri.socket.empty() ? nbd_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
                                     : nbd_connect_unix(h, uri.socket.c_str());

@@ -6,9 +6,12 @@
 #   b) the same server, a client key that differs: the image loads degraded with the TLS
 #      failure as the reason (status and log); the user's writes succeed.
 #   c) TLS asked, the server plain (no --tls): refused the same way, never sent in clear.
+#   d) X.509 instead (tls-certificates=DIR, a test CA made with openssl), over TCP on
+#      127.0.0.1 (libnbd checks a certificate only with a host name): written and equal at
+#      unmount; a client that trusts another CA is refused.
 . "$(dirname "$0")/lib.sh"
 
-command -v nbdkit >/dev/null || fail "missing nbdkit (see test/integration/PACKAGES)"
+for c in nbdkit openssl; do command -v "$c" >/dev/null || fail "missing $c (see test/integration/PACKAGES)"; done
 
 SIZE=$((8 << 20))
 TAIL=4096
@@ -29,8 +32,22 @@ start_server() { # [nbdkit options...]
   fm_wait_for "nbdkit socket" 10 test -S "$SOCK" || fail "nbdkit did not create $SOCK"
 }
 uri() { printf 'nbds+unix:///?socket=%s&tls-psk-file=%s&tls-username=fm' "$SOCK" "$1"; }
+# start_tcp_server [nbdkit options...] — on 127.0.0.1, a free port (PORT) found by trying.
+start_tcp_server() {
+  local i
+  for i in 1 2 3 4 5 6 7 8; do
+    PORT=$((20000 + RANDOM % 40000))
+    fm_bg nbdkit -i 127.0.0.1 -p "$PORT" -f "$@" file dir="$SRV"
+    NBD_PID=$FM_LAST_BG
+    # Listening, and ours (a port taken by another process makes nbdkit exit).
+    fm_wait_for "nbdkit on port $PORT" 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null &&
+      sleep 0.2 && kill -0 "$NBD_PID" 2>/dev/null && return 0
+    kill -0 "$NBD_PID" 2>/dev/null && fm_bg_stop "$NBD_PID"
+  done
+  fail "nbdkit did not listen on 127.0.0.1 (8 ports tried)"
+}
 
-truncate -s $((SIZE + TAIL)) "$SRV/a.img" "$SRV/b.img" "$SRV/c.img"
+truncate -s $((SIZE + TAIL)) "$SRV/a.img" "$SRV/b.img" "$SRV/c.img" "$SRV/d.img"
 
 # ====================================================================== a) PSK
 FM_CONTEXT="TLS with a pre-shared key"
@@ -56,7 +73,7 @@ refused() {
     fail "$img not degraded: $(fm_image_json "$MNT" "$img")"
   reason=$(fm_image_json "$MNT" "$img" | jq -r .degraded_reason)
   fm_log "$FM_CONTEXT: $reason"
-  [[ $reason == *"cannot connect to nbds+unix://"*"for export $img"* ]] ||
+  [[ $reason == *"cannot connect to nbds"*"for export $img"* ]] ||
     fail "the reason does not name the URI and export: '$reason'"
   [[ $reason == *"$want"* ]] || fail "the reason does not say '$want': '$reason'"
   grep -qF "for export $img" "$LOG" || fail "the log does not give the reason"
@@ -75,4 +92,36 @@ fm_bg_stop "$NBD_PID"
 start_server
 fm_json_edit "$PRI/.fusemirror/config.json" ".secondary = \"$(uri "$KEYS")\""
 refused c.img "server refused TLS"
+
+# ====================================================================== d) certificates
+FM_CONTEXT="TLS with X.509 certificates"
+PKI=$FM_TMP/pki
+mkdir -p "$PKI/server" "$PKI/client" "$PKI/other"
+# ca NAME DIR — a CA whose certificate is DIR/ca-cert.pem (its key beside it)
+ca() {
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$2/ca-key.pem" -out "$2/ca-cert.pem" -days 2 \
+    -subj "/CN=$1" 2>"$FM_TMP/logs/openssl.err" || fail "openssl: $(cat "$FM_TMP/logs/openssl.err")"
+}
+ca "fusemirror test CA" "$PKI/server"
+ca "another CA" "$PKI/other"
+openssl req -newkey rsa:2048 -nodes -keyout "$PKI/server/server-key.pem" -out "$PKI/server.csr" \
+  -subj "/CN=localhost" 2>"$FM_TMP/logs/openssl.err" || fail "openssl: $(cat "$FM_TMP/logs/openssl.err")"
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$PKI/ext.cnf"
+openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/server/ca-cert.pem" -CAkey "$PKI/server/ca-key.pem" \
+  -CAcreateserial -out "$PKI/server/server-cert.pem" -days 2 -extfile "$PKI/ext.cnf" 2>"$FM_TMP/logs/openssl.err" ||
+  fail "openssl: $(cat "$FM_TMP/logs/openssl.err")"
+cp "$PKI/server/ca-cert.pem" "$PKI/client/"
+fm_bg_stop "$NBD_PID"
+start_tcp_server --tls=require --tls-certificates="$PKI/server"
+fm_json_edit "$PRI/.fusemirror/config.json" ".secondary = \"nbds://127.0.0.1:$PORT?tls-certificates=$PKI/client\""
+fm_mount "$PRI" "$MNT"
+truncate -s "$SIZE" "$MNT/d.img"
+dd if=/dev/urandom of="$MNT/d.img" bs=1M count=8 conv=notrunc,fsync status=none || fail "writing d.img failed"
+fm_image_is "$MNT" d.img '.secondary_ok == true' || fail "d.img degraded over TLS: $(fm_image_json "$MNT" d.img)"
+fm_unmount "$MNT"
+cmp -n "$SIZE" "$PRI/d.img" "$SRV/d.img" || fail "d.img: the export's first $SIZE bytes differ from the primary"
+FM_CONTEXT="TLS, the client trusting another CA"
+rm -f "$PRI/d.img" "$PRI/.fusemirror/bitmaps/d.img."*
+fm_json_edit "$PRI/.fusemirror/config.json" ".secondary = \"nbds://127.0.0.1:$PORT?tls-certificates=$PKI/other\""
+refused d.img "TLS handshake failed"
 fm_pass
