@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 #include "utils/error.hpp"
@@ -20,6 +21,9 @@ constexpr std::uint64_t kMaxRequest = 4 << 20;
 // docs/design.md §5), each carrying one request. Over a link 50 ms per request away, 1 MiB
 // writes need about 26 in flight to reach 500 MiB/s (docs/performance.md "WAN").
 constexpr unsigned kMaxConnections = 32;
+// An extra connection that has not finished its handshake by then is given up (the server
+// is at its client limit): the image goes on with those it has.
+constexpr int kExtraConnectMs = 3000;
 
 std::error_code nbd_errno() {
   const int e = nbd_get_errno();
@@ -130,7 +134,7 @@ NbdUri parse_nbd_uri(const std::string& s) {
   return u;
 }
 
-nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, std::error_code* ec,
+nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, int timeout_ms, std::error_code* ec,
                                 std::string* why) {
   nbd_handle* h = nbd_create();
   if (!h) {
@@ -160,8 +164,25 @@ nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, std:
        // (docs/operations.md §9.1: use a PSK there).
        (uri.tls_psk_file.empty() && nbd_set_tls_verify_peer(h, true) == -1)))
     return give_up(nbd_errno(), "TLS set-up for " + uri.text + ": " + nbd_get_error());
-  const int rc = uri.socket.empty() ? nbd_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
-                                    : nbd_connect_unix(h, uri.socket.c_str());
+  int rc;
+  if (timeout_ms < 0) {
+    rc = uri.socket.empty() ? nbd_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
+                            : nbd_connect_unix(h, uri.socket.c_str());
+  } else {
+    // Bounded: a server at its client limit (qemu-nbd --shared=N) leaves a further
+    // connection in its listen queue, never answering the handshake.
+    rc = uri.socket.empty() ? nbd_aio_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
+                            : nbd_aio_connect_unix(h, uri.socket.c_str());
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (rc != -1 && nbd_aio_is_ready(h) != 1) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0)
+        return give_up(utils::errno_code(ETIMEDOUT), "connecting to " + uri.text + " for export " + name +
+                                                         ": no handshake within " + std::to_string(timeout_ms) + " ms");
+      if (nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1 || nbd_poll(h, static_cast<int>(left.count())) == -1)
+        rc = -1;
+    }
+  }
   if (rc == -1) {
     const std::error_code e = nbd_errno();
     const std::string err = nbd_get_error() ? nbd_get_error() : "";
@@ -182,7 +203,7 @@ nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, std:
 
 utils::Result<std::unique_ptr<NbdLeg>> NbdLeg::connect(const NbdUri& uri, const std::string& name, std::string* why) {
   std::error_code ec;
-  nbd_handle* h = open_handle(uri, name, &ec, why);
+  nbd_handle* h = open_handle(uri, name, -1, &ec, why);
   if (!h) return ec;
   auto give_up = [&](std::error_code e, std::string reason) -> utils::Result<std::unique_ptr<NbdLeg>> {
     *why = std::move(reason);
@@ -241,7 +262,7 @@ nbd_handle* NbdLeg::acquire() {
       lk.unlock();
       std::error_code ec;
       std::string why;
-      nbd_handle* h = open_handle(uri_, name_, &ec, &why);
+      nbd_handle* h = open_handle(uri_, name_, kExtraConnectMs, &ec, &why);
       lk.lock();
       --opening_;
       if (h) {

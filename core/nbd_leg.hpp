@@ -96,8 +96,9 @@ class NbdLeg final : public Leg {
 
  private:
   NbdLeg(nbd_handle* h, NbdUri uri, std::string name, std::uint64_t export_size);
-  // Opens a connection to export `name` (TLS as the URI asks); null with *ec and *why.
-  static nbd_handle* open_handle(const NbdUri& uri, const std::string& name, std::error_code* ec,
+  // Opens a connection to export `name` (TLS as the URI asks), waiting at most
+  // `timeout_ms` for its handshake (-1: the socket's own timeouts); null with *ec and *why.
+  static nbd_handle* open_handle(const NbdUri& uri, const std::string& name, int timeout_ms, std::error_code* ec,
                                  std::string* why);
   // A connection for one request: a free one, a new one while under max_conns_, else the
   // first one freed. Lease gives it back.
