@@ -269,9 +269,11 @@ nbd_handle* NbdLeg::acquire() {
         all_.push_back(h);  // reserved: never reallocates
         return h;
       }
-      // The server refuses more (a connection limit, say): go on with those open.
+      // The server refuses more (a connection limit, say): go on with those open. Logged
+      // once (several requests may have been opening one at the same time).
+      if (!grow_failed_)
+        spdlog::warn("{}: an extra connection was refused ({}); going on with {}", describe(), why, all_.size());
       grow_failed_ = true;
-      spdlog::warn("{}: an extra connection was refused ({}); going on with {}", describe(), why, all_.size());
       continue;
     }
     pool_cv_.wait(lk, [&] { return !free_.empty(); });
