@@ -49,16 +49,23 @@ start_tcp_server() {
 
 truncate -s $((SIZE + TAIL)) "$SRV/a.img" "$SRV/b.img" "$SRV/c.img" "$SRV/d.img"
 
+# mirrored IMAGE — written through a mount over TLS, in service; at unmount the export's
+# first SIZE bytes equal the primary.
+mirrored() {
+  local img=$1
+  fm_mount "$PRI" "$MNT"
+  truncate -s "$SIZE" "$MNT/$img"
+  dd if=/dev/urandom of="$MNT/$img" bs=1M count=8 conv=notrunc,fsync status=none || fail "writing $img failed"
+  fm_image_is "$MNT" "$img" '.secondary_ok == true' || fail "$img degraded over TLS: $(fm_image_json "$MNT" "$img")"
+  fm_unmount "$MNT"
+  cmp -n "$SIZE" "$PRI/$img" "$SRV/$img" || fail "$img: the export's first $SIZE bytes differ from the primary"
+}
+
 # ====================================================================== a) PSK
 FM_CONTEXT="TLS with a pre-shared key"
 start_server --tls=require --tls-psk="$KEYS"
 fm_create "$PRI" "$(uri "$KEYS")" --write-behind 16
-fm_mount "$PRI" "$MNT"
-truncate -s "$SIZE" "$MNT/a.img"
-dd if=/dev/urandom of="$MNT/a.img" bs=1M count=8 conv=notrunc,fsync status=none || fail "writing a.img failed"
-fm_image_is "$MNT" a.img '.secondary_ok == true' || fail "a.img degraded over TLS: $(fm_image_json "$MNT" a.img)"
-fm_unmount "$MNT"
-cmp -n "$SIZE" "$PRI/a.img" "$SRV/a.img" || fail "the export's first $SIZE bytes differ from the primary"
+mirrored a.img
 [[ $(dd if="$SRV/a.img" bs=1 skip="$SIZE" count=8 status=none) == FMNBDREC ]] ||
   fail "no identity record in the export's tail"
 
@@ -114,12 +121,7 @@ cp "$PKI/server/ca-cert.pem" "$PKI/client/"
 fm_bg_stop "$NBD_PID"
 start_tcp_server --tls=require --tls-certificates="$PKI/server"
 fm_json_edit "$PRI/.fusemirror/config.json" ".secondary = \"nbds://127.0.0.1:$PORT?tls-certificates=$PKI/client\""
-fm_mount "$PRI" "$MNT"
-truncate -s "$SIZE" "$MNT/d.img"
-dd if=/dev/urandom of="$MNT/d.img" bs=1M count=8 conv=notrunc,fsync status=none || fail "writing d.img failed"
-fm_image_is "$MNT" d.img '.secondary_ok == true' || fail "d.img degraded over TLS: $(fm_image_json "$MNT" d.img)"
-fm_unmount "$MNT"
-cmp -n "$SIZE" "$PRI/d.img" "$SRV/d.img" || fail "d.img: the export's first $SIZE bytes differ from the primary"
+mirrored d.img
 FM_CONTEXT="TLS, the client trusting another CA"
 rm -f "$PRI/d.img" "$PRI/.fusemirror/bitmaps/d.img."*
 fm_json_edit "$PRI/.fusemirror/config.json" ".secondary = \"nbds://127.0.0.1:$PORT?tls-certificates=$PKI/other\""
