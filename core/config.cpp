@@ -77,6 +77,20 @@ std::string check_scrub_interval(double v) {
   return {};
 }
 
+std::string check_max_lag_bytes(std::uint64_t v) {
+  // Below the largest write the mount passes (FUSE's 1 MiB) every write would go alone.
+  if (v != 0 && (v < (1ull << 20) || v > (1ull << 40)))
+    return "must be 0 (unbounded) or between 1 MiB (1048576, the largest write) and 1 TiB (got " + std::to_string(v) +
+           ")";
+  return {};
+}
+
+std::string check_max_lag_seconds(double v) {
+  if (!std::isfinite(v) || v < 0 || (v > 0 && v < 0.01) || v > 86400)
+    return "must be 0 (unbounded) or a number of seconds between 0.01 and 86400";
+  return {};
+}
+
 namespace {
 
 [[noreturn]] void bad(const std::string& source, const std::string& key, const std::string& why) {
@@ -119,7 +133,7 @@ Config parse_config(const std::string& text, const std::string& source) {
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
       "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size",
       "max_open_images", "checksums", "verify_reads", "scrub_interval", "scrub_repair",
-      "al_extents", "al_extent_size"};
+      "al_extents", "al_extent_size", "max_lag_bytes", "max_lag_seconds"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -181,6 +195,15 @@ Config parse_config(const std::string& text, const std::string& source) {
         j["drain_timeout"].get<double>() > 86400)
       bad(source, "drain_timeout", "must be a number of seconds between 0 and 86400");
     c.drain_timeout = j["drain_timeout"].get<double>();
+  }
+  if (j.contains("max_lag_bytes")) {
+    c.max_lag_bytes = get_uint(j, "max_lag_bytes", source);
+    if (auto why = check_max_lag_bytes(c.max_lag_bytes); !why.empty()) bad(source, "max_lag_bytes", why);
+  }
+  if (j.contains("max_lag_seconds")) {
+    if (!j["max_lag_seconds"].is_number()) bad(source, "max_lag_seconds", "must be a number of seconds");
+    c.max_lag_seconds = j["max_lag_seconds"].get<double>();
+    if (auto why = check_max_lag_seconds(c.max_lag_seconds); !why.empty()) bad(source, "max_lag_seconds", why);
   }
   if (j.contains("intent_ahead")) {
     c.intent_ahead = get_uint(j, "intent_ahead", source);
@@ -244,6 +267,8 @@ std::string dump_config(const Config& c) {
   j["resync_max_rate"] = c.resync_max_rate;
   j["fsync_waits_for_secondary"] = c.fsync_waits_for_secondary;
   j["drain_timeout"] = c.drain_timeout;
+  j["max_lag_bytes"] = c.max_lag_bytes;
+  j["max_lag_seconds"] = c.max_lag_seconds;
   j["intent_ahead"] = c.intent_ahead;
   j["al_extents"] = c.al_extents;
   // A Config built in code (create) keeps the 4 MiB default whatever its chunk size: an

@@ -29,6 +29,11 @@ struct Config {
   Role role = Role::mirror;                // backup: never read from the secondary
   bool fsync_waits_for_secondary = false;  // write-behind: fsync also drains + syncs the secondary
   double drain_timeout = 60.0;             // seconds unmount waits for the write-behind queue
+  // Write-behind's lag bound (the secondary's RPO): writers wait rather than let the
+  // outstanding bytes pass max_lag_bytes, or while the oldest outstanding write is older
+  // than max_lag_seconds. 0 = unbounded.
+  std::uint64_t max_lag_bytes = 0;
+  double max_lag_seconds = 0;
   std::uint64_t resync_min_rate = 1 << 20;  // bytes/s
   std::uint64_t resync_max_rate = 0;        // bytes/s; 0 = unlimited
   std::uint64_t intent_ahead = 16 << 20;    // bytes marked dirty ahead of a sequential stream
@@ -61,6 +66,10 @@ std::string check_chunk_size(std::uint64_t v);
 std::string check_daemon_sleep(double v);
 std::string check_max_image_size(std::uint64_t v);
 std::string check_scrub_interval(double v);
+// max_lag_bytes: 0 or 1 MiB (the largest FUSE write) .. 1 TiB; max_lag_seconds: 0 or
+// 0.01 .. 86400.
+std::string check_max_lag_bytes(std::uint64_t v);
+std::string check_max_lag_seconds(double v);
 // al_extents: at most 65536 (DRBD's bound is 65534). al_extent_size: a power of two between
 // 4 KiB and 1 GiB, not smaller than the chunk size (so a multiple of it).
 std::string check_al_extents(std::uint64_t v);

@@ -80,7 +80,8 @@ Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> sec
       own_wb_executor_ = std::make_unique<WriteBehindExecutor>(std::min<unsigned>(opts_.write_behind, 32));
       exec = own_wb_executor_.get();
     }
-    wb_ = std::make_unique<WriteBehind>(*exec, opts_.write_behind);
+    wb_ = std::make_unique<WriteBehind>(*exec, opts_.write_behind,
+                                        WriteBehind::LagBound{opts_.max_lag_bytes, opts_.max_lag_seconds});
   }
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
 }
@@ -484,15 +485,19 @@ std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
 void Image::note_write_behind_lag() {
   if (!wb_) return;
   const std::uint64_t waits = wb_->full_waits();
-  const bool was_full = waits != wb_full_waits_seen_;
+  const WriteBehind::LagStats lag = wb_->lag_stats();
+  const bool full = waits != wb_full_waits_seen_, held = lag.holds != wb_lag_holds_seen_;
+  const bool was_full = full || held;
   wb_full_waits_seen_ = waits;
+  wb_lag_holds_seen_ = lag.holds;
   if (was_full && !lag_reported_) {
     lag_reported_ = true;
-    char detail[160];
+    char detail[200];
     std::snprintf(detail, sizeof detail,
-                  "write-behind queue full (%u of %u writes outstanding, the oldest %.1fs old): writers wait "
+                  "write-behind %s (%u of %u writes outstanding, %llu bytes, the oldest %.1fs old): writers wait "
                   "for the secondary",
-                  wb_->outstanding(), wb_->limit(), wb_->lag_seconds());
+                  full ? "queue full" : "lag bound reached", wb_->outstanding(), wb_->limit(),
+                  static_cast<unsigned long long>(lag.bytes), lag.seconds);
     spdlog::warn("{}: {}", name(), detail);
     if (opts_.events) opts_.events->post(Event::lag_exceeded, name(), detail);
   } else if (!was_full && lag_reported_ && wb_->outstanding() == 0) {
@@ -584,7 +589,14 @@ ImageStatus Image::status() const {
     s.wb_limit = wb_->limit();
     s.wb_peak = wb_->peak();
     s.wb_full_waits = wb_->full_waits();
-    s.wb_lag_seconds = wb_->lag_seconds();
+    const WriteBehind::LagStats lag = wb_->lag_stats();
+    s.wb_lag_seconds = lag.seconds;
+    s.wb_lag_bytes = lag.bytes;
+    s.wb_held_writers = lag.held_now;
+    s.wb_lag_holds = lag.holds;
+    s.wb_lag_held_seconds = lag.held_seconds;
+    s.wb_max_lag_bytes = wb_->lag_bound().max_bytes;
+    s.wb_max_lag_seconds = wb_->lag_bound().max_seconds;
   }
   s.secondary_reads = secondary_reads_.load(std::memory_order_relaxed);
   s.scrub.checksums = has_checksums();

@@ -42,6 +42,10 @@ struct ImageOptions {
   bool fsync_waits_for_secondary = false;  // write-behind only
   bool secondary_serves_reads = true;      // role mirror; false for backup (write-mostly)
   double drain_timeout = 60.0;
+  // Write-behind's lag bound (config max_lag_bytes, max_lag_seconds; 0 = none):
+  // core/write_behind.hpp.
+  std::uint64_t max_lag_bytes = 0;
+  double max_lag_seconds = 0;
   // Bytes marked dirty ahead of a sequential stream, at most: a stream that has written
   // L >= 1 MiB in order gets min(L, intent_ahead) ahead (ramping up like read-ahead), so
   // short runs of small writes (a file system's metadata) mark nothing extra.
@@ -138,8 +142,8 @@ class Image {
   std::error_code readd(utils::UniqueFd secondary, bool full);
 
   // The sweeper's clock (every 500 ms): posts LagExceeded once when the write-behind queue
-  // was found full (writers waited for the secondary) since the last call, and not again
-  // until the queue has been seen empty.
+  // was found full or the lag bound held a writer (writers waited for the secondary) since
+  // the last call, and not again until the queue has been seen empty.
   void note_write_behind_lag();
 
   // Nanoseconds (steady clock) of the last user write: resync yields to user I/O.
@@ -227,6 +231,7 @@ class Image {
   std::unique_ptr<WriteBehind> wb_;                      // destroyed before its executor
   std::atomic<bool> wb_copy_failed_{false};              // logged once
   std::uint64_t wb_full_waits_seen_ = 0;  // note_write_behind_lag's (the sweeper thread's)
+  std::uint64_t wb_lag_holds_seen_ = 0;   // note_write_behind_lag's
   bool lag_reported_ = false;             // note_write_behind_lag's
   std::atomic<std::uint64_t> secondary_reads_{0};
   std::unique_ptr<Checksums> checksums_;  // null: checksums off (config, or no sidecar)

@@ -220,6 +220,8 @@ ImageOptions ImageLoader::image_options() const {
   io.fsync_waits_for_secondary = config_.fsync_waits_for_secondary;
   io.secondary_serves_reads = config_.role == Role::mirror;
   io.drain_timeout = config_.drain_timeout;
+  io.max_lag_bytes = config_.max_lag_bytes;
+  io.max_lag_seconds = config_.max_lag_seconds;
   io.intent_ahead = config_.intent_ahead;
   io.max_image_size = config_.max_image_size;
   io.verify_reads = config_.verify_reads && config_.checksums;

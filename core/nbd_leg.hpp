@@ -10,11 +10,20 @@
 // and the reason logged once ("export vm.img on nbd+unix:///?socket=/s: 1048576 bytes
 // available, the image needs 2097152").
 //
-// Thread safety: libnbd's handle serialises its calls; size_mu_ guards the size.
+// Connections: libnbd's handle carries one request at a time (its synchronous calls hold
+// the handle's lock until the reply), so a leg that has to keep many requests in flight — a
+// write-behind queue toward a server far away — opens more connections on demand, up to
+// kMaxConnections (nbd_leg.cpp), when the server advertises multi-conn (its connections see one another's
+// writes, and a flush on one covers every one); otherwise it keeps the one. Each request
+// takes a free connection for its duration; flush() flushes every connection.
+//
+// Thread safety: pool_mu_ guards the connections' list, size_mu_ the size.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <vector>
 #include <mutex>
 #include <string>
 
@@ -29,15 +38,25 @@ namespace fusemirror::core {
 // A secondary given as an NBD URI (docs/config.md "secondary"):
 //   nbd://HOST[:PORT][/]                 TCP, port 10809 by default
 //   nbd+unix:///?socket=PATH             a unix socket (PATH absolute)
-// The export name is the image's relative path. Anything else (nbds://, an export name in
-// the URI, other query keys) is refused by parse_nbd_uri with the reason.
+//   nbds://HOST[:PORT][/]?TLS            TLS, required (where libnbd has it); TLS keys:
+//   nbds+unix:///?socket=PATH&TLS          tls-psk-file=PATH (a pre-shared key, psktool's
+//                                          file) or tls-certificates=DIR (X.509), and
+//                                          tls-username=NAME (the PSK identity)
+// The export name is the image's relative path. Anything else (an export name in the URI,
+// other query keys) is refused by parse_nbd_uri with the reason.
 struct NbdUri {
   std::string text;    // as given (what config.json stores and messages show)
   std::string socket;  // unix socket path, or empty
   std::string host;    // TCP host, or empty
   std::string port = "10809";
+  bool tls = false;               // nbds: TLS required
+  std::string tls_psk_file;       // absolute, or empty
+  std::string tls_certificates;   // absolute directory, or empty (libnbd's default)
+  std::string tls_username;       // PSK identity, or empty (libnbd's default: the login name)
 };
 bool is_nbd_uri(const std::string& s);
+// Whether this libnbd was built with TLS (nbd_supports_tls).
+bool libnbd_supports_tls();
 // Throws utils::Error("secondary URI: reason").
 NbdUri parse_nbd_uri(const std::string& s);
 
@@ -63,6 +82,9 @@ class NbdLeg final : public Leg {
 
   // The bytes the image may use on the export.
   std::uint64_t capacity() const { return capacity_; }
+  // Connections open now, and the most it may open (1 without multi-conn).
+  unsigned connections() const;
+  unsigned max_connections() const { return max_conns_; }
   // The identity record in the export's tail: ENOENT when the tail holds none (all
   // zeros), EBADMSG with `*why` when it does not decode.
   bool keeps_record() const override { return true; }
@@ -74,14 +96,40 @@ class NbdLeg final : public Leg {
 
  private:
   NbdLeg(nbd_handle* h, NbdUri uri, std::string name, std::uint64_t export_size);
+  // Opens a connection to export `name` (TLS as the URI asks), waiting at most
+  // `timeout_ms` for its handshake (-1: the socket's own timeouts); null with *ec and *why.
+  static nbd_handle* open_handle(const NbdUri& uri, const std::string& name, int timeout_ms, std::error_code* ec,
+                                 std::string* why);
+  // A connection for one request: a free one, a new one while under max_conns_, else the
+  // first one freed. Lease gives it back.
+  class Lease {
+   public:
+    explicit Lease(NbdLeg& leg) : leg_(leg), h_(leg.acquire()) {}
+    ~Lease() { leg_.release(h_); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    nbd_handle* get() const { return h_; }
+
+   private:
+    NbdLeg& leg_;
+    nbd_handle* h_;
+  };
+  nbd_handle* acquire();
+  void release(nbd_handle* h);
   std::error_code fail(const char* op);  // the libnbd error as an errno code, logged once
-  std::error_code zero_range(std::uint64_t off, std::uint64_t len, bool keep_allocated);
+  std::error_code zero_range(nbd_handle* h, std::uint64_t off, std::uint64_t len, bool keep_allocated);
   std::error_code too_small(std::uint64_t need);  // EFBIG, logged once
-  nbd_handle* h_;
   NbdUri uri_;
   std::string name_;
   std::uint64_t export_size_, capacity_;
   bool can_flush_, can_zero_;
+  const unsigned max_conns_;
+  mutable std::mutex pool_mu_;
+  std::condition_variable pool_cv_;  // a connection was given back
+  std::vector<nbd_handle*> all_;     // guarded by pool_mu_: every open connection
+  std::vector<nbd_handle*> free_;    // guarded by pool_mu_
+  unsigned opening_ = 0;             // guarded by pool_mu_: connections being opened
+  bool grow_failed_ = false;         // guarded by pool_mu_: an extra connection was refused
   std::mutex size_mu_;
   std::uint64_t size_;  // guarded by size_mu_: the image's size on the export
   std::atomic<bool> error_logged_{false};

@@ -59,6 +59,14 @@ struct ImageStatus {
   std::uint32_t wb_outstanding = 0, wb_limit = 0, wb_peak = 0;
   std::uint64_t wb_full_waits = 0;  // writes that waited for a full write-behind queue
   double wb_lag_seconds = 0;        // age of the oldest outstanding write-behind write
+  std::uint64_t wb_lag_bytes = 0;   // data bytes of the outstanding write-behind writes
+  // The lag bound (config max_lag_bytes / max_lag_seconds, 0 = none) and what it did: the
+  // writers it holds now, the writes it held (cumulative) and their waiting time.
+  std::uint64_t wb_max_lag_bytes = 0;
+  double wb_max_lag_seconds = 0;
+  std::uint32_t wb_held_writers = 0;
+  std::uint64_t wb_lag_holds = 0;
+  double wb_lag_held_seconds = 0;
   std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
   ScrubStatus scrub;
   // Filled by the set, not the image:

@@ -96,8 +96,8 @@ void WriteBehindExecutor::worker() {
 
 // -------------------------------------------------------------------------- WriteBehind
 
-WriteBehind::WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit)
-    : exec_(executor), limit_(limit ? limit : 1) {}
+WriteBehind::WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit, LagBound bound)
+    : exec_(executor), limit_(limit ? limit : 1), bound_(bound) {}
 
 WriteBehind::~WriteBehind() { stop(); }
 
@@ -115,6 +115,7 @@ void WriteBehind::stop() {
   {
     std::lock_guard lk(mu_);
     left.swap(queue_);
+    bytes_ = 0;
   }
   cv_.notify_all();
   for (auto& e : left)
@@ -125,8 +126,28 @@ bool WriteBehind::submit(Op&& op) noexcept {
   // No worker, no queue: an operation queued with nobody to run it would never end.
   if (!exec_.ensure_started()) return false;
   std::unique_lock lk(mu_);
+  const std::size_t n = op.data.size();
   if (queue_.size() >= limit_ && !stopping_) ++full_waits_;
-  cv_.wait(lk, [&] { return queue_.size() < limit_ || stopping_; });
+  // Held by the lag bound: counted once, and timed for status. Completions (run_one),
+  // drop_all and stop wake the waiters; the bound is looked at again each time.
+  bool held = false;
+  std::chrono::steady_clock::time_point t0;
+  cv_.wait(lk, [&] {
+    if (stopping_) return true;
+    if (queue_.size() >= limit_) return false;
+    if (!over_lag_locked(n)) return true;
+    if (!held) {
+      held = true;
+      ++holds_;
+      ++held_now_;
+      t0 = std::chrono::steady_clock::now();
+    }
+    return false;
+  });
+  if (held) {
+    --held_now_;
+    held_ += std::chrono::steady_clock::now() - t0;
+  }
   if (stopping_) {
     lk.unlock();
     if (op.done) op.done(false);
@@ -139,10 +160,22 @@ bool WriteBehind::submit(Op&& op) noexcept {
   }
   queue_.back().op = std::move(op);  // noexcept: vector and std::function moves
   queue_.back().queued = std::chrono::steady_clock::now();
+  bytes_ += n;
   if (queue_.size() > peak_) peak_ = static_cast<std::uint32_t>(queue_.size());
   lk.unlock();
   exec_.schedule(this);
   return true;
+}
+
+bool WriteBehind::over_lag_locked(std::size_t bytes) const {
+  // Nothing outstanding: never held (a write larger than the bound goes alone); nor while
+  // the queue drops or stops (the secondary is out: nothing would ever release the writer).
+  if (queue_.empty() || dropping_ || stopping_) return false;
+  if (bound_.max_bytes && bytes_ + bytes > bound_.max_bytes) return true;
+  if (bound_.max_seconds > 0 &&
+      std::chrono::steady_clock::now() - queue_.front().queued >= std::chrono::duration<double>(bound_.max_seconds))
+    return true;
+  return false;
 }
 
 std::list<WriteBehind::Entry>::iterator WriteBehind::next_runnable_locked(
@@ -185,6 +218,7 @@ void WriteBehind::run_one() {
   }
   if (it->op.done) it->op.done(ok);
   lk.lock();
+  bytes_ -= it->op.data.size();
   queue_.erase(it);
   // Its end may have unblocked an overlapping younger operation.
   const bool unblocked = !stopping_ && next_runnable_locked(queue_.begin()) != queue_.end();
@@ -214,6 +248,7 @@ void WriteBehind::abandon() {
       if (it->running) {
         ++it;
       } else {
+        bytes_ -= it->op.data.size();
         left.splice(left.end(), queue_, it++);
       }
     }
@@ -230,8 +265,11 @@ bool WriteBehind::drain(double timeout_s) {
 }
 
 void WriteBehind::drop_all() {
-  std::lock_guard lk(mu_);
-  dropping_ = true;
+  {
+    std::lock_guard lk(mu_);
+    dropping_ = true;
+  }
+  cv_.notify_all();  // writers held by the lag bound go on
 }
 
 void WriteBehind::resume() {
@@ -252,6 +290,18 @@ std::uint32_t WriteBehind::peak() const {
 std::uint64_t WriteBehind::full_waits() const {
   std::lock_guard lk(mu_);
   return full_waits_;
+}
+
+WriteBehind::LagStats WriteBehind::lag_stats() const {
+  std::lock_guard lk(mu_);
+  LagStats s;
+  s.bytes = bytes_;
+  if (!queue_.empty())
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - queue_.front().queued).count();
+  s.held_now = held_now_;
+  s.holds = holds_;
+  s.held_seconds = std::chrono::duration<double>(held_).count();
+  return s;
 }
 
 double WriteBehind::lag_seconds() const {

@@ -20,6 +20,15 @@
 // range overlaps it is queued or running, so overlapping writes reach the secondary in
 // the order the primary got them; disjoint writes run concurrently.
 //
+// The lag bound (docs/config.md max_lag_bytes, max_lag_seconds; the secondary's RPO): a
+// writer also waits while the outstanding bytes plus its own would pass `max_bytes`, or while
+// the oldest outstanding operation is older than `max_seconds` — the way it waits for a full
+// queue, so under writes faster than the secondary the backlog stays within the bound and
+// the writers go at the secondary's pace. An operation never waits for an empty queue: one
+// larger than max_bytes goes alone. The bound does not hold writers while the queue drops
+// (the secondary failed: drop_all) or stops; a hung secondary holds them until the image
+// degrades (its request timeout), as a full queue does.
+//
 // Each operation's `done(ok)` callback runs on a worker once the secondary completed it
 // (ok) or it was dropped or failed (!ok): the image ends the write in its bitmap there,
 // so a chunk stays dirty until every queued write to it reached the secondary.
@@ -87,6 +96,12 @@ class WriteBehindExecutor {
   std::vector<std::thread> threads_;  // guarded by mu_ (reserved: never reallocates)
 };
 
+// Write-behind's lag bound; 0 = none for either.
+struct WriteBehindLagBound {
+  std::uint64_t max_bytes = 0;
+  double max_seconds = 0;
+};
+
 class WriteBehind {
  public:
   struct Op {
@@ -97,13 +112,24 @@ class WriteBehind {
     std::function<void(bool ok)> done;
   };
 
+  using LagBound = WriteBehindLagBound;
+  // What the bound did, for status.
+  struct LagStats {
+    std::uint64_t bytes = 0;     // data bytes outstanding (queued or running)
+    double seconds = 0;          // age of the oldest outstanding operation
+    std::uint32_t held_now = 0;  // writers waiting on the bound now
+    std::uint64_t holds = 0;     // submits that waited on the bound (cumulative)
+    double held_seconds = 0;     // their waiting time, summed (completed waits)
+  };
+
   // REQUIRES: `executor` outlives this queue.
-  WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit);
+  WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit, LagBound bound = {});
   ~WriteBehind();
   WriteBehind(const WriteBehind&) = delete;
   WriteBehind& operator=(const WriteBehind&) = delete;
 
-  // Queues `op`; blocks while `limit` operations are outstanding. Returns false, with `op`
+  // Queues `op`; blocks while `limit` operations are outstanding or the lag bound would be
+  // passed (see above). Returns false, with `op`
   // untouched and not queued, when it cannot be queued (no worker thread could be
   // started, or no memory): the caller then writes the secondary itself. After stop(),
   // `op` ends at once as not written (done(false)) and true is returned. Never throws.
@@ -111,7 +137,8 @@ class WriteBehind {
   // Blocks until nothing is outstanding, or `timeout_s` passed (returns false then).
   bool drain(double timeout_s);
   // From now on, queued operations are dropped (done(false)) instead of run: the
-  // secondary failed and the bitmap keeps what they would have written.
+  // secondary failed and the bitmap keeps what they would have written. Writers held by the
+  // lag bound go on (the bound cannot apply to a secondary that is out).
   void drop_all();
   // Re-enables running after drop_all() (re-add).
   void resume();
@@ -132,6 +159,8 @@ class WriteBehind {
   std::uint64_t full_waits() const;
   // Seconds since the oldest outstanding operation was queued (0 when none is).
   double lag_seconds() const;
+  LagBound lag_bound() const { return bound_; }
+  LagStats lag_stats() const;
 
  private:
   friend class WriteBehindExecutor;
@@ -142,11 +171,14 @@ class WriteBehind {
   };
   // Claims one runnable operation, runs it, retires it. Called by a worker.
   void run_one();
+  // Whether a write of `bytes` must wait for the lag bound. REQUIRES mu_.
+  bool over_lag_locked(std::size_t bytes) const;
   // The first entry at or after `from` that is not running and overlaps no older entry.
   std::list<Entry>::iterator next_runnable_locked(std::list<Entry>::iterator from);
 
   WriteBehindExecutor& exec_;
   const std::uint32_t limit_;
+  const LagBound bound_;
   mutable std::mutex mu_;
   std::condition_variable cv_;  // space available / drained / range idle
   std::list<Entry> queue_;      // guarded by mu_: oldest first
@@ -155,6 +187,10 @@ class WriteBehind {
   bool abandoned_ = false;      // guarded by mu_
   std::uint32_t peak_ = 0;      // guarded by mu_
   std::uint64_t full_waits_ = 0;  // guarded by mu_
+  std::uint64_t bytes_ = 0;       // guarded by mu_: data bytes of queue_
+  std::uint32_t held_now_ = 0;    // guarded by mu_
+  std::uint64_t holds_ = 0;       // guarded by mu_
+  std::chrono::steady_clock::duration held_{};  // guarded by mu_
   // Guarded by exec_.mu_:
   bool in_ready_ = false;  // on the executor's ready list
   bool detached_ = false;  // stopped: never scheduled again

@@ -278,7 +278,26 @@ void print_status(const std::vector<core::SetStatus>& all, std::ostream& cout) {
         cout << "      activity log: " << i.bitmap.active_extents << "/" << i.bitmap.al_extents << " extents of "
              << utils::format_size(i.bitmap.al_extent_size) << " active, " << i.bitmap.logged_chunks
              << " dirty chunks not written\n";
-      if (i.wb_limit > 0) cout << "      async: " << i.wb_outstanding << "/" << i.wb_limit << " outstanding writes\n";
+      if (i.wb_limit > 0) {
+        // "async: 12/256 outstanding writes, lag 12 MiB / 0.8s (bound 16 MiB, 5s), 2 writers held
+        // (37 holds, 4.1s held)"
+        char lag[96];
+        std::snprintf(lag, sizeof lag, "%.1fs", i.wb_lag_seconds);
+        cout << "      async: " << i.wb_outstanding << "/" << i.wb_limit << " outstanding writes, lag "
+             << utils::format_size(i.wb_lag_bytes) << " / " << lag;
+        if (i.wb_max_lag_bytes || i.wb_max_lag_seconds > 0) {
+          std::string bound;
+          if (i.wb_max_lag_bytes) bound = utils::format_size(i.wb_max_lag_bytes);
+          if (i.wb_max_lag_seconds > 0) {
+            std::snprintf(lag, sizeof lag, "%gs", i.wb_max_lag_seconds);
+            bound += (bound.empty() ? "" : ", ") + std::string(lag);
+          }
+          std::snprintf(lag, sizeof lag, "%.1fs", i.wb_lag_held_seconds);
+          cout << " (bound " << bound << "), " << i.wb_held_writers << " writers held (" << i.wb_lag_holds
+               << " holds, " << lag << " held)";
+        }
+        cout << "\n";
+      }
       print_scrub(i, cout);
       if (i.action != core::SyncAction::idle) {
         const double total = static_cast<double>(i.sync_total_bytes);

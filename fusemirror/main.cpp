@@ -248,7 +248,7 @@ int main(int argc, char** argv) {
   std::string bitmap_dir;
   auto* create = app.add_subcommand("create", "Initialise a mirror set over PRIMARY and SECONDARY");
   create->add_option("primary", copts.primary, "Primary directory (holds the images)")->required();
-  create->add_option("secondary", copts.secondary, "Secondary directory (gets the copies), or an NBD server: nbd://HOST[:PORT] or nbd+unix:///?socket=PATH")->required();
+  create->add_option("secondary", copts.secondary, "Secondary directory (gets the copies), or an NBD server: nbd://HOST[:PORT], nbd+unix:///?socket=PATH, or over TLS nbds://HOST[:PORT]?tls-psk-file=FILE (docs/operations.md §9.1)")->required();
   create->add_option("--chunk-size", chunk_size, "Bytes per bitmap bit (power of two >= 4K; default 64K)");
   create->add_option("--daemon-sleep", copts.daemon_sleep, "Seconds a chunk stays idle before its bit is cleared (default 5)");
   create->add_option("--bitmap-dir", bitmap_dir, "Directory for the bitmaps (default PRIMARY/.fusemirror/bitmaps)");

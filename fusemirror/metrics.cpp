@@ -62,6 +62,12 @@ void declare(prom::Exposition& x) {
   g("fusemirror_write_behind_peak",
     "The most write-behind writes outstanding at once since the image was opened.");
   g("fusemirror_write_behind_lag_seconds", "Age of the oldest outstanding write-behind write.");
+  g("fusemirror_write_behind_lag_bytes", "Data bytes of the outstanding write-behind writes.");
+  g("fusemirror_write_behind_max_lag_bytes", "The lag bound in bytes (config max_lag_bytes; 0: none).");
+  g("fusemirror_write_behind_max_lag_seconds", "The lag bound in seconds (config max_lag_seconds; 0: none).");
+  g("fusemirror_write_behind_held_writers", "Writers waiting now because the lag bound would be passed.");
+  c("fusemirror_write_behind_lag_holds_total", "Writes that waited for the lag bound.");
+  c("fusemirror_write_behind_lag_held_seconds_total", "Time writes waited for the lag bound, summed.");
   c("fusemirror_write_behind_full_waits_total",
     "Writes that waited because the write-behind queue was full.");
   c("fusemirror_secondary_reads_total", "Reads served by the secondary (the primary failed them).");
@@ -121,6 +127,12 @@ void add_set(prom::Exposition& x, const std::string& mp, const core::SetStatus& 
     add("fusemirror_write_behind_peak", i.wb_peak);
     add("fusemirror_write_behind_lag_seconds", i.wb_lag_seconds);
     add("fusemirror_write_behind_full_waits_total", static_cast<double>(i.wb_full_waits));
+    add("fusemirror_write_behind_lag_bytes", static_cast<double>(i.wb_lag_bytes));
+    add("fusemirror_write_behind_max_lag_bytes", static_cast<double>(i.wb_max_lag_bytes));
+    add("fusemirror_write_behind_max_lag_seconds", i.wb_max_lag_seconds);
+    add("fusemirror_write_behind_held_writers", i.wb_held_writers);
+    add("fusemirror_write_behind_lag_holds_total", static_cast<double>(i.wb_lag_holds));
+    add("fusemirror_write_behind_lag_held_seconds_total", i.wb_lag_held_seconds);
     add("fusemirror_secondary_reads_total", static_cast<double>(i.secondary_reads));
   }
 }

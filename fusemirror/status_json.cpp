@@ -51,7 +51,10 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["logged_chunks"] = s.bitmap.logged_chunks;
     i["bitmap_error"] = s.bitmap.error;  // "" unless writes are refused (state bitmap-failed)
     i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak},
-                         {"full_waits", s.wb_full_waits}, {"lag_seconds", s.wb_lag_seconds}};
+                         {"full_waits", s.wb_full_waits}, {"lag_seconds", s.wb_lag_seconds},
+                         {"lag_bytes", s.wb_lag_bytes}, {"max_lag_bytes", s.wb_max_lag_bytes},
+                         {"max_lag_seconds", s.wb_max_lag_seconds}, {"held_writers", s.wb_held_writers},
+                         {"lag_holds", s.wb_lag_holds}, {"lag_held_seconds", s.wb_lag_held_seconds}};
     i["secondary_reads"] = s.secondary_reads;
     i["mismatch_cnt"] = s.mismatch_cnt;
     const core::ScrubRecord& r = s.scrub.record;
@@ -130,6 +133,12 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.wb_peak = wb.value("peak", std::uint32_t{0});
     m.wb_full_waits = wb.value("full_waits", std::uint64_t{0});
     m.wb_lag_seconds = wb.value("lag_seconds", 0.0);
+    m.wb_lag_bytes = wb.value("lag_bytes", std::uint64_t{0});
+    m.wb_max_lag_bytes = wb.value("max_lag_bytes", std::uint64_t{0});
+    m.wb_max_lag_seconds = wb.value("max_lag_seconds", 0.0);
+    m.wb_held_writers = wb.value("held_writers", std::uint32_t{0});
+    m.wb_lag_holds = wb.value("lag_holds", std::uint64_t{0});
+    m.wb_lag_held_seconds = wb.value("lag_held_seconds", 0.0);
     m.secondary_reads = i.value("secondary_reads", std::uint64_t{0});
     m.mismatch_cnt = i.value("mismatch_cnt", std::uint64_t{0});
     m.scrub.checksums = i.value("checksums", false);

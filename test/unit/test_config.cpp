@@ -128,6 +128,34 @@ TEST_CASE("activity log keys: defaults, values, rejections") {
   CHECK(core::parse_config(core::dump_config(c), "dumped").al_extents == 77);
 }
 
+TEST_CASE("lag bound keys: defaults, values, rejections") {
+  auto d = core::parse_config(minimal().dump(), "t");
+  CHECK(d.max_lag_bytes == 0);
+  CHECK(d.max_lag_seconds == 0);
+  json j = minimal();
+  j["max_lag_bytes"] = "64M";
+  j["max_lag_seconds"] = 2.5;
+  auto c = core::parse_config(j.dump(), "t");
+  CHECK(c.max_lag_bytes == (64u << 20));
+  CHECK(c.max_lag_seconds == 2.5);
+  auto back = core::parse_config(core::dump_config(c), "dumped");
+  CHECK(back.max_lag_bytes == (64u << 20));
+  CHECK(back.max_lag_seconds == 2.5);
+  auto m = reject(with("max_lag_bytes", 65536));
+  CHECK(contains(m, "'max_lag_bytes'"));
+  CHECK(contains(m, "1 MiB"));
+  CHECK(contains(reject(with("max_lag_bytes", "2T")), "'max_lag_bytes'"));
+  CHECK(contains(reject(with("max_lag_bytes", -1)), "'max_lag_bytes'"));
+  CHECK(contains(reject(with("max_lag_seconds", -1)), "'max_lag_seconds'"));
+  CHECK(contains(reject(with("max_lag_seconds", 0.001)), "'max_lag_seconds'"));
+  CHECK(contains(reject(with("max_lag_seconds", 86401)), "'max_lag_seconds'"));
+  CHECK(contains(reject(with("max_lag_seconds", "5")), "'max_lag_seconds'"));
+  CHECK(core::check_max_lag_bytes(0).empty());
+  CHECK(core::check_max_lag_bytes(1 << 20).empty());
+  CHECK(core::check_max_lag_seconds(0).empty());
+  CHECK(core::check_max_lag_seconds(0.01).empty());
+}
+
 TEST_CASE("rejections name the key and the reason") {
   SUBCASE("unknown key") {
     json j = minimal();

@@ -8,8 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "core/nbd_leg.hpp"
 #include "test_helpers.hpp"
@@ -22,14 +24,19 @@ namespace {
 // nbdkit -f -U SOCK file dir=DIR, killed (only this pid) on destruction.
 class Server {
  public:
-  Server(const std::string& sock, const std::string& dir) {
-    std::string a0 = "nbdkit", a1 = "-f", a2 = "-U", a4 = "file", a5 = "dir=" + dir;
-    std::string a3 = sock;
-    char* argv[] = {a0.data(), a1.data(), a2.data(), a3.data(), a4.data(), a5.data(), nullptr};
+  // `filters` go before the plugin (--filter=NAME), `params` after it (the filters' keys).
+  Server(const std::string& sock, const std::string& dir, std::vector<std::string> filters = {},
+         std::vector<std::string> params = {})
+      : Server(sock, nbdkit_args(sock, dir, filters, params)) {}
+  // Any server program: `args` (args[0] found on PATH) creates `sock`.
+  Server(const std::string& sock, std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);  // nbdkit's "no export" lines
-    if (::posix_spawnp(&pid_, "nbdkit", &fa, nullptr, argv, environ) != 0) pid_ = -1;
+    if (::posix_spawnp(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&fa);
     for (int i = 0; pid_ > 0 && i < 200 && ::access(sock.c_str(), F_OK) != 0; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -41,6 +48,16 @@ class Server {
     ::waitpid(pid_, &st, 0);
   }
   bool up(const std::string& sock) const { return pid_ > 0 && ::access(sock.c_str(), F_OK) == 0; }
+  static std::vector<std::string> nbdkit_args(const std::string& sock, const std::string& dir,
+                                              const std::vector<std::string>& filters,
+                                              const std::vector<std::string>& params) {
+    std::vector<std::string> args = {"nbdkit", "-f", "-U", sock};
+    for (auto& f : filters) args.push_back("--filter=" + f);
+    args.push_back("file");
+    args.push_back("dir=" + dir);
+    for (auto& p : params) args.push_back(p);
+    return args;
+  }
 
  private:
   pid_t pid_ = -1;
@@ -139,4 +156,98 @@ TEST_CASE("NbdLeg: missing export, capacity, the file semantics, the identity bl
   auto foreign = (*other)->read_record(&why);
   REQUIRE(!foreign);
   CHECK(why.find("another export name") != std::string::npos);
+}
+
+TEST_CASE("NbdLeg: concurrent requests go on several connections with multi-conn, on one without") {
+  if (!have_nbdkit()) {
+    MESSAGE("nbdkit not installed: skipped");
+    return;
+  }
+  // 8 writers of 64 KiB at once, every write 100 ms away (nbdkit's delay filter).
+  constexpr unsigned kWriters = 8;
+  for (const bool multi : {true, false}) {
+    CAPTURE(multi);
+    TempDir t;
+    const std::string dir = t / "srv", sock = t / "s";
+    stdfs::create_directory(dir);
+    write_bytes(dir + "/a.img", filled(kWriters * 65536 + core::kNbdTailBytes, 0));
+    std::vector<std::string> filters = {"delay"}, params = {"delay-write=100ms"};
+    if (!multi) {
+      filters.push_back("multi-conn");
+      params.push_back("multi-conn-mode=disable");
+    }
+    Server srv(sock, dir, filters, params);
+    REQUIRE(srv.up(sock));
+    std::string why;
+    auto leg = core::NbdLeg::connect(core::parse_nbd_uri("nbd+unix:///?socket=" + sock), "a.img", &why);
+    REQUIRE_MESSAGE(leg, why);
+    core::NbdLeg& l = **leg;
+    CHECK(l.max_connections() == (multi ? 32u : 1u));
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> writers;
+    std::atomic<unsigned> failed{0};
+    for (unsigned w = 0; w < kWriters; ++w)
+      writers.emplace_back([&, w] {
+        const auto data = filled(65536, static_cast<unsigned char>(w + 1));
+        if (l.pwrite(data, w * 65536ull, nullptr)) ++failed;
+      });
+    for (auto& th : writers) th.join();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(failed == 0);
+    if (multi) {
+      CHECK(l.connections() > 1);
+      CHECK(secs < 0.6);  // about 100 ms with 8 in flight; 800 ms one at a time
+    } else {
+      CHECK(l.connections() == 1);
+      CHECK(secs >= 0.75);
+    }
+    REQUIRE(!l.flush(true));  // every connection
+    std::vector<std::byte> buf(65536);
+    for (unsigned w = 0; w < kWriters; ++w) {
+      REQUIRE(l.pread(buf, w * 65536ull).value() == 65536);
+      CHECK(buf == filled(65536, static_cast<unsigned char>(w + 1)));
+    }
+  }
+}
+
+TEST_CASE("NbdLeg: a server at its client limit (qemu-nbd --shared=2): extra connections time out, writes go on") {
+  if (std::system("command -v qemu-nbd >/dev/null 2>&1") != 0) {
+    MESSAGE("qemu-nbd not installed: skipped");
+    return;
+  }
+  constexpr unsigned kWriters = 8;
+  TempDir t;
+  const std::string file = t / "q.export", sock = t / "q.sock";
+  write_bytes(file, filled(kWriters * 65536 + core::kNbdTailBytes, 0));
+  // -e 2: two clients at once; a third waits in the listen queue, never answered.
+  Server srv(sock, {"qemu-nbd", "-k", sock, "-x", "q.img", "-f", "raw", "-t", "-e", "2", file});
+  REQUIRE(srv.up(sock));
+  std::string why;
+  auto leg = core::NbdLeg::connect(core::parse_nbd_uri("nbd+unix:///?socket=" + sock), "q.img", &why);
+  REQUIRE_MESSAGE(leg, why);
+  core::NbdLeg& l = **leg;
+  if (l.max_connections() == 1) {
+    MESSAGE("this qemu-nbd does not advertise multi-conn: one connection, nothing to test");
+    return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::atomic<unsigned> failed{0};
+  std::vector<std::thread> writers;
+  for (unsigned round = 0; round < 2; ++round) {  // the second round finds the limit known
+    for (unsigned w = 0; w < kWriters; ++w)
+      writers.emplace_back([&, w] {
+        if (l.pwrite(filled(65536, static_cast<unsigned char>(w + 1)), w * 65536ull, nullptr)) ++failed;
+      });
+    for (auto& th : writers) th.join();
+    writers.clear();
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(failed == 0);
+  CHECK(l.connections() <= 2);
+  CHECK(secs < 10);  // one 3 s handshake timeout, not a hang
+  std::vector<std::byte> buf(65536);
+  for (unsigned w = 0; w < kWriters; ++w) {
+    REQUIRE(l.pread(buf, w * 65536ull).value() == 65536);
+    CHECK(buf == filled(65536, static_cast<unsigned char>(w + 1)));
+  }
 }

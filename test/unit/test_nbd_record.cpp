@@ -104,7 +104,12 @@ TEST_CASE("nbd URI: the two accepted forms, and every other form refused with th
       CHECK_MESSAGE(std::string(e.what()).find(reason) != std::string::npos, e.what());
     }
   };
-  refused("nbds://h", "TLS");
+  refused("nbds://h?tls-psk-file=rel", "absolute");
+  refused("nbds://h?tls-psk-file=/k&tls-certificates=/d", "exclude each other");
+  refused("nbds://h?tls=on", "unknown query key 'tls'");
+  refused("nbds+unix:///?tls-psk-file=/k", "socket=PATH");
+  refused("nbds://h?socket=/s", "unknown query key 'socket'");
+  refused("nbds://h?tls-psk-file=/k&tls-psk-file=/j", "twice");
   refused("nbd+unix:///?socket=rel/path", "absolute");
   refused("nbd+unix:///vm.img?socket=/s", "export");
   refused("nbd+unix:///", "socket=PATH");
@@ -120,4 +125,22 @@ TEST_CASE("nbd URI: the two accepted forms, and every other form refused with th
   refused("nbd://h?tls=on", "no query");
   refused("nbd+unix:///?socket=/s&tls=on", "exactly one");
   CHECK(core::parse_nbd_uri("nbd+unix://?socket=/s").socket == "/s");  // the issue's spelling
+}
+
+TEST_CASE("nbds URI: TLS required, with a pre-shared key or certificates") {
+  REQUIRE(core::libnbd_supports_tls());  // Debian's libnbd is built with GnuTLS
+  auto u = core::parse_nbd_uri("nbds://backup.example:10810?tls-psk-file=/etc/fm/keys.psk&tls-username=fm");
+  CHECK(u.tls);
+  CHECK(u.host == "backup.example");
+  CHECK(u.port == "10810");
+  CHECK(u.tls_psk_file == "/etc/fm/keys.psk");
+  CHECK(u.tls_username == "fm");
+  u = core::parse_nbd_uri("nbds+unix:///?socket=/run/n.sock&tls-certificates=/etc/pki/fm");
+  CHECK(u.tls);
+  CHECK(u.socket == "/run/n.sock");
+  CHECK(u.tls_certificates == "/etc/pki/fm");
+  u = core::parse_nbd_uri("nbds://h");  // libnbd's default certificate directory
+  CHECK(u.tls);
+  CHECK(u.tls_psk_file.empty());
+  CHECK(!core::parse_nbd_uri("nbd://h").tls);
 }

@@ -22,6 +22,7 @@
 #include "image_fixture.hpp"
 #include "test_helpers.hpp"
 #include "utils/crash_point.hpp"
+#include "utils/result.hpp"
 #include "utils/thread_pool.hpp"
 
 using namespace fusemirror;
@@ -69,6 +70,29 @@ WriteBehind::Op make_op(std::uint64_t off, std::size_t len, std::function<std::e
   op.done = std::move(done);
   return op;
 }
+
+// An op over [off, off+len) that blocks in `gate` until the test opens it.
+WriteBehind::Op gated_op(std::uint64_t off, std::size_t len, Gate& gate, std::error_code result = {}) {
+  return make_op(off, len, [&gate, result] {
+    gate.wait();
+    return result;
+  });
+}
+
+// A writer that submits `op` on its own thread; `returned` once submit came back.
+struct Writer {
+  std::atomic<bool> returned{false};
+  std::thread t;
+  Writer(WriteBehind& q, WriteBehind::Op op)
+      : t([this, &q, op = std::move(op)]() mutable {
+          CHECK(q.submit(std::move(op)));
+          returned = true;
+        }) {}
+  ~Writer() {
+    if (t.joinable()) t.join();
+  }
+  void join() { t.join(); }
+};
 
 struct FaultScope {  // active fault points for one test case
   explicit FaultScope(const std::string& names) { utils::set_fault_points(names); }
@@ -275,6 +299,129 @@ TEST_SUITE("write_behind") {
     CHECK(q.peak() == 2);
     CHECK(q.full_waits() == 1);
     CHECK(q.lag_seconds() == 0);  // nothing outstanding
+  }
+
+  TEST_CASE("lag bound in bytes: the writer that would pass it waits, counted and timed") {
+    WriteBehindExecutor exec(4);
+    WriteBehind q(exec, 64, WriteBehind::LagBound{3 * 4096, 0});
+    Gate gate;
+    for (unsigned k = 0; k < 3; ++k) REQUIRE(q.submit(gated_op(k * 4096, 4096, gate)));
+    CHECK(q.lag_stats().bytes == 3 * 4096);
+    CHECK(q.lag_stats().holds == 0);
+    Writer writer(q, make_op(3 * 4096, 4096, [] { return std::error_code{}; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(80));
+    CHECK_FALSE(writer.returned);  // the queue has room (64): only the bound holds it
+    auto st = q.lag_stats();
+    CHECK(st.held_now == 1);
+    CHECK(st.holds == 1);
+    CHECK(st.bytes == 3 * 4096);
+    CHECK(q.full_waits() == 0);
+    gate.release();
+    writer.join();
+    CHECK(writer.returned);
+    CHECK(q.drain(30));
+    st = q.lag_stats();
+    CHECK(st.held_now == 0);
+    CHECK(st.holds == 1);
+    CHECK(st.held_seconds >= 0.05);
+    CHECK(st.bytes == 0);
+  }
+
+  TEST_CASE("lag bound in bytes holds under writers faster than the secondary; unbounded it does not") {
+    // 4 writers of 64 KiB writes, a secondary taking 2 ms per write on 2 workers: the queue
+    // (limit 256 = 16 MiB) would hold far more than 256 KiB without the bound.
+    constexpr std::uint64_t kBound = 256 << 10;
+    for (const std::uint64_t bound : {kBound, std::uint64_t{0}}) {
+      CAPTURE(bound);
+      WriteBehindExecutor exec(2);
+      WriteBehind q(exec, 256, WriteBehind::LagBound{bound, 0});
+      std::atomic<std::uint64_t> peak{0};
+      std::atomic<bool> stop{false};
+      std::thread sampler([&] {
+        while (!stop) {
+          const std::uint64_t b = q.lag_stats().bytes;
+          std::uint64_t p = peak.load();
+          while (b > p && !peak.compare_exchange_weak(p, b)) {
+          }
+          std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+      });
+      std::vector<std::thread> writers;
+      for (unsigned w = 0; w < 4; ++w)
+        writers.emplace_back([&, w] {
+          for (unsigned k = 0; k < 40; ++k)
+            CHECK(q.submit(make_op((w * 40 + k) * (64 << 10), 64 << 10, [] {
+              std::this_thread::sleep_for(std::chrono::milliseconds(2));
+              return std::error_code{};
+            })));
+        });
+      for (auto& t : writers) t.join();
+      CHECK(q.drain(60));
+      stop = true;
+      sampler.join();
+      if (bound) {
+        CHECK(peak.load() <= bound);
+        CHECK(peak.load() >= bound / 2);  // the bound was reached: the test would see a breach
+        CHECK(q.lag_stats().holds > 0);
+      } else {
+        CHECK(peak.load() > 4 * kBound);  // what the bound prevents
+        CHECK(q.lag_stats().holds == 0);
+      }
+    }
+  }
+
+  TEST_CASE("lag bound in bytes: a write larger than the bound goes alone, never waits for nothing") {
+    WriteBehindExecutor exec(2);
+    WriteBehind q(exec, 64, WriteBehind::LagBound{8192, 0});
+    Gate gate;
+    REQUIRE(q.submit(gated_op(0, 65536, gate)));  // larger than the bound, queue empty: queued
+    CHECK(q.lag_stats().bytes == 65536);
+    Writer writer(q, make_op(65536, 4096, [] { return std::error_code{}; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(writer.returned);
+    gate.release();
+    writer.join();
+    CHECK(q.drain(30));
+  }
+
+  TEST_CASE("lag bound in seconds: held while the oldest write is older than the bound") {
+    WriteBehindExecutor exec(2);
+    WriteBehind q(exec, 64, WriteBehind::LagBound{0, 0.1});
+    Gate gate;
+    REQUIRE(q.submit(gated_op(0, 4096, gate)));
+    // Younger than the bound: not held.
+    REQUIRE(q.submit(make_op(4096, 4096, [] { return std::error_code{}; })));
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    Writer writer(q, make_op(8192, 4096, [] { return std::error_code{}; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(writer.returned);
+    CHECK(q.lag_stats().held_now == 1);
+    CHECK(q.lag_stats().seconds >= 0.15);
+    gate.release();  // the oldest reaches the secondary: the lag drops, the writer goes on
+    writer.join();
+    CHECK(writer.returned);
+    CHECK(q.drain(30));
+    CHECK(q.lag_stats().holds == 1);
+  }
+
+  TEST_CASE("drop_all (the secondary failed) releases the writers the lag bound holds") {
+    WriteBehindExecutor exec(1);
+    WriteBehind q(exec, 64, WriteBehind::LagBound{4096, 0});
+    Gate gate;
+    std::atomic<unsigned> dropped{0};
+    REQUIRE(q.submit(gated_op(0, 4096, gate, utils::errno_code(EIO))));
+    Writer writer(q, make_op(4096, 4096, [] { return std::error_code{}; }, [&](bool ok) {
+      if (!ok) ++dropped;
+    }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_FALSE(writer.returned);
+    q.drop_all();  // the running write is stuck in a dead link: the writer must not wait for it
+    writer.join();
+    CHECK(writer.returned);
+    CHECK(q.lag_stats().held_now == 0);
+    gate.release();
+    CHECK(q.drain(30));
+    CHECK(dropped == 1);
   }
 
   TEST_CASE("stop ends queued writes as not written; stopping one queue leaves the others") {
