@@ -323,6 +323,7 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   }
   if (!why.empty())
     spdlog::warn("{}/{}: bitmap not trusted: {}; full resync of {}", legs_.bitmaps.path(), brel, why, rel);
+  const bool failed_before = (*bm)->degraded();
   if ((*bm)->degraded() && secondary) {
     spdlog::warn("{}: the secondary was failed earlier (events {}); it stays out until "
                  "'fusemirror re-add'", rel, (*bm)->stats().events);
@@ -340,6 +341,9 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary), std::move(*bm),
                                      pool_, image_options());
   img->attach_checksums(std::move(*checksums));
+  // Failed before this mount: the header does not say by whom, so only the operator's
+  // re-add brings it back (core/link.hpp).
+  if (failed_before) img->hold_out();
   if (img->secondary_ok()) {
     // docs/reliability.md invariant 4: the bitmap is only trusted for the secondary copy it
     // describes. The header's events before this mount's bump are what it last recorded.

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 #include "utils/error.hpp"
@@ -20,6 +21,19 @@ constexpr std::uint64_t kMaxRequest = 4 << 20;
 std::error_code nbd_errno() {
   const int e = nbd_get_errno();
   return utils::errno_code(e ? e : EIO);
+}
+
+using Clock = std::chrono::steady_clock;
+
+Clock::time_point deadline_after(double seconds) {
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+// Milliseconds left before `deadline` (0 when past), for nbd_poll; at most one second per
+// call, so that a clock step never makes one poll wait long past the deadline.
+int poll_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<std::int64_t>(left, 0, 1000));
 }
 
 }  // namespace
@@ -94,11 +108,29 @@ utils::Result<std::unique_ptr<NbdLeg>> NbdLeg::connect(const NbdUri& uri, const 
   // its directory under its name.
   if (nbd_set_export_name(h, name.c_str()) == -1 || nbd_set_full_info(h, true) == -1)
     return give_up(nbd_errno(), std::string("libnbd: ") + nbd_get_error());
-  const int rc = uri.socket.empty() ? nbd_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
-                                    : nbd_connect_unix(h, uri.socket.c_str());
+  // The handshake runs asynchronously against the timeout (see the header): a server that
+  // accepts the connection but never answers (stopped) must not hold the caller, which
+  // may hold the namespace lock (re-add) or be the link's reconnect thread.
+  int rc = uri.socket.empty() ? nbd_aio_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
+                              : nbd_aio_connect_unix(h, uri.socket.c_str());
+  const auto deadline = deadline_after(uri.timeout_s);
+  bool timed_out = false;
+  while (rc != -1 && nbd_aio_is_connecting(h) == 1) {
+    if (Clock::now() >= deadline) {
+      timed_out = true;
+      break;
+    }
+    if (nbd_poll(h, poll_ms(deadline)) == -1) rc = -1;
+  }
+  if (timed_out)
+    return give_up(utils::errno_code(ETIMEDOUT), "cannot connect to " + uri.text + " for export " + name +
+                                                     ": no answer within " + std::to_string(uri.timeout_s) +
+                                                     " s (secondary_timeout)");
+  if (rc != -1 && nbd_aio_is_ready(h) != 1) rc = -1;
   if (rc == -1) {
     const std::error_code ec = nbd_errno();
-    const std::string err = nbd_get_error() ? nbd_get_error() : "";
+    std::string err = nbd_get_error() ? nbd_get_error() : "";
+    if (err.empty()) err = "the connection closed during the handshake";
     // The server refused the export name (NBD_REP_ERR_UNKNOWN: libnbd's "server has no
     // export named …"), or the connection itself failed (a socket that is not there is
     // ENOENT too: told apart by the message, which only the handshake's refusal gives).
@@ -127,8 +159,51 @@ NbdLeg::NbdLeg(nbd_handle* h, NbdUri uri, std::string name, std::uint64_t export
       size_(capacity_) {}
 
 NbdLeg::~NbdLeg() {
-  if (nbd_aio_is_ready(h_)) (void)nbd_shutdown(h_, 0);
+  // The polite disconnect, bounded: nbd_shutdown() would wait for a server that stopped
+  // answering. A dead leg (a request timed out) just closes its socket.
+  if (!dead_ && nbd_aio_is_ready(h_) == 1 && nbd_aio_disconnect(h_, 0) == 0) {
+    const auto deadline = deadline_after(std::min(uri_.timeout_s, 5.0));
+    while (nbd_aio_is_closed(h_) != 1 && nbd_aio_is_dead(h_) != 1 && Clock::now() < deadline)
+      if (nbd_poll(h_, poll_ms(deadline)) == -1) break;
+  }
   nbd_close(h_);
+}
+
+template <typename Issue>
+std::error_code NbdLeg::request(const char* op, Issue issue) {
+  if (dead_) return utils::errno_code(ETIMEDOUT);
+  const std::int64_t cookie = issue();
+  if (cookie == -1) return fail(op);
+  const auto deadline = deadline_after(uri_.timeout_s);
+  for (;;) {
+    const int done = nbd_aio_command_completed(h_, static_cast<std::uint64_t>(cookie));
+    if (done == 1) return {};
+    if (done == -1) return fail(op);
+    if (Clock::now() >= deadline) {
+      dead_ = true;
+      if (!error_logged_.exchange(true))
+        spdlog::error("{}: {} got no answer within {} s (secondary_timeout); connection abandoned "
+                      "(further errors of this export are not logged)",
+                      describe(), op, uri_.timeout_s);
+      return utils::errno_code(ETIMEDOUT);
+    }
+    if (nbd_poll(h_, poll_ms(deadline)) == -1) {
+      // The connection died (the server closed it): the command cannot complete now.
+      if (nbd_aio_command_completed(h_, static_cast<std::uint64_t>(cookie)) == 1) return {};
+      return fail(op);
+    }
+  }
+}
+
+std::error_code NbdLeg::do_pread(void* buf, std::size_t len, std::uint64_t off, const char* op) {
+  std::lock_guard lk(io_mu_);
+  return request(op, [&] { return nbd_aio_pread(h_, buf, len, off, NBD_NULL_COMPLETION, 0); });
+}
+
+std::error_code NbdLeg::do_pwrite(const void* buf, std::size_t len, std::uint64_t off, std::uint32_t flags,
+                                  const char* op) {
+  std::lock_guard lk(io_mu_);
+  return request(op, [&] { return nbd_aio_pwrite(h_, buf, len, off, NBD_NULL_COMPLETION, flags); });
 }
 
 std::string NbdLeg::describe() const { return "export " + name_ + " on " + uri_.text; }
@@ -159,7 +234,7 @@ utils::Result<std::size_t> NbdLeg::pread(std::span<std::byte> data, std::uint64_
   const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), end - off));
   for (std::size_t done = 0; done < n;) {
     const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(n - done, kMaxRequest));
-    if (nbd_pread(h_, data.data() + done, len, off + done, 0) == -1) return fail("read");
+    if (auto ec = do_pread(data.data() + done, len, off + done, "read")) return ec;
     done += len;
   }
   return n;
@@ -178,7 +253,7 @@ std::error_code NbdLeg::pwrite(std::span<const std::byte> data, std::uint64_t of
   }
   for (std::size_t n = 0; n < data.size();) {
     const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(data.size() - n, kMaxRequest));
-    if (nbd_pwrite(h_, data.data() + n, len, off + n, 0) == -1) return fail("write");
+    if (auto ec = do_pwrite(data.data() + n, len, off + n, 0, "write")) return ec;
     n += len;
     if (done) *done = n;
   }
@@ -187,8 +262,8 @@ std::error_code NbdLeg::pwrite(std::span<const std::byte> data, std::uint64_t of
 
 std::error_code NbdLeg::flush(bool /*datasync*/) {
   if (!can_flush_) return {};  // the server writes through (it says so by not offering flush)
-  if (nbd_flush(h_, 0) == -1) return fail("flush");
-  return {};
+  std::lock_guard lk(io_mu_);
+  return request("flush", [&] { return nbd_aio_flush(h_, NBD_NULL_COMPLETION, 0); });
 }
 
 utils::Result<std::uint64_t> NbdLeg::size() {
@@ -210,7 +285,11 @@ std::error_code NbdLeg::zero_range(std::uint64_t off, std::uint64_t len, bool ke
   if (can_zero_) {
     for (std::uint64_t p = off; p < off + len;) {
       const std::uint64_t n = std::min(off + len - p, std::uint64_t{1} << 30);
-      if (nbd_zero(h_, n, p, keep_allocated ? LIBNBD_CMD_FLAG_NO_HOLE : 0) == -1) return fail("zero");
+      std::lock_guard lk(io_mu_);
+      if (auto ec = request("zero", [&] {
+            return nbd_aio_zero(h_, n, p, NBD_NULL_COMPLETION, keep_allocated ? LIBNBD_CMD_FLAG_NO_HOLE : 0);
+          }))
+        return ec;
       p += n;
     }
     return {};
@@ -218,7 +297,7 @@ std::error_code NbdLeg::zero_range(std::uint64_t off, std::uint64_t len, bool ke
   static const std::vector<std::byte> zeros(1 << 20);
   for (std::uint64_t p = off; p < off + len;) {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(off + len - p, zeros.size()));
-    if (nbd_pwrite(h_, zeros.data(), n, p, 0) == -1) return fail("write");
+    if (auto ec = do_pwrite(zeros.data(), n, p, 0, "write")) return ec;
     p += n;
   }
   return {};
@@ -255,9 +334,8 @@ std::error_code NbdLeg::punch(std::uint64_t off, std::uint64_t len) {
 
 utils::Result<NbdRecord> NbdLeg::read_record(std::string* why) {
   std::vector<std::byte> block(kNbdRecordBytes);
-  if (nbd_pread(h_, block.data(), block.size(), capacity_, 0) == -1) {
-    const std::error_code ec = nbd_errno();
-    *why = std::string("reading the identity block: ") + (nbd_get_error() ? nbd_get_error() : ec.message());
+  if (auto ec = do_pread(block.data(), block.size(), capacity_, "identity record read")) {
+    *why = "reading the identity block: " + ec.message();
     return ec;
   }
   auto r = decode_nbd_record(block, why);
@@ -277,8 +355,9 @@ std::error_code NbdLeg::write_record(const NbdRecord& r) {
   // the caller goes on (docs/on-disk-format.md "NBD identity record": the data it vouches
   // for was flushed before it was written).
   const bool fua = nbd_can_fua(h_) == 1;
-  if (nbd_pwrite(h_, block.data(), block.size(), capacity_, fua ? LIBNBD_CMD_FLAG_FUA : 0) == -1)
-    return fail("identity record write");
+  if (auto ec = do_pwrite(block.data(), block.size(), capacity_, fua ? LIBNBD_CMD_FLAG_FUA : 0,
+                          "identity record write"))
+    return ec;
   return fua ? std::error_code{} : flush(true);
 }
 

@@ -10,7 +10,22 @@
 // and the reason logged once ("export vm.img on nbd+unix:///?socket=/s: 1048576 bytes
 // available, the image needs 2097152").
 //
-// Thread safety: libnbd's handle serialises its calls; size_mu_ guards the size.
+// Timeouts (config secondary_timeout, docs/config.md): libnbd has no per-request timeout
+// of its own, and its synchronous calls wait forever on a server that stopped answering
+// (SIGSTOP, a dead link without a reset). Every request is therefore issued with the
+// asynchronous API (nbd_aio_*) and waited for with nbd_poll() against a deadline; the
+// connection's handshake likewise (nbd_aio_connect_*). A request that misses its deadline
+// fails with ETIMEDOUT and the leg is dead from then on: every later call fails at once
+// with ETIMEDOUT (the connection's state is unknown: a reply could still arrive for a
+// request the caller has given up on), and the handle is closed without the polite
+// disconnect, which would wait for the server again. The image degrades on that error
+// (core/image.hpp); core/link.hpp reconnects with a new leg. Waiting in our own loop
+// rather than with a watchdog thread that closes the socket keeps one thread per request
+// and no race between the close and libnbd's use of the descriptor.
+//
+// Thread safety: io_mu_ serialises the requests (libnbd's synchronous calls serialised
+// them too: one request in flight per image); size_mu_ guards the size (taken before
+// io_mu_ when both are).
 #pragma once
 
 #include <atomic>
@@ -36,6 +51,9 @@ struct NbdUri {
   std::string socket;  // unix socket path, or empty
   std::string host;    // TCP host, or empty
   std::string port = "10809";
+  // Seconds a request or the handshake may take before the leg fails with ETIMEDOUT
+  // (config secondary_timeout; not part of the URI).
+  double timeout_s = 30;
 };
 bool is_nbd_uri(const std::string& s);
 // Throws utils::Error("secondary URI: reason").
@@ -75,6 +93,12 @@ class NbdLeg final : public Leg {
  private:
   NbdLeg(nbd_handle* h, NbdUri uri, std::string name, std::uint64_t export_size);
   std::error_code fail(const char* op);  // the libnbd error as an errno code, logged once
+  // One request (REQUIRES io_mu_): issues it with `issue` (an nbd_aio_* call returning its
+  // cookie) and waits for it until the deadline; ETIMEDOUT then (the leg is dead after).
+  template <typename Issue>
+  std::error_code request(const char* op, Issue issue);
+  std::error_code do_pread(void* buf, std::size_t len, std::uint64_t off, const char* op);
+  std::error_code do_pwrite(const void* buf, std::size_t len, std::uint64_t off, std::uint32_t flags, const char* op);
   std::error_code zero_range(std::uint64_t off, std::uint64_t len, bool keep_allocated);
   std::error_code too_small(std::uint64_t need);  // EFBIG, logged once
   nbd_handle* h_;
@@ -82,6 +106,8 @@ class NbdLeg final : public Leg {
   std::string name_;
   std::uint64_t export_size_, capacity_;
   bool can_flush_, can_zero_;
+  std::mutex io_mu_;       // one request at a time (see above)
+  bool dead_ = false;      // guarded by io_mu_: a request timed out
   std::mutex size_mu_;
   std::uint64_t size_;  // guarded by size_mu_: the image's size on the export
   std::atomic<bool> error_logged_{false};
