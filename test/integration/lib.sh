@@ -390,7 +390,15 @@ fm_cli() {
   return 0
 }
 
-fm_create() { fm_cli create "$@"; }
+# A set made here does not reconnect its secondary by itself (config reconnect_min 0):
+# the tests of the operator's fail/re-add flows would race the link's automatic tries.
+# FM_AUTO_RECONNECT=1 keeps the product's default (t_nbd_link, t_sshfs).
+fm_create() {
+  fm_cli create "$@"
+  if [[ ${FM_AUTO_RECONNECT:-0} != 1 && $1 != -* && -f $1/.fusemirror/config.json ]]; then
+    fm_json_edit "$1/.fusemirror/config.json" '.reconnect_min = 0'
+  fi
+}
 
 # fm_mount SRC MOUNTPOINT [EXTRA ARGS...]
 fm_mount() {
