@@ -172,6 +172,9 @@ NbdLeg::~NbdLeg() {
 template <typename Issue>
 std::error_code NbdLeg::request(const char* op, Issue issue) {
   if (dead_) return utils::errno_code(ETIMEDOUT);
+  // A connection the server closed: libnbd would refuse the command as "invalid state"
+  // (EINVAL); say what happened.
+  if (nbd_aio_is_dead(h_) == 1 || nbd_aio_is_closed(h_) == 1) return utils::errno_code(ENOTCONN);
   const std::int64_t cookie = issue();
   if (cookie == -1) return fail(op);
   const auto deadline = deadline_after(uri_.timeout_s);

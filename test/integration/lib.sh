@@ -485,6 +485,22 @@ fm_signal_daemon() {
   fi
 }
 
+# fm_kill9_daemon MOUNTPOINT [PID...] — SIGKILL of the daemon we started on MOUNTPOINT (a
+# crash), waits for it and for the other PIDs given (its writers), then unmounts the dead
+# mount.
+fm_kill9_daemon() {
+  local mnt pid
+  mnt=$(realpath -m -- "$1")
+  shift
+  pid=${FM_PID[$mnt]:-}
+  [[ -n $pid ]] || fail "fm_kill9_daemon: no daemon of ours on $mnt"
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null || true
+  unset "FM_PID[$mnt]"
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+  fm_timeout 20 fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" || fail "cannot unmount the dead mount"
+}
+
 # loop_attach FILE [losetup options] — sets FM_LAST_LOOP.
 loop_attach() {
   local file=$1 dev

@@ -174,12 +174,7 @@ wpid=$!
 full() { fm_image_is "$MNT" w.img '.write_behind.outstanding >= 8'; }
 fm_wait_for "queue full" 10 full || fail "the write-behind queue never filled: $(fm_image_json "$MNT" w.img)"
 sleep 0.5
-pid=$(fm_daemon_pid "$MNT")
-kill -KILL "$pid"
-wait "$pid" 2>/dev/null || true
-unset "FM_PID[$(realpath -m -- "$MNT")]"
-wait "$wpid" 2>/dev/null || true
-fm_timeout 20 fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" || fail "cannot unmount the dead mount"
+fm_kill9_daemon "$MNT" "$wpid"
 vout=$("$CW" verify "$P2/w.img" "$ACK") || fail "acknowledged writes lost: $vout"
 fm_log "after kill -9: $vout"
 fm_mount "$P2" "$MNT"

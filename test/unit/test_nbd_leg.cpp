@@ -50,6 +50,13 @@ class Server {
 
 bool have_nbdkit() { return std::system("command -v nbdkit >/dev/null 2>&1") == 0; }
 
+// A temp dir with the served directory (srv/) and the socket's path (s).
+struct ServedDir {
+  TempDir t;
+  std::string dir = t / "srv", sock = t / "s";
+  ServedDir() { stdfs::create_directory(dir); }
+};
+
 std::vector<std::byte> filled(std::size_t n, unsigned char v) { return std::vector<std::byte>(n, std::byte{v}); }
 
 }  // namespace
@@ -59,9 +66,9 @@ TEST_CASE("NbdLeg: missing export, capacity, the file semantics, the identity bl
     MESSAGE("nbdkit not installed: skipped");
     return;
   }
-  TempDir t;
-  const std::string dir = t / "srv", sock = t / "s";
-  stdfs::create_directory(dir);
+  ServedDir sd;
+  TempDir& t = sd.t;
+  const std::string &dir = sd.dir, &sock = sd.sock;
   const std::size_t kExport = 64 * 1024 + core::kNbdTailBytes;
   write_bytes(dir + "/a.img", filled(kExport, 0xFF));  // old data everywhere
   Server srv(sock, dir);
@@ -148,9 +155,8 @@ TEST_CASE("NbdLeg: a server that stops answering fails requests and the handshak
     MESSAGE("nbdkit not installed: skipped");
     return;
   }
-  TempDir t;
-  const std::string dir = t / "srv", sock = t / "s";
-  stdfs::create_directory(dir);
+  ServedDir sd;
+  const std::string &dir = sd.dir, &sock = sd.sock;
   write_bytes(dir + "/a.img", filled(1 << 20, 0));
   Server srv(sock, dir);
   REQUIRE(srv.up(sock));
