@@ -12,6 +12,7 @@
 #      the image degrades, the namespace still answers; SIGCONT: catch-up by itself.
 #   c) the error filter failing 30% of the writes: no user error; the image degrades and
 #      comes back by itself while the errors last; errors off: it ends identical.
+#      `fail` by the operator: held out (link down), never retried; re-add brings it back.
 #   d) fusemirror killed -9 with a full write-behind queue toward a slow server (nbdkit's
 #      delay filter): 0 acknowledged bytes lost, the catch-up after the remount, identical.
 . "$(dirname "$0")/lib.sh"
@@ -150,6 +151,16 @@ fm_image_is "$MNT" k.img '.secondary_ok == false or .link.state != "connected" o
   grep -q "k.img: .*Input/output error" "$LOG" || fail "no write failed on the server (error filter not armed?)"
 rm -f "$ERR_ON"
 fm_wait_for "catch-up" 30 in_sync "$MNT" k.img || fail "no catch-up after the errors stopped: $(fm_image_json "$MNT" k.img)"
+
+# the operator's fail holds the image out: never retried, until re-add
+FM_CONTEXT="fail by the operator"
+fm_cli fail "$MNT" k.img
+sleep 3 # longer than reconnect_max
+fm_image_is "$MNT" k.img '.secondary_ok == false and .link.state == "down"' ||
+  fail "a failed image came back by itself or is not shown down: $(fm_image_json "$MNT" k.img)"
+[[ $(img_get "$MNT" k.img .link.reason) == "held out until re-add"* ]] || fail "no hold reason: $(img_get "$MNT" k.img .link)"
+fm_cli re-add "$MNT" k.img
+fm_wait_for "re-added" 20 in_sync "$MNT" k.img || fail "re-add did not bring k.img back"
 fm_unmount "$MNT"
 same_prefix "$PRI" k.img
 same_prefix "$PRI" d.img
