@@ -215,7 +215,7 @@ std::error_code Control::readd(const std::string& rel) {
   }
   std::string why;
   const std::error_code ec = put_back(*img, rel, false, &why);
-  if (ec && !why.empty()) spdlog::error("re-add {}: refused: {}", rel, why);
+  if (ec && !why.empty()) spdlog::error("{}: re-add refused: {}", rel, why);
   return ec;
 }
 
