@@ -176,11 +176,18 @@ std::error_code Control::fail(const std::string& rel) {
     return img.error();
   }
   if (!(*img)->secondary_ok()) {
-    spdlog::warn("fail {}: the secondary is already out of service", rel);
-    return utils::errno_code(EALREADY);
+    if ((*img)->held_out()) {
+      spdlog::warn("fail {}: the secondary is already out of service", rel);
+      return utils::errno_code(EALREADY);
+    }
+    // Lost by the link (and being retried): from now on only re-add brings it back.
+    spdlog::warn("{}: secondary held out by the operator (it was already out of service)", rel);
+    return (*img)->hold_out();
   }
   spdlog::warn("{}: secondary failed by the operator", rel);
-  (*img)->hold_out();  // before the failure: the link must never retry it (core/link.hpp)
+  // Before the failure: the link must never retry it (core/link.hpp), and the bitmap's
+  // degraded flag is written with the held flag.
+  (void)(*img)->hold_out();
   (*img)->fail_secondary("operator request", utils::errno_code(ECANCELED));
   return {};
 }

@@ -98,10 +98,11 @@ class Image {
   void fail_secondary(const char* op, std::error_code ec);
   // Why a degraded image has no secondary, for status (the loader's reason at load).
   void set_degraded_reason(std::string why);
-  // The secondary stays out until the operator's re-add (`fail` by the operator, or a
-  // bitmap that says it was failed before this mount): no automatic reconnect
-  // (core/link.hpp). readd() lifts it.
-  void hold_out() { held_out_.store(true, std::memory_order_release); }
+  // The secondary stays out until the operator's re-add (`fail` by the operator, now or
+  // before this mount: the bitmap header's held flag): no automatic reconnect
+  // (core/link.hpp). readd() lifts it. An image already degraded records it in its bitmap
+  // now (a failure after this records it with the degraded flag).
+  std::error_code hold_out();
   bool held_out() const { return held_out_.load(std::memory_order_acquire); }
 
   // --- resync (called by the resync worker only) ---

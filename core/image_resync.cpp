@@ -97,6 +97,11 @@ std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
   return {};
 }
 
+std::error_code Image::hold_out() {
+  held_out_.store(true, std::memory_order_release);
+  return secondary_ok() ? std::error_code{} : bitmap_->set_degraded(true, true);
+}
+
 std::error_code Image::readd(std::unique_ptr<Leg> secondary, bool full, bool automatic) {
   if (!secondary) return utils::errno_code(EINVAL);
   auto guard = locks_.lock(0, RangeLock::kEnd);

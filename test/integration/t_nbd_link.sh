@@ -13,6 +13,8 @@
 #   c) the error filter failing 30% of the writes: no user error; the image degrades and
 #      comes back by itself while the errors last; errors off: it ends identical.
 #      `fail` by the operator: held out (link down), never retried; re-add brings it back.
+#      Across a remount: an image lost by the link is retried (and caught up from the
+#      bitmap); one failed by the operator stays out (the bitmap header's held flag).
 #   d) fusemirror killed -9 with a full write-behind queue toward a slow server (nbdkit's
 #      delay filter): 0 acknowledged bytes lost, the catch-up after the remount, identical.
 . "$(dirname "$0")/lib.sh"
@@ -131,9 +133,9 @@ t0=$(date +%s%N)
 ls "$MNT" >/dev/null && stat "$MNT/k.img" >/dev/null || fail "the namespace does not answer"
 (($(since_ms "$t0") < 3000)) || fail "the namespace answered after $(since_ms "$t0") ms"
 pwrite_rand "$K" $((6 << 20)) $CS # bits accumulate; no wait now (degraded)
-sleep 3                            # tries against the stopped server time out
-reason=$(img_get "$MNT" k.img .link.reason)
-[[ $reason == *"no answer within"* ]] || fail "the link's reason does not name the timeout: '$reason'"
+# tries against the stopped server time out (each after secondary_timeout)
+timed_out_try() { fm_image_is "$MNT" k.img '.link.state == "connecting" and (.link.reason // "" | contains("no answer within"))'; }
+fm_wait_for "a timed-out try" 10 timed_out_try || fail "the link's reason does not name the timeout: $(img_get "$MNT" k.img .link)"
 kill -CONT "$NBD_PID"
 fm_wait_for "catch-up" 20 in_sync "$MNT" k.img || fail "no catch-up after SIGCONT: $(fm_image_json "$MNT" k.img)"
 
@@ -161,6 +163,30 @@ fm_image_is "$MNT" k.img '.secondary_ok == false and .link.state == "down"' ||
 [[ $(img_get "$MNT" k.img .link.reason) == "held out until re-add"* ]] || fail "no hold reason: $(img_get "$MNT" k.img .link)"
 fm_cli re-add "$MNT" k.img
 fm_wait_for "re-added" 20 in_sync "$MNT" k.img || fail "re-add did not bring k.img back"
+
+# across a remount: lost by the link, it is retried after the remount; failed by the
+# operator (the bitmap's held flag), it stays out until re-add
+FM_CONTEXT="link lost, then a remount"
+kill -KILL "$NBD_PID"
+fm_bg_stop "$NBD_PID"
+pwrite_rand "$K" $((2 << 20)) $CS
+fm_wait_for "degraded" 2 is_degraded "$MNT" k.img || fail "k.img not degraded"
+fm_unmount "$MNT"
+fm_mount "$PRI" "$MNT"
+fm_wait_for "connecting after the remount" 10 connecting || fail "not retried after the remount: $(fm_image_json "$MNT" k.img)"
+start_server
+fm_wait_for "catch-up after the remount" 20 in_sync "$MNT" k.img || fail "no catch-up after the remount: $(fm_image_json "$MNT" k.img)"
+[[ $(grep -c "k.img: secondary reconnected by itself; bitmap-based" "$LOG") -ge 2 ]] ||
+  fail "the catch-up after the remount was not bitmap-based: $(grep k.img "$LOG" | tail -n 4)"
+FM_CONTEXT="fail by the operator, then a remount"
+fm_cli fail "$MNT" k.img
+fm_unmount "$MNT"
+fm_mount "$PRI" "$MNT"
+sleep 3
+fm_image_is "$MNT" k.img '.secondary_ok == false and .link.state == "down"' ||
+  fail "a held image came back by itself after the remount: $(fm_image_json "$MNT" k.img)"
+fm_cli re-add "$MNT" k.img
+fm_wait_for "re-added" 20 in_sync "$MNT" k.img || fail "re-add did not bring k.img back after the remount"
 fm_unmount "$MNT"
 same_prefix "$PRI" k.img
 same_prefix "$PRI" d.img
