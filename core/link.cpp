@@ -98,7 +98,7 @@ LinkStatus LinkKeeper::status(const Image& img) const {
   if (img.secondary_ok()) return l;
   if (img.held_out() || min_s_ <= 0) {
     l.state = LinkStatus::State::down;
-    l.reason = img.held_out() ? "held out until re-add (failed by the operator, or before this mount)"
+    l.reason = img.held_out() ? "held out until re-add (failed by the operator)"
                               : "automatic reconnect off (reconnect_min 0): re-add by hand";
     return l;
   }

@@ -12,9 +12,9 @@
 // a full resync, with the reason logged, when it does not.
 //
 // Never retried: an image the operator failed (Image::held_out(): it stays out until
-// `re-add`), and any image when reconnect_min is 0 (config). An image that loaded with its
-// bitmap saying the secondary had been failed is held too: the header does not record who
-// failed it.
+// `re-add`; the bitmap header's held flag keeps that across remounts), and any image when
+// reconnect_min is 0 (config). An image that loads degraded otherwise (lost by the link
+// before the remount, or its secondary unreachable now) is retried.
 //
 // States (core/status.hpp LinkStatus): connected; connecting (since the loss, tries so
 // far, the last try's error); down (held, or reconnecting off: the reason).
