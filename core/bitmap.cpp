@@ -406,12 +406,14 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
   return cleared;
 }
 
-std::error_code Bitmap::set_degraded(bool degraded) {
+std::error_code Bitmap::set_degraded(bool degraded, bool held) {
   std::unique_lock lk(mu_);
-  const bool now = header_.state & kStateDegraded;
-  if (now == degraded) return {};
-  if (degraded) header_.state |= kStateDegraded;
-  else header_.state &= ~kStateDegraded;
+  const std::uint32_t want =
+      (header_.state & ~(kStateDegraded | kStateHeld)) | (degraded ? kStateDegraded | (held ? kStateHeld : 0) : 0);
+  // Held stays once set until the secondary comes back: a later failure does not lift it.
+  const std::uint32_t next = degraded ? want | (header_.state & kStateHeld) : want;
+  if (next == header_.state) return {};
+  header_.state = next;
   header_.events += 1;  // the moment the secondary left (or came back), durably
   commit_.touch_header();
   return wait_durable_locked(lk, commit_.requested_gen());
@@ -420,6 +422,11 @@ std::error_code Bitmap::set_degraded(bool degraded) {
 bool Bitmap::degraded() const {
   std::lock_guard lk(mu_);
   return header_.state & kStateDegraded;
+}
+
+bool Bitmap::held() const {
+  std::lock_guard lk(mu_);
+  return header_.state & kStateHeld;
 }
 
 std::error_code Bitmap::close_clean(const std::function<std::error_code()>& sync_legs,

@@ -212,8 +212,11 @@ class Bitmap {
                                      const RecordChecksums& record = {});
 
   // Degraded: from now on no bit is cleared; the header records it (events + 1), durably.
-  std::error_code set_degraded(bool degraded);
+  // `held` (with degraded): failed by the operator, recorded too (kStateHeld); leaving
+  // degraded clears it. A degraded bitmap can become held later (events + 1 again).
+  std::error_code set_degraded(bool degraded, bool held = false);
   bool degraded() const;
+  bool held() const;
 
   // Clean shutdown: retires every extent of the activity log, clears every idle, synced bit
   // after `sync_legs` (and `record`, as in sweep), marks the header clean, and flushes.

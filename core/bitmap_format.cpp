@@ -119,6 +119,7 @@ std::string state_string(std::uint32_t state) {
   if (state & kStateStale) add("stale");
   if (state & kStateNeedsFullSync) add("needs-full-sync");
   if (state & kStateDegraded) add("degraded");
+  if (state & kStateHeld) add("held");
   return s;
 }
 

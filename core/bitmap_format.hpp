@@ -50,8 +50,12 @@ inline constexpr std::uint32_t kStateClean = 1u << 0;          // cleanly unmoun
 inline constexpr std::uint32_t kStateStale = 1u << 1;          // bits cannot be trusted
 inline constexpr std::uint32_t kStateNeedsFullSync = 1u << 2;  // next mount copies everything
 inline constexpr std::uint32_t kStateDegraded = 1u << 3;       // the secondary left; bits accumulate
+// With degraded: the operator failed it, so only `re-add` brings it back (no automatic
+// reconnect, core/link.hpp). Never set without degraded.
+inline constexpr std::uint32_t kStateHeld = 1u << 4;
 
-inline constexpr std::uint32_t kStateKnown = kStateClean | kStateStale | kStateNeedsFullSync | kStateDegraded;
+inline constexpr std::uint32_t kStateKnown =
+    kStateClean | kStateStale | kStateNeedsFullSync | kStateDegraded | kStateHeld;
 
 inline constexpr std::uint64_t kMinChunkSize = 4096;
 inline constexpr std::uint64_t kMaxChunkSize = 1ull << 30;

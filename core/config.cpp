@@ -50,6 +50,16 @@ std::string check_al_extent_size(std::uint64_t v, std::uint64_t chunk_size) {
   return {};
 }
 
+std::string check_link_times(double timeout, double reconnect_min, double reconnect_max) {
+  // NaN fails every comparison: each test is written so that it is refused.
+  if (!(timeout >= 1 && timeout <= 3600)) return "secondary_timeout: must be between 1 and 3600 seconds";
+  if (!(reconnect_min == 0 || (reconnect_min >= 0.1 && reconnect_min <= 3600)))
+    return "reconnect_min: must be 0 (no automatic reconnect) or between 0.1 and 3600 seconds";
+  if (!(reconnect_max >= reconnect_min && reconnect_max <= 86400))
+    return "reconnect_max: must be between reconnect_min and 86400 seconds";
+  return {};
+}
+
 std::string check_daemon_sleep(double v) {
   // The bitmap header keeps it as whole milliseconds (daemon_sleep_ms, a u32): below 1 ms it
   // would be stored as 0, "clear at once", which no operator asked for.
@@ -133,7 +143,8 @@ Config parse_config(const std::string& text, const std::string& source) {
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
       "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size",
       "max_open_images", "checksums", "verify_reads", "scrub_interval", "scrub_repair",
-      "al_extents", "al_extent_size", "max_lag_bytes", "max_lag_seconds"};
+      "al_extents", "al_extent_size", "max_lag_bytes", "max_lag_seconds", "secondary_timeout", "reconnect_min",
+      "reconnect_max"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -243,6 +254,14 @@ Config parse_config(const std::string& text, const std::string& source) {
     c.scrub_interval = j["scrub_interval"].get<double>();
     if (auto why = check_scrub_interval(c.scrub_interval); !why.empty()) bad(source, "scrub_interval", why);
   }
+  for (const auto& [k, dst] : {std::pair<const char*, double*>{"secondary_timeout", &c.secondary_timeout},
+                                {"reconnect_min", &c.reconnect_min}, {"reconnect_max", &c.reconnect_max}}) {
+    if (!j.contains(k)) continue;
+    if (!j[k].is_number()) bad(source, k, "must be a number of seconds");
+    *dst = j[k].get<double>();
+  }
+  if (auto why = check_link_times(c.secondary_timeout, c.reconnect_min, c.reconnect_max); !why.empty())
+    bad(source, why.substr(0, why.find(':')), why.substr(why.find(':') + 2));
   if (j.contains("resync_min_rate")) c.resync_min_rate = get_uint(j, "resync_min_rate", source);
   if (j.contains("resync_max_rate")) c.resync_max_rate = get_uint(j, "resync_max_rate", source);
   if (auto why = check_resync_rates(c.resync_min_rate, c.resync_max_rate); !why.empty())
@@ -280,6 +299,9 @@ std::string dump_config(const Config& c) {
   j["verify_reads"] = c.verify_reads;
   j["scrub_interval"] = c.scrub_interval;
   j["scrub_repair"] = c.scrub_repair;
+  j["secondary_timeout"] = c.secondary_timeout;
+  j["reconnect_min"] = c.reconnect_min;
+  j["reconnect_max"] = c.reconnect_max;
   return j.dump(2) + "\n";
 }
 

@@ -50,6 +50,13 @@ struct Config {
   bool verify_reads = false;   // reads check the primary against the checksums (needs checksums)
   double scrub_interval = 0;   // seconds between scheduled check passes per image; 0 = off
   bool scrub_repair = false;   // scheduled passes repair (else they only check)
+  // The link to the secondary (docs/operations.md "replicating to another host"): an NBD
+  // request or handshake that takes longer fails the leg (ETIMEDOUT); a secondary lost to
+  // an error is reconnected by itself, retried after reconnect_min seconds, the wait
+  // doubling up to reconnect_max; reconnect_min 0: never (the operator re-adds).
+  double secondary_timeout = 30;
+  double reconnect_min = 1;
+  double reconnect_max = 60;
 
   std::string bitmap_root() const;  // the directory holding the bitmaps
   bool secondary_is_nbd() const;     // the secondary is an NBD server, not a directory
@@ -70,6 +77,9 @@ std::string check_scrub_interval(double v);
 // 0.01 .. 86400.
 std::string check_max_lag_bytes(std::uint64_t v);
 std::string check_max_lag_seconds(double v);
+// secondary_timeout: 1 to 3600 s. reconnect_min: 0 (off) or 0.1 to 3600 s; reconnect_max:
+// from reconnect_min to 86400 s.
+std::string check_link_times(double timeout, double reconnect_min, double reconnect_max);
 // al_extents: at most 65536 (DRBD's bound is 65534). al_extent_size: a power of two between
 // 4 KiB and 1 GiB, not smaller than the chunk size (so a multiple of it).
 std::string check_al_extents(std::uint64_t v);

@@ -176,26 +176,33 @@ std::error_code Control::fail(const std::string& rel) {
     return img.error();
   }
   if (!(*img)->secondary_ok()) {
-    spdlog::warn("fail {}: the secondary is already out of service", rel);
-    return utils::errno_code(EALREADY);
+    if ((*img)->held_out()) {
+      spdlog::warn("fail {}: the secondary is already out of service", rel);
+      return utils::errno_code(EALREADY);
+    }
+    // Lost by the link (and being retried): from now on only re-add brings it back.
+    spdlog::warn("{}: secondary held out by the operator (it was already out of service)", rel);
+    return (*img)->hold_out();
   }
   spdlog::warn("{}: secondary failed by the operator", rel);
+  // Before the failure: the link must never retry it (core/link.hpp), and the bitmap's
+  // degraded flag is written with the held flag.
+  (void)(*img)->hold_out();
   (*img)->fail_secondary("operator request", utils::errno_code(ECANCELED));
   return {};
 }
 
-std::error_code Control::reattach_secondary() {
+std::error_code Control::reattach_secondary(std::string* why) {
   // The secondary directory came back (remounted): it must be the same set's.
   auto d = Dir::open(p_.config.secondary);
   if (!d) {
-    spdlog::error("{}: re-add refused: secondary directory unusable: {}", p_.config.secondary,
-                  d.error().message());
+    *why = p_.config.secondary + ": secondary directory unusable: " + d.error().message();
     return d.error();
   }
   try {
     require_member(p_.config.secondary, p_.config.uuid);
   } catch (const utils::Error& e) {
-    spdlog::error("re-add refused: {}", e.what());
+    *why = e.what();
     return utils::errno_code(EINVAL);
   }
   p_.legs.secondary = std::move(*d);
@@ -213,38 +220,79 @@ std::error_code Control::readd(const std::string& rel) {
     spdlog::warn("re-add {}: the secondary is in service (fail it first)", rel);
     return utils::errno_code(EBUSY);
   }
-  auto ns = p_.ns.lock_exclusive();
-  if (p_.watch.vanished())
-    if (auto ec = reattach_secondary()) return ec;
-  auto pst = (*img)->stat();
-  if (!pst) return pst.error();
+  std::string why;
+  const std::error_code ec = put_back(*img, rel, false, &why);
+  if (ec && !why.empty()) spdlog::error("{}: re-add refused: {}", rel, why);
+  return ec;
+}
+
+std::error_code Control::reconnect(const std::shared_ptr<Image>& img, std::string* why) {
+  return put_back(img, img->name(), true, why);
+}
+
+std::error_code Control::put_back(const std::shared_ptr<Image>& img, const std::string& rel, bool automatic,
+                                  std::string* why) {
+  auto pst = img->stat();
+  if (!pst) {
+    *why = "the primary: " + pst.error().message();
+    return pst.error();
+  }
   bool sec_new = false;
   std::string refused;
-  auto leg = open_secondary_leg(p_.legs, rel, *pst, &sec_new, &refused);
+  // An export is connected before the namespace lock is taken: a server that does not
+  // answer holds this caller up to secondary_timeout, never every namespace operation. A
+  // directory's copy is opened (or made) under the lock, as a load does.
+  std::unique_ptr<Leg> leg;
+  std::error_code leg_ec;
+  auto open_leg = [&] {
+    auto r = open_secondary_leg(p_.legs, rel, *pst, &sec_new, &refused);
+    if (r) leg = std::move(*r);
+    else leg_ec = r.error();
+  };
+  if (p_.legs.remote()) open_leg();
+  auto ns = p_.ns.lock_exclusive();
+  if (img->secondary_ok()) return utils::errno_code(EBUSY);
+  if (automatic) {
+    // Between the snapshot and the lock: renamed, removed, or failed by the operator.
+    if (img->held_out()) {
+      *why = "failed by the operator meanwhile";
+      return utils::errno_code(ECANCELED);
+    }
+    if (img->name() != rel || p_.table.find(rel) != img) {
+      *why = "renamed or removed meanwhile";
+      return utils::errno_code(EAGAIN);
+    }
+  }
+  if (p_.watch.vanished())
+    if (auto ec = reattach_secondary(why)) return ec;
+  if (!p_.legs.remote()) open_leg();
   if (!leg) {
-    spdlog::error("{}{}{}: re-add refused: {}", p_.legs.remote() ? "" : p_.config.secondary,
-                  p_.legs.remote() ? "" : "/", rel, refused);
-    return leg.error();
+    *why = p_.legs.remote() ? refused : p_.config.secondary + "/" + rel + ": " + refused;
+    return leg_ec;
   }
   // The proof that the bitmap covers what the copy lacks: the record in the secondary
   // directory, or the export's own identity record (core/nbd_record.hpp).
-  std::string why = sec_new ? "the secondary has no copy of the image" : "";
+  std::string gap = sec_new ? "the secondary has no copy of the image" : "";
   if (!sec_new) {
-    const BitmapStats bs = (*img)->bitmap()->stats();
-    CoverageFacts facts{p_.config.uuid, (*img)->bitmap()->image_uuid(), bs.events, bs.events_cleared, {}};
-    if (struct stat sst {}; (*leg)->fd() >= 0 && ::fstat((*leg)->fd(), &sst) == 0)
+    const BitmapStats bs = img->bitmap()->stats();
+    CoverageFacts facts{p_.config.uuid, img->bitmap()->image_uuid(), bs.events, bs.events_cleared, {}};
+    if (struct stat sst {}; leg->fd() >= 0 && ::fstat(leg->fd(), &sst) == 0)
       facts.secondary_file = FileIdentity::of(sst);
-    why = why_not_covered(p_.records.read(rel, leg->get()), facts);
+    gap = why_not_covered(p_.records.read(rel, leg.get()), facts);
   }
-  const bool full = !why.empty();
-  if (full) spdlog::warn("{}: re-add: full resync: {}", rel, why);
-  if (auto ec = (*img)->readd(std::move(*leg), full)) return ec;
-  if (auto ec = p_.records.write(rel, (*img)->bitmap()->image_uuid(), (*img)->bitmap()->stats().events, false,
-                                 (*img)->secondary_leg())) {
-    (*img)->fail_secondary("record write", ec);
+  const bool full = !gap.empty();
+  if (full) spdlog::warn("{}: {}: full resync: {}", rel, automatic ? "reconnect" : "re-add", gap);
+  if (auto ec = img->readd(std::move(leg), full, automatic)) {
+    *why = "re-adding: " + ec.message();
     return ec;
   }
-  p_.resync.queue(*img, SyncAction::resync);
+  if (auto ec = p_.records.write(rel, img->bitmap()->image_uuid(), img->bitmap()->stats().events, false,
+                                 img->secondary_leg())) {
+    img->fail_secondary("record write", ec);
+    *why = "record write: " + ec.message();
+    return ec;
+  }
+  p_.resync.queue(img, SyncAction::resync);
   return {};
 }
 

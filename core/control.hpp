@@ -68,6 +68,9 @@ class Control {
 
   std::error_code fail(const std::string& rel);
   std::error_code readd(const std::string& rel);
+  // The link's automatic try (core/link.hpp): re-add's steps for an image already loaded;
+  // `*why` gets the reason when the secondary cannot be put back (logged by the caller).
+  std::error_code reconnect(const std::shared_ptr<Image>& img, std::string* why);
   std::error_code sync_action(const std::string& rel, SyncAction action);
   // Parses and runs one control line.
   std::error_code run_line(std::string_view line);
@@ -81,8 +84,13 @@ class Control {
  private:
   // The loaded image REL, or ENOENT (logged for `verb`).
   utils::Result<std::shared_ptr<Image>> loaded(const std::string& rel, const char* verb) const;
-  // Re-opens a secondary that vanished, when it is back and still this set's.
-  std::error_code reattach_secondary();
+  // Re-opens a secondary that vanished, when it is back and still this set's (`*why`: the
+  // reason when not).
+  std::error_code reattach_secondary(std::string* why);
+  // The one re-add path, for the operator and the link: a new leg, the identity proof, a
+  // bitmap-only or (proof failed) full resync queued. REQUIRES `img` degraded.
+  std::error_code put_back(const std::shared_ptr<Image>& img, const std::string& rel, bool automatic,
+                           std::string* why);
 
   Parts p_;
 };

@@ -12,7 +12,8 @@
 //   ImageLoader::load                DegradedArray         an image loaded degraded
 //   ResyncEngine::run_resync         RebuildStarted, Rebuild20/40/60/80, RebuildFinished
 //   ResyncEngine::run_check          CheckFinished, MismatchesFound
-//   Image::readd                     SecondaryReconnected
+//   Image::readd                     SecondaryReconnected  re-add, or the link's reconnect
+//                                                          (core/link.hpp; "automatic: …")
 //   Image::note_write_behind_lag     LagExceeded           the write-behind queue is full
 //   Namespace::create_image          NewImage
 // DeviceDisappeared and EventsLost are the monitor's own (the daemon cannot post them).

@@ -115,7 +115,7 @@ void Image::fail_secondary(const char* op, std::error_code ec) {
                 name(), op, ec.message(), where);
   set_degraded_reason(std::string(op) + " failed" + where + ": " + ec.message());
   if (opts_.events) opts_.events->post(Event::fail, name(), std::string(op) + ": " + ec.message());
-  if (auto e = bitmap_->set_degraded(true))
+  if (auto e = bitmap_->set_degraded(true, held_out()))
     spdlog::error("{}: could not record the degraded state in the bitmap: {}", name(), e.message());
 }
 

@@ -102,6 +102,12 @@ class Image {
   void fail_secondary(const char* op, std::error_code ec);
   // Why a degraded image has no secondary, for status (the loader's reason at load).
   void set_degraded_reason(std::string why);
+  // The secondary stays out until the operator's re-add (`fail` by the operator, now or
+  // before this mount: the bitmap header's held flag): no automatic reconnect
+  // (core/link.hpp). readd() lifts it. An image already degraded records it in its bitmap
+  // now (a failure after this records it with the degraded flag).
+  std::error_code hold_out();
+  bool held_out() const { return held_out_.load(std::memory_order_acquire); }
 
   // --- resync (called by the resync worker only) ---
   // Copies the next run of unsynced chunks at or after `from` (up to `max_bytes`),
@@ -138,7 +144,9 @@ class Image {
   // Puts `secondary` back as the image's secondary. With `full`, every chunk is marked for
   // resync; otherwise only the bitmap's dirty chunks (the caller proved it covers all the
   // secondary missed). REQUIRES: the image is degraded.
-  std::error_code readd(std::unique_ptr<Leg> secondary, bool full);
+  // `automatic`: by the link's reconnect (core/link.hpp), not the operator (the log and
+  // the SecondaryReconnected event say which).
+  std::error_code readd(std::unique_ptr<Leg> secondary, bool full, bool automatic = false);
   std::error_code readd(utils::UniqueFd secondary, bool full);
 
   // The sweeper's clock (every 500 ms): posts LagExceeded once when the write-behind queue
@@ -219,6 +227,7 @@ class Image {
   utils::ThreadPool* pool_;
   RangeLock locks_;
   std::atomic<bool> secondary_ok_;
+  std::atomic<bool> held_out_{false};
   mutable std::mutex progress_mu_;
   SyncAction action_ = SyncAction::idle;  // guarded by progress_mu_
   std::string degraded_reason_;           // guarded by progress_mu_

@@ -325,10 +325,17 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   }
   if (!why.empty())
     spdlog::warn("{}/{}: bitmap not trusted: {}; full resync of {}", legs_.bitmaps.path(), brel, why, rel);
+  // Failed before this mount: the image loads degraded. Failed by the operator (held), it
+  // stays out until re-add; otherwise the link's reconnect puts it back through re-add's
+  // steps, the identity proof included (core/link.hpp).
+  const bool held = (*bm)->held();
   if ((*bm)->degraded() && secondary) {
-    spdlog::warn("{}: the secondary was failed earlier (events {}); it stays out until "
-                 "'fusemirror re-add'", rel, (*bm)->stats().events);
-    degraded_why = "the secondary was failed earlier (events " + std::to_string((*bm)->stats().events) + ")";
+    const bool retried = !held && config_.reconnect_min > 0;
+    spdlog::warn("{}: the secondary was failed earlier{} (events {}); {}", rel, held ? " by the operator" : "",
+                 (*bm)->stats().events,
+                 retried ? "reconnecting by itself" : "it stays out until 'fusemirror re-add'");
+    degraded_why = std::string("the secondary was failed earlier") + (held ? " by the operator" : "") + " (events " +
+                   std::to_string((*bm)->stats().events) + ")";
     secondary.reset();
     sec_new = false;
   }
@@ -342,6 +349,7 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   auto img = std::make_shared<Image>(rel, std::move(*pfd), std::move(secondary), std::move(*bm),
                                      pool_, image_options());
   img->attach_checksums(std::move(*checksums));
+  if (held) (void)img->hold_out();
   if (img->secondary_ok()) {
     // docs/reliability.md invariant 4: the bitmap is only trusted for the secondary copy it
     // describes. The header's events before this mount's bump are what it last recorded.

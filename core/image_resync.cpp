@@ -97,7 +97,12 @@ std::error_code Image::copy_range_locked(std::uint64_t off, std::uint64_t stop,
   return {};
 }
 
-std::error_code Image::readd(std::unique_ptr<Leg> secondary, bool full) {
+std::error_code Image::hold_out() {
+  held_out_.store(true, std::memory_order_release);
+  return secondary_ok() ? std::error_code{} : bitmap_->set_degraded(true, true);
+}
+
+std::error_code Image::readd(std::unique_ptr<Leg> secondary, bool full, bool automatic) {
   if (!secondary) return utils::errno_code(EINVAL);
   auto guard = locks_.lock(0, RangeLock::kEnd);
   if (secondary_ok()) return utils::errno_code(EBUSY);
@@ -116,18 +121,20 @@ std::error_code Image::readd(std::unique_ptr<Leg> secondary, bool full) {
   // resync has copied every unsynced chunk.
   if (auto ec = bitmap_->set_degraded(false)) return ec;
   secondary_ok_.store(true, std::memory_order_release);
+  held_out_.store(false, std::memory_order_release);
   struct stat p {};
   if (::fstat(primary_.get(), &p) == 0)
     if (auto ec = set_secondary_size(static_cast<std::uint64_t>(p.st_size))) {
       fail_secondary("truncate", ec);
       return utils::errno_code(EIO);
     }
-  spdlog::info("{}: secondary re-added; {} resync of {} chunks", name(), full ? "full" : "bitmap-based",
+  const char* by = automatic ? "reconnected by itself" : "re-added";
+  spdlog::info("{}: secondary {}; {} resync of {} chunks", name(), by, full ? "full" : "bitmap-based",
                bitmap_->stats().unsynced_chunks);
   if (opts_.events)
     opts_.events->post(Event::secondary_reconnected, name(),
-                       std::string(full ? "full" : "bitmap-based") + " resync of " +
-                           std::to_string(bitmap_->stats().unsynced_chunks) + " chunks");
+                       std::string(automatic ? "automatic: " : "") + (full ? "full" : "bitmap-based") +
+                           " resync of " + std::to_string(bitmap_->stats().unsynced_chunks) + " chunks");
   return {};
 }
 

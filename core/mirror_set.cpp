@@ -43,7 +43,10 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   check_set_directories(config);  // the rules `create` applied: a config may have been edited
   s->legs_.primary = open_dir(config.primary, "primary directory");
   const bool nbd = config.secondary_is_nbd();
-  if (nbd) s->legs_.nbd = parse_nbd_uri(config.secondary);  // each image connects at its load
+  if (nbd) {
+    s->legs_.nbd = parse_nbd_uri(config.secondary);  // each image connects at its load
+    s->legs_.nbd->timeout_s = config.secondary_timeout;
+  }
   else s->legs_.secondary = open_dir(config.secondary, "secondary directory");
   struct stat ps {}, ss {};
   ::fstat(s->legs_.primary.fd(), &ps);
@@ -93,6 +96,9 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   });
   s->control_ = std::make_unique<Control>(Control::Parts{c, s->legs_, s->table_, *s->ns_, *s->records_,
                                                          *s->resync_, s->progress_, *s->watch_});
+  s->link_ = std::make_unique<LinkKeeper>(
+      c.reconnect_min, c.reconnect_max, s->table_,
+      [p = s.get()](const std::shared_ptr<Image>& img, std::string* why) { return p->control_->reconnect(img, why); });
   {
     auto ns = s->ns_->lock_exclusive();
     s->loader_->scan("");
@@ -107,12 +113,14 @@ void MirrorSet::start() {
   sweeper_->start();
   resync_->start();
   progress_.start([this] { (void)status(); });
+  link_->start();
 }
 
 void MirrorSet::shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   progress_.stop();
+  link_->stop();  // first: no try races the shutdown's records
   sweeper_->stop();
   resync_->stop();
   auto ns = ns_->lock_exclusive();
@@ -153,6 +161,8 @@ SetStatus MirrorSet::status() {
     // An evicted image shows the state it was closed in (clean), or the state the next load
     // would give it: degraded while the secondary directory is gone.
     ImageStatus i = img ? img->status() : unloaded_status(std::move(summary), vanished);
+    if (img) i.link = link_->status(*img);
+    else if (!i.secondary_ok) i.link = {LinkStatus::State::down, 0, 0, "the secondary directory is gone", -1};
     i.bitmap_file = legs_.bitmaps.path() + "/" + bitmap_rel(i.name);
     if (img)
       if (auto it = pending.find(img.get()); it != pending.end()) i.pending = std::move(it->second);

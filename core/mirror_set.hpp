@@ -16,6 +16,7 @@
 //   ScrubScheduler    the scrub schedule (scrub_interval), ticked by the sweeper
 //   Control           the operator's verbs and the md-sysfs attributes
 //   EventLog          the events the units post, for `fusemirror monitor`
+//   LinkKeeper        the link to the secondary: automatic reconnect with backoff
 //
 // Thread safety: every public member may be called concurrently once open() returned.
 #pragma once
@@ -29,6 +30,7 @@
 #include "core/image_loader.hpp"
 #include "core/image_table.hpp"
 #include "core/legs.hpp"
+#include "core/link.hpp"
 #include "core/namespace.hpp"
 #include "core/progress.hpp"
 #include "core/records.hpp"
@@ -69,6 +71,8 @@ class MirrorSet {
   // Tests: one sweep of every image now; wait until no resync is queued or running.
   void sweep_all() { sweeper_->sweep_all(); }
   void wait_resync_idle() { resync_->wait_idle(); }
+  // Tests: one pass of the link's reconnect tries now.
+  void link_tick() { link_->tick(); }
 
  private:
   MirrorSet() = default;
@@ -90,6 +94,7 @@ class MirrorSet {
   std::unique_ptr<ScrubScheduler> scrub_;
   std::unique_ptr<Sweeper> sweeper_;
   std::unique_ptr<Control> control_;
+  std::unique_ptr<LinkKeeper> link_;
   bool shut_down_ = true;  // until open() completed: a refused open has nothing to stop
 };
 

@@ -30,6 +30,19 @@ std::error_code nbd_errno() {
   return utils::errno_code(e ? e : EIO);
 }
 
+using Clock = std::chrono::steady_clock;
+
+Clock::time_point deadline_after(double seconds) {
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+// Milliseconds left before `deadline` (0 when past), for nbd_poll; at most one second per
+// call, so that a clock step never makes one poll wait long past the deadline.
+int poll_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<std::int64_t>(left, 0, 1000));
+}
+
 }  // namespace
 
 bool is_nbd_uri(const std::string& s) {
@@ -161,31 +174,33 @@ nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, int 
        (!uri.tls_username.empty() && nbd_set_tls_username(h, uri.tls_username.c_str()) == -1) ||
        // With certificates the server's is checked against the CA and the host name. libnbd
        // (1.14) can only do so with a host name: over a unix socket it is not checked
-       // (docs/operations.md §9.1: use a PSK there).
+       // (docs/operations.md §9.2: use a PSK there).
        (uri.tls_psk_file.empty() && nbd_set_tls_verify_peer(h, true) == -1)))
     return give_up(nbd_errno(), "TLS set-up for " + uri.text + ": " + nbd_get_error());
-  int rc;
-  if (timeout_ms < 0) {
-    rc = uri.socket.empty() ? nbd_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
-                            : nbd_connect_unix(h, uri.socket.c_str());
-  } else {
-    // Bounded: a server at its client limit (qemu-nbd --shared=N) leaves a further
-    // connection in its listen queue, never answering the handshake.
-    rc = uri.socket.empty() ? nbd_aio_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
-                            : nbd_aio_connect_unix(h, uri.socket.c_str());
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (rc != -1 && nbd_aio_is_ready(h) != 1) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0)
-        return give_up(utils::errno_code(ETIMEDOUT), "connecting to " + uri.text + " for export " + name +
-                                                         ": no handshake within " + std::to_string(timeout_ms) + " ms");
-      if (nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1 || nbd_poll(h, static_cast<int>(left.count())) == -1)
-        rc = -1;
+  // The handshake runs asynchronously against the timeout (see the header): a server that
+  // accepts the connection but never answers (stopped, or at its client limit like
+  // qemu-nbd --shared=N, which leaves a further connection in its listen queue) must not
+  // hold the caller, which may hold the namespace lock (re-add) or be the link's
+  // reconnect thread.
+  int rc = uri.socket.empty() ? nbd_aio_connect_tcp(h, uri.host.c_str(), uri.port.c_str())
+                              : nbd_aio_connect_unix(h, uri.socket.c_str());
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool timed_out = false;
+  while (rc != -1 && nbd_aio_is_connecting(h) == 1) {
+    if (Clock::now() >= deadline) {
+      timed_out = true;
+      break;
     }
+    if (nbd_poll(h, poll_ms(deadline)) == -1) rc = -1;
   }
+  if (timed_out)
+    return give_up(utils::errno_code(ETIMEDOUT), "cannot connect to " + uri.text + " for export " + name +
+                                                     ": no handshake within " + std::to_string(timeout_ms) + " ms");
+  if (rc != -1 && nbd_aio_is_ready(h) != 1) rc = -1;
   if (rc == -1) {
     const std::error_code e = nbd_errno();
-    const std::string err = nbd_get_error() ? nbd_get_error() : "";
+    std::string err = nbd_get_error() ? nbd_get_error() : "";
+    if (err.empty()) err = "the connection closed during the handshake";
     // The server refused the export name (NBD_REP_ERR_UNKNOWN: libnbd's "server has no
     // export named …"), or the connection itself failed (a socket that is not there is
     // ENOENT too: told apart by the message, which only the handshake's refusal gives).
@@ -203,7 +218,9 @@ nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, int 
 
 utils::Result<std::unique_ptr<NbdLeg>> NbdLeg::connect(const NbdUri& uri, const std::string& name, std::string* why) {
   std::error_code ec;
-  nbd_handle* h = open_handle(uri, name, -1, &ec, why);
+  // secondary_timeout for the first connection (in milliseconds, at least 1).
+  const int ms = static_cast<int>(std::clamp(uri.timeout_s * 1000.0, 1.0, 3600e3));
+  nbd_handle* h = open_handle(uri, name, ms, &ec, why);
   if (!h) return ec;
   auto give_up = [&](std::error_code e, std::string reason) -> utils::Result<std::unique_ptr<NbdLeg>> {
     *why = std::move(reason);
@@ -236,10 +253,16 @@ NbdLeg::NbdLeg(nbd_handle* h, NbdUri uri, std::string name, std::uint64_t export
 }
 
 NbdLeg::~NbdLeg() {
-  for (nbd_handle* h : all_) {
-    if (nbd_aio_is_ready(h)) (void)nbd_shutdown(h, 0);
-    nbd_close(h);
+  // The polite disconnect, bounded: nbd_shutdown() would wait for a server that stopped
+  // answering. A dead leg (a request timed out) just closes its sockets.
+  if (!dead_) {
+    const auto deadline = deadline_after(std::min(uri_.timeout_s, 5.0));
+    for (nbd_handle* h : all_)
+      if (nbd_aio_is_ready(h) == 1 && nbd_aio_disconnect(h, 0) == 0)
+        while (nbd_aio_is_closed(h) != 1 && nbd_aio_is_dead(h) != 1 && Clock::now() < deadline)
+          if (nbd_poll(h, poll_ms(deadline)) == -1) break;
   }
+  for (nbd_handle* h : all_) nbd_close(h);
 }
 
 unsigned NbdLeg::connections() const {
@@ -262,7 +285,8 @@ nbd_handle* NbdLeg::acquire() {
       lk.unlock();
       std::error_code ec;
       std::string why;
-      nbd_handle* h = open_handle(uri_, name_, kExtraConnectMs, &ec, &why);
+      const int ms = static_cast<int>(std::clamp(uri_.timeout_s * 1000.0, 1.0, double{kExtraConnectMs}));
+      nbd_handle* h = open_handle(uri_, name_, ms, &ec, &why);
       lk.lock();
       --opening_;
       if (h) {
@@ -298,6 +322,45 @@ std::error_code NbdLeg::fail(const char* op) {
   return ec;
 }
 
+template <typename Issue>
+std::error_code NbdLeg::request(nbd_handle* h, const char* op, Issue issue) {
+  if (dead_) return utils::errno_code(ETIMEDOUT);
+  // A connection the server closed: libnbd would refuse the command as "invalid state"
+  // (EINVAL); say what happened.
+  if (nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1) return utils::errno_code(ENOTCONN);
+  const std::int64_t cookie = issue();
+  if (cookie == -1) return fail(op);
+  const auto deadline = deadline_after(uri_.timeout_s);
+  for (;;) {
+    const int done = nbd_aio_command_completed(h, static_cast<std::uint64_t>(cookie));
+    if (done == 1) return {};
+    if (done == -1) return fail(op);
+    if (dead_) return utils::errno_code(ETIMEDOUT);  // another connection's request timed out
+    if (Clock::now() >= deadline) {
+      dead_ = true;
+      if (!error_logged_.exchange(true))
+        spdlog::error("{}: {} got no answer within {} s (secondary_timeout); connection abandoned "
+                      "(further errors of this export are not logged)",
+                      describe(), op, uri_.timeout_s);
+      return utils::errno_code(ETIMEDOUT);
+    }
+    if (nbd_poll(h, poll_ms(deadline)) == -1) {
+      // The connection died (the server closed it): the command cannot complete now.
+      if (nbd_aio_command_completed(h, static_cast<std::uint64_t>(cookie)) == 1) return {};
+      return fail(op);
+    }
+  }
+}
+
+std::error_code NbdLeg::do_pread(nbd_handle* h, void* buf, std::size_t len, std::uint64_t off, const char* op) {
+  return request(h, op, [&] { return nbd_aio_pread(h, buf, len, off, NBD_NULL_COMPLETION, 0); });
+}
+
+std::error_code NbdLeg::do_pwrite(nbd_handle* h, const void* buf, std::size_t len, std::uint64_t off,
+                                  std::uint32_t flags, const char* op) {
+  return request(h, op, [&] { return nbd_aio_pwrite(h, buf, len, off, NBD_NULL_COMPLETION, flags); });
+}
+
 std::error_code NbdLeg::too_small(std::uint64_t need) {
   if (!error_logged_.exchange(true))
     spdlog::error("{}: {} bytes available, the image needs {}: grow the export (keeping its last 4096 bytes, "
@@ -317,7 +380,7 @@ utils::Result<std::size_t> NbdLeg::pread(std::span<std::byte> data, std::uint64_
   Lease h(*this);
   for (std::size_t done = 0; done < n;) {
     const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(n - done, kMaxRequest));
-    if (nbd_pread(h.get(), data.data() + done, len, off + done, 0) == -1) return fail("read");
+    if (auto ec = do_pread(h.get(), data.data() + done, len, off + done, "read")) return ec;
     done += len;
   }
   return n;
@@ -337,7 +400,7 @@ std::error_code NbdLeg::pwrite(std::span<const std::byte> data, std::uint64_t of
   }
   for (std::size_t n = 0; n < data.size();) {
     const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(data.size() - n, kMaxRequest));
-    if (nbd_pwrite(h.get(), data.data() + n, len, off + n, 0) == -1) return fail("write");
+    if (auto ec = do_pwrite(h.get(), data.data() + n, len, off + n, 0, "write")) return ec;
     n += len;
     if (done) *done = n;
   }
@@ -346,16 +409,12 @@ std::error_code NbdLeg::pwrite(std::span<const std::byte> data, std::uint64_t of
 
 std::error_code NbdLeg::flush(bool /*datasync*/) {
   if (!can_flush_) return {};  // the server writes through (it says so by not offering flush)
-  // Every connection: a write that completed before this call completed on one of them.
-  // (libnbd's handles are thread-safe: one in use by a request serialises with it.)
-  std::vector<nbd_handle*> all;
-  {
-    std::lock_guard lk(pool_mu_);
-    all = all_;
-  }
-  for (nbd_handle* h : all)
-    if (nbd_flush(h, 0) == -1) return fail("flush");
-  return {};
+  // One connection is enough: there is more than one only with multi-conn, whose contract
+  // (the NBD protocol, NBD_FLAG_CAN_MULTI_CONN) is that a flush on any connection makes
+  // durable every write completed on any of them — and a write that completed before this
+  // call did complete.
+  Lease h(*this);
+  return request(h.get(), "flush", [&] { return nbd_aio_flush(h.get(), NBD_NULL_COMPLETION, 0); });
 }
 
 utils::Result<std::uint64_t> NbdLeg::size() {
@@ -378,7 +437,10 @@ std::error_code NbdLeg::zero_range(nbd_handle* h, std::uint64_t off, std::uint64
   if (can_zero_) {
     for (std::uint64_t p = off; p < off + len;) {
       const std::uint64_t n = std::min(off + len - p, std::uint64_t{1} << 30);
-      if (nbd_zero(h, n, p, keep_allocated ? LIBNBD_CMD_FLAG_NO_HOLE : 0) == -1) return fail("zero");
+      if (auto ec = request(h, "zero", [&] {
+            return nbd_aio_zero(h, n, p, NBD_NULL_COMPLETION, keep_allocated ? LIBNBD_CMD_FLAG_NO_HOLE : 0);
+          }))
+        return ec;
       p += n;
     }
     return {};
@@ -386,7 +448,7 @@ std::error_code NbdLeg::zero_range(nbd_handle* h, std::uint64_t off, std::uint64
   static const std::vector<std::byte> zeros(1 << 20);
   for (std::uint64_t p = off; p < off + len;) {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(off + len - p, zeros.size()));
-    if (nbd_pwrite(h, zeros.data(), n, p, 0) == -1) return fail("write");
+    if (auto ec = do_pwrite(h, zeros.data(), n, p, 0, "write")) return ec;
     p += n;
   }
   return {};
@@ -428,9 +490,8 @@ std::error_code NbdLeg::punch(std::uint64_t off, std::uint64_t len) {
 utils::Result<NbdRecord> NbdLeg::read_record(std::string* why) {
   std::vector<std::byte> block(kNbdRecordBytes);
   Lease h(*this);
-  if (nbd_pread(h.get(), block.data(), block.size(), capacity_, 0) == -1) {
-    const std::error_code ec = nbd_errno();
-    *why = std::string("reading the identity block: ") + (nbd_get_error() ? nbd_get_error() : ec.message());
+  if (auto ec = do_pread(h.get(), block.data(), block.size(), capacity_, "identity record read")) {
+    *why = "reading the identity block: " + ec.message();
     return ec;
   }
   auto r = decode_nbd_record(block, why);
@@ -453,8 +514,9 @@ std::error_code NbdLeg::write_record(const NbdRecord& r) {
   {
     Lease h(*this);
     fua = nbd_can_fua(h.get()) == 1;
-    if (nbd_pwrite(h.get(), block.data(), block.size(), capacity_, fua ? LIBNBD_CMD_FLAG_FUA : 0) == -1)
-      return fail("identity record write");
+    if (auto ec = do_pwrite(h.get(), block.data(), block.size(), capacity_, fua ? LIBNBD_CMD_FLAG_FUA : 0,
+                            "identity record write"))
+      return ec;
   }
   return fua ? std::error_code{} : flush(true);
 }

@@ -10,14 +10,27 @@
 // and the reason logged once ("export vm.img on nbd+unix:///?socket=/s: 1048576 bytes
 // available, the image needs 2097152").
 //
-// Connections: libnbd's handle carries one request at a time (its synchronous calls hold
-// the handle's lock until the reply), so a leg that has to keep many requests in flight — a
-// write-behind queue toward a server far away — opens more connections on demand, up to
-// kMaxConnections (nbd_leg.cpp), when the server advertises multi-conn (its connections see one another's
-// writes, and a flush on one covers every one); otherwise it keeps the one. Each request
-// takes a free connection for its duration; flush() flushes every connection.
+// Connections: libnbd's handle carries one request at a time, so a leg that has to keep
+// many requests in flight — a write-behind queue toward a server far away — opens more
+// connections on demand, up to kMaxConnections (nbd_leg.cpp), when the server advertises
+// multi-conn (its connections see one another's writes, and a flush on one covers every
+// one); otherwise it keeps the one. Each request takes a free connection for its duration.
 //
-// Thread safety: pool_mu_ guards the connections' list, size_mu_ the size.
+// Timeouts (config secondary_timeout, docs/config.md): libnbd has no per-request timeout
+// of its own, and its synchronous calls wait forever on a server that stopped answering
+// (SIGSTOP, a dead link without a reset). Every request is therefore issued with the
+// asynchronous API (nbd_aio_*) and waited for with nbd_poll() against a deadline; the
+// connection's handshake likewise (nbd_aio_connect_*). A request that misses its deadline
+// fails with ETIMEDOUT and the leg is dead from then on: every later call fails at once
+// with ETIMEDOUT (the connection's state is unknown: a reply could still arrive for a
+// request the caller has given up on), and the handle is closed without the polite
+// disconnect, which would wait for the server again. The image degrades on that error
+// (core/image.hpp); core/link.hpp reconnects with a new leg. Waiting in our own loop
+// rather than with a watchdog thread that closes the socket keeps one thread per request
+// and no race between the close and libnbd's use of the descriptor.
+//
+// Thread safety: a connection is used by one request at a time (Lease); pool_mu_ guards
+// the connections' list, size_mu_ the size; dead_ is atomic.
 #pragma once
 
 #include <atomic>
@@ -53,6 +66,9 @@ struct NbdUri {
   std::string tls_psk_file;       // absolute, or empty
   std::string tls_certificates;   // absolute directory, or empty (libnbd's default)
   std::string tls_username;       // PSK identity, or empty (libnbd's default: the login name)
+  // Seconds a request or the handshake may take before the leg fails with ETIMEDOUT
+  // (config secondary_timeout; not part of the URI).
+  double timeout_s = 30;
 };
 bool is_nbd_uri(const std::string& s);
 // Whether this libnbd was built with TLS (nbd_supports_tls).
@@ -97,7 +113,7 @@ class NbdLeg final : public Leg {
  private:
   NbdLeg(nbd_handle* h, NbdUri uri, std::string name, std::uint64_t export_size);
   // Opens a connection to export `name` (TLS as the URI asks), waiting at most
-  // `timeout_ms` for its handshake (-1: the socket's own timeouts); null with *ec and *why.
+  // `timeout_ms` for its handshake; null with *ec and *why.
   static nbd_handle* open_handle(const NbdUri& uri, const std::string& name, int timeout_ms, std::error_code* ec,
                                  std::string* why);
   // A connection for one request: a free one, a new one while under max_conns_, else the
@@ -117,6 +133,13 @@ class NbdLeg final : public Leg {
   nbd_handle* acquire();
   void release(nbd_handle* h);
   std::error_code fail(const char* op);  // the libnbd error as an errno code, logged once
+  // One request on connection `h`: issues it with `issue` (an nbd_aio_* call returning its
+  // cookie) and waits for it until the deadline; ETIMEDOUT then (the leg is dead after).
+  template <typename Issue>
+  std::error_code request(nbd_handle* h, const char* op, Issue issue);
+  std::error_code do_pread(nbd_handle* h, void* buf, std::size_t len, std::uint64_t off, const char* op);
+  std::error_code do_pwrite(nbd_handle* h, const void* buf, std::size_t len, std::uint64_t off, std::uint32_t flags,
+                            const char* op);
   std::error_code zero_range(nbd_handle* h, std::uint64_t off, std::uint64_t len, bool keep_allocated);
   std::error_code too_small(std::uint64_t need);  // EFBIG, logged once
   NbdUri uri_;
@@ -130,6 +153,7 @@ class NbdLeg final : public Leg {
   std::vector<nbd_handle*> free_;    // guarded by pool_mu_
   unsigned opening_ = 0;             // guarded by pool_mu_: connections being opened
   bool grow_failed_ = false;         // guarded by pool_mu_: an extra connection was refused
+  std::atomic<bool> dead_{false};   // a request timed out: every later call fails at once
   std::mutex size_mu_;
   std::uint64_t size_;  // guarded by size_mu_: the image's size on the export
   std::atomic<bool> error_logged_{false};

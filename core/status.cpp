@@ -36,4 +36,19 @@ std::string health_summary(const SetStatus& s) {
   return out;
 }
 
+const char* to_string(LinkStatus::State s) {
+  switch (s) {
+    case LinkStatus::State::connected: return "connected";
+    case LinkStatus::State::connecting: return "connecting";
+    case LinkStatus::State::down: return "down";
+  }
+  return "down";
+}
+
+std::optional<LinkStatus::State> parse_link_state(std::string_view s) {
+  for (auto st : {LinkStatus::State::connected, LinkStatus::State::connecting, LinkStatus::State::down})
+    if (s == to_string(st)) return st;
+  return std::nullopt;
+}
+
 }  // namespace fusemirror::core

@@ -41,6 +41,17 @@ struct ScrubStatus {
   std::uint64_t read_failed = 0;    // reads failed with EIO: neither leg matched
 };
 
+// The link to an image's secondary (core/link.hpp).
+struct LinkStatus {
+  enum class State { connected, connecting, down } state = State::connected;
+  std::int64_t since = 0;     // connecting: unix time the loss was seen
+  std::uint32_t tries = 0;    // connecting: failed tries so far
+  std::string reason;         // connecting: the last try's error; down: why it stays down
+  double next_try_s = -1;     // connecting: seconds to the next try (-1: unknown)
+};
+const char* to_string(LinkStatus::State s);  // "connected", "connecting", "down"
+std::optional<LinkStatus::State> parse_link_state(std::string_view s);
+
 struct ImageStatus {
   std::string name;
   std::uint64_t size = 0;
@@ -70,6 +81,7 @@ struct ImageStatus {
   std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
   ScrubStatus scrub;
   // Filled by the set, not the image:
+  LinkStatus link;
   std::string bitmap_file;
   std::vector<SyncAction> pending;  // queued actions, oldest first
   std::optional<PassRate> rate;     // the running pass's, when one runs

@@ -263,6 +263,20 @@ void print_scrub(const core::ImageStatus& i, std::ostream& cout) {
          << " served from the secondary, " << i.scrub.read_failed << " failed\n";
 }
 
+// "      link: connecting since 2026-12-01 06:00:00, 3 tries (next in 4 s): cannot connect …",
+// "      link: down: held out until re-add …"; nothing while connected.
+void print_link(const core::ImageStatus& i, std::ostream& cout) {
+  const core::LinkStatus& l = i.link;
+  if (l.state == core::LinkStatus::State::connected) return;
+  cout << "      link: " << core::to_string(l.state);
+  if (l.state == core::LinkStatus::State::connecting) {
+    cout << " since " << time_text(l.since) << ", " << l.tries << (l.tries == 1 ? " try" : " tries");
+    if (l.next_try_s >= 0) cout << " (next in " << duration_text(l.next_try_s) << ")";
+  }
+  if (!l.reason.empty()) cout << ": " << text(l.reason);
+  cout << "\n";
+}
+
 void print_status(const std::vector<core::SetStatus>& all, std::ostream& cout) {
   cout << "Personalities : [fusemirror-raid1]\n";
   for (const auto& s : all) {
@@ -272,6 +286,7 @@ void print_status(const std::vector<core::SetStatus>& all, std::ostream& cout) {
       cout << "  " << text(i.name) << " : " << text(i.state) << " raid1 " << (i.secondary_ok ? "[UU]" : "[U_]") << " "
            << utils::format_size(i.size) << "\n";
       if (!i.degraded_reason.empty()) cout << "      degraded: " << text(i.degraded_reason) << "\n";
+      print_link(i, cout);
       cout << "      bitmap: " << i.bitmap.dirty_chunks << "/" << i.bitmap.total_chunks << " chunks dirty, "
            << utils::format_size(i.bitmap.chunk_size) << " chunk, file: " << text(i.bitmap_file) << "\n";
       if (i.bitmap.al_extents > 0)

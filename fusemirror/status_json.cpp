@@ -35,6 +35,15 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["state"] = s.state;
     i["secondary_ok"] = s.secondary_ok;
     if (!s.degraded_reason.empty()) i["degraded_reason"] = s.degraded_reason;
+    // The link to the secondary (core/link.hpp): state, and while connecting since when,
+    // the tries, the last try's error and the next try; while down, why.
+    {
+      nlohmann::json link = {{"state", core::to_string(s.link.state)}};
+      if (s.link.state == core::LinkStatus::State::connecting)
+        link.update({{"since", s.link.since}, {"tries", s.link.tries}, {"next_try_seconds", s.link.next_try_s}});
+      if (!s.link.reason.empty()) link["reason"] = s.link.reason;
+      i["link"] = std::move(link);
+    }
     i["chunk_size"] = s.bitmap.chunk_size;
     i["dirty_chunks"] = s.bitmap.dirty_chunks;
     i["unsynced_chunks"] = s.bitmap.unsynced_chunks;
@@ -114,6 +123,14 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.state = i.at("state").get<std::string>();
     m.secondary_ok = i.at("secondary_ok").get<bool>();
     m.degraded_reason = i.value("degraded_reason", std::string());
+    if (i.contains("link")) {
+      const auto& l = i.at("link");
+      if (auto st = core::parse_link_state(l.value("state", std::string("connected")))) m.link.state = *st;
+      m.link.since = l.value("since", std::int64_t{0});
+      m.link.tries = l.value("tries", std::uint32_t{0});
+      m.link.next_try_s = l.value("next_try_seconds", -1.0);
+      m.link.reason = l.value("reason", std::string());
+    }
     m.bitmap.chunk_size = i.at("chunk_size").get<std::uint64_t>();
     m.bitmap.dirty_chunks = i.at("dirty_chunks").get<std::uint64_t>();
     m.bitmap.unsynced_chunks = i.at("unsynced_chunks").get<std::uint64_t>();

@@ -390,7 +390,15 @@ fm_cli() {
   return 0
 }
 
-fm_create() { fm_cli create "$@"; }
+# A set made here does not reconnect its secondary by itself (config reconnect_min 0):
+# the tests of the operator's fail/re-add flows would race the link's automatic tries.
+# FM_AUTO_RECONNECT=1 keeps the product's default (t_nbd_link, t_sshfs).
+fm_create() {
+  fm_cli create "$@"
+  if [[ ${FM_AUTO_RECONNECT:-0} != 1 && $1 != -* && -f $1/.fusemirror/config.json ]]; then
+    fm_json_edit "$1/.fusemirror/config.json" '.reconnect_min = 0'
+  fi
+}
 
 # fm_mount SRC MOUNTPOINT [EXTRA ARGS...]
 fm_mount() {
@@ -475,6 +483,22 @@ fm_signal_daemon() {
     soft_fail "$mnt still mounted after its -f daemon got SIG$sig and exited"
     fm_timeout 20 fusermount3 -u "$mnt" || umount -l "$mnt" || fail "cannot unmount $mnt"
   fi
+}
+
+# fm_kill9_daemon MOUNTPOINT [PID...] — SIGKILL of the daemon we started on MOUNTPOINT (a
+# crash), waits for it and for the other PIDs given (its writers), then unmounts the dead
+# mount.
+fm_kill9_daemon() {
+  local mnt pid
+  mnt=$(realpath -m -- "$1")
+  shift
+  pid=${FM_PID[$mnt]:-}
+  [[ -n $pid ]] || fail "fm_kill9_daemon: no daemon of ours on $mnt"
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null || true
+  unset "FM_PID[$mnt]"
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+  fm_timeout 20 fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" || fail "cannot unmount the dead mount"
 }
 
 # loop_attach FILE [losetup options] — sets FM_LAST_LOOP.

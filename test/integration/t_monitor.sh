@@ -311,6 +311,10 @@ for i in st["images"]:
     want("fusemirror_write_behind_lag_seconds", wb["lag_seconds"], image=n)
     want("fusemirror_write_behind_full_waits_total", wb["full_waits"], image=n)
     want("fusemirror_secondary_reads_total", i["secondary_reads"], image=n)
+    lk = i["link"]
+    for state in ("connected", "connecting", "down"):
+        want("fusemirror_link_state", 1 if lk["state"] == state else 0, image=n, state=state)
+    want("fusemirror_link_reconnect_tries", lk.get("tries", 0), image=n)
 names = sorted(i["name"] for i in st["images"])
 if names != sorted(['quo"te\\back.img', "new\nline.img", "plain.img"]):
     bad.append("status names %r" % names)

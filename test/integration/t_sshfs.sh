@@ -9,6 +9,12 @@
 # under FM_TMP/remote (the far end of the network mount, read directly) must be byte for
 # byte the primary's, and the data written.
 #
+# Link loss (issue 15, item 4): a second set, reconnecting by itself (the product's
+# default), on the same sshfs mount (-o reconnect); sshd is stopped (its listener and the
+# session serving sshfs) while the image is written: no user error, the image degraded;
+# sshd started again on the same port: the set reconnects and catches up from the bitmap
+# with no operator command (only the dirty chunks copied); the legs end identical.
+#
 # Needs openssh-server and sshfs (installed with apt-get when missing; exit 77 only when
 # they cannot be installed).
 . "$(dirname "$0")/lib.sh"
@@ -73,8 +79,11 @@ EOF
 [[ -d /run/sshd ]] || install -d -m 0755 /run/sshd
 /usr/sbin/sshd -t -f "$SSHD_DIR/sshd_config" -p "$PORT" 2>"$FM_TMP/logs/sshd.t" ||
   fail "sshd rejects its config: $(cat "$FM_TMP/logs/sshd.t")"
-fm_bg /usr/sbin/sshd -D -f "$SSHD_DIR/sshd_config" -p "$PORT" -E "$FM_TMP/logs/sshd.log"
-SSHD_PID=$FM_LAST_BG
+start_sshd() {
+  fm_bg /usr/sbin/sshd -D -f "$SSHD_DIR/sshd_config" -p "$PORT" -E "$FM_TMP/logs/sshd.log"
+  SSHD_PID=$FM_LAST_BG
+}
+start_sshd
 SSH_OPTS=(-o "IdentityFile=$SSHD_DIR/client_key" -o StrictHostKeyChecking=no
   -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=5)
 ssh_ok() { ssh "${SSH_OPTS[@]}" -p "$PORT" root@127.0.0.1 true </dev/null >/dev/null 2>&1; }
@@ -83,8 +92,9 @@ fm_wait_for "sshd" 20 ssh_ok ||
 fm_log "sshd (pid $SSHD_PID) on 127.0.0.1:$PORT"
 
 # ---------------------------------------------------------------------------- sshfs
-sshfs "root@127.0.0.1:$REMOTE" "$NETSEC" -p "$PORT" \
+sshfs "root@127.0.0.1:$REMOTE" "$NETSEC" -p "$PORT" -o reconnect \
   -o "IdentityFile=$SSHD_DIR/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,LogLevel=ERROR" \
+  -o "ServerAliveInterval=1,ServerAliveCountMax=3,ConnectTimeout=2" \
   2>"$FM_TMP/logs/sshfs.err" || fail "sshfs failed: $(cat "$FM_TMP/logs/sshfs.err")"
 fm_track_mount "$NETSEC"
 fm_is_mounted "$NETSEC" || fail "sshfs returned 0 but $NETSEC is not mounted"
@@ -121,6 +131,43 @@ cmp "$REMOTE/mirror/disk.img" "$PRI/disk.img" || fail "the secondary over sshfs 
 assert_same "$PRI/disk.img" "$REMOTE/mirror/disk.img"
 read -r _ dirty <<<"$(fm_examine_bits "$(fm_examine "$(fm_bitmap_path "$PRI" disk.img)")")"
 ((dirty == 0)) || soft_fail "the bitmap has $dirty dirty chunks after a clean unmount"
+
+# ---------------------------------------------------------------------------- link loss
+FM_CONTEXT="sshd stopped and started again"
+P3=$FM_TMP/primary3
+mkdir -p "$P3" "$NETSEC/mirror3"
+CS=65536
+FM_AUTO_RECONNECT=1 fm_create "$P3" "$NETSEC/mirror3" --chunk-size 64K --daemon-sleep 1
+fm_json_edit "$P3/.fusemirror/config.json" '.reconnect_min = 0.5 | .reconnect_max = 2'
+fm_mount "$P3" "$MNT"
+dd if=/dev/urandom of="$MNT/l.img" bs=1M count=8 conv=fsync status=none || fail "writing l.img failed"
+lclean() { fm_image_is "$MNT" l.img '.state == "clean" and .dirty_chunks == 0'; }
+fm_wait_for "clean" 20 lclean || fail "l.img not clean: $(fm_image_json "$MNT" l.img)"
+copied0=$(fm_image_json "$MNT" l.img | jq -r .sync.copied_bytes)
+# sshd down: the listener, and the session serving sshfs (its child: a pid we started)
+sessions=$(ps -o pid= --ppid "$SSHD_PID" | tr -d ' ')
+fm_bg_stop "$SSHD_PID"
+for p in $sessions; do kill -TERM "$p" 2>/dev/null || true; done
+for i in 0 1 2 3; do
+  dd if=/dev/urandom of="$MNT/l.img" bs=64K count=1 seek=$((i * 20)) conv=notrunc,fsync status=none ||
+    fail "a user write failed while sshd was down"
+done
+ldegraded() { fm_image_is "$MNT" l.img '.secondary_ok == false'; }
+fm_wait_for "degraded" 5 ldegraded || fail "l.img not degraded with sshd down: $(fm_image_json "$MNT" l.img)"
+lconnecting() { fm_image_is "$MNT" l.img '.link.state == "connecting" and .link.tries >= 1'; }
+fm_wait_for "connecting" 10 lconnecting || fail "the link does not retry: $(fm_image_json "$MNT" l.img)"
+dirty=$(fm_image_json "$MNT" l.img | jq -r .dirty_chunks)
+start_sshd
+fm_wait_for "sshd back" 20 ssh_ok || fail "sshd did not come back on port $PORT"
+lsync() { fm_image_is "$MNT" l.img '.secondary_ok and .unsynced_chunks == 0 and .sync.action == "idle"'; }
+fm_wait_for "automatic catch-up" 30 lsync || fail "no automatic catch-up: $(fm_image_json "$MNT" l.img)"
+copied=$(($(fm_image_json "$MNT" l.img | jq -r .sync.copied_bytes) - copied0))
+fm_log "sshd back: catch-up copied $copied bytes for $dirty dirty chunks (image 8 MiB)"
+((copied > 0 && copied <= dirty * CS)) || fail "catch-up copied $copied bytes, want 1..$((dirty * CS))"
+grep -q "l.img: secondary reconnected by itself; bitmap-based" "$P3/.fusemirror/fusemirror.log" ||
+  fail "no automatic bitmap-based reconnect logged: $(tail -n 5 "$P3/.fusemirror/fusemirror.log")"
+fm_unmount "$MNT"
+cmp "$REMOTE/mirror3/l.img" "$P3/l.img" || fail "the secondary over sshfs differs from the primary after the catch-up"
 
 # ---------------------------------------------------------------------------- teardown
 fusermount3 -u "$NETSEC" 2>/dev/null || umount "$NETSEC" || fail "cannot unmount the sshfs mount"

@@ -5,8 +5,8 @@
 #
 #   a) write-behind set (limit 64): 400 images created and written through the mount by 16
 #      writers at once; the daemon's threads (/proc/PID/task), sampled throughout, never
-#      exceed the documented bound (132: 1 main + 64 FUSE + 32 leg pool + 32 write-behind +
-#      sweeper + resync + progress); `fusemirror wait`, then every image's legs are equal
+#      exceed the documented bound (133: 1 main + 64 FUSE + 32 leg pool + 32 write-behind +
+#      sweeper + resync + progress + link keeper); `fusemirror wait`, then every image's legs are equal
 #      byte for byte. (Before: 32 threads per image, 12,808 for 400.)
 #   b) test builds: FM_FAULT=thread.create — no thread can be created in the leg pool or the
 #      write-behind executor: every write still succeeds (the secondary is written on the
@@ -16,7 +16,7 @@
 #      unsynced and the resync copies them; `wait` returns only when the legs are equal.
 . "$(dirname "$0")/lib.sh"
 
-BOUND=132
+BOUND=133
 NIMG=${FM_THREAD_IMAGES:-400}
 
 threads_of() { ls "/proc/$1/task" 2>/dev/null | wc -l; }

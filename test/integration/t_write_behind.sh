@@ -240,12 +240,7 @@ sleep 0.5
 j=$(img "$M" disk.img)
 fm_log "before the kill: $(jq -c '{write_behind, dirty_chunks}' <<<"$j"), acknowledged $(wc -l <"$ACK")"
 (($(jq -r .write_behind.outstanding <<<"$j") == LIM)) || soft_fail "outstanding not at the limit before the kill: $j"
-pid=$(fm_daemon_pid "$M")
-kill -KILL "$pid"
-wait "$pid" 2>/dev/null || true
-unset "FM_PID[$(realpath -m -- "$M")]"
-wait "$CWPID" 2>/dev/null || true
-fm_timeout 20 fusermount3 -u "$M" 2>/dev/null || umount -l "$M" || fail "cannot unmount the dead mount"
+fm_kill9_daemon "$M" "$CWPID"
 ctl hang=0
 sleep 0.5 # let the fixture finish (or interrupt) the requests the dead daemon left
 BM=$(fm_bitmap_path "$PC" disk.img)

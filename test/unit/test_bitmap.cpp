@@ -291,6 +291,34 @@ TEST_CASE("sweep clears lazily, after sync_legs, two sweeps after the last write
   }
 }
 
+TEST_CASE("the held flag: with degraded only, durable, kept by later failures, gone when back") {
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto bm = clean_bm(path, 8);
+  const auto ev0 = bm->stats().events;
+  REQUIRE_FALSE(bm->set_degraded(true));  // lost by the link: not held
+  CHECK_FALSE(bm->held());
+  CHECK_FALSE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateHeld));
+  REQUIRE_FALSE(bm->set_degraded(true, true));  // the operator's fail while degraded
+  auto h = fmtest::header_on_disk(path);
+  CHECK(fmtest::has(h.state, core::kStateDegraded));
+  CHECK(fmtest::has(h.state, core::kStateHeld));
+  CHECK(h.events == ev0 + 2);
+  REQUIRE_FALSE(bm->set_degraded(true));  // another failure does not lift it
+  CHECK(bm->held());
+  CHECK(fmtest::header_on_disk(path).events == ev0 + 2);
+  CHECK(core::state_string(h.state) == "active, degraded, held");
+  bm.reset();
+  std::string why;
+  bm = open_bm(path, params(8 * kCs), &why);  // across a remount
+  CHECK(why.empty());
+  CHECK(bm->degraded());
+  CHECK(bm->held());
+  REQUIRE_FALSE(bm->set_degraded(false));  // re-add
+  CHECK_FALSE(bm->held());
+  CHECK_FALSE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateHeld | core::kStateDegraded));
+}
+
 TEST_CASE("never clears while degraded") {
   TempDir d;
   const auto path = d / "img.fmbm";

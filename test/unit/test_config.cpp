@@ -156,6 +156,37 @@ TEST_CASE("lag bound keys: defaults, values, rejections") {
   CHECK(core::check_max_lag_seconds(0.01).empty());
 }
 
+TEST_CASE("link keys: secondary_timeout, reconnect_min, reconnect_max") {
+  auto d = core::parse_config(minimal().dump(), "t");
+  CHECK(d.secondary_timeout == doctest::Approx(30));
+  CHECK(d.reconnect_min == doctest::Approx(1));
+  CHECK(d.reconnect_max == doctest::Approx(60));
+  json j = minimal();
+  j["secondary_timeout"] = 2.5;
+  j["reconnect_min"] = 0;  // off
+  j["reconnect_max"] = 0;
+  auto c = core::parse_config(j.dump(), "t");
+  CHECK(c.secondary_timeout == doctest::Approx(2.5));
+  CHECK(c.reconnect_min == 0);
+  auto back = core::parse_config(core::dump_config(c), "dumped");
+  CHECK(back.secondary_timeout == doctest::Approx(2.5));
+  CHECK(back.reconnect_min == 0);
+  for (double bad : {0.0, 0.5, 3601.0}) {
+    auto m = reject(with("secondary_timeout", bad));
+    CHECK(contains(m, "'secondary_timeout'"));
+    CHECK(contains(m, "between 1 and 3600 seconds"));
+  }
+  CHECK(contains(reject(with("secondary_timeout", "30")), "must be a number of seconds"));
+  for (double bad : {-1.0, 0.05, 4000.0}) CHECK(contains(reject(with("reconnect_min", bad)), "'reconnect_min'"));
+  j = minimal();
+  j["reconnect_min"] = 10;
+  j["reconnect_max"] = 5;
+  auto m = reject(j);
+  CHECK(contains(m, "'reconnect_max'"));
+  CHECK(contains(m, "between reconnect_min and 86400"));
+  CHECK(contains(reject(with("reconnect_max", 1e6)), "'reconnect_max'"));
+}
+
 TEST_CASE("rejections name the key and the reason") {
   SUBCASE("unknown key") {
     json j = minimal();

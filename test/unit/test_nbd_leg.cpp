@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/link.hpp"
 #include "core/nbd_leg.hpp"
 #include "test_helpers.hpp"
 
@@ -48,6 +49,7 @@ class Server {
     ::waitpid(pid_, &st, 0);
   }
   bool up(const std::string& sock) const { return pid_ > 0 && ::access(sock.c_str(), F_OK) == 0; }
+  pid_t pid() const { return pid_; }
   static std::vector<std::string> nbdkit_args(const std::string& sock, const std::string& dir,
                                               const std::vector<std::string>& filters,
                                               const std::vector<std::string>& params) {
@@ -65,6 +67,13 @@ class Server {
 
 bool have_nbdkit() { return std::system("command -v nbdkit >/dev/null 2>&1") == 0; }
 
+// A temp dir with the served directory (srv/) and the socket's path (s).
+struct ServedDir {
+  TempDir t;
+  std::string dir = t / "srv", sock = t / "s";
+  ServedDir() { stdfs::create_directory(dir); }
+};
+
 std::vector<std::byte> filled(std::size_t n, unsigned char v) { return std::vector<std::byte>(n, std::byte{v}); }
 
 }  // namespace
@@ -74,9 +83,9 @@ TEST_CASE("NbdLeg: missing export, capacity, the file semantics, the identity bl
     MESSAGE("nbdkit not installed: skipped");
     return;
   }
-  TempDir t;
-  const std::string dir = t / "srv", sock = t / "s";
-  stdfs::create_directory(dir);
+  ServedDir sd;
+  TempDir& t = sd.t;
+  const std::string &dir = sd.dir, &sock = sd.sock;
   const std::size_t kExport = 64 * 1024 + core::kNbdTailBytes;
   write_bytes(dir + "/a.img", filled(kExport, 0xFF));  // old data everywhere
   Server srv(sock, dir);
@@ -250,4 +259,72 @@ TEST_CASE("NbdLeg: a server at its client limit (qemu-nbd --shared=2): extra con
     REQUIRE(l.pread(buf, w * 65536ull).value() == 65536);
     CHECK(buf == filled(65536, static_cast<unsigned char>(w + 1)));
   }
+}
+
+TEST_CASE("NbdLeg: a server that stops answering fails requests and the handshake with ETIMEDOUT") {
+  if (!have_nbdkit()) {
+    MESSAGE("nbdkit not installed: skipped");
+    return;
+  }
+  ServedDir sd;
+  const std::string &dir = sd.dir, &sock = sd.sock;
+  write_bytes(dir + "/a.img", filled(1 << 20, 0));
+  Server srv(sock, dir);
+  REQUIRE(srv.up(sock));
+  core::NbdUri uri = core::parse_nbd_uri("nbd+unix:///?socket=" + sock);
+  uri.timeout_s = 1;
+  std::string why;
+  auto leg = core::NbdLeg::connect(uri, "a.img", &why);
+  REQUIRE_MESSAGE(leg, why);
+  auto data = filled(65536, 0xAB);
+  REQUIRE(!(*leg)->pwrite(data, 0, nullptr));
+
+  // Stopped (SIGSTOP): the kernel still accepts on its socket, nothing answers.
+  REQUIRE(::kill(srv.pid(), SIGSTOP) == 0);
+  struct Cont {
+    pid_t p;
+    ~Cont() { ::kill(p, SIGCONT); }
+  } cont{srv.pid()};
+  using Clock = std::chrono::steady_clock;
+  auto t0 = Clock::now();
+  CHECK((*leg)->pwrite(data, 65536, nullptr) == std::errc::timed_out);
+  const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+  CHECK(waited >= 0.9);
+  CHECK(waited < 5);
+  // Dead from then on: at once, without waiting again.
+  t0 = Clock::now();
+  std::vector<std::byte> back(4096);
+  auto r = (*leg)->pread(back, 0);
+  REQUIRE(!r);
+  CHECK(r.error() == std::errc::timed_out);
+  CHECK((*leg)->flush(true) == std::errc::timed_out);
+  CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < 0.5);
+  t0 = Clock::now();
+  leg->reset();  // the destructor does not wait for the stopped server
+  CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < 0.5);
+
+  // The handshake too: a new connection to the stopped server.
+  t0 = Clock::now();
+  auto again = core::NbdLeg::connect(uri, "a.img", &why);
+  REQUIRE(!again);
+  CHECK(again.error() == std::errc::timed_out);
+  CHECK(why.find("no answer within") != std::string::npos);
+  CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < 5);
+
+  // Running again: a new leg works (the link's reconnect makes exactly this).
+  ::kill(srv.pid(), SIGCONT);
+  auto fresh = core::NbdLeg::connect(uri, "a.img", &why);
+  REQUIRE_MESSAGE(fresh, why);
+  auto rr = (*fresh)->pread(back, 0);
+  REQUIRE(rr);
+  CHECK(back[0] == std::byte{0xAB});
+}
+
+TEST_CASE("reconnect_delay: doubling from min, capped at max") {
+  CHECK(core::reconnect_delay(1, 60, 1) == doctest::Approx(1));
+  CHECK(core::reconnect_delay(1, 60, 2) == doctest::Approx(2));
+  CHECK(core::reconnect_delay(1, 60, 4) == doctest::Approx(8));
+  CHECK(core::reconnect_delay(1, 60, 7) == doctest::Approx(60));
+  CHECK(core::reconnect_delay(1, 60, 1000) == doctest::Approx(60));
+  CHECK(core::reconnect_delay(0.5, 0.5, 3) == doctest::Approx(0.5));
 }
