@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <vector>
 
 #include "utils/error.hpp"
@@ -193,9 +194,13 @@ nbd_handle* NbdLeg::open_handle(const NbdUri& uri, const std::string& name, int 
     }
     if (nbd_poll(h, poll_ms(deadline)) == -1) rc = -1;
   }
-  if (timed_out)
+  if (timed_out) {
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%g", timeout_ms / 1000.0);
     return give_up(utils::errno_code(ETIMEDOUT), "cannot connect to " + uri.text + " for export " + name +
-                                                     ": no handshake within " + std::to_string(timeout_ms) + " ms");
+                                                     ": no answer within " + secs +
+                                                     " s (secondary_timeout, at most 3 s for an extra connection)");
+  }
   if (rc != -1 && nbd_aio_is_ready(h) != 1) rc = -1;
   if (rc == -1) {
     const std::error_code e = nbd_errno();
