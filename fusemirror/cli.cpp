@@ -368,7 +368,8 @@ int status(const std::string& mountpoint, bool as_json, double watch_s) {
 }
 
 int unmount(const std::string& mountpoint, double timeout_s) {
-  const pid_t pid = static_cast<pid_t>(read_status(mountpoint).pid);
+  const core::SetStatus st0 = read_status(mountpoint);
+  const pid_t pid = static_cast<pid_t>(st0.pid);
   // fusermount3 works for the mount's owner without root; it is also what umount uses.
   pid_t child = ::fork();
   if (child == 0) {
@@ -393,6 +394,20 @@ int unmount(const std::string& mountpoint, double timeout_s) {
       throw Error(mountpoint + ": unmounted, but daemon pid " + std::to_string(pid) +
                   " has not exited after " + std::to_string(static_cast<int>(timeout_s)) + "s");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // The thread-group leader shows as a zombie while the daemon's other threads are still
+  // exiting with the descriptors they share, the set lock among them: wait for the lock
+  // too, so that a mount right after this returns never finds the set "in use".
+  for (;;) {
+    try {
+      (void)core::lock_set_dir(st0.primary, "primary");  // taken and at once released
+      break;
+    } catch (const Error&) {
+      if (std::chrono::steady_clock::now() > deadline)
+        throw Error(mountpoint + ": unmounted, but the set lock on " + st0.primary + " is still held after " +
+                    std::to_string(static_cast<int>(timeout_s)) + "s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
   }
   return 0;
 }

@@ -65,6 +65,7 @@ FM_MOUNTS=()         # fusemirror mount points (ours)
 declare -A FM_PID=() # mount point -> daemon pid (ours)
 FM_DAEMON_PIDS=()
 FM_LOOPS=()          # loop devices we attached
+declare -A FM_LOOP_INO=() # loop device -> "backing file, inode" when attached
 FM_OTHER_MOUNTS=()   # non-FUSE mounts we made (ext4 on a loop, tmpfs, ...)
 FM_BG_PIDS=()        # helper processes we started
 FM_WATCHDOG_PID=""
@@ -243,8 +244,10 @@ _fm_cleanup() {
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || problems+=("could not unmount $m")
   done
   # 3. loop devices we attached
+  #    (only while the device still shows our backing file: tests run side by side, and a
+  #    number this test detached may be another test's device by now)
   for loop in "${FM_LOOPS[@]}"; do
-    if losetup "$loop" >/dev/null 2>&1; then
+    if [[ $(losetup -n -O BACK-FILE,BACK-INO "$loop" 2>/dev/null) == "${FM_LOOP_INO[$loop]:-none}" ]]; then
       losetup -d "$loop" 2>/dev/null || problems+=("could not detach $loop")
     fi
   done
@@ -434,6 +437,20 @@ fm_mount() {
 
 fm_daemon_pid() { printf '%s\n' "${FM_PID[$(realpath -m -- "$1")]}"; }
 
+# _fm_holders MOUNTPOINT — "pid(comm)" of every process with a descriptor, cwd or root
+# under MOUNTPOINT.
+_fm_holders() {
+  local p l out=()
+  for p in /proc/[0-9]*; do
+    for l in "$p"/cwd "$p"/root "$p"/fd/*; do
+      [[ $(readlink "$l" 2>/dev/null) == "$1"* ]] || continue
+      out+=("${p#/proc/}($(cat "$p/comm" 2>/dev/null))")
+      break
+    done
+  done
+  echo "${out[*]:-none found}"
+}
+
 # fm_unmount MOUNTPOINT — fusemirror unmount; fallbacks fusermount3 -u, umount -l (each
 # recorded as a failure); then waits for the daemon we started, which must exit 0.
 fm_unmount() {
@@ -442,6 +459,16 @@ fm_unmount() {
   local err=$FM_TMP/logs/unmount.err
   fm_step "unmount $mnt"
   fm_timeout 60 "$FUSEMIRROR" unmount "$mnt" 2>"$err" || rc=$?
+  # Busy: tests run side by side, and a process of another test may pass through this
+  # mount for a moment. Say who holds it, then try again a few times.
+  local try
+  for ((try = 0; try < 5 && rc != 0; try++)); do
+    grep -q "busy" "$err" || break
+    fm_log "unmount $mnt busy; holders: $(_fm_holders "$mnt")"
+    sleep 1
+    rc=0
+    fm_timeout 60 "$FUSEMIRROR" unmount "$mnt" 2>"$err" || rc=$?
+  done
   if ((rc != 0)) || fm_is_mounted "$mnt"; then
     soft_fail "fusemirror unmount $mnt: exit $rc, still mounted: $(fm_is_mounted "$mnt" && echo yes || echo no); stderr: $(cat "$err")"
     if fm_is_mounted "$mnt"; then
@@ -507,6 +534,7 @@ loop_attach() {
   shift
   dev=$(losetup -f --show "$@" -- "$file") || fail "losetup $file failed"
   FM_LOOPS+=("$dev")
+  FM_LOOP_INO[$dev]=$(losetup -n -O BACK-FILE,BACK-INO "$dev")
   FM_LAST_LOOP=$dev
   fm_step "attached $dev -> $file"
 }
@@ -514,6 +542,7 @@ loop_attach() {
 loop_detach() {
   local dev=$1
   losetup -d "$dev" || fail "losetup -d $dev failed"
+  unset "FM_LOOP_INO[$dev]"
   # losetup -d is lazy (autoclear); wait until the device is really free
   local deadline=$((SECONDS + 20))
   while losetup "$dev" >/dev/null 2>&1; do
