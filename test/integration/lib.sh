@@ -564,6 +564,24 @@ fm_bg_stop() { # fm_bg_stop PID
   _fm_kill_pid "$1" || fail "helper pid $1 would not stop"
 }
 
+# fm_kill_under_writer FILE N COUNT SLOTS BASE PID — a writer rewrites FILE N times, each
+# time COUNT 64 KiB blocks with fsync at block (i % SLOTS * COUNT + BASE); 0.3 s in, the
+# server PID is killed (-9) and stopped. Fails if the writer ended before the kill or saw
+# an error. FM_KILL_NS is the kill's time (date +%s%N).
+fm_kill_under_writer() {
+  local file=$1 n=$2 count=$3 slots=$4 base=$5 pid=$6 writer
+  fm_bg bash -c 'for i in $(seq 1 "$2"); do
+      dd if=/dev/urandom of="$1" bs=64K count="$3" seek=$((i % $4 * $3 + $5)) conv=notrunc,fsync status=none || exit 1
+    done' _ "$file" "$n" "$count" "$slots" "$base"
+  writer=$FM_LAST_BG
+  sleep 0.3
+  kill -0 "$writer" 2>/dev/null || fail "the writer ended before the server was killed (make it longer)"
+  kill -KILL "$pid"
+  FM_KILL_NS=$(date +%s%N)
+  fm_bg_stop "$pid"
+  wait "$writer" || fail "a user write failed while the server died"
+}
+
 # fm_wait_for WHAT SECS CMD... — polls CMD every 0.2s until it succeeds.
 fm_wait_for() {
   local what=$1 secs=$2

@@ -115,15 +115,7 @@ dd if=/dev/urandom of="$K" bs=1M count=32 conv=notrunc status=none || fail "fill
 fm_wait_for "clean" 20 is_clean "$MNT" kill.img || fail "kill.img not clean: $(fm_image_json "$MNT" kill.img)"
 copied0=$(img_get "$MNT" kill.img .sync.copied_bytes)
 # a writer rewriting 1 MiB runs while the server dies; it must see no error
-fm_bg bash -c 'for i in $(seq 1 200); do
-    dd if=/dev/urandom of="$1" bs=64K count=16 seek=$((i % 4 * 16 + 64)) conv=notrunc,fsync status=none || exit 1
-  done' _ "$K"
-writer=$FM_LAST_BG
-sleep 0.3
-kill -0 "$writer" 2>/dev/null || fail "the writer ended before the server was killed (make it longer)"
-kill -KILL "$NBD_PID"
-fm_bg_stop "$NBD_PID"
-wait "$writer" || fail "a user write failed while the NBD server died"
+fm_kill_under_writer "$K" 200 16 4 64 "$NBD_PID"
 fm_wait_for "degraded" 10 is_degraded "$MNT" kill.img || fail "kill.img not degraded after the server died"
 reason=$(img_get "$MNT" kill.img .degraded_reason)
 [[ $reason == *"export kill.img on $URI"* ]] || fail "degraded reason does not name the export: '$reason'"

@@ -70,16 +70,8 @@ fm_wait_for "in sync" 20 in_sync "$MNT" d.img || fail "d.img not in sync: $(fm_i
 [[ $(img_get "$MNT" k.img .link.state) == connected ]] || fail "link not connected: $(fm_image_json "$MNT" k.img)"
 copied0=$(img_get "$MNT" k.img .sync.copied_bytes)
 dcopied0=$(img_get "$MNT" d.img .sync.copied_bytes)
-fm_bg bash -c 'for i in $(seq 1 100); do
-    dd if=/dev/urandom of="$1" bs=64K count=4 seek=$((i % 8 * 4 + 32)) conv=notrunc,fsync status=none || exit 1
-  done' _ "$K"
-writer=$FM_LAST_BG
-sleep 0.3
-kill -0 "$writer" 2>/dev/null || fail "the writer ended before the server was killed (make it longer)"
-kill -KILL "$NBD_PID"
-t_kill=$(date +%s%N)
-fm_bg_stop "$NBD_PID"
-wait "$writer" || fail "a user write failed while the NBD server died"
+fm_kill_under_writer "$K" 100 4 8 32 "$NBD_PID"
+t_kill=$FM_KILL_NS
 fm_wait_for "degraded" 2 is_degraded "$MNT" k.img || fail "k.img not degraded: $(fm_image_json "$MNT" k.img)"
 # within one daemon sweep (daemon_sleep 1 s): the log's time of the failure
 t_fail=$(grep -m1 "k.img: secondary failed on" "$LOG" | cut -c1-23)
