@@ -1,6 +1,11 @@
 // utils/thread_pool.hpp — a fixed pool of worker threads running queued tasks.
-// Thread-safe. The threads start on the first submit (so a pool made before a daemon's
-// fork() is usable after it). Destruction finishes queued tasks, then joins.
+// Thread-safe. The threads start on the first submit. A pool used before a fork() (a
+// daemon's set opened, and its images loaded, before it daemonizes) is usable in the
+// child: threads do not survive a fork, so the child's first call finds the pool's pid
+// changed and starts over with a fresh queue, lock, condition variable and workers,
+// abandoning the parent's (never joined, never freed: their threads do not exist there,
+// and a condition variable whose waiters vanished can swallow a later signal).
+// Destruction finishes queued tasks, then joins.
 //
 // Thread creation can fail (RLIMIT_NPROC, pid_max, cgroup pids.max, no memory): submit()
 // never throws for that. The threads that could be started serve the queue; when none
@@ -8,6 +13,9 @@
 // at the next submit).
 #pragma once
 
+#include <sys/types.h>
+
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -33,16 +41,25 @@ class ThreadPool {
   unsigned started() const;
 
  private:
-  void run();
-  // Starts the missing workers, as many as can be. REQUIRES mu_.
-  void start_locked() noexcept;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;  // guarded by mu_
-  bool stop_ = false;                        // guarded by mu_
-  bool warned_ = false;                      // guarded by mu_: creation failure logged
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> queue;  // guarded by mu
+    bool stop = false;                        // guarded by mu
+    bool warned = false;                      // guarded by mu: creation failure logged
+    std::vector<std::thread> workers;         // guarded by mu (started lazily)
+  };
+  static void run(State& s);
+  // This process's state: a fresh one after a fork (above). Null only when a child could
+  // not allocate it (submit() then returns false: the caller runs the task).
+  State* state() noexcept;
+  // Starts the missing workers, as many as can be. REQUIRES s.mu.
+  void start_locked(State& s) noexcept;
+
   unsigned threads_;
-  std::vector<std::thread> workers_;  // guarded by mu_ (started lazily)
+  std::mutex fork_mu_;          // serialises the switch to a fresh state in a child
+  std::atomic<State*> st_;
+  std::atomic<pid_t> pid_;      // the process st_ belongs to
 };
 
 // Starts `fn` on a new std::thread, or returns an empty one when the thread cannot be
