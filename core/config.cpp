@@ -142,7 +142,7 @@ Config parse_config(const std::string& text, const std::string& source) {
       "format", "uuid", "primary", "secondary", "chunk_size", "daemon_sleep", "bitmap_dir",
       "bitmap", "write_behind", "role", "resync_min_rate", "resync_max_rate",
       "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size",
-      "max_open_images", "checksums", "verify_reads", "scrub_interval", "scrub_repair",
+      "max_open_images", "checksums", "verify_reads", "direct_reads", "scrub_interval", "scrub_repair",
       "al_extents", "al_extent_size", "max_lag_bytes", "max_lag_seconds", "secondary_timeout", "reconnect_min",
       "reconnect_max"};
   for (auto it = j.begin(); it != j.end(); ++it)
@@ -243,7 +243,8 @@ Config parse_config(const std::string& text, const std::string& source) {
       bad(source, "max_open_images", "must be 0 (from the descriptor limit) or at most 16777216");
   }
   for (const auto& [k, dst] : {std::pair<const char*, bool*>{"checksums", &c.checksums},
-                                {"verify_reads", &c.verify_reads}, {"scrub_repair", &c.scrub_repair}}) {
+                                {"verify_reads", &c.verify_reads}, {"scrub_repair", &c.scrub_repair},
+                                {"direct_reads", &c.direct_reads}}) {
     if (!j.contains(k)) continue;
     if (!j[k].is_boolean()) bad(source, k, "must be true or false");
     *dst = j[k].get<bool>();
@@ -297,6 +298,7 @@ std::string dump_config(const Config& c) {
   j["max_open_images"] = c.max_open_images;
   j["checksums"] = c.checksums;
   j["verify_reads"] = c.verify_reads;
+  j["direct_reads"] = c.direct_reads;
   j["scrub_interval"] = c.scrub_interval;
   j["scrub_repair"] = c.scrub_repair;
   j["secondary_timeout"] = c.secondary_timeout;

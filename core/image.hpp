@@ -56,6 +56,11 @@ struct ImageOptions {
   // Config verify_reads: a read of a clean chunk with a checksum checks the primary's data
   // (docs/write-path.md §9.5). Needs checksums (attach_checksums).
   bool verify_reads = false;
+  // Config direct_reads: reads aligned to 4 KiB (offset, length and buffer) go to a second
+  // descriptor of the primary opened with O_DIRECT — no page-cache pages allocated, filled
+  // and evicted per read. Unaligned reads, and every read after the primary's file system
+  // refused O_DIRECT once, use the buffered descriptor. Writes are never direct.
+  bool direct_reads = false;
   // The set-wide write-behind workers (MirrorSet owns them; must outlive the image). Null:
   // the image makes its own, of min(write_behind, 32) threads (standalone use, tests).
   WriteBehindExecutor* wb_executor = nullptr;
@@ -89,6 +94,8 @@ class Image {
   std::error_code fsync(bool datasync);
   utils::Result<struct stat> stat() const;
   int primary_fd() const { return primary_.get(); }
+  // Reads served by the primary's O_DIRECT descriptor so far (ImageOptions::direct_reads).
+  std::uint64_t direct_reads() const { return direct_reads_.load(std::memory_order_relaxed); }
   // The secondary file's descriptor; -1 when degraded or when the leg is not a file.
   int secondary_fd() const { return secondary_ ? secondary_->fd() : -1; }
   // The secondary leg (null when the image never had one); REQUIRES the namespace's
@@ -222,6 +229,11 @@ class Image {
   mutable std::mutex name_mu_;
   std::string name_;  // guarded by name_mu_
   utils::UniqueFd primary_;
+  // The primary again, O_DIRECT, read-only (ImageOptions::direct_reads); invalid when off or
+  // refused. direct_ok_ falls once for good when a direct read fails with EINVAL.
+  utils::UniqueFd primary_direct_;
+  std::atomic<bool> direct_ok_{false};
+  std::atomic<std::uint64_t> direct_reads_{0};
   std::unique_ptr<Leg> secondary_;  // null: none (degraded)
   std::unique_ptr<Bitmap> bitmap_;
   utils::ThreadPool* pool_;
@@ -251,6 +263,7 @@ class Image {
   ScrubRecord scrub_;  // guarded by scrub_mu_: the record without a sidecar
   std::atomic<std::uint64_t> read_verified_{0}, read_repaired_{0}, read_failed_{0};
   std::atomic<bool> primary_read_failed_{false};
+  utils::Result<std::size_t> read_primary(std::span<std::byte> buf, std::uint64_t off);
   std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it
   // The last few write streams: a write starting where one ended continues it (a
   // heuristic: a miss only costs a flush that could have been saved).

@@ -225,6 +225,7 @@ ImageOptions ImageLoader::image_options() const {
   io.intent_ahead = config_.intent_ahead;
   io.max_image_size = config_.max_image_size;
   io.verify_reads = config_.verify_reads && config_.checksums;
+  io.direct_reads = config_.direct_reads;
   io.wb_executor = wb_executor_;
   io.events = events_;
   return io;

@@ -7,12 +7,16 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <thread>
 #include <tuple>
 #include <vector>
 
 #include "core/image.hpp"
+#include "image_fixture.hpp"
 #include "test_helpers.hpp"
 #include "utils/extents.hpp"
 #include "utils/thread_pool.hpp"
@@ -622,3 +626,50 @@ TEST_CASE("a failed bitmap shows as bitmap-failed, refuses truncate, and recover
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("direct_reads: aligned reads bypass the page cache and return every acknowledged write") {
+  core::ImageOptions io;
+  io.direct_reads = true;
+  fmtest::ImageFixture f(1 << 20, io);
+  // Buffered writes, none synced: their pages are dirty in the primary's page cache when
+  // the direct reads below run (the kernel writes a direct read's range back first).
+  auto data = fmtest::pattern(1 << 20, 23);
+  for (std::uint64_t off : {0ull, 4096ull, 12345ull, 65536ull * 3 + 7, (1ull << 20) - 5000})
+    REQUIRE(f.img->write(std::as_bytes(std::span(data).subspan(off, 5000 - off % 7)), off));
+  auto want = fmtest::read_bytes(f.ppath);
+  REQUIRE(want.size() == data.size());
+  auto* raw = static_cast<std::byte*>(std::aligned_alloc(4096, 3 << 16));
+  REQUIRE(raw);
+  std::unique_ptr<std::byte, decltype(&std::free)> hold(raw, &std::free);
+  auto check = [&](std::byte* at, std::uint64_t off, std::size_t len) {
+    auto r = f.img->read(std::span(at, len), off);
+    REQUIRE(r);
+    const std::size_t n = std::min<std::size_t>(len, want.size() - off);
+    CHECK(*r == n);
+    CHECK(std::memcmp(at, want.data() + off, n) == 0);
+  };
+  const std::uint64_t before = f.img->direct_reads();
+  check(raw, 0, 3 << 16);                     // aligned: direct
+  check(raw, 4096, 8192);                     // aligned: direct
+  check(raw, (1 << 20) - 4096, 8192);         // aligned, across the end: short, direct
+  CHECK(f.img->direct_reads() == before + 3);
+  check(raw + 512, 4096, 4096);               // buffer not 4 KiB aligned: buffered
+  check(raw, 12345, 4096);                    // offset unaligned: buffered
+  check(raw, 8192, 1000);                     // length unaligned: buffered
+  CHECK(f.img->direct_reads() == before + 3);
+  // A write after a direct read of its range is seen by the next direct read.
+  auto more = fmtest::pattern(4096, 99);
+  REQUIRE(f.img->write(std::as_bytes(std::span(more)), 8192));
+  auto r = f.img->read(std::span(raw, 4096), 8192);
+  REQUIRE(r);
+  CHECK(std::memcmp(raw, more.data(), 4096) == 0);
+  CHECK(f.img->direct_reads() == before + 4);
+}
+
+TEST_CASE("direct_reads off: no read is direct") {
+  fmtest::ImageFixture f(1 << 20);
+  auto* raw = static_cast<std::byte*>(std::aligned_alloc(4096, 4096));
+  std::unique_ptr<std::byte, decltype(&std::free)> hold(raw, &std::free);
+  REQUIRE(f.img->read(std::span(raw, 4096), 0));
+  CHECK(f.img->direct_reads() == 0);
+}
