@@ -36,6 +36,12 @@ std::string check_chunk_size(std::uint64_t v) {
   return {};
 }
 
+std::string check_leg_write_piece(std::uint64_t v) {
+  if (v != 0 && (!utils::is_power_of_two(v) || v < 4096 || v > (1ull << 30)))
+    return "must be 0 (each write whole) or a power of two between 4 KiB and 1 GiB (got " + std::to_string(v) + ")";
+  return {};
+}
+
 std::string check_al_extents(std::uint64_t v) {
   if (v > 65536) return "must be at most 65536 (0 turns the activity log off; got " + std::to_string(v) + ")";
   return {};
@@ -144,7 +150,7 @@ Config parse_config(const std::string& text, const std::string& source) {
       "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size",
       "max_open_images", "checksums", "verify_reads", "direct_reads", "scrub_interval", "scrub_repair",
       "al_extents", "al_extent_size", "max_lag_bytes", "max_lag_seconds", "secondary_timeout", "reconnect_min",
-      "reconnect_max"};
+      "reconnect_max", "leg_write_piece"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -237,6 +243,10 @@ Config parse_config(const std::string& text, const std::string& source) {
     c.max_image_size = get_uint(j, "max_image_size", source);
     if (auto why = check_max_image_size(c.max_image_size); !why.empty()) bad(source, "max_image_size", why);
   }
+  if (j.contains("leg_write_piece")) {
+    c.leg_write_piece = get_uint(j, "leg_write_piece", source);
+    if (auto why = check_leg_write_piece(c.leg_write_piece); !why.empty()) bad(source, "leg_write_piece", why);
+  }
   if (j.contains("max_open_images")) {
     c.max_open_images = get_uint(j, "max_open_images", source);
     if (c.max_open_images > (1ull << 24))
@@ -295,6 +305,7 @@ std::string dump_config(const Config& c) {
   // extent is at least one chunk, and the file must parse again.
   j["al_extent_size"] = std::max(c.al_extent_size, c.chunk_size);
   j["max_image_size"] = c.max_image_size;
+  j["leg_write_piece"] = c.leg_write_piece;
   j["max_open_images"] = c.max_open_images;
   j["checksums"] = c.checksums;
   j["verify_reads"] = c.verify_reads;

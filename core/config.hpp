@@ -42,6 +42,10 @@ struct Config {
   std::uint64_t al_extents = 1024;
   std::uint64_t al_extent_size = 4 << 20;
   std::uint64_t max_image_size = 16ull << 40;  // bytes; larger sizes are refused with EFBIG
+  // Every buffered write of a leg's data (primary, file secondary) goes out in pieces of at
+  // most this many bytes, aligned to it in the file; 0 = each write whole. Keeps the legs'
+  // page-cache folios small (docs/performance.md "Large folios").
+  std::uint64_t leg_write_piece = 64 << 10;
   // Images kept open at most (3 descriptors each; idle ones beyond are closed clean).
   // 0: as many as the descriptor limit allows (core/image_loader.hpp, budget_for).
   std::uint64_t max_open_images = 0;
@@ -73,6 +77,8 @@ Config load_config(const std::string& path, std::string* config_path = nullptr);
 std::string check_chunk_size(std::uint64_t v);
 std::string check_daemon_sleep(double v);
 std::string check_max_image_size(std::uint64_t v);
+// leg_write_piece: 0 (each write whole) or a power of two from 4 KiB to 1 GiB.
+std::string check_leg_write_piece(std::uint64_t v);
 std::string check_scrub_interval(double v);
 // max_lag_bytes: 0 or 1 MiB (the largest FUSE write) .. 1 TiB; max_lag_seconds: 0 or
 // 0.01 .. 86400.

@@ -9,12 +9,21 @@
 
 namespace fusemirror::core {
 
+FileLeg::FileLeg(utils::UniqueFd fd, std::string what, std::uint64_t write_piece)
+    : fd_(std::move(fd)), what_(std::move(what)), write_piece_(static_cast<std::size_t>(write_piece)) {
+  // A hint: a file system that ignores it only keeps its read-ahead.
+  if (fd_.valid()) (void)::posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_RANDOM);
+}
+
 utils::Result<std::size_t> FileLeg::pread(std::span<std::byte> data, std::uint64_t off) {
   return utils::pread_all(fd_.get(), data, off);
 }
 
 std::error_code FileLeg::pwrite(std::span<const std::byte> data, std::uint64_t off, std::size_t* done) {
-  return utils::pwrite_all(fd_.get(), data, off, done);
+  // In pieces, in order, each whole before the next: a write torn between two pieces is
+  // the same as a short write pwrite_all already continues, and a failed one reports its
+  // bytes done the same way (docs/write-path.md §1, "Leg writes in pieces").
+  return utils::pwrite_pieces(fd_.get(), data, off, write_piece_, done);
 }
 
 std::error_code FileLeg::flush(bool datasync) {
@@ -41,6 +50,12 @@ std::error_code FileLeg::punch(std::uint64_t off, std::uint64_t len) { return co
 
 void FileLeg::start_writeback(std::uint64_t off, std::uint64_t len) {
   ::sync_file_range(fd_.get(), static_cast<off_t>(off), static_cast<off_t>(len), SYNC_FILE_RANGE_WRITE);
+}
+
+void FileLeg::read_ahead(std::uint64_t off, std::uint64_t len) {
+  // With POSIX_FADV_RANDOM the kernel reads no more than each pread asks for; a pass that
+  // reads the leg in order asks for its range ahead (small folios, as that reads them).
+  (void)::posix_fadvise(fd_.get(), static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
 }
 
 }  // namespace fusemirror::core

@@ -1,6 +1,10 @@
 // core/file_leg.hpp — a secondary leg that is a file under the secondary directory
 // (core/leg.hpp): owns the file's descriptor; each operation is the system call the Image
-// used to make on it.
+// used to make on it. Two page-cache choices (docs/performance.md "Large folios"): no
+// read-ahead on the descriptor (POSIX_FADV_RANDOM: user reads come from the primary, and
+// read-ahead fills the cache with large folios that make every later small write into
+// them cost ~3× the CPU), and writes issued in pieces of at most `write_piece` bytes
+// (config leg_write_piece), so that the folios they allocate stay that small too.
 #pragma once
 
 #include <string>
@@ -12,8 +16,9 @@ namespace fusemirror::core {
 
 class FileLeg final : public Leg {
  public:
-  // `what` names the file in messages (its path).
-  FileLeg(utils::UniqueFd fd, std::string what) : fd_(std::move(fd)), what_(std::move(what)) {}
+  // `what` names the file in messages (its path). `write_piece`: the largest pwrite issued
+  // (aligned to it in the file; 0: each write whole).
+  FileLeg(utils::UniqueFd fd, std::string what, std::uint64_t write_piece);
 
   std::string describe() const override { return what_; }
   utils::Result<std::size_t> pread(std::span<std::byte> data, std::uint64_t off) override;
@@ -25,10 +30,12 @@ class FileLeg final : public Leg {
   std::error_code punch(std::uint64_t off, std::uint64_t len) override;
   int fd() const override { return fd_.get(); }
   void start_writeback(std::uint64_t off, std::uint64_t len) override;
+  void read_ahead(std::uint64_t off, std::uint64_t len) override;
 
  private:
   utils::UniqueFd fd_;
   std::string what_;
+  std::size_t write_piece_;
 };
 
 }  // namespace fusemirror::core

@@ -55,15 +55,16 @@ std::pair<std::error_code, std::error_code> run_both(utils::ThreadPool* pool, bo
 }  // namespace
 
 namespace {
-std::unique_ptr<Leg> file_leg(utils::UniqueFd fd, const std::string& name) {
+std::unique_ptr<Leg> file_leg(utils::UniqueFd fd, const std::string& name, std::uint64_t write_piece) {
   if (!fd.valid()) return nullptr;
-  return std::make_unique<FileLeg>(std::move(fd), "secondary copy of " + name);
+  return std::make_unique<FileLeg>(std::move(fd), "secondary copy of " + name, write_piece);
 }
 }  // namespace
 
 Image::Image(std::string name, utils::UniqueFd primary, utils::UniqueFd secondary,
              std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options)
-    : Image(name, std::move(primary), file_leg(std::move(secondary), name), std::move(bitmap), pool, options) {}
+    : Image(name, std::move(primary), file_leg(std::move(secondary), name, options.leg_write_piece),
+            std::move(bitmap), pool, options) {}
 
 Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> secondary,
              std::unique_ptr<Bitmap> bitmap, utils::ThreadPool* pool, ImageOptions options)
@@ -188,7 +189,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   // written before the bits are flushed — so that the power-cut suite can show it notices
   // (docs/reliability.md §9). Never compiled into a release build.
   if (FM_FAULT_POINT("bitmap.late") && !wb_ && secondary_ok()) {
-    auto p = utils::pwrite_all(primary_.get(), data, off);
+    auto p = write_primary(data, off, nullptr);
     auto s = secondary_->pwrite(data, off);
     if (auto ec = bitmap_->start_write(off, data.size())) return utils::errno_code(EIO);
     bitmap_->end_write(off, data.size(), !p && !s);
@@ -209,7 +210,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   auto [p, s] = run_both(
       pool_, with_sec,
       [&] {
-        auto ec = utils::pwrite_all(primary_.get(), data, off, &p_done);
+        auto ec = write_primary(data, off, &p_done);
         FM_CRASH_POINT("image.after_primary");
         return ec;
       },
@@ -224,6 +225,16 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   bitmap_->end_write(off, data.size(), with_sec && !s);
   if (s) fail_secondary("write", s);
   return data.size();
+}
+
+std::error_code Image::write_primary(std::span<const std::byte> data, std::uint64_t off, std::size_t* done) {
+  // In pieces of at most leg_write_piece, in order, each whole before the next (a file
+  // secondary does the same, core/file_leg.cpp): the same bytes in the same order under
+  // the same range lock, all before end_write. A write torn between two pieces by a crash
+  // or an error is the same as a short write, which pwrite_all already continues, and
+  // `*done` counts the bytes of every piece written, as for one pwrite
+  // (docs/write-path.md §1, "Leg writes in pieces").
+  return utils::pwrite_pieces(primary_.get(), data, off, static_cast<std::size_t>(opts_.leg_write_piece), done);
 }
 
 std::error_code Image::refuse_write(std::uint64_t off, std::uint64_t len, std::error_code primary,
@@ -261,7 +272,7 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
                                                const Bitmap::Intent& intent) {
   // REQUIRES: the range lock and a started bitmap write (Image::write).
   std::size_t p_done = 0;
-  if (auto ec = utils::pwrite_all(primary_.get(), data, off, &p_done))  // the secondary not asked
+  if (auto ec = write_primary(data, off, &p_done))  // the secondary not asked
     return refuse_write(off, data.size(), ec, {}, p_done > 0, intent);
   // From here the primary holds the data: whatever happens, the user is told the write
   // succeeded, and the bitmap write ends exactly once — when the secondary has the data
@@ -507,7 +518,7 @@ utils::Result<struct stat> Image::stat() const {
 }
 
 std::error_code Image::readd(utils::UniqueFd secondary, bool full) {
-  return readd(file_leg(std::move(secondary), name()), full);
+  return readd(file_leg(std::move(secondary), name(), opts_.leg_write_piece), full);
 }
 
 void Image::note_write_behind_lag() {

@@ -50,6 +50,10 @@ struct ImageOptions {
   // L >= 1 MiB in order gets min(L, intent_ahead) ahead (ramping up like read-ahead), so
   // short runs of small writes (a file system's metadata) mark nothing extra.
   std::uint64_t intent_ahead = 16 << 20;
+  // Config leg_write_piece: the largest pwrite a write issues to the primary, aligned to it
+  // in the file (a file secondary takes it at its opening, core/file_leg.hpp); 0: each
+  // write whole. Keeps the legs' page-cache folios small (docs/performance.md "Large folios").
+  std::uint64_t leg_write_piece = 64 << 10;
   // Config max_image_size: a write, truncate or size-changing fallocate that would make the
   // image larger is refused with EFBIG before either leg or the bitmap changes.
   std::uint64_t max_image_size = kDefaultMaxImageSize;
@@ -183,6 +187,8 @@ class Image {
   // be queued, write it here). Always ends the bitmap write; fails only if the primary did.
   utils::Result<std::size_t> write_behind(std::span<const std::byte> data, std::uint64_t off,
                                           const Bitmap::Intent& intent);
+  // pwrite_all of the primary in pieces of at most leg_write_piece; `*done` as pwrite_all's.
+  std::error_code write_primary(std::span<const std::byte> data, std::uint64_t off, std::size_t* done);
   // The primary refused a write (REQUIRES its range lock and started bitmap write): ends
   // the bitmap write and returns `primary`. `changed`: some leg wrote part of the range.
   std::error_code refuse_write(std::uint64_t off, std::uint64_t len, std::error_code primary,

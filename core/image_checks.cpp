@@ -245,6 +245,7 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
   const std::uint64_t end = std::min(total, from + std::max<std::uint64_t>(n, 1));
   auto guard = locks_.lock(from * cs, end * cs);
   if (wb_) wb_->wait_range_idle(from * cs, end * cs);  // compare what the queue delivered
+  secondary_->read_ahead(from * cs, (end - from) * cs);  // a file leg has no read-ahead of its own
   std::vector<ChecksumEntry> adopt;
   for (std::uint64_t c = from; c < end; ++c) {
     // Under the range lock a clean chunk stays clean: every write sets its bit under it.

@@ -223,6 +223,7 @@ ImageOptions ImageLoader::image_options() const {
   io.max_lag_bytes = config_.max_lag_bytes;
   io.max_lag_seconds = config_.max_lag_seconds;
   io.intent_ahead = config_.intent_ahead;
+  io.leg_write_piece = config_.leg_write_piece;
   io.max_image_size = config_.max_image_size;
   io.verify_reads = config_.verify_reads && config_.checksums;
   io.direct_reads = config_.direct_reads;

@@ -65,6 +65,9 @@ class Leg {
   // Starts writing back [off, off + len) without waiting (resync's pacing); not a
   // durability step.
   virtual void start_writeback(std::uint64_t /*off*/, std::uint64_t /*len*/) {}
+  // Starts reading [off, off + len) into the cache without waiting (check's pass over
+  // the leg, which otherwise gets no read-ahead on a file leg); a hint only.
+  virtual void read_ahead(std::uint64_t /*off*/, std::uint64_t /*len*/) {}
 };
 
 }  // namespace fusemirror::core

@@ -110,7 +110,7 @@ utils::Result<std::unique_ptr<Leg>> open_secondary_leg(const Legs& legs, const s
                 : fd.error().message());
     return fd.error();
   }
-  return std::unique_ptr<Leg>(std::make_unique<FileLeg>(std::move(*fd), legs.secondary.path() + "/" + rel));
+  return std::unique_ptr<Leg>(std::make_unique<FileLeg>(std::move(*fd), legs.secondary.path() + "/" + rel, legs.write_piece));
 }
 
 }  // namespace fusemirror::core

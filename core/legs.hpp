@@ -34,6 +34,8 @@ struct Legs {
   // A secondary on an NBD server (docs/config.md "secondary"): `secondary` is then not
   // opened (invalid) and each image's copy is the export named after it.
   std::optional<NbdUri> nbd;
+  // Config leg_write_piece: the largest pwrite to a file secondary (core/file_leg.hpp).
+  std::uint64_t write_piece = 64 << 10;
   bool remote() const { return nbd.has_value(); }
 };
 

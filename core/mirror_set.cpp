@@ -48,6 +48,7 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
     s->legs_.nbd->timeout_s = config.secondary_timeout;
   }
   else s->legs_.secondary = open_dir(config.secondary, "secondary directory");
+  s->legs_.write_piece = config.leg_write_piece;
   struct stat ps {}, ss {};
   ::fstat(s->legs_.primary.fd(), &ps);
   if (!nbd) {

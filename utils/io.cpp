@@ -27,6 +27,14 @@ std::error_code pwrite_all(int fd, std::span<const std::byte> data, std::uint64_
   return ec;
 }
 
+std::error_code pwrite_pieces(int fd, std::span<const std::byte> data, std::uint64_t off, std::size_t piece,
+                              std::size_t* written) {
+  return write_in_pieces(data, off, piece, written,
+                         [fd](std::span<const std::byte> part, std::uint64_t at, std::size_t* done) {
+                           return pwrite_all(fd, part, at, done);
+                         });
+}
+
 Result<std::size_t> pread_all(int fd, std::span<std::byte> data, std::uint64_t off) {
   std::size_t done = 0;
   while (done < data.size()) {

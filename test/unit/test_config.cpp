@@ -95,6 +95,22 @@ TEST_CASE("every optional key is read") {
   CHECK_FALSE(core::parse_config(with("bitmap_dir", nullptr).dump(), "t").bitmap_dir.has_value());
 }
 
+TEST_CASE("leg_write_piece: default 64 KiB, 0 or a power of two from 4 KiB, round trip") {
+  CHECK(core::parse_config(minimal().dump(), "t").leg_write_piece == (64u << 10));
+  CHECK(core::parse_config(with("leg_write_piece", 0).dump(), "t").leg_write_piece == 0);
+  CHECK(core::parse_config(with("leg_write_piece", 4096).dump(), "t").leg_write_piece == 4096);
+  auto c = core::parse_config(with("leg_write_piece", "256K").dump(), "t");
+  CHECK(c.leg_write_piece == (256u << 10));
+  CHECK(core::parse_config(core::dump_config(c), "dumped").leg_write_piece == (256u << 10));
+  for (const json& bad : {json(2048), json(3 * 65536), json(2ull << 30), json(-1), json("12K")}) {
+    const auto m = reject(with("leg_write_piece", bad));
+    CHECK(contains(m, "'leg_write_piece'"));
+  }
+  const auto m = reject(with("leg_write_piece", 100000));
+  CHECK(contains(m, "power of two between 4 KiB and 1 GiB"));
+  CHECK(contains(m, "got 100000"));
+}
+
 TEST_CASE("activity log keys: defaults, values, rejections") {
   auto d = core::parse_config(minimal().dump(), "t");
   CHECK(d.al_extents == 1024);
