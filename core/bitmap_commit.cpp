@@ -56,7 +56,8 @@ std::uint64_t BitmapCommit::want_size() const {
 // A power cut before the fdatasync returned may leave any subset of this flush's pages
 // (and header) on disk, each 4 KiB page old or new (a torn page: old or new per sector):
 // no writer has been released, so no data write depends on them yet; a set bit that did
-// land costs a copy, a clear that did land was allowed once its legs were durable (§2 E),
+// land costs a copy, a clear that did land was allowed once its legs were durable
+// (docs/write-path.md §2 E),
 // and the header's CRC rejects a torn header (a full resync). This holds for both ways
 // of writing (write_out): buffered pwrite + fdatasync, and O_DIRECT pwrite + fdatasync.
 // O_DIRECT alone is NOT durable — a direct write completes once the device has it in its
@@ -186,7 +187,7 @@ void BitmapCommit::fall_back(const std::string& why) {
   const ssize_t n = ::readlink(self.c_str(), link, sizeof link - 1);
   const std::string path = n > 0 ? std::string(link, static_cast<std::size_t>(n)) : "a bitmap file";
   spdlog::warn("{}: bitmap flushes use buffered writes + fdatasync instead of O_DIRECT ({}); "
-               "as durable, slower on cold random writes. Said once for every bitmap of this process",
+               "as durable. Said once for every bitmap of this process",
                path, why);
 }
 
