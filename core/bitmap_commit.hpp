@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -117,7 +118,8 @@ class BitmapCommit {
   };
 
   utils::UniqueFd fd_;  // O_RDWR; O_DIRECT from the first flush on (mode_ direct)
-  WriteMode mode_ = WriteMode::untried;
+  // Set by the flush leader without mu_ (start_direct, fall_back), read by stats() under it.
+  std::atomic<WriteMode> mode_{WriteMode::untried};
   std::unique_ptr<std::byte[], FreeDeleter> buf_;  // 4096-aligned, buf_pages_ pages
   std::size_t buf_pages_ = 0;
   BitmapPages& pages_;
