@@ -497,6 +497,7 @@ BitmapStats Bitmap::stats() const {
   s.unsynced_chunks = pages_.count(kUnsynced);
   s.flushes = commit_.flushes();
   s.flush_waiters = commit_.flush_waiters();
+  s.direct_io = commit_.direct_io();
   s.events = header_.events;
   s.events_cleared = header_.events_cleared;
   s.state = header_.state;

@@ -122,6 +122,7 @@ struct BitmapStats {
   std::uint64_t al_extents = 0;      // their bound (0: the log is off)
   std::uint64_t al_extent_size = 0;  // bytes per extent (0 when off)
   std::uint64_t logged_chunks = 0;   // dirty chunks set by the log alone (never written)
+  bool direct_io = false;  // flushes write the file O_DIRECT (false: buffered, or no flush yet)
 };
 
 class Bitmap {

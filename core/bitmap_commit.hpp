@@ -12,6 +12,15 @@
 // the page's gen remembers it. A flush leader snapshots every queued page, writes them and
 // fdatasyncs, then publishes durable_gen_ = the requested_gen_ it snapshotted.
 //
+// The file is written O_DIRECT (whole 4 KiB pages from one aligned buffer, then fdatasync):
+// the first flush, after the load's reads, sets O_DIRECT on fd_ (F_SETFL), so an image still
+// holds one descriptor for its bitmap. When the bitmap directory's file system refuses
+// O_DIRECT (EINVAL from F_SETFL or from the first write) the flag is taken off again and
+// the flushes write buffered, as before. Readers (the checks, examine-bitmap) use their own
+// buffered descriptors, which the kernel keeps coherent with direct writes
+// (docs/write-path.md §3c). Nothing reads through fd_ after the first flush: a read there
+// would need an aligned buffer.
+//
 // A failed write is sticky (md): from then on no data write gets a durable intent.
 // ENOSPC/EDQUOT alone can pass: recover() rewrites every page held in memory and the
 // header; once that is durable, the error is gone.
@@ -23,10 +32,13 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -74,6 +86,12 @@ class BitmapCommit {
   std::error_code recover(std::unique_lock<std::mutex>& lk);
 
   std::error_code error() const { return sticky_error_; }
+  // True once the flushes write the file O_DIRECT; false before the first flush and after a
+  // fallback to buffered writes (the file system refused O_DIRECT).
+  bool direct_io() const { return mode_ == WriteMode::direct; }
+  // Tests only: false makes every flush that opens its descriptor from now on use buffered
+  // writes, as when the file system refuses O_DIRECT. Process-wide; default true.
+  static void allow_direct_io(bool allow);
   // See Bitmap::bytes_short().
   std::uint64_t bytes_short() const;
   std::uint64_t flushes() const { return flushes_; }
@@ -87,8 +105,23 @@ class BitmapCommit {
                             const std::array<std::byte, kHeaderSize>* header,
                             std::uint64_t file_size);
   std::uint64_t want_size() const;  // the file's size for the whole cover
+  // The pages (ascending runs, each one pwrite) then the header, O_DIRECT or buffered;
+  // falls back to buffered for good when a direct write is refused (EINVAL).
+  std::error_code write_blocks(const PageImages& pages, const std::array<std::byte, kHeaderSize>* header);
+  std::error_code write_direct(const PageImages& pages, const std::array<std::byte, kHeaderSize>* header);
+  void start_direct();                      // chooses mode_ at the first flush
+  void fall_back(const std::string& why);   // mode_ = buffered, said once per process
 
-  utils::UniqueFd fd_;
+  enum class WriteMode : std::uint8_t { untried, direct, buffered };
+  struct FreeDeleter {
+    void operator()(std::byte* p) const;
+  };
+
+  utils::UniqueFd fd_;  // O_RDWR; O_DIRECT from the first flush on (mode_ direct)
+  // Set by the flush leader without mu_ (start_direct, fall_back), read by stats() under it.
+  std::atomic<WriteMode> mode_{WriteMode::untried};
+  std::unique_ptr<std::byte[], FreeDeleter> buf_;  // 4096-aligned, buf_pages_ pages
+  std::size_t buf_pages_ = 0;
   BitmapPages& pages_;
   const BitmapHeader& header_;
   const std::uint64_t& total_chunks_;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/bitmap.hpp"
+#include "core/bitmap_commit.hpp"
 #include "core/bitmap_format.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
@@ -38,6 +39,15 @@ struct StringMaker<std::error_code> {
 namespace fmtest {
 
 inline bool has(std::uint32_t state, std::uint32_t flag) { return (state & flag) != 0; }
+
+// While alive, bitmaps opened in this process write their files buffered (the fallback for
+// a file system that refuses O_DIRECT): for tests that sabotage the descriptor they opened.
+struct DirectIoOff {
+  DirectIoOff() { fusemirror::core::BitmapCommit::allow_direct_io(false); }
+  ~DirectIoOff() { fusemirror::core::BitmapCommit::allow_direct_io(true); }
+  DirectIoOff(const DirectIoOff&) = delete;
+  DirectIoOff& operator=(const DirectIoOff&) = delete;
+};
 
 namespace stdfs = std::filesystem;
 
