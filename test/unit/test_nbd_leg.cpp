@@ -10,6 +10,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -21,6 +25,28 @@ using namespace fusemirror;
 using namespace fmtest;
 
 namespace {
+
+// kill(SIGSTOP) returns before every thread of the target has stopped: a request sent at
+// once can still be answered by a thread not yet stopped. Waits until every thread of
+// `pid` is in state T (at most 5 s).
+bool wait_stopped(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (int i = 0; i < 500; ++i) {
+    bool any = false, all = true;
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+      std::ifstream in(t.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const auto close = stat.rfind(") ");
+      if (close == std::string::npos || close + 2 >= stat.size()) continue;
+      any = true;
+      if (stat[close + 2] != 'T' && stat[close + 2] != 't') all = false;
+    }
+    if (any && all) return true;
+    ::usleep(10000);
+  }
+  return false;
+}
 
 // nbdkit -f -U SOCK file dir=DIR, killed (only this pid) on destruction.
 class Server {
@@ -281,6 +307,7 @@ TEST_CASE("NbdLeg: a server that stops answering fails requests and the handshak
 
   // Stopped (SIGSTOP): the kernel still accepts on its socket, nothing answers.
   REQUIRE(::kill(srv.pid(), SIGSTOP) == 0);
+  REQUIRE(wait_stopped(srv.pid()));
   struct Cont {
     pid_t p;
     ~Cont() { ::kill(p, SIGCONT); }
