@@ -15,6 +15,7 @@
 
 #include "utils/crash_point.hpp"
 #include "utils/io.hpp"
+#include "utils/proc_fd.hpp"
 
 namespace fusemirror::core {
 
@@ -183,8 +184,7 @@ void BitmapCommit::fall_back(const std::string& why) {
   buf_pages_ = 0;
   if (fallback_said.exchange(true)) return;
   char link[4096];
-  const std::string self = "/proc/self/fd/" + std::to_string(fd_.get());
-  const ssize_t n = ::readlink(self.c_str(), link, sizeof link - 1);
+  const ssize_t n = ::readlink(utils::proc_fd_path(fd_.get()).c_str(), link, sizeof link - 1);
   const std::string path = n > 0 ? std::string(link, static_cast<std::size_t>(n)) : "a bitmap file";
   spdlog::warn("{}: bitmap flushes use buffered writes + fdatasync instead of O_DIRECT ({}); "
                "as durable. Said once for every bitmap of this process",

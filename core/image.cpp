@@ -12,6 +12,7 @@
 #include "core/file_leg.hpp"
 #include "utils/crash_point.hpp"
 #include "utils/io.hpp"
+#include "utils/proc_fd.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::core {
@@ -85,8 +86,8 @@ Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> sec
   if (opts_.direct_reads && primary_.valid()) {
     // The same open file, reached again through /proc: no path, so no rename or symlink
     // can put another file here. Read-only: writes stay on the buffered descriptor.
-    const std::string self = "/proc/self/fd/" + std::to_string(primary_.get());
-    primary_direct_ = utils::UniqueFd(::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+    primary_direct_ =
+        utils::UniqueFd(::open(utils::proc_fd_path(primary_.get()).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
     if (primary_direct_.valid())
       direct_ok_ = true;
     else

@@ -8,12 +8,13 @@
 #include <unistd.h>
 
 #include "core/layout.hpp"
+#include "utils/proc_fd.hpp"
 
 namespace fusemirror::core {
 
 namespace {
 
-std::string proc_fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+using utils::proc_fd_path;
 
 // Applies `fn(path)` to `rel` in `dir`, through an O_PATH descriptor opened beneath it
 // (never following a symlink) and its /proc/self/fd path.
