@@ -42,6 +42,13 @@ std::string check_leg_write_piece(std::uint64_t v) {
   return {};
 }
 
+std::string check_direct_write_max(std::uint64_t v) {
+  if (v % 4096 != 0 || v > (1u << 20))
+    return "must be 0 (off) or a multiple of 4 KiB up to 1 MiB, the largest FUSE write (got " +
+           std::to_string(v) + ")";
+  return {};
+}
+
 std::string check_al_extents(std::uint64_t v) {
   if (v > 65536) return "must be at most 65536 (0 turns the activity log off; got " + std::to_string(v) + ")";
   return {};
@@ -150,7 +157,7 @@ Config parse_config(const std::string& text, const std::string& source) {
       "fsync_waits_for_secondary", "drain_timeout", "intent_ahead", "max_image_size",
       "max_open_images", "checksums", "verify_reads", "direct_reads", "scrub_interval", "scrub_repair",
       "al_extents", "al_extent_size", "max_lag_bytes", "max_lag_seconds", "secondary_timeout", "reconnect_min",
-      "reconnect_max", "leg_write_piece"};
+      "reconnect_max", "leg_write_piece", "direct_write_max", "direct_write_inflight"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!kKeys.count(it.key())) bad(source, it.key(), "unknown key");
   for (const char* k : {"format", "uuid", "primary", "secondary"})
@@ -247,6 +254,15 @@ Config parse_config(const std::string& text, const std::string& source) {
     c.leg_write_piece = get_uint(j, "leg_write_piece", source);
     if (auto why = check_leg_write_piece(c.leg_write_piece); !why.empty()) bad(source, "leg_write_piece", why);
   }
+  if (j.contains("direct_write_max")) {
+    c.direct_write_max = get_uint(j, "direct_write_max", source);
+    if (auto why = check_direct_write_max(c.direct_write_max); !why.empty()) bad(source, "direct_write_max", why);
+  }
+  if (j.contains("direct_write_inflight")) {
+    const std::uint64_t v = get_uint(j, "direct_write_inflight", source);
+    if (v < 1 || v > 1024) bad(source, "direct_write_inflight", "must be 1 (every direct-sized write) to 1024");
+    c.direct_write_inflight = static_cast<std::uint32_t>(v);
+  }
   if (j.contains("max_open_images")) {
     c.max_open_images = get_uint(j, "max_open_images", source);
     if (c.max_open_images > (1ull << 24))
@@ -306,6 +322,8 @@ std::string dump_config(const Config& c) {
   j["al_extent_size"] = std::max(c.al_extent_size, c.chunk_size);
   j["max_image_size"] = c.max_image_size;
   j["leg_write_piece"] = c.leg_write_piece;
+  j["direct_write_max"] = c.direct_write_max;
+  j["direct_write_inflight"] = c.direct_write_inflight;
   j["max_open_images"] = c.max_open_images;
   j["checksums"] = c.checksums;
   j["verify_reads"] = c.verify_reads;

@@ -46,6 +46,10 @@ struct Config {
   // most this many bytes, aligned to it in the file; 0 = each write whole. Keeps the legs'
   // page-cache folios small (docs/performance.md "Large folios").
   std::uint64_t leg_write_piece = 64 << 10;
+  // Aligned writes of at most this many bytes go to both legs with O_DIRECT, submitted
+  // together (docs/write-path.md §1b); 0 = every write buffered.
+  std::uint64_t direct_write_max = 1 << 20;
+  std::uint32_t direct_write_inflight = 2;  // ... when at least this many writes are in flight
   // Images kept open at most (3 descriptors each; idle ones beyond are closed clean).
   // 0: as many as the descriptor limit allows (core/image_loader.hpp, budget_for).
   std::uint64_t max_open_images = 0;
@@ -79,6 +83,8 @@ std::string check_daemon_sleep(double v);
 std::string check_max_image_size(std::uint64_t v);
 // leg_write_piece: 0 (each write whole) or a power of two from 4 KiB to 1 GiB.
 std::string check_leg_write_piece(std::uint64_t v);
+// direct_write_max: 0 (off) or a multiple of 4 KiB up to 1 MiB (the largest FUSE write).
+std::string check_direct_write_max(std::uint64_t v);
 std::string check_scrub_interval(double v);
 // max_lag_bytes: 0 or 1 MiB (the largest FUSE write) .. 1 TiB; max_lag_seconds: 0 or
 // 0.01 .. 86400.

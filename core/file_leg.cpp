@@ -6,6 +6,7 @@
 
 #include "core/leg_copy.hpp"
 #include "utils/io.hpp"
+#include "utils/proc_fd.hpp"
 
 namespace fusemirror::core {
 
@@ -24,6 +25,14 @@ std::error_code FileLeg::pwrite(std::span<const std::byte> data, std::uint64_t o
   // the same as a short write pwrite_all already continues, and a failed one reports its
   // bytes done the same way (docs/write-path.md §1, "Leg writes in pieces").
   return utils::pwrite_pieces(fd_.get(), data, off, write_piece_, done);
+}
+
+bool FileLeg::open_direct() {
+  // The same open file, reached again through /proc: no path, so no rename or symlink can
+  // put another file here (as the primary's, core/image_direct.cpp).
+  if (!direct_fd_.valid() && fd_.valid())
+    direct_fd_ = utils::UniqueFd(::open(utils::proc_fd_path(fd_.get()).c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+  return direct_fd_.valid();
 }
 
 std::error_code FileLeg::flush(bool datasync) {

@@ -29,11 +29,14 @@ class FileLeg final : public Leg {
   std::error_code fallocate(int mode, std::uint64_t off, std::uint64_t len) override;
   std::error_code punch(std::uint64_t off, std::uint64_t len) override;
   int fd() const override { return fd_.get(); }
+  bool open_direct() override;
+  int direct_fd() const override { return direct_fd_.get(); }
   void start_writeback(std::uint64_t off, std::uint64_t len) override;
   void read_ahead(std::uint64_t off, std::uint64_t len) override;
 
  private:
   utils::UniqueFd fd_;
+  utils::UniqueFd direct_fd_;  // open_direct(): the same file, O_DIRECT
   std::string what_;
   std::size_t write_piece_;
 };

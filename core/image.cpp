@@ -83,6 +83,7 @@ Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> sec
                                         WriteBehind::LagBound{opts_.max_lag_bytes, opts_.max_lag_seconds});
   }
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
+  open_direct_writes();
   if (opts_.direct_reads && primary_.valid()) {
     // The same open file, reached again through /proc: no path, so no rename or symlink
     // can put another file here. Read-only: writes stay on the buffered descriptor.
@@ -182,7 +183,27 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   if (auto ec = check_size_limit(off, data.size())) return ec;
   last_write_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                        std::memory_order_relaxed);
-  auto guard = locks_.lock(off, off + data.size());
+  // A direct write locks its own range; every other write to the legs, while direct writes
+  // are on, locks whole 2 MiB blocks around its range (lock_floor/lock_ceil): a direct
+  // write then never runs beside a buffered one in a page-cache folio they share, which
+  // could leave that folio dirty with the direct write's old bytes (write-path.md §1b).
+  struct InFlight {
+    std::atomic<std::uint32_t>& n;
+    const std::uint32_t now = n.fetch_add(1, std::memory_order_relaxed) + 1;
+    ~InFlight() { n.fetch_sub(1, std::memory_order_relaxed); }
+  } in_flight{writes_in_flight_};
+  bool direct = direct_write_fits(off, data.size(), in_flight.now);
+  std::optional<RangeLock::Guard> guard;
+  auto lock_buffered = [&] {
+    guard.reset();
+    guard.emplace(locks_.lock(lock_floor(off), lock_ceil(off + data.size())));
+  };
+  if (direct) guard.emplace(locks_.lock(off, off + data.size()));
+  else lock_buffered();
+  if (direct && !direct_write_fits(off, data.size(), in_flight.now)) {  // re-added or refused meanwhile
+    direct = false;
+    lock_buffered();
+  }
   // Test builds only: FM_FAULT=bitmap.late breaks invariant 1 on purpose — both legs are
   // written before the bits are flushed — so that the power-cut suite can show it notices
   // (docs/reliability.md §9). Never compiled into a release build.
@@ -202,6 +223,10 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
     return utils::errno_code(EIO);
   }
   if (wb_ && secondary_ok()) return write_behind(data, off, intent);
+  if (direct) {
+    if (auto r = write_direct(data, off, intent)) return *r;
+    lock_buffered();  // refused (EINVAL): the same bytes buffered, under the wider lock
+  }
   // 2. Both legs concurrently (small writes: the primary first, then the secondary).
   const bool with_sec = secondary_ok();
   std::size_t p_done = 0, s_done = 0;
@@ -447,6 +472,8 @@ ImageStatus Image::status() const {
   }
   s.resync_copied_bytes = resync_copied_.load(std::memory_order_relaxed);
   s.mismatch_cnt = mismatch_cnt_.load(std::memory_order_relaxed);
+  s.direct_reads = direct_reads();
+  s.direct_writes = direct_writes();
   if (wb_) {
     s.wb_outstanding = wb_->outstanding();
     s.wb_limit = wb_->limit();

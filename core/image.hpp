@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -65,6 +66,17 @@ struct ImageOptions {
   // and evicted per read. Unaligned reads, and every read after the primary's file system
   // refused O_DIRECT once, use the buffered descriptor. Writes are never direct.
   bool direct_reads = false;
+  // Config direct_write_max (docs/write-path.md §1b): a write whose offset and length are
+  // multiples of 4 KiB and whose length is at most this goes to both legs through O_DIRECT
+  // descriptors, the two submitted together (utils/uring.hpp); 0: every write buffered.
+  // Synchronous mode with a file secondary (or degraded) only; a file system that refuses
+  // O_DIRECT turns it off for the image.
+  std::uint64_t direct_write_max = 1 << 20;
+  // Config direct_write_inflight: such a write goes direct only when at least this many
+  // writes of the image are in flight, itself included (1: always). A write alone — a
+  // writer at queue depth 1 — is cheaper buffered (a copy, where O_DIRECT waits for the
+  // disk); writes that queue up are cheaper direct (no page-cache work, no writeback).
+  std::uint32_t direct_write_inflight = 2;
   // The set-wide write-behind workers (MirrorSet owns them; must outlive the image). Null:
   // the image makes its own, of min(write_behind, 32) threads (standalone use, tests).
   WriteBehindExecutor* wb_executor = nullptr;
@@ -100,6 +112,8 @@ class Image {
   int primary_fd() const { return primary_.get(); }
   // Reads served by the primary's O_DIRECT descriptor so far (ImageOptions::direct_reads).
   std::uint64_t direct_reads() const { return direct_reads_.load(std::memory_order_relaxed); }
+  // Writes issued through the legs' O_DIRECT descriptors so far (direct_write_max).
+  std::uint64_t direct_writes() const { return direct_writes_.load(std::memory_order_relaxed); }
   // The secondary file's descriptor; -1 when degraded or when the leg is not a file.
   int secondary_fd() const { return secondary_ ? secondary_->fd() : -1; }
   // The secondary leg (null when the image never had one); REQUIRES the namespace's
@@ -225,6 +239,20 @@ class Image {
     Leg* leg = secondary_.get();
     return [leg](std::span<std::byte> d, std::uint64_t o) { return leg->pread(d, o); };
   }
+  // Direct writes (core/image_direct.cpp). open_direct_writes: at construction and re-add.
+  // kDirectFolio: the largest page-cache folio (a PMD, 2 MiB on x86-64 and arm64 with 4 KiB
+  // pages); lock_floor/lock_ceil widen a range to it while direct writes are configured,
+  // for every lock but a direct write's own (write-path.md §1b).
+  static constexpr std::uint64_t kDirectFolio = 2 << 20;
+  std::uint64_t lock_floor(std::uint64_t off) const;
+  std::uint64_t lock_ceil(std::uint64_t end) const;
+  void open_direct_writes();
+  bool direct_write_fits(std::uint64_t off, std::uint64_t len, std::uint32_t in_flight) const;
+  // REQUIRES: the range lock and a started bitmap write. nullopt: a leg refused O_DIRECT
+  // (EINVAL, nothing counted as written); direct writes are then off and the caller writes
+  // the same bytes buffered.
+  std::optional<utils::Result<std::size_t>> write_direct(std::span<const std::byte> data, std::uint64_t off,
+                                                         const Bitmap::Intent& intent);
   // Turns the two legs' results into the user's result; degrades on a secondary error.
   std::error_code settle(const char* op, std::error_code primary, std::error_code secondary);
 
@@ -240,6 +268,13 @@ class Image {
   utils::UniqueFd primary_direct_;
   std::atomic<bool> direct_ok_{false};
   std::atomic<std::uint64_t> direct_reads_{0};
+  // The primary again, O_DIRECT, read-write (ImageOptions::direct_write_max); dw_ok_ falls
+  // once for good when a leg refuses a direct write with EINVAL (core/image_direct.cpp).
+  utils::UniqueFd primary_dw_;  // set (or not) in the constructor only
+  bool dw_tried_ = false;
+  std::atomic<bool> dw_ok_{false};
+  std::atomic<std::uint64_t> direct_writes_{0};
+  std::atomic<std::uint32_t> writes_in_flight_{0};  // Image::write calls running now
   std::unique_ptr<Leg> secondary_;  // null: none (degraded)
   std::unique_ptr<Bitmap> bitmap_;
   utils::ThreadPool* pool_;

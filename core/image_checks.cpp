@@ -81,7 +81,7 @@ std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forg
       // A batch ends at the run's end, at an entry page's end, or after batch_chunks.
       const std::uint64_t page_end = (first / kEntriesPerPage + 1) * kEntriesPerPage;
       const std::uint64_t end = std::min({run.end, page_end, first + batch_chunks});
-      auto guard = locks_.lock(first * cs, end * cs);
+      auto guard = locks_.lock(lock_floor(first * cs), lock_ceil(end * cs));
       if (stopped) {
         if (!forget_rest) break;
         // close_clean: past the budget, the chunks are cleared with no checksum (unverified
@@ -165,7 +165,7 @@ std::error_code Image::verify_read(std::span<std::byte> data, std::uint64_t off)
       continue;
     }
     // A mismatch: look again under the chunk's range lock, where no write can be going on.
-    auto guard = locks_.lock(c * cs, (c + 1) * cs);
+    auto guard = locks_.lock(lock_floor(c * cs), lock_ceil((c + 1) * cs));
     const auto l2 = checksums_->lookup(c);
     if (!bitmap_->chunk_clean(c) || !l2.entry) {
       // A write raced with the first look: what the primary holds now is the answer.
@@ -243,7 +243,7 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
   if (from >= total) return total;
   if (!secondary_ok()) return utils::errno_code(EIO);
   const std::uint64_t end = std::min(total, from + std::max<std::uint64_t>(n, 1));
-  auto guard = locks_.lock(from * cs, end * cs);
+  auto guard = locks_.lock(lock_floor(from * cs), lock_ceil(end * cs));
   if (wb_) wb_->wait_range_idle(from * cs, end * cs);  // compare what the queue delivered
   secondary_->read_ahead(from * cs, (end - from) * cs);  // a file leg has no read-ahead of its own
   std::vector<ChecksumEntry> adopt;

@@ -227,6 +227,8 @@ ImageOptions ImageLoader::image_options() const {
   io.max_image_size = config_.max_image_size;
   io.verify_reads = config_.verify_reads && config_.checksums;
   io.direct_reads = config_.direct_reads;
+  io.direct_write_max = config_.direct_write_max;
+  io.direct_write_inflight = config_.direct_write_inflight;
   io.wb_executor = wb_executor_;
   io.events = events_;
   return io;

@@ -58,7 +58,7 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
     ++end;
   const std::uint64_t off = first * cs;
   const std::uint64_t stop = end * cs;
-  auto guard = locks_.lock(off, stop);
+  auto guard = locks_.lock(lock_floor(off), lock_ceil(stop));
   if (auto ec = copy_range_locked(off, stop, buf, copied)) return ec;
   // Start the secondary's writeback of what was just copied (asynchronous): the disk
   // writes this run while the next one is read, instead of the page cache filling with
@@ -111,6 +111,7 @@ std::error_code Image::readd(std::unique_ptr<Leg> secondary, bool full, bool aut
     wb_->resume();
   }
   secondary_ = std::move(secondary);
+  open_direct_writes();  // under the whole range lock: no write is choosing its path
   if (full) {
     struct stat st {};
     if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();

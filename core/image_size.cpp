@@ -113,7 +113,7 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
   if (!keep_size)
     if (auto ec = check_size_limit(off, len)) return ec;  // would extend past the limit
   if (off > RangeLock::kEnd - len) return utils::errno_code(EFBIG);
-  auto guard = locks_.lock(off, keep_size ? off + len : RangeLock::kEnd);
+  auto guard = locks_.lock(lock_floor(off), keep_size ? lock_ceil(off + len) : RangeLock::kEnd);
   // A failed bitmap could follow neither the bits nor a new size: nothing changes.
   if (auto ec = bitmap_->error()) {
     spdlog::error("{}: bitmap write failed ({}); refusing fallocate", name(), ec.message());

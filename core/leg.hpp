@@ -62,6 +62,13 @@ class Leg {
   // The file's descriptor, or -1 when the leg is not a local file. Optimizations only
   // (copy_file_range, sync_file_range) and the file identity the records keep.
   virtual int fd() const { return -1; }
+  // Config direct_write_max (docs/write-path.md §1b): opens a second, read-write descriptor
+  // of the same file with O_DIRECT, which the image then writes small aligned writes
+  // through; false where the leg is not a local file or its file system refused O_DIRECT.
+  // REQUIRES: the leg not shared yet (the image's constructor, or re-add before the swap).
+  virtual bool open_direct() { return false; }
+  // That descriptor, or -1 (none opened, or refused).
+  virtual int direct_fd() const { return -1; }
   // Starts writing back [off, off + len) without waiting (resync's pacing); not a
   // durability step.
   virtual void start_writeback(std::uint64_t /*off*/, std::uint64_t /*len*/) {}

@@ -79,6 +79,8 @@ struct ImageStatus {
   std::uint64_t wb_lag_holds = 0;
   double wb_lag_held_seconds = 0;
   std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
+  std::uint64_t direct_reads = 0;         // reads served with O_DIRECT (config direct_reads)
+  std::uint64_t direct_writes = 0;        // writes issued with O_DIRECT (config direct_write_max)
   ScrubStatus scrub;
   // Filled by the set, not the image:
   LinkStatus link;

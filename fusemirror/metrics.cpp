@@ -71,6 +71,8 @@ void declare(prom::Exposition& x) {
   c("fusemirror_write_behind_full_waits_total",
     "Writes that waited because the write-behind queue was full.");
   c("fusemirror_secondary_reads_total", "Reads served by the secondary (the primary failed them).");
+  c("fusemirror_direct_reads_total", "Reads served with O_DIRECT from the primary (config direct_reads).");
+  c("fusemirror_direct_writes_total", "Writes issued to the legs with O_DIRECT (config direct_write_max).");
   g("fusemirror_link_state",
     "1 for the link's state to the secondary (label state: connected, connecting, down), 0 for the others.");
   g("fusemirror_link_reconnect_tries", "Failed automatic reconnect tries since the link was lost.");
@@ -137,6 +139,8 @@ void add_set(prom::Exposition& x, const std::string& mp, const core::SetStatus& 
     add("fusemirror_write_behind_lag_holds_total", static_cast<double>(i.wb_lag_holds));
     add("fusemirror_write_behind_lag_held_seconds_total", i.wb_lag_held_seconds);
     add("fusemirror_secondary_reads_total", static_cast<double>(i.secondary_reads));
+    add("fusemirror_direct_reads_total", static_cast<double>(i.direct_reads));
+    add("fusemirror_direct_writes_total", static_cast<double>(i.direct_writes));
     for (auto st : {core::LinkStatus::State::connected, core::LinkStatus::State::connecting, core::LinkStatus::State::down})
       x.add("fusemirror_link_state", with("state", core::to_string(st)), i.link.state == st ? 1 : 0);
     add("fusemirror_link_reconnect_tries", i.link.tries);

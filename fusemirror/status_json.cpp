@@ -65,6 +65,8 @@ nlohmann::json to_json(const core::SetStatus& set) {
                          {"max_lag_seconds", s.wb_max_lag_seconds}, {"held_writers", s.wb_held_writers},
                          {"lag_holds", s.wb_lag_holds}, {"lag_held_seconds", s.wb_lag_held_seconds}};
     i["secondary_reads"] = s.secondary_reads;
+    i["direct_reads"] = s.direct_reads;
+    i["direct_writes"] = s.direct_writes;
     i["mismatch_cnt"] = s.mismatch_cnt;
     const core::ScrubRecord& r = s.scrub.record;
     i["checksums"] = s.scrub.checksums;
@@ -157,6 +159,8 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.wb_lag_holds = wb.value("lag_holds", std::uint64_t{0});
     m.wb_lag_held_seconds = wb.value("lag_held_seconds", 0.0);
     m.secondary_reads = i.value("secondary_reads", std::uint64_t{0});
+    m.direct_reads = i.value("direct_reads", std::uint64_t{0});
+    m.direct_writes = i.value("direct_writes", std::uint64_t{0});
     m.mismatch_cnt = i.value("mismatch_cnt", std::uint64_t{0});
     m.scrub.checksums = i.value("checksums", false);
     m.scrub.checksums_error = i.value("checksums_error", std::string());

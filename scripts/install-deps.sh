@@ -14,7 +14,7 @@ build_pkgs=(
   cmake g++ make pkg-config
   fuse3 libfuse3-dev
   libboost-filesystem-dev nlohmann-json3-dev doctest-dev
-  libcli11-dev libspdlog-dev libxxhash-dev
+  libcli11-dev libspdlog-dev libxxhash-dev liburing-dev
   libnbd-dev  # NBD secondaries (core/nbd_leg)
 )
 test_pkgs=(

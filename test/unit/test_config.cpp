@@ -111,6 +111,28 @@ TEST_CASE("leg_write_piece: default 64 KiB, 0 or a power of two from 4 KiB, roun
   CHECK(contains(m, "got 100000"));
 }
 
+TEST_CASE("direct_write_max / direct_write_inflight: defaults, values, rejections, round trip") {
+  const auto d = core::parse_config(minimal().dump(), "t");
+  CHECK(d.direct_write_max == (1u << 20));
+  CHECK(d.direct_write_inflight == 2);
+  auto j = with("direct_write_max", "64K");
+  j["direct_write_inflight"] = 1;
+  const auto c = core::parse_config(j.dump(), "t");
+  CHECK(c.direct_write_max == (64u << 10));
+  CHECK(c.direct_write_inflight == 1);
+  const auto again = core::parse_config(core::dump_config(c), "dumped");
+  CHECK(again.direct_write_max == (64u << 10));
+  CHECK(again.direct_write_inflight == 1);
+  CHECK(core::parse_config(with("direct_write_max", "1M").dump(), "t").direct_write_max == (1u << 20));
+  for (const json& bad : {json(512), json(4096 + 512), json((1 << 20) + 4096), json(-1)}) {
+    const auto m = reject(with("direct_write_max", bad));
+    CHECK(contains(m, "'direct_write_max'"));
+  }
+  CHECK(contains(reject(with("direct_write_max", 1000)), "multiple of 4 KiB up to 1 MiB"));
+  for (const json& bad : {json(0), json(1025), json(-2), json("x")})
+    CHECK(contains(reject(with("direct_write_inflight", bad)), "'direct_write_inflight'"));
+}
+
 TEST_CASE("activity log keys: defaults, values, rejections") {
   auto d = core::parse_config(minimal().dump(), "t");
   CHECK(d.al_extents == 1024);

@@ -1,0 +1,130 @@
+// core/image_direct.cpp — direct writes (config direct_write_max; docs/write-path.md §1b).
+//
+// A write whose offset and length are multiples of 4 KiB and whose length is at most
+// direct_write_max goes to both legs through second descriptors opened with O_DIRECT, the
+// two writes submitted together from the request thread (utils::pwrite_pair): no copy
+// into either leg's page cache, no dirty pages left for writeback and fsync, and no
+// small write into a large page-cache folio (docs/performance.md "Direct writes").
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/image.hpp"
+#include "utils/crash_point.hpp"
+#include "utils/io.hpp"
+#include "utils/proc_fd.hpp"
+#include "utils/uring.hpp"
+
+namespace fusemirror::core {
+namespace {
+
+constexpr std::uint64_t kDirectAlign = 4096;  // every device's logical block divides it
+
+// The request thread's 4 KiB-aligned copy of a write whose buffer is not aligned (libfuse
+// places a write's data 80 bytes into its receive buffer). Grown to the largest direct
+// write seen, kept for the thread's life.
+struct AlignedBuffer {
+  void* p = nullptr;
+  std::size_t n = 0;
+  ~AlignedBuffer() { std::free(p); }
+  std::byte* get(std::size_t want) {
+    if (want > n) {
+      void* q = nullptr;
+      if (::posix_memalign(&q, kDirectAlign, want) != 0) return nullptr;
+      std::free(p);
+      p = q;
+      n = want;
+    }
+    return static_cast<std::byte*>(p);
+  }
+};
+thread_local AlignedBuffer t_buffer;
+
+}  // namespace
+
+void Image::open_direct_writes() {
+  // The primary's descriptor only at construction (before the image is shared): from then
+  // on whether it exists never changes, so lock_floor/lock_ceil never change their answer
+  // while a write holds a lock. The secondary's at construction and at re-add (under the
+  // whole range lock: no write is choosing its path meanwhile).
+  if (opts_.direct_write_max == 0 || wb_ || !primary_.valid()) return;
+  if (!dw_tried_) {
+    dw_tried_ = true;
+    // The same open file, reached again through /proc: no path, so no rename or symlink
+    // can put another file here.
+    primary_dw_ = utils::UniqueFd(::open(utils::proc_fd_path(primary_.get()).c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+    if (!primary_dw_.valid()) {
+      spdlog::info("{}: direct writes off: cannot open the primary with O_DIRECT: {}", name(),
+                   utils::last_errno().message());
+      return;
+    }
+    dw_ok_.store(true, std::memory_order_relaxed);
+  }
+  if (primary_dw_.valid() && secondary_ && !secondary_->open_direct() && secondary_->fd() >= 0)
+    spdlog::info("{}: direct writes off while the secondary {} refuses O_DIRECT", name(), secondary_->describe());
+}
+
+bool Image::direct_write_fits(std::uint64_t off, std::uint64_t len, std::uint32_t in_flight) const {
+  if (len == 0 || len > opts_.direct_write_max || ((off | len) & (kDirectAlign - 1)) != 0) return false;
+  if (in_flight < opts_.direct_write_inflight) return false;
+  if (!dw_ok_.load(std::memory_order_relaxed) || wb_) return false;
+  // Both legs direct, or the primary alone while degraded: never one leg direct and the
+  // other buffered (an NBD secondary has no page cache; its writes stay on run_both).
+  return !secondary_ok() || secondary_->direct_fd() >= 0;
+}
+
+std::uint64_t Image::lock_floor(std::uint64_t off) const {
+  return primary_dw_.valid() ? off & ~(kDirectFolio - 1) : off;
+}
+
+std::uint64_t Image::lock_ceil(std::uint64_t end) const {
+  if (!primary_dw_.valid() || end > RangeLock::kEnd - kDirectFolio) return end;
+  return (end + kDirectFolio - 1) & ~(kDirectFolio - 1);
+}
+
+std::optional<utils::Result<std::size_t>> Image::write_direct(std::span<const std::byte> data, std::uint64_t off,
+                                                              const Bitmap::Intent& intent) {
+  // REQUIRES: the range lock of exactly [off, off + len) and a started bitmap write: the
+  // intent is durable before either leg sees the data, as for a buffered write
+  // (write-path.md §1). Both legs are written at once; end_write only after both finished.
+  const std::size_t len = data.size();
+  const std::byte* src = data.data();
+  if ((reinterpret_cast<std::uintptr_t>(src) & (kDirectAlign - 1)) != 0) {
+    std::byte* copy = t_buffer.get(len);
+    if (copy == nullptr) return std::nullopt;  // no memory for the copy: buffered, this once
+    std::memcpy(copy, src, len);
+    src = copy;
+  }
+  const bool with_sec = secondary_ok();
+  const int sec_fd = with_sec ? secondary_->direct_fd() : -1;
+  utils::PairWrite r;
+  // Test builds: FM_FAULT=image.direct_einval stands for a file system that refuses an
+  // O_DIRECT write with EINVAL (tmpfs before Linux 6.6, some FUSE file systems).
+  if (FM_FAULT_POINT("image.direct_einval")) r.ec[0] = r.ec[1] = utils::errno_code(EINVAL);
+  else r = utils::pwrite_pair(primary_dw_.get(), sec_fd, {src, len}, off);
+  FM_CRASH_POINT("image.after_legs");
+  const auto einval = [](const std::error_code& ec, std::size_t done) {
+    return ec == std::errc::invalid_argument && done == 0;
+  };
+  if (einval(r.ec[0], r.done[0]) || (with_sec && einval(r.ec[1], r.done[1]))) {
+    // Refused before a byte moved on the refusing leg (O_DIRECT's alignment or support
+    // check); the other leg may hold the bytes already. The caller writes the same bytes
+    // buffered to both, still under the range lock: the legs end identical.
+    if (dw_ok_.exchange(false))
+      spdlog::warn("{}: a leg's file system refused an O_DIRECT write at {} (+{}): writes are buffered from now on",
+                   name(), off, len);
+    return std::nullopt;
+  }
+  direct_writes_.fetch_add(1, std::memory_order_relaxed);
+  const std::error_code p = r.ec[0], s = with_sec ? r.ec[1] : std::error_code{};
+  if (p) return refuse_write(off, len, p, s, r.done[0] + (with_sec ? r.done[1] : 0) > 0, intent);
+  bitmap_->end_write(off, len, with_sec && !s);
+  if (s) fail_secondary("write", s);
+  return utils::Result<std::size_t>(len);
+}
+
+}  // namespace fusemirror::core

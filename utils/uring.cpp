@@ -1,0 +1,115 @@
+#include "utils/uring.hpp"
+
+#include <liburing.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "utils/io.hpp"
+
+namespace fusemirror::utils {
+namespace {
+
+std::atomic<bool> g_allowed{true};
+
+// One per thread. `pid`: the process the ring was made in; a forked child's copy of the
+// thread-local (the forking thread's) is dropped, never used: its submission queue is
+// mapped shared with the parent's ring.
+struct Ring {
+  io_uring ring{};
+  pid_t pid = 0;
+  bool ok = false;
+  bool tried = false;
+  bool used_last = false;
+  ~Ring() {
+    if (ok && pid == ::getpid()) io_uring_queue_exit(&ring);
+  }
+  io_uring* get() {
+    const pid_t me = ::getpid();
+    if (tried && pid != me) {
+      // The child's copy: unmap and close it here (the parent's ring is not affected:
+      // mappings and descriptors are per process), then make a new one.
+      if (ok) io_uring_queue_exit(&ring);
+      ok = tried = false;
+    }
+    if (!tried) {
+      tried = true;
+      pid = me;
+      ok = io_uring_queue_init(4, &ring, 0) == 0;
+    }
+    return ok ? &ring : nullptr;
+  }
+};
+thread_local Ring t_ring;
+
+// Finishes a write that completed short (or not at all: from == 0) with pwrite.
+void finish(int fd, std::span<const std::byte> data, std::uint64_t off, std::size_t from, std::error_code& ec,
+            std::size_t& done) {
+  std::size_t more = 0;
+  ec = pwrite_all(fd, data.subspan(from), off + from, &more);
+  done = from + more;
+}
+
+}  // namespace
+
+void set_uring_allowed(bool allowed) { g_allowed.store(allowed, std::memory_order_relaxed); }
+bool uring_used_last() { return t_ring.used_last; }
+
+PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::uint64_t off) {
+  PairWrite r;
+  const int fds[2] = {fd0, fd1};
+  const int n = fd1 >= 0 ? 2 : 1;
+  io_uring* ring = g_allowed.load(std::memory_order_relaxed) && !data.empty() ? t_ring.get() : nullptr;
+  t_ring.used_last = false;
+  int submitted = 0;
+  if (ring != nullptr) {
+    for (int i = 0; i < n; ++i) {
+      io_uring_sqe* sqe = io_uring_get_sqe(ring);  // 4 entries, at most 2 queued: never null
+      io_uring_prep_write(sqe, fds[i], data.data(), static_cast<unsigned>(data.size()), off);
+      io_uring_sqe_set_data64(sqe, static_cast<__u64>(i));
+    }
+    // Entries are consumed in order: the first `submitted` are in flight.
+    submitted = std::max(io_uring_submit(ring), 0);
+    long res[2] = {0, 0};
+    for (int k = 0; k < submitted; ++k) {
+      io_uring_cqe* cqe = nullptr;
+      int w;
+      do w = io_uring_wait_cqe(ring, &cqe);
+      while (w == -EINTR || w == -EAGAIN || w == -EBUSY);
+      if (w < 0) {
+        // A write in flight whose completion cannot be read: its buffer cannot be given
+        // back, and its result is unknown. Not seen on any kernel; stop rather than guess.
+        spdlog::critical("io_uring: cannot read a write's completion: {}", std::strerror(-w));
+        std::abort();
+      }
+      res[io_uring_cqe_get_data64(cqe) & 1] = cqe->res;
+      io_uring_cqe_seen(ring, cqe);
+    }
+    for (int i = 0; i < submitted; ++i) {
+      if (res[i] < 0 && res[i] != -EINTR && res[i] != -EAGAIN) {
+        r.ec[i] = std::error_code(static_cast<int>(-res[i]), std::generic_category());
+        continue;
+      }
+      const auto got = res[i] < 0 ? std::size_t{0} : static_cast<std::size_t>(res[i]);
+      if (got == data.size()) r.done[i] = got;
+      else finish(fds[i], data, off, got, r.ec[i], r.done[i]);  // short: the rest with pwrite
+    }
+    t_ring.used_last = submitted == n;
+    if (submitted < n) {
+      // The entries not taken would go out with this ring's next submit: the ring goes,
+      // with them, and this thread writes with pwrite from now on.
+      io_uring_queue_exit(ring);
+      t_ring.ok = false;
+    }
+  }
+  for (int i = submitted; i < n; ++i) finish(fds[i], data, off, 0, r.ec[i], r.done[i]);
+  return r;
+}
+
+}  // namespace fusemirror::utils
