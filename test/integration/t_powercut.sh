@@ -8,7 +8,7 @@
 # recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
 # e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
 #
-# Workloads (wl_* below): randsync nosync stream alevict writebehind bursts remount evict
+# Workloads (wl_* below): randsync direct nosync stream alevict writebehind bursts remount evict
 # discard failreadd resync (the data paths: the default here) and create namespace checkrepair
 # rescale ext4 checksums (names, offline tools, checksums: t_powercut_names.sh).
 # test/reliability/run --powercut runs
@@ -39,7 +39,7 @@ EVERY=${FM_PC_RECOVER_EVERY:-20}
 SEED=${FM_PC_SEED:-$((RANDOM * 32768 + RANDOM))}
 LOAD=${FM_PC_LOAD_SECS:-1}
 EXPECT=${FM_PC_EXPECT:-clean}
-WORKLOADS=${FM_PC_WORKLOADS:-randsync nosync stream alevict writebehind bursts remount evict discard failreadd resync}
+WORKLOADS=${FM_PC_WORKLOADS:-randsync direct nosync stream alevict writebehind bursts remount evict discard failreadd resync}
 ROOT=$FM_TMP/root  # what the recorder shows: root/primary, root/secondary
 REC=$FM_TMP/rec    # its mount point: the set's config names REC/primary, REC/secondary
 SNAP=$FM_TMP/snap
@@ -112,6 +112,23 @@ wl_randsync() { # random 4 KiB writes, fsync every 8
   snapshot_and_record randsync
   daemon_mount
   crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_direct() { # randsync's load with every aligned write direct (write-path.md §1b)
+  new_set
+  local cfg=$REC/primary/.fusemirror/config.json
+  jq '.direct_write_max = 1048576 | .direct_write_inflight = 1' "$cfg" >"$FM_TMP/logs/config.json" &&
+    cat "$FM_TMP/logs/config.json" >"$cfg" || fail "cannot set direct_write_inflight"
+  daemon_mount
+  truncate -s 16M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record direct
+  daemon_mount
+  crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --seed "$SEED"
+  local n
+  n=$(fm_image_json "$MNT" disk.img | jq -r .direct_writes)
+  [[ $n =~ ^[0-9]+$ ]] && ((n > 0)) || fail "direct: the load made $n direct writes (the legs refused O_DIRECT?)"
   power_cut
 }
 
