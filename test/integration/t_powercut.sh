@@ -72,15 +72,17 @@ power_cut() { # the daemon dies with the machine: kill -9, then the dead mount g
   unset "FM_PID[$(realpath -m -- "$MNT")]"
   fm_timeout 20 fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" || fail "cannot unmount the dead mount"
 }
+pc_config() { # pc_config JQ_FILTER — edits the new set's config (through the recorder)
+  fm_json_edit "$REC/primary/.fusemirror/config.json" "$1"
+}
 new_set() { # new_set [CREATE ARGS] — an empty root, the set created through the recorder
   rm -rf --one-file-system "${ROOT:?}"/* "$SNAP"
   mkdir -m 0755 "$ROOT/primary" "$ROOT/secondary"
   rec_start "$FM_TMP/logs/setup.log"
   fm_create "$REC/primary" "$REC/secondary" --chunk-size 64K --daemon-sleep 0.1 "$@" >/dev/null
   if [[ -n ${FM_PC_AL_EXTENTS:-} ]]; then
-    local cfg=$REC/primary/.fusemirror/config.json
-    jq --argjson n "$FM_PC_AL_EXTENTS" '.al_extents = $n' "$cfg" >"$FM_TMP/logs/config.json" &&
-      cat "$FM_TMP/logs/config.json" >"$cfg" || fail "cannot set al_extents"
+    [[ $FM_PC_AL_EXTENTS =~ ^[0-9]+$ ]] || fail "FM_PC_AL_EXTENTS must be a number"
+    pc_config ".al_extents = $FM_PC_AL_EXTENTS"
   fi
 }
 snapshot_and_record() { # the setup is over: snapshot the root, record the workload's log
@@ -117,9 +119,7 @@ wl_randsync() { # random 4 KiB writes, fsync every 8
 
 wl_direct() { # randsync's load with every aligned write direct (write-path.md §1b)
   new_set
-  local cfg=$REC/primary/.fusemirror/config.json
-  jq '.direct_write_max = 1048576 | .direct_write_inflight = 1' "$cfg" >"$FM_TMP/logs/config.json" &&
-    cat "$FM_TMP/logs/config.json" >"$cfg" || fail "cannot set direct_write_inflight"
+  pc_config '.direct_write_max = 1048576 | .direct_write_inflight = 1'
   daemon_mount
   truncate -s 16M "$MNT/disk.img"
   fm_unmount "$MNT"
@@ -159,9 +159,7 @@ wl_alevict() { # the activity log over its bound: activations, and retirements t
   # default bound, which a 16 MiB image never reaches): most writes activate an extent in
   # their flush and retire another, whose never-written chunks are cleared without a sync.
   new_set
-  local cfg=$REC/primary/.fusemirror/config.json
-  jq '.al_extents = 2 | .al_extent_size = 1048576' "$cfg" >"$FM_TMP/logs/config.json" &&
-    cat "$FM_TMP/logs/config.json" >"$cfg" || fail "cannot set al_extents"
+  pc_config '.al_extents = 2 | .al_extent_size = 1048576'
   daemon_mount
   truncate -s 16M "$MNT/disk.img"
   fm_unmount "$MNT"
@@ -217,9 +215,7 @@ wl_remount() { # clean unmounts and mounts: the clean header and record, the sca
 
 wl_evict() { # more images than max_open_images: idle ones closed clean and loaded again, under load
   new_set
-  local cfg=$REC/primary/.fusemirror/config.json
-  jq '.max_open_images = 2' "$cfg" >"$FM_TMP/logs/config.json" && cat "$FM_TMP/logs/config.json" >"$cfg" ||
-    fail "cannot set max_open_images"
+  pc_config '.max_open_images = 2'
   daemon_mount
   truncate -s 4M "$MNT/a.img" "$MNT/b.img" "$MNT/c.img" "$MNT/d.img"
   fm_unmount "$MNT"
