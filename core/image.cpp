@@ -200,7 +200,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   };
   if (direct) guard.emplace(locks_.lock(off, off + data.size()));
   else lock_buffered();
-  if (direct && !direct_write_fits(off, data.size(), in_flight.now)) {  // re-added or refused meanwhile
+  if (direct && !direct_legs_ready()) {  // a secondary that takes no direct writes, or refused meanwhile
     direct = false;
     lock_buffered();
   }

@@ -248,6 +248,7 @@ class Image {
   std::uint64_t lock_ceil(std::uint64_t end) const;
   void open_direct_writes();
   bool direct_write_fits(std::uint64_t off, std::uint64_t len, std::uint32_t in_flight) const;
+  bool direct_legs_ready() const;
   // REQUIRES: the range lock and a started bitmap write. nullopt: a leg refused O_DIRECT
   // (EINVAL, nothing counted as written); direct writes are then off and the caller writes
   // the same bytes buffered.

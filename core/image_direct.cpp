@@ -69,11 +69,18 @@ void Image::open_direct_writes() {
 }
 
 bool Image::direct_write_fits(std::uint64_t off, std::uint64_t len, std::uint32_t in_flight) const {
+  // Called before the range lock is taken: touches no leg (re-add may be replacing the
+  // secondary meanwhile), only this write's shape and the image's own flags.
   if (len == 0 || len > opts_.direct_write_max || ((off | len) & (kDirectAlign - 1)) != 0) return false;
   if (in_flight < opts_.direct_write_inflight) return false;
-  if (!dw_ok_.load(std::memory_order_relaxed) || wb_) return false;
+  return dw_ok_.load(std::memory_order_relaxed) && !wb_;
+}
+
+bool Image::direct_legs_ready() const {
+  // REQUIRES: a range lock (re-add, which replaces the secondary, takes the whole range).
   // Both legs direct, or the primary alone while degraded: never one leg direct and the
   // other buffered (an NBD secondary has no page cache; its writes stay on run_both).
+  if (!dw_ok_.load(std::memory_order_relaxed)) return false;
   return !secondary_ok() || secondary_->direct_fd() >= 0;
 }
 
@@ -91,6 +98,9 @@ std::optional<utils::Result<std::size_t>> Image::write_direct(std::span<const st
   // REQUIRES: the range lock of exactly [off, off + len) and a started bitmap write: the
   // intent is durable before either leg sees the data, as for a buffered write
   // (write-path.md §1). Both legs are written at once; end_write only after both finished.
+  const bool with_sec = secondary_ok();
+  const int sec_fd = with_sec ? secondary_->direct_fd() : -1;
+  if (with_sec && sec_fd < 0) return std::nullopt;  // not after direct_legs_ready; never one leg alone
   const std::size_t len = data.size();
   const std::byte* src = data.data();
   if ((reinterpret_cast<std::uintptr_t>(src) & (kDirectAlign - 1)) != 0) {
@@ -99,8 +109,6 @@ std::optional<utils::Result<std::size_t>> Image::write_direct(std::span<const st
     std::memcpy(copy, src, len);
     src = copy;
   }
-  const bool with_sec = secondary_ok();
-  const int sec_fd = with_sec ? secondary_->direct_fd() : -1;
   utils::PairWrite r;
   // Test builds: FM_FAULT=image.direct_einval stands for a file system that refuses an
   // O_DIRECT write with EINVAL (tmpfs before Linux 6.6, some FUSE file systems).

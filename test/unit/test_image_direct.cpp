@@ -31,7 +31,8 @@ struct Buf {
   std::unique_ptr<std::byte, decltype(&std::free)> raw{nullptr, &std::free};
   std::span<const std::byte> span;
   Buf(const std::vector<std::byte>& v, std::size_t skew = 0) {
-    raw.reset(static_cast<std::byte*>(std::aligned_alloc(4096, v.size() + 4096)));
+    // aligned_alloc takes a multiple of the alignment (ASan enforces it)
+    raw.reset(static_cast<std::byte*>(std::aligned_alloc(4096, (v.size() + skew + 4095) / 4096 * 4096)));
     REQUIRE(raw);
     std::memcpy(raw.get() + skew, v.data(), v.size());
     span = {raw.get() + skew, v.size()};
