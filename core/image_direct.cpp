@@ -120,8 +120,9 @@ std::optional<utils::Result<std::size_t>> Image::write_direct(std::span<const st
   };
   if (einval(r.ec[0], r.done[0]) || (with_sec && einval(r.ec[1], r.done[1]))) {
     // Refused before a byte moved on the refusing leg (O_DIRECT's alignment or support
-    // check); the other leg may hold the bytes already. The caller writes the same bytes
-    // buffered to both, still under the range lock: the legs end identical.
+    // check); the other leg may hold the bytes already. The caller takes the widened
+    // buffered lock (the exact one is let go first) and writes the same bytes buffered to
+    // both, with this write's intent still held: the legs end identical.
     if (dw_ok_.exchange(false))
       spdlog::warn("{}: a leg's file system refused an O_DIRECT write at {} (+{}): writes are buffered from now on",
                    name(), off, len);
