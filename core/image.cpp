@@ -72,7 +72,8 @@ Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> sec
       bitmap_(std::move(bitmap)),
       pool_(pool),
       secondary_ok_(secondary_ != nullptr),
-      opts_(options) {
+      opts_(options),
+      fresh_(bitmap_->chunk_size(), FreshHashes::default_bound(bitmap_->chunk_size())) {
   if (opts_.write_behind) {
     WriteBehindExecutor* exec = opts_.wb_executor;
     if (!exec) {
@@ -192,14 +193,22 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
     const std::uint32_t now = n.fetch_add(1, std::memory_order_relaxed) + 1;
     ~InFlight() { n.fetch_sub(1, std::memory_order_relaxed); }
   } in_flight{writes_in_flight_};
+  // Under every lock it takes, the write first forgets its range's fresh hashes: the
+  // primary's bytes there are about to change (core/fresh_hashes.hpp). Only a direct write
+  // that the primary took whole puts new ones (write_direct).
   bool direct = direct_write_fits(off, data.size(), in_flight.now);
   std::optional<RangeLock::Guard> guard;
   auto lock_buffered = [&] {
     guard.reset();
     guard.emplace(locks_.lock(lock_floor(off), lock_ceil(off + data.size())));
+    fresh_.forget(off, data.size());
   };
-  if (direct) guard.emplace(locks_.lock(off, off + data.size()));
-  else lock_buffered();
+  if (direct) {
+    guard.emplace(locks_.lock(off, off + data.size()));
+    fresh_.forget(off, data.size());
+  } else {
+    lock_buffered();
+  }
   if (direct && !direct_legs_ready()) {  // a secondary that takes no direct writes, or refused meanwhile
     direct = false;
     lock_buffered();
@@ -474,6 +483,7 @@ ImageStatus Image::status() const {
   s.mismatch_cnt = mismatch_cnt_.load(std::memory_order_relaxed);
   s.direct_reads = direct_reads();
   s.direct_writes = direct_writes();
+  s.hashes_from_writes = hashes_from_writes();
   if (wb_) {
     s.wb_outstanding = wb_->outstanding();
     s.wb_limit = wb_->limit();

@@ -28,6 +28,7 @@
 #include "core/events.hpp"
 #include "core/leg.hpp"
 #include "core/checksums.hpp"
+#include "core/fresh_hashes.hpp"
 #include "core/chunk_check.hpp"
 #include "core/status.hpp"
 #include "core/range_lock.hpp"
@@ -114,6 +115,8 @@ class Image {
   std::uint64_t direct_reads() const { return direct_reads_.load(std::memory_order_relaxed); }
   // Writes issued through the legs' O_DIRECT descriptors so far (direct_write_max).
   std::uint64_t direct_writes() const { return direct_writes_.load(std::memory_order_relaxed); }
+  // Chunks the sweep hashed from a direct write's buffer instead of reading the primary.
+  std::uint64_t hashes_from_writes() const { return fresh_.used(); }
   // The secondary file's descriptor; -1 when degraded or when the leg is not a file.
   int secondary_fd() const { return secondary_ ? secondary_->fd() : -1; }
   // The secondary leg (null when the image never had one); REQUIRES the namespace's
@@ -301,6 +304,9 @@ class Image {
   std::atomic<bool> checksums_failure_logged_{false};
   std::atomic<bool> bad_page_logged_{false};
   std::atomic<bool> hash_error_logged_{false};
+  // Checksums of chunks direct writes covered whole, for the sweep (core/fresh_hashes.hpp):
+  // every change to the primary forgets its range first, under its range lock.
+  FreshHashes fresh_;
   mutable std::mutex scrub_mu_;
   ScrubRecord scrub_;  // guarded by scrub_mu_: the record without a sidecar
   std::atomic<std::uint64_t> read_verified_{0}, read_repaired_{0}, read_failed_{0};

@@ -94,6 +94,12 @@ std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forg
       std::vector<ChecksumEntry> entries;
       std::uint64_t c = first;
       for (; c < end; ++c) {
+        // A direct write's own hash of the chunk, if it left one (nothing to read: it is
+        // what the primary holds, core/fresh_hashes.hpp) and the budget does not count it.
+        if (auto fresh = fresh_.take(c)) {
+          entries.push_back({c, *fresh});
+          continue;
+        }
         if (hashed >= kSweepHashBudget) {
           stopped = true;
           break;
@@ -216,6 +222,7 @@ utils::Result<bool> Image::repair_primary_locked(std::uint64_t c, std::uint64_t 
   } unpin{*bitmap_, c};
   auto ssize = secondary_->size();
   if (!ssize) return ssize.error();
+  fresh_.forget(c * cs, cs);  // the primary's bytes change (core/fresh_hashes.hpp)
   const std::uint64_t start = c * cs;
   const std::uint64_t end = std::min(start + cs, *ssize);
   for (std::uint64_t pos = start; pos < end;) {

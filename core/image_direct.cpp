@@ -12,6 +12,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <vector>
 
 #include "core/image.hpp"
 #include "utils/crash_point.hpp"
@@ -110,10 +112,18 @@ std::optional<utils::Result<std::size_t>> Image::write_direct(std::span<const st
     src = copy;
   }
   utils::PairWrite r;
+  // With checksums, the chunks this write covers whole are hashed from its buffer while
+  // both legs write it, for the sweep (core/fresh_hashes.hpp): else the sweep would read
+  // them back from the disk, since a direct write leaves nothing in the page cache.
+  thread_local std::vector<std::uint64_t> t_hashes;
+  t_hashes.clear();
+  std::uint64_t first_hashed = 0;
+  std::function<void()> hash;
+  if (has_checksums()) hash = [&] { first_hashed = fresh_.hash_whole({src, len}, off, t_hashes); };
   // Test builds: FM_FAULT=image.direct_einval stands for a file system that refuses an
   // O_DIRECT write with EINVAL (tmpfs before Linux 6.6, some FUSE file systems).
   if (FM_FAULT_POINT("image.direct_einval")) r.ec[0] = r.ec[1] = utils::errno_code(EINVAL);
-  else r = utils::pwrite_pair(primary_dw_.get(), sec_fd, {src, len}, off);
+  else r = utils::pwrite_pair(primary_dw_.get(), sec_fd, {src, len}, off, hash);
   FM_CRASH_POINT("image.after_legs");
   const auto einval = [](const std::error_code& ec, std::size_t done) {
     return ec == std::errc::invalid_argument && done == 0;
@@ -131,6 +141,8 @@ std::optional<utils::Result<std::size_t>> Image::write_direct(std::span<const st
   direct_writes_.fetch_add(1, std::memory_order_relaxed);
   const std::error_code p = r.ec[0], s = with_sec ? r.ec[1] : std::error_code{};
   if (p) return refuse_write(off, len, p, s, r.done[0] + (with_sec ? r.done[1] : 0) > 0, intent);
+  // The primary holds exactly these bytes now, and this write still holds its range lock.
+  if (!t_hashes.empty()) fresh_.put(off, len, first_hashed, t_hashes);
   bitmap_->end_write(off, len, with_sec && !s);
   if (s) fail_secondary("write", s);
   return utils::Result<std::size_t>(len);

@@ -21,6 +21,8 @@ std::error_code Image::truncate(std::uint64_t size) {
   // Refused before either leg or the bitmap changes (docs/reliability.md §8).
   if (auto ec = check_size_limit(0, size)) return ec;
   auto guard = locks_.lock(0, RangeLock::kEnd);
+  // From the new end's chunk on, the primary's bytes may change (core/fresh_hashes.hpp).
+  fresh_.forget(size, RangeLock::kEnd - size);
   // A failed bitmap could not follow the new size: nothing changes (no size without intent).
   if (auto ec = bitmap_->error()) {
     spdlog::error("{}: bitmap write failed ({}); refusing truncate", name(), ec.message());
@@ -114,6 +116,7 @@ std::error_code Image::fallocate(int mode, std::uint64_t off, std::uint64_t len)
     if (auto ec = check_size_limit(off, len)) return ec;  // would extend past the limit
   if (off > RangeLock::kEnd - len) return utils::errno_code(EFBIG);
   auto guard = locks_.lock(lock_floor(off), keep_size ? lock_ceil(off + len) : RangeLock::kEnd);
+  fresh_.forget(off, len);  // the primary's bytes may change (core/fresh_hashes.hpp)
   // A failed bitmap could follow neither the bits nor a new size: nothing changes.
   if (auto ec = bitmap_->error()) {
     spdlog::error("{}: bitmap write failed ({}); refusing fallocate", name(), ec.message());

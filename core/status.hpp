@@ -81,6 +81,7 @@ struct ImageStatus {
   std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
   std::uint64_t direct_reads = 0;         // reads served with O_DIRECT (config direct_reads)
   std::uint64_t direct_writes = 0;        // writes issued with O_DIRECT (config direct_write_max)
+  std::uint64_t hashes_from_writes = 0;   // chunks the sweep hashed from a direct write's buffer
   ScrubStatus scrub;
   // Filled by the set, not the image:
   LinkStatus link;

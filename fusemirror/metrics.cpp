@@ -73,6 +73,8 @@ void declare(prom::Exposition& x) {
   c("fusemirror_secondary_reads_total", "Reads served by the secondary (the primary failed them).");
   c("fusemirror_direct_reads_total", "Reads served with O_DIRECT from the primary (config direct_reads).");
   c("fusemirror_direct_writes_total", "Writes issued to the legs with O_DIRECT (config direct_write_max).");
+  c("fusemirror_hashes_from_writes_total",
+    "Chunks whose checksum the sweep took from a direct write's buffer instead of reading the primary.");
   g("fusemirror_link_state",
     "1 for the link's state to the secondary (label state: connected, connecting, down), 0 for the others.");
   g("fusemirror_link_reconnect_tries", "Failed automatic reconnect tries since the link was lost.");
@@ -141,6 +143,7 @@ void add_set(prom::Exposition& x, const std::string& mp, const core::SetStatus& 
     add("fusemirror_secondary_reads_total", static_cast<double>(i.secondary_reads));
     add("fusemirror_direct_reads_total", static_cast<double>(i.direct_reads));
     add("fusemirror_direct_writes_total", static_cast<double>(i.direct_writes));
+    add("fusemirror_hashes_from_writes_total", static_cast<double>(i.hashes_from_writes));
     for (auto st : {core::LinkStatus::State::connected, core::LinkStatus::State::connecting, core::LinkStatus::State::down})
       x.add("fusemirror_link_state", with("state", core::to_string(st)), i.link.state == st ? 1 : 0);
     add("fusemirror_link_reconnect_tries", i.link.tries);

@@ -67,6 +67,7 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["secondary_reads"] = s.secondary_reads;
     i["direct_reads"] = s.direct_reads;
     i["direct_writes"] = s.direct_writes;
+    i["hashes_from_writes"] = s.hashes_from_writes;
     i["mismatch_cnt"] = s.mismatch_cnt;
     const core::ScrubRecord& r = s.scrub.record;
     i["checksums"] = s.scrub.checksums;
@@ -161,6 +162,7 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.secondary_reads = i.value("secondary_reads", std::uint64_t{0});
     m.direct_reads = i.value("direct_reads", std::uint64_t{0});
     m.direct_writes = i.value("direct_writes", std::uint64_t{0});
+    m.hashes_from_writes = i.value("hashes_from_writes", std::uint64_t{0});
     m.mismatch_cnt = i.value("mismatch_cnt", std::uint64_t{0});
     m.scrub.checksums = i.value("checksums", false);
     m.scrub.checksums_error = i.value("checksums_error", std::string());

@@ -61,13 +61,15 @@ void finish(int fd, std::span<const std::byte> data, std::uint64_t off, std::siz
 void set_uring_allowed(bool allowed) { g_allowed.store(allowed, std::memory_order_relaxed); }
 bool uring_used_last() { return t_ring.used_last; }
 
-PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::uint64_t off) {
+PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::uint64_t off,
+                      const std::function<void()>& meanwhile) {
   PairWrite r;
   const int fds[2] = {fd0, fd1};
   const int n = fd1 >= 0 ? 2 : 1;
   io_uring* ring = g_allowed.load(std::memory_order_relaxed) && !data.empty() ? t_ring.get() : nullptr;
   t_ring.used_last = false;
   int submitted = 0;
+  bool ran = false;
   if (ring != nullptr) {
     for (int i = 0; i < n; ++i) {
       io_uring_sqe* sqe = io_uring_get_sqe(ring);  // 4 entries, at most 2 queued: never null
@@ -76,6 +78,10 @@ PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::ui
     }
     // Entries are consumed in order: the first `submitted` are in flight.
     submitted = std::max(io_uring_submit(ring), 0);
+    if (submitted > 0 && meanwhile) {
+      meanwhile();
+      ran = true;
+    }
     long res[2] = {0, 0};
     for (int k = 0; k < submitted; ++k) {
       io_uring_cqe* cqe = nullptr;
@@ -109,6 +115,7 @@ PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::ui
     }
   }
   for (int i = submitted; i < n; ++i) finish(fds[i], data, off, 0, r.ec[i], r.done[i]);
+  if (!ran && meanwhile) meanwhile();
   return r;
 }
 

@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <system_error>
 
@@ -24,8 +25,12 @@ struct PairWrite {
 
 // Writes all of `data` at `off` to fd0 and, when fd1 >= 0, to fd1 (see above). A short
 // completion is finished with pwrite on the same descriptor (pwrite_all's rules: retried,
-// no progress is EIO).
-PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::uint64_t off);
+// no progress is EIO). `meanwhile`, when given, runs once on the calling thread while the
+// writes are in flight (after both were submitted, before waiting for them; on the pwrite
+// path, after them): CPU work that would otherwise wait for the disk. It must not write
+// `data`, which the kernel may be reading.
+PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::uint64_t off,
+                      const std::function<void()>& meanwhile = {});
 
 // Test hook: false makes pwrite_pair take the sequential pwrite path in every thread.
 void set_uring_allowed(bool allowed);

@@ -4,6 +4,7 @@
 // truncate forgets; close_clean records the primary's identity.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -30,7 +31,9 @@ struct Fixture {
   std::unique_ptr<core::Image> img;
   std::vector<std::byte> data = fmtest::pattern(kSize, 11);
 
-  explicit Fixture(bool verify_reads = false) {
+  core::ImageOptions base;  // every open's options (verify_reads aside)
+
+  explicit Fixture(bool verify_reads = false, core::ImageOptions o = {}) : base(o) {
     fmtest::write_bytes(ppath, data, 0600);
     fmtest::write_bytes(spath, data, 0600);
     fmtest::write_bitmap_file(bpath, fmtest::clean_header(kSet, kCs, kSize));
@@ -55,7 +58,7 @@ struct Fixture {
     std::string why;
     auto ck = core::Checksums::open(std::move(c), cp, &why);
     REQUIRE(ck);
-    core::ImageOptions o;
+    core::ImageOptions o = base;
     o.verify_reads = verify_reads;
     img = std::make_unique<core::Image>("img", std::move(p), std::move(s), std::move(bm), &pool, o);
     img->attach_checksums(std::move(*ck));
@@ -256,20 +259,43 @@ TEST_CASE("close_clean records every dirty chunk and the primary's identity") {
 
 }  // TEST_SUITE
 
-TEST_CASE("under concurrent writes, truncates and sweeps, no trusted checksum ever accuses a leg") {
-  Fixture f;
+namespace {
+
+// Two quiet sweeps, then a check that must find every chunk either verified or unverified
+// with equal legs: a stale checksum would accuse a leg.
+void settle_and_check(Fixture& f) {
+  REQUIRE_FALSE(f.img->sweep());
+  REQUIRE_FALSE(f.img->sweep());
+  REQUIRE(f.img->bitmap()->stats().dirty_chunks == 0);
+  core::ScrubCounts k = f.check(false);
+  CHECK(k.bad_primary == 0);
+  CHECK(k.bad_secondary == 0);
+  CHECK(k.unrecoverable == 0);
+  CHECK(k.mismatches == 0);
+  CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
+}
+
+// `writers` threads of random writes (with `aligned`, half of them 4 KiB-aligned, which go
+// direct where the image is set so), a thread of truncates, and 60 sweeps meanwhile; then
+// settle_and_check.
+void churn(Fixture& f, int writers, bool aligned) {
   f.settle();
   std::atomic<bool> stop{false};
-  std::thread writer([&] {
-    std::uint32_t x = 12345;
+  auto writer = [&](std::uint32_t x) {
     while (!stop.load()) {
       x = x * 1103515245u + 12345u;
-      const std::uint64_t off = (x >> 8) % (kSize - 8192);
-      auto d = fmtest::pattern(1 + (x % 8000), x);
-      (void)f.img->write(d, off);
+      if (aligned && (x & 0x100)) {
+        const std::uint64_t off = ((x >> 9) % (kSize / 4096 - 32)) * 4096;
+        (void)f.img->write(fmtest::pattern(4096 * (1 + x % 32), x), off);
+      } else {
+        const std::uint64_t off = (x >> 8) % (kSize - 8192);
+        (void)f.img->write(fmtest::pattern(1 + (x % 8000), x), off);
+      }
     }
-  });
-  std::thread resizer([&] {
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < writers; ++i) threads.emplace_back(writer, 12345u + 777u * static_cast<std::uint32_t>(i));
+  threads.emplace_back([&] {
     std::uint32_t x = 999;
     while (!stop.load()) {
       x = x * 1103515245u + 12345u;
@@ -283,16 +309,79 @@ TEST_CASE("under concurrent writes, truncates and sweeps, no trusted checksum ev
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   stop = true;
-  writer.join();
-  resizer.join();
-  // Two quiet sweeps clear what is left; then every clean chunk's checksum must match both
-  // legs, and check/repair must find nothing bad.
-  REQUIRE_FALSE(f.img->sweep());
-  REQUIRE_FALSE(f.img->sweep());
+  for (auto& t : threads) t.join();
+  settle_and_check(f);
+}
+
+}  // namespace
+
+TEST_CASE("under concurrent writes, truncates and sweeps, no trusted checksum ever accuses a leg") {
+  Fixture f;
+  churn(f, 1, false);
+}
+
+// ---- checksums from direct writes' buffers (core/fresh_hashes.hpp) -----------------------
+
+namespace {
+
+core::ImageOptions every_write_direct() {
+  core::ImageOptions o;
+  o.direct_write_max = 1 << 20;
+  o.direct_write_inflight = 1;  // one writer: every aligned write goes direct
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("the sweep takes a direct write's own hashes and reads nothing for those chunks") {
+  Fixture f(false, every_write_direct());
+  // 1 MiB at 0 (16 whole chunks) and 6 chunks at 4 KiB into chunk 4: chunks 5..9 whole, 4
+  // and 10 in part (their old hashes, from the first write, must not survive).
+  REQUIRE(f.img->write(f.data, 0));
+  const auto more = fmtest::pattern(6 * kCs, 5);
+  REQUIRE(f.img->write(more, 4 * kCs + 4096));
+  CHECK(f.img->direct_writes() == 2);
+  settle_and_check(f);
+  CHECK(f.img->hashes_from_writes() == 16 - 2);  // every chunk but 4 and 10
+  // Every chunk has a checksum (none unverified), and each matches.
   core::ScrubCounts k = f.check(false);
-  CHECK(k.bad_primary == 0);
-  CHECK(k.bad_secondary == 0);
-  CHECK(k.unrecoverable == 0);
-  CHECK(k.mismatches == 0);
-  CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
+  CHECK(k.unverified == 0);
+  CHECK(k.checked == kSize / kCs);
+}
+
+TEST_CASE("no change to the primary leaves a direct write's hash behind") {
+  Fixture f(false, every_write_direct());
+  const auto d = fmtest::pattern(4 * kCs, 21);
+  std::uint64_t used = 0;
+  SUBCASE("an unaligned (buffered) write into a chunk") {
+    REQUIRE(f.img->write(d, 4 * kCs));
+    REQUIRE(f.img->write(fmtest::pattern(100, 3), 5 * kCs + 7));
+    used = 3;
+  }
+  SUBCASE("a shrink into a chunk, then a grow") {
+    REQUIRE(f.img->write(d, 4 * kCs));
+    REQUIRE_FALSE(f.img->truncate(6 * kCs + 512));
+    REQUIRE_FALSE(f.img->truncate(kSize));
+    used = 2;  // chunks 4 and 5
+  }
+  SUBCASE("a punched hole and a zeroed range") {
+    REQUIRE(f.img->write(d, 4 * kCs));
+    REQUIRE_FALSE(f.img->fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 * kCs + 8192, 4096));
+    REQUIRE_FALSE(f.img->fallocate(FALLOC_FL_ZERO_RANGE, 7 * kCs, 8192));
+    used = 2;  // chunks 4 and 6
+  }
+  SUBCASE("a direct write over a direct write") {
+    REQUIRE(f.img->write(d, 4 * kCs));
+    REQUIRE(f.img->write(fmtest::pattern(kCs, 9), 5 * kCs));
+    used = 4;
+  }
+  settle_and_check(f);
+  CHECK(f.img->hashes_from_writes() == used);
+}
+
+TEST_CASE("under concurrent direct and buffered writes, truncates and sweeps, no checksum accuses a leg") {
+  Fixture f(false, every_write_direct());
+  churn(f, 2, true);
+  CHECK(f.img->direct_writes() > 0);
+  CHECK(f.img->hashes_from_writes() > 0);
 }
