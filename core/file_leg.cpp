@@ -31,7 +31,7 @@ bool FileLeg::open_direct() {
   // The same open file, reached again through /proc: no path, so no rename or symlink can
   // put another file here (as the primary's, core/image_direct.cpp).
   if (!direct_fd_.valid() && fd_.valid())
-    direct_fd_ = utils::UniqueFd(::open(utils::proc_fd_path(fd_.get()).c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+    direct_fd_ = utils::reopen(fd_.get(), O_RDWR | O_DIRECT);
   return direct_fd_.valid();
 }
 

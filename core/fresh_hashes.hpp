@@ -41,6 +41,8 @@ class FreshHashes {
   FreshHashes(std::uint64_t chunk_size, std::size_t max_entries)
       : cs_(chunk_size), max_(max_entries) {}
 
+  // Whether [off, off + len) covers at least one chunk whole.
+  bool covers_whole(std::uint64_t off, std::uint64_t len) const { return (off + cs_ - 1) / cs_ < (off + len) / cs_; }
   // Pure, no lock: the entries (core/chunk_check.hpp's hash) of the chunks that
   // [off, off + data.size()) covers whole, in order, into `out`; returns the first one's
   // index (none: out is empty).

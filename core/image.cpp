@@ -88,8 +88,7 @@ Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> sec
   if (opts_.direct_reads && primary_.valid()) {
     // The same open file, reached again through /proc: no path, so no rename or symlink
     // can put another file here. Read-only: writes stay on the buffered descriptor.
-    primary_direct_ =
-        utils::UniqueFd(::open(utils::proc_fd_path(primary_.get()).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+    primary_direct_ = utils::reopen(primary_.get(), O_RDONLY | O_DIRECT);
     if (primary_direct_.valid())
       direct_ok_ = true;
     else
@@ -252,11 +251,17 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
       },
       data.size() <= kInlineWriteMax);
   FM_CRASH_POINT("image.after_legs");
-  if (p) return refuse_write(off, data.size(), p, s, p_done + s_done > 0, intent);
+  return finish_write(off, data.size(), with_sec, p, s, p_done + s_done > 0, intent);
+}
+
+utils::Result<std::size_t> Image::finish_write(std::uint64_t off, std::uint64_t len, bool with_sec,
+                                               std::error_code p, std::error_code s, bool changed,
+                                               const Bitmap::Intent& intent) {
+  if (p) return refuse_write(off, len, p, s, changed, intent);
   // 3. The chunk's bit stays until both legs are durable and idle (sweep).
-  bitmap_->end_write(off, data.size(), with_sec && !s);
+  bitmap_->end_write(off, len, with_sec && !s);
   if (s) fail_secondary("write", s);
-  return data.size();
+  return static_cast<std::size_t>(len);
 }
 
 std::error_code Image::write_primary(std::span<const std::byte> data, std::uint64_t off, std::size_t* done) {

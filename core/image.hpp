@@ -257,6 +257,11 @@ class Image {
   // the same bytes buffered.
   std::optional<utils::Result<std::size_t>> write_direct(std::span<const std::byte> data, std::uint64_t off,
                                                          const Bitmap::Intent& intent);
+  // A synchronous write's last step, once both legs answered: refuse_write on a primary
+  // error (`changed`: a leg took some bytes), else end_write, and a secondary error
+  // degrades the image.
+  utils::Result<std::size_t> finish_write(std::uint64_t off, std::uint64_t len, bool with_sec, std::error_code p,
+                                          std::error_code s, bool changed, const Bitmap::Intent& intent);
   // Turns the two legs' results into the user's result; degrades on a secondary error.
   std::error_code settle(const char* op, std::error_code primary, std::error_code secondary);
 

@@ -58,7 +58,7 @@ void Image::open_direct_writes() {
     dw_tried_ = true;
     // The same open file, reached again through /proc: no path, so no rename or symlink
     // can put another file here.
-    primary_dw_ = utils::UniqueFd(::open(utils::proc_fd_path(primary_.get()).c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+    primary_dw_ = utils::reopen(primary_.get(), O_RDWR | O_DIRECT);
     if (!primary_dw_.valid()) {
       spdlog::info("{}: direct writes off: cannot open the primary with O_DIRECT: {}", name(),
                    utils::last_errno().message());
@@ -115,11 +115,18 @@ std::optional<utils::Result<std::size_t>> Image::write_direct(std::span<const st
   // With checksums, the chunks this write covers whole are hashed from its buffer while
   // both legs write it, for the sweep (core/fresh_hashes.hpp): else the sweep would read
   // them back from the disk, since a direct write leaves nothing in the page cache.
+  // (Only a write that covers a chunk whole has a task; one pointer is captured, so that
+  // the std::function holds it without an allocation.)
   thread_local std::vector<std::uint64_t> t_hashes;
   t_hashes.clear();
-  std::uint64_t first_hashed = 0;
+  struct HashTask {
+    FreshHashes& fresh;
+    std::span<const std::byte> data;
+    std::uint64_t off, first = 0;
+    void operator()() { first = fresh.hash_whole(data, off, t_hashes); }
+  } task{fresh_, {src, len}, off};
   std::function<void()> hash;
-  if (has_checksums()) hash = [&] { first_hashed = fresh_.hash_whole({src, len}, off, t_hashes); };
+  if (fresh_.covers_whole(off, len) && has_checksums()) hash = [t = &task] { (*t)(); };
   // Test builds: FM_FAULT=image.direct_einval stands for a file system that refuses an
   // O_DIRECT write with EINVAL (tmpfs before Linux 6.6, some FUSE file systems).
   if (FM_FAULT_POINT("image.direct_einval")) r.ec[0] = r.ec[1] = utils::errno_code(EINVAL);
@@ -140,12 +147,9 @@ std::optional<utils::Result<std::size_t>> Image::write_direct(std::span<const st
   }
   direct_writes_.fetch_add(1, std::memory_order_relaxed);
   const std::error_code p = r.ec[0], s = with_sec ? r.ec[1] : std::error_code{};
-  if (p) return refuse_write(off, len, p, s, r.done[0] + (with_sec ? r.done[1] : 0) > 0, intent);
   // The primary holds exactly these bytes now, and this write still holds its range lock.
-  if (!t_hashes.empty()) fresh_.put(off, len, first_hashed, t_hashes);
-  bitmap_->end_write(off, len, with_sec && !s);
-  if (s) fail_secondary("write", s);
-  return utils::Result<std::size_t>(len);
+  if (!p && !t_hashes.empty()) fresh_.put(off, len, task.first, t_hashes);
+  return finish_write(off, len, with_sec, p, s, r.done[0] + (with_sec ? r.done[1] : 0) > 0, intent);
 }
 
 }  // namespace fusemirror::core

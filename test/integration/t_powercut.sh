@@ -117,7 +117,9 @@ wl_randsync() { # random 4 KiB writes, fsync every 8
   power_cut
 }
 
-wl_direct() { # randsync's load with every aligned write direct (write-path.md §1b)
+wl_direct() { # randsync's load with every aligned write direct (write-path.md §1b), half of
+  # them whole 64 KiB chunks, whose checksums the sweep takes from the writes' own buffers
+  # (§9.2 "Hashes from the write"); swept clean twice, over chunks also written in part
   new_set
   pc_config '.direct_write_max = 1048576 | .direct_write_inflight = 1'
   daemon_mount
@@ -125,10 +127,18 @@ wl_direct() { # randsync's load with every aligned write direct (write-path.md �
   fm_unmount "$MNT"
   snapshot_and_record direct
   daemon_mount
-  crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --seed "$SEED"
-  local n
+  local n round
+  # Short rounds, each swept clean: most of the log then holds trusted checksums, which the
+  # states check (a stale hash from a write would accuse the good leg).
+  for round in 1 2 3 4; do
+    crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --run 16 --max-writes 128 --seed "$((SEED + round))"
+    "$FUSEMIRROR" wait --clean "$MNT" disk.img --timeout 20 >/dev/null || fail "direct: disk.img not clean after round $round"
+  done
   n=$(fm_image_json "$MNT" disk.img | jq -r .direct_writes)
   [[ $n =~ ^[0-9]+$ ]] && ((n > 0)) || fail "direct: the load made $n direct writes (the legs refused O_DIRECT?)"
+  n=$(fm_image_json "$MNT" disk.img | jq -r .hashes_from_writes)
+  [[ $n =~ ^[0-9]+$ ]] && ((n > 0)) || fail "direct: the sweep took $n checksums from direct writes"
+  crashwriter disk.img 1 --blocks 4096 --sync-every 8 --run 16 --max-writes 64 --seed "$SEED"
   power_cut
 }
 

@@ -10,6 +10,9 @@
 //       lines (one write(2)) to CTL, the control file of fm_recordfs under the legs, so that
 //       the recorder's log says what had been promised at that point (fm_powercut).
 //       --sequential: blocks in order from a random start (a stream) instead of at random.
+//       --run R: every other write is R blocks in one pwrite, at a multiple of R blocks (a
+//       whole chunk when R blocks make one: direct writes that cover chunks whole), the
+//       others single blocks; each block of a run is stamped and acknowledged on its own.
 //   fm_crashwriter verify FILE ACKLOG
 //       Every acknowledged block must hold a valid stamp of that block with a generation
 //       >= the acknowledged one (a later, unacknowledged write may have replaced it, never
@@ -110,6 +113,9 @@ int cmd_write(int argc, char** argv) {
   int mark = mark_path ? ::open(mark_path, O_WRONLY | O_CLOEXEC) : -1;
   if (mark_path && mark < 0) return std::perror(mark_path), 2;
   const bool sequential = has_flag(argc, argv, "--sequential");
+  const std::uint64_t run = arg_u64(argc, argv, "--run", 1);
+  if (run == 0 || run > blocks || blocks % run != 0)
+    return std::fprintf(stderr, "--run must divide --blocks (%llu)\n", static_cast<unsigned long long>(blocks)), 2;
   // Generations must grow across runs (a later run's write of a block must carry a larger
   // generation than any earlier acknowledged one): start above every acknowledged
   // generation in the log and above the wall clock in nanoseconds.
@@ -124,15 +130,30 @@ int cmd_write(int argc, char** argv) {
   gen = std::max<std::uint64_t>(gen, static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
                                          static_cast<std::uint64_t>(ts.tv_nsec));
   std::mt19937_64 rng(seed ^ gen);
-  std::vector<unsigned char> buf(kBlock);
+  std::vector<unsigned char> buf(kBlock), runbuf;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> pending;
   std::uint64_t next = rng() % blocks;
   for (std::uint64_t n = 0; n < max_writes; ++n) {
-    const std::uint64_t b = sequential ? next++ % blocks : rng() % blocks;
-    fill_block(buf, b, ++gen, seed);
-    if (::pwrite(fd, buf.data(), kBlock, static_cast<off_t>(b * kBlock)) != static_cast<ssize_t>(kBlock))
-      return 0;  // the daemon died: expected in a crash test
-    pending.emplace_back(b, gen);
+    if (run > 1 && n % 2 == 1) {
+      // A run: R blocks at a multiple of R, one pwrite.
+      const std::uint64_t first = (rng() % (blocks / run)) * run;
+      runbuf.resize(run * kBlock);
+      const std::uint64_t g0 = gen + 1;
+      for (std::uint64_t i = 0; i < run; ++i) {
+        fill_block(buf, first + i, ++gen, seed);
+        std::memcpy(runbuf.data() + i * kBlock, buf.data(), kBlock);
+      }
+      if (::pwrite(fd, runbuf.data(), runbuf.size(), static_cast<off_t>(first * kBlock)) !=
+          static_cast<ssize_t>(runbuf.size()))
+        return 0;  // the daemon died
+      for (std::uint64_t i = 0; i < run; ++i) pending.emplace_back(first + i, g0 + i);
+    } else {
+      const std::uint64_t b = sequential ? next++ % blocks : rng() % blocks;
+      fill_block(buf, b, ++gen, seed);
+      if (::pwrite(fd, buf.data(), kBlock, static_cast<off_t>(b * kBlock)) != static_cast<ssize_t>(kBlock))
+        return 0;  // the daemon died: expected in a crash test
+      pending.emplace_back(b, gen);
+    }
     if (pending.size() >= every) {
       if (::fsync(fd) != 0) return 0;
       std::string lines;
@@ -254,7 +275,7 @@ int main(int argc, char** argv) {
   if (argc == 5 && std::strcmp(argv[1], "bitmapcheck") == 0) return cmd_bitmapcheck(argv);
   std::fprintf(stderr,
                "usage: fm_crashwriter write FILE ACKLOG [--blocks N] [--seed S] [--sync-every K] [--max-writes M]\n"
-               "                             [--mark CTL --image NAME] [--sequential]\n"
+               "                             [--mark CTL --image NAME] [--sequential] [--run R]\n"
                "       fm_crashwriter verify FILE ACKLOG\n"
                "       fm_crashwriter syncdir DIR [--mark CTL --name PATH]\n"
                "       fm_crashwriter bitmapcheck PRIMARY SECONDARY BITMAP\n");

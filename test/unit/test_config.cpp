@@ -131,6 +131,10 @@ TEST_CASE("direct_write_max / direct_write_inflight: defaults, values, rejection
   CHECK(contains(reject(with("direct_write_max", 1000)), "multiple of 4 KiB up to 1 MiB"));
   for (const json& bad : {json(0), json(1025), json(-2), json("x")})
     CHECK(contains(reject(with("direct_write_inflight", bad)), "'direct_write_inflight'"));
+  // The bounds themselves are accepted.
+  CHECK(core::parse_config(with("direct_write_inflight", 1024).dump(), "t").direct_write_inflight == 1024);
+  CHECK(core::parse_config(with("direct_write_max", 0).dump(), "t").direct_write_max == 0);
+  CHECK(core::parse_config(with("direct_write_max", 4096).dump(), "t").direct_write_max == 4096);
 }
 
 TEST_CASE("activity log keys: defaults, values, rejections") {
