@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/chunk_check.hpp"
+#include "utils/crash_point.hpp"
 
 namespace fusemirror::core {
 
@@ -40,6 +41,9 @@ void FreshHashes::put(std::uint64_t off, std::uint64_t len, std::uint64_t first,
 
 void FreshHashes::forget(std::uint64_t off, std::uint64_t len) {
   if (len == 0 || n_.load(std::memory_order_relaxed) == 0) return;  // the common case: nothing kept
+  // Test builds only: FM_FAULT=fresh.keep_on_change keeps the entries a change made stale,
+  // so that the power-cut canary shows the suite notices (docs/reliability.md §9).
+  if (FM_FAULT_POINT("fresh.keep_on_change")) return;
   std::lock_guard lk(mu_);
   const std::uint64_t last = off + std::min(len, ~off) - 1;  // len may reach past any end
   erase_locked(off / cs_, last / cs_ + 1);

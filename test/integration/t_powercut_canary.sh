@@ -2,7 +2,9 @@
 # t_powercut_canary — the power-cut suite can fail: a daemon broken on purpose (test builds:
 # FM_FAULT=bitmap.late writes both legs before the bits are flushed, breaking intent before
 # data; FM_FAULT=al.clear_written makes the activity log clear written chunks at retirement;
-# FM_FAULT=checksums.keep_on_shrink keeps checksums a shrink invalidated) must be caught by a
+# FM_FAULT=checksums.keep_on_shrink keeps checksums a shrink invalidated; FM_FAULT=
+# fresh.keep_on_change keeps the checksums a direct write took from its buffer after the
+# chunk changed) must be caught by a
 # CI-sized run of t_powercut.sh (offline checks only). Skips (77) on a build without crash
 # points, where the fault
 # point does not exist.
@@ -26,4 +28,10 @@ FM_PC_WORKLOADS=alevict FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 
 #    one CI run (seed 979390975). 400 states (~10 ms each) miss them with odds of about
 #    (39/40)^400, under one in 20,000.
 FM_PC_WORKLOADS=checksums FM_PC_STATES=${FM_PC_STATES:-400} FM_PC_RECOVER_EVERY=0 \
-  FM_PC_DAEMON_FAULT=checksums.keep_on_shrink FM_PC_EXPECT=violations exec bash "$here/t_powercut.sh"
+  FM_PC_DAEMON_FAULT=checksums.keep_on_shrink FM_PC_EXPECT=violations bash "$here/t_powercut.sh" || exit $?
+# 4. fresh.keep_on_change: a change to the primary keeps the checksums a direct write took
+#    from its buffer (write-path.md §9.2, "Hashes from the write"); the sweep then records
+#    a stale one and the checksum check must accuse. The direct workload, swept clean four
+#    times.
+FM_PC_WORKLOADS=direct FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 \
+  FM_PC_DAEMON_FAULT=fresh.keep_on_change FM_PC_EXPECT=violations exec bash "$here/t_powercut.sh"
