@@ -181,8 +181,8 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   if (data.empty()) return std::size_t{0};
   // Issue 12 §3: past max_image_size nothing changes — no bit, no leg.
   if (auto ec = check_size_limit(off, data.size())) return ec;
-  last_write_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                       std::memory_order_relaxed);
+  const std::int64_t now_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+  last_write_ns_.store(now_ns, std::memory_order_relaxed);
   // A direct write locks its own range; every other write to the legs, while direct writes
   // are on, locks whole 2 MiB blocks around its range (lock_floor/lock_ceil): a direct
   // write then never runs beside a buffered one in a page-cache folio they share, which
@@ -195,7 +195,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   // Under every lock it takes, the write first forgets its range's fresh hashes: the
   // primary's bytes there are about to change (core/fresh_hashes.hpp). Only a direct write
   // that the primary took whole puts new ones (write_direct).
-  bool direct = direct_write_fits(off, data.size(), in_flight.now);
+  bool direct = direct_write_fits(off, data.size(), in_flight.now, now_ns);
   std::optional<RangeLock::Guard> guard;
   auto lock_buffered = [&] {
     guard.reset();

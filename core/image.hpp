@@ -78,6 +78,10 @@ struct ImageOptions {
   // writer at queue depth 1 — is cheaper buffered (a copy, where O_DIRECT waits for the
   // disk); writes that queue up are cheaper direct (no page-cache work, no writeback).
   std::uint32_t direct_write_inflight = 2;
+  // ... or when one of the image's writes found that many within this window before it:
+  // a deep queue whose count dips at some arrivals stays direct. Not a config key (tests
+  // widen or close it).
+  std::int64_t direct_concurrent_window_ns = 5'000'000;
   // The set-wide write-behind workers (MirrorSet owns them; must outlive the image). Null:
   // the image makes its own, of min(write_behind, 32) threads (standalone use, tests).
   WriteBehindExecutor* wb_executor = nullptr;
@@ -250,7 +254,9 @@ class Image {
   std::uint64_t lock_floor(std::uint64_t off) const;
   std::uint64_t lock_ceil(std::uint64_t end) const;
   void open_direct_writes();
-  bool direct_write_fits(std::uint64_t off, std::uint64_t len, std::uint32_t in_flight) const;
+  // `in_flight`: this image's writes running now, this one included; `now_ns`: the
+  // steady clock at its arrival. Notes a concurrent arrival (hence not const).
+  bool direct_write_fits(std::uint64_t off, std::uint64_t len, std::uint32_t in_flight, std::int64_t now_ns);
   bool direct_legs_ready() const;
   // REQUIRES: the range lock and a started bitmap write. nullopt: a leg refused O_DIRECT
   // (EINVAL, nothing counted as written); direct writes are then off and the caller writes
@@ -284,6 +290,9 @@ class Image {
   std::atomic<bool> dw_ok_{false};
   std::atomic<std::uint64_t> direct_writes_{0};
   std::atomic<std::uint32_t> writes_in_flight_{0};  // Image::write calls running now
+  // The steady clock (ns) of the last arrival that found direct_write_inflight writes in
+  // flight (direct_write_fits); INT64_MIN/2: never.
+  std::atomic<std::int64_t> last_concurrent_ns_{INT64_MIN / 2};
   std::unique_ptr<Leg> secondary_;  // null: none (degraded)
   std::unique_ptr<Bitmap> bitmap_;
   utils::ThreadPool* pool_;

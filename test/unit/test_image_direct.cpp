@@ -3,6 +3,9 @@
 // buffered write would have left, and the fallbacks (EINVAL, no io_uring, write-behind).
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -138,6 +141,36 @@ TEST_CASE("direct_write_inflight 2: a writer alone writes buffered") {
   for (int i = 0; i < 8; ++i) put(*f.img, model, Buf(fmtest::pattern(4096, 50 + i)).span, 65536ull * i);
   CHECK(f.img->direct_writes() == 0);
   legs_hold(f, model);
+}
+
+TEST_CASE("direct_write_inflight 2: a writer alone goes direct only within the window after concurrent writes") {
+  for (const bool wide : {true, false}) {
+    CAPTURE(wide);
+    core::ImageOptions io = direct_opts();
+    io.direct_write_inflight = 2;
+    io.direct_concurrent_window_ns = wide ? std::int64_t{3600} * 1'000'000'000 : 0;
+    fmtest::ImageFixture f(kSize, io);
+    std::vector<std::byte> model(kSize);
+    // Two writers until one write found the other in flight (it goes direct).
+    const Buf a(fmtest::pattern(4096, 60)), b(fmtest::pattern(4096, 61));
+    std::atomic<bool> stop{false};
+    auto writer = [&](const Buf& d, std::uint64_t off) {
+      for (int i = 0; i < 100000 && !stop.load(); ++i) CHECK(f.img->write(d.span, off));
+    };
+    std::thread t1(writer, std::cref(a), 0), t2(writer, std::cref(b), 65536);
+    for (int i = 0; i < 20000 && f.img->direct_writes() == 0; ++i) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    stop = true;
+    t1.join();
+    t2.join();
+    REQUIRE(f.img->direct_writes() > 0);
+    std::memcpy(model.data(), a.span.data(), 4096);
+    std::memcpy(model.data() + 65536, b.span.data(), 4096);
+    // Then one writer alone: direct within the window, buffered once it has passed.
+    const std::uint64_t before = f.img->direct_writes();
+    put(*f.img, model, Buf(fmtest::pattern(4096, 62)).span, 131072);
+    CHECK(f.img->direct_writes() == before + (wide ? 1 : 0));
+    legs_hold(f, model);
+  }
 }
 
 TEST_CASE("direct writes: none with direct_write_max 0, none in write-behind mode") {
