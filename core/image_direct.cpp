@@ -76,11 +76,11 @@ bool Image::direct_write_fits(std::uint64_t off, std::uint64_t len, std::uint32_
   if (len == 0 || len > opts_.direct_write_max || ((off | len) & (kDirectAlign - 1)) != 0) return false;
   if (!dw_ok_.load(std::memory_order_relaxed) || wb_) return false;
   // Concurrent: this write finds enough others in flight, or one did within the last
-  // opts_.direct_concurrent_window_ns (5 ms). Under a deep queue the count seen at each arrival dips to 1 now
-  // and then (the others just completed); without the window those writes went buffered,
-  // and a buffered write among direct ones costs more than either (docs/performance.md
-  // "Direct writes": +25 % at qd32 with every write direct). A writer alone never finds
-  // company, so it stays buffered.
+  // opts_.direct_concurrent_window_ns (5 ms). Under a deep queue the count seen at each
+  // arrival dips to 1 now and then (the others just completed); without the window those
+  // writes went buffered, and a buffered write among direct ones costs more than either
+  // (docs/performance.md "Direct writes": +25 % at qd32 with every write direct). A writer
+  // alone never finds company, so it stays buffered.
   if (in_flight >= opts_.direct_write_inflight) {
     last_concurrent_ns_.store(now_ns, std::memory_order_relaxed);
     return true;
