@@ -16,8 +16,7 @@ std::size_t FreshHashes::default_bound(std::uint64_t chunk_size) {
 std::uint64_t FreshHashes::hash_whole(std::span<const std::byte> data, std::uint64_t off,
                                       std::vector<std::uint64_t>& out) const {
   out.clear();
-  const std::uint64_t end = off + data.size();
-  const std::uint64_t first = (off + cs_ - 1) / cs_, stop = end / cs_;
+  const std::uint64_t first = first_whole(off), stop = end_whole(off + data.size());
   if (first >= stop) return first;
   ChunkHasher h;
   for (std::uint64_t c = first; c < stop; ++c) {

@@ -42,7 +42,7 @@ class FreshHashes {
       : cs_(chunk_size), max_(max_entries) {}
 
   // Whether [off, off + len) covers at least one chunk whole.
-  bool covers_whole(std::uint64_t off, std::uint64_t len) const { return (off + cs_ - 1) / cs_ < (off + len) / cs_; }
+  bool covers_whole(std::uint64_t off, std::uint64_t len) const { return first_whole(off) < end_whole(off + len); }
   // Pure, no lock: the entries (core/chunk_check.hpp's hash) of the chunks that
   // [off, off + data.size()) covers whole, in order, into `out`; returns the first one's
   // index (none: out is empty).
@@ -63,6 +63,9 @@ class FreshHashes {
   std::uint64_t used() const { return used_.load(std::memory_order_relaxed); }
 
  private:
+  // The chunks a range [off, end) covers whole: [first_whole(off), end_whole(end)).
+  std::uint64_t first_whole(std::uint64_t off) const { return (off + cs_ - 1) / cs_; }
+  std::uint64_t end_whole(std::uint64_t end) const { return end / cs_; }
   void erase_locked(std::uint64_t first, std::uint64_t end);  // chunks [first, end)
   void publish_locked();
 

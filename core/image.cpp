@@ -197,17 +197,14 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   // that the primary took whole puts new ones (write_direct).
   bool direct = direct_write_fits(off, data.size(), in_flight.now, now_ns);
   std::optional<RangeLock::Guard> guard;
-  auto lock_buffered = [&] {
+  auto lock = [&](std::uint64_t lo, std::uint64_t hi) {
     guard.reset();
-    guard.emplace(locks_.lock(lock_floor(off), lock_ceil(off + data.size())));
+    guard.emplace(locks_.lock(lo, hi));
     fresh_.forget(off, data.size());
   };
-  if (direct) {
-    guard.emplace(locks_.lock(off, off + data.size()));
-    fresh_.forget(off, data.size());
-  } else {
-    lock_buffered();
-  }
+  auto lock_buffered = [&] { lock(lock_floor(off), lock_ceil(off + data.size())); };
+  if (direct) lock(off, off + data.size());
+  else lock_buffered();
   if (direct && !direct_legs_ready()) {  // a secondary that takes no direct writes, or refused meanwhile
     direct = false;
     lock_buffered();
