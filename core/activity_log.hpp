@@ -14,7 +14,9 @@
 //   * end_period(): called by each sweep — an extent no write touched during the whole
 //     period that just ended retires. So an idle image converges to a clean bitmap exactly
 //     as fast as without the log (md's two sweeps), and its checksums get recorded;
-//   * retire_all(): clean close.
+//   * retire_all(): clean close;
+//   * adopt(e): activates an extent no write touched yet, only while the set has room —
+//     a cold burst's neighbours (docs/write-path.md §3b "Activation in a burst").
 //
 // What activation and retirement do to the bits is Bitmap's business (core/bitmap.cpp):
 // this unit knows extents and their order only — no file, no bits, no md rules.
@@ -27,6 +29,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <list>
 #include <unordered_map>
 
@@ -37,6 +40,8 @@ namespace fusemirror::core {
 class ActivityLog {
  public:
   using OnExtent = std::function<void(std::uint64_t extent)>;
+  // Extents per aligned group that a cold burst activates together (Bitmap::al_burst_locked).
+  static constexpr std::uint64_t kBurstGroup = 8;
 
   // `max_extents` 0: the log is off (md's rules alone). `extent_chunks` >= 1.
   void configure(std::uint64_t extent_chunks, std::uint64_t max_extents);
@@ -72,6 +77,20 @@ class ActivityLog {
       activated(e);
     }
     while (index_.size() > max_) retired(pop_lru());
+  }
+  // Extent `e` becomes active ahead of any write into it, when it is not active and the set
+  // has room: it never pushes another extent out. It goes to the back of the order, as if
+  // last written in the period before this one: the first to go when the set is over its
+  // bound, and retired when this period ends unless a write touches it first (end_period
+  // needs only that every extent of the current period is in front of every older one).
+  // `activated(e)` is called; true when it was activated.
+  template <class Activated>
+  bool adopt(std::uint64_t e, Activated&& activated) {
+    if (!enabled() || index_.size() >= max_ || index_.count(e) != 0) return false;
+    lru_.push_back(Entry{e, period_ == 0 ? 0 : period_ - 1});
+    index_.emplace(e, std::prev(lru_.end()));
+    activated(e);
+    return true;
   }
   // A sweep period ended: every extent not touched during it is retired (`retired(e)`).
   void end_period(const OnExtent& retired);

@@ -100,6 +100,20 @@ bool Bitmap::in_any_locked(std::uint64_t c, unsigned minus) const {
 
 // ---- the activity log (docs/write-path.md §3b) ----------------------------------------
 
+ChunkRange Bitmap::al_activate_locked(std::uint64_t e) {
+  // Activation: every chunk of the extent is set, in the flush the caller needs (or the
+  // next one). Those that were clean are the log's own ("logged"): clean, equal and durable
+  // on both legs until a write touches them.
+  const ChunkRange x = al_.chunks_of(e, total_chunks_);
+  for (std::uint64_t c = x.first; c < x.end; ++c) {
+    if (pages_.test(kDirty, c) || pinned_locked(c)) continue;
+    set_dirty_locked({c, c + 1});
+    pages_.set_range(kLogged, {c, c + 1});
+  }
+  pages_.set_range(kActive, x);
+  return x;
+}
+
 ChunkRange Bitmap::al_touch_locked(ChunkRange r, Intent* intent) {
   // A range over more than kMaxExtents extents (a large punch, zero range or allocate, not
   // a write of the page cache's size) is left to md's rules: activating its extents would
@@ -113,16 +127,7 @@ ChunkRange Bitmap::al_touch_locked(ChunkRange r, Intent* intent) {
   al_.touch(
       in,
       [&](std::uint64_t e) {
-        // Activation: every chunk of the extent is set, in the flush the caller needs (or
-        // the next one). Those that were clean are the log's own ("logged"): clean, equal
-        // and durable on both legs until a write touches them.
-        const ChunkRange x = al_.chunks_of(e, total_chunks_);
-        for (std::uint64_t c = x.first; c < x.end; ++c) {
-          if (pages_.test(kDirty, c) || pinned_locked(c)) continue;
-          set_dirty_locked({c, c + 1});
-          pages_.set_range(kLogged, {c, c + 1});
-        }
-        pages_.set_range(kActive, x);
+        const ChunkRange x = al_activate_locked(e);
         hull = hull.empty() ? x : ChunkRange{std::min(hull.first, x.first), std::max(hull.end, x.end)};
         if (!intent) return;
         if (intent->al_first == intent->al_end) {
@@ -136,7 +141,31 @@ ChunkRange Bitmap::al_touch_locked(ChunkRange r, Intent* intent) {
       },
       [&](std::uint64_t e) { al_retire_locked(e); });
   if (intent && !one_run) intent->al_first = intent->al_end = 0;
+  if (!hull.empty() && persist_bits_ && commit_.flushing()) al_burst_locked(in);
   return hull;
+}
+
+void Bitmap::al_burst_locked(ChunkRange in) {
+  // Activation in a burst (docs/write-path.md §3b): this write activated an extent while
+  // another writer's flush is running, so writers are arriving in cold extents faster than
+  // flushes end (a deep random queue on a fresh bitmap). One by one, each activation would
+  // cost its writers a flush; the rest of the aligned group of kBurstGroup extents around
+  // each extent of the write is activated now, in the same flush, so that the writes about
+  // to come there find their bits durable. Only while the log has room (adopt() never
+  // retires an extent for it), at queue depth 1 only when the write meets the sweep's own
+  // flush (once per daemon_sleep: no writer's flush runs while it waits), and not
+  // part of the write's intent: its wait covers its own extents, and a cancel leaves the
+  // group active with its chunks logged — clean and equal, cleared when it retires. An
+  // adopted extent no write touched retires when the sweep period ends, and is the first
+  // to go when the set is over its bound (ActivityLog::adopt).
+  // Safety: a superset of the intent, set in memory before the flush that carries it.
+  const std::uint64_t g = ActivityLog::kBurstGroup;
+  const std::uint64_t last = al_.extent_of(in.end - 1);
+  for (std::uint64_t first = al_.extent_of(in.first) / g * g; first <= last; first += g)
+    for (std::uint64_t e = first; e < first + g; ++e) {
+      if (al_.chunks_of(e, total_chunks_).empty()) break;  // past the cover
+      if (al_.adopt(e, [&](std::uint64_t x) { al_activate_locked(x); })) ++al_burst_extents_;
+    }
 }
 
 std::uint64_t Bitmap::al_retire_locked(std::uint64_t e) {
@@ -504,6 +533,7 @@ BitmapStats Bitmap::stats() const {
   if (auto ec = commit_.error()) s.error = ec.message();
   s.memory_bytes = pages_.memory_bytes() + al_.memory_bytes();
   s.active_extents = al_.active();
+  s.al_burst_extents = al_burst_extents_;
   s.al_extents = al_.max_extents();
   s.al_extent_size = al_.enabled() ? al_.extent_chunks() * header_.chunk_size : 0;
   s.logged_chunks = pages_.count(kLogged);

@@ -122,6 +122,7 @@ struct BitmapStats {
   std::uint64_t al_extents = 0;      // their bound (0: the log is off)
   std::uint64_t al_extent_size = 0;  // bytes per extent (0 when off)
   std::uint64_t logged_chunks = 0;   // dirty chunks set by the log alone (never written)
+  std::uint64_t al_burst_extents = 0;  // extents activated ahead of writes, in bursts (total)
   bool direct_io = false;  // flushes write the file O_DIRECT (false: buffered, or no flush yet)
 };
 
@@ -274,6 +275,12 @@ class Bitmap {
   // those beyond the bound. Returns the hull of the chunks it set (empty when none);
   // `intent` (when given) records the extents it activated.
   ChunkRange al_touch_locked(ChunkRange r, Intent* intent);
+  // Activates extent e: its clean chunks set dirty + logged, all of it kActive. Returns its
+  // chunks (the cover's part).
+  ChunkRange al_activate_locked(std::uint64_t e);
+  // A write into r activated an extent while a flush runs: the rest of the aligned groups of
+  // r's extents are adopted, while the log has room (docs/write-path.md §3b).
+  void al_burst_locked(ChunkRange r);
   // Extent e leaves the active set: its chunks are no longer kept from the sweep, and its
   // logged chunks are cleared now (degraded or not; not unsynced or in-flight ones).
   // Returns the chunks cleared.
@@ -311,6 +318,7 @@ class Bitmap {
   // only when nothing set a bit or moved the cover after it. Guarded by mu_.
   std::uint64_t changes_ = 0;
   ActivityLog al_;                        // guarded by mu_
+  std::uint64_t al_burst_extents_ = 0;    // guarded by mu_: al_burst_locked's adoptions
   std::vector<std::uint64_t> pinned_;     // guarded by mu_: chunks pin_clean() holds clear
   // Declared last: it refers to the members above. Guarded by mu_.
   BitmapCommit commit_;

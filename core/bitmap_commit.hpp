@@ -86,6 +86,9 @@ class BitmapCommit {
   std::error_code recover(std::unique_lock<std::mutex>& lk);
 
   std::error_code error() const { return sticky_error_; }
+  // A flush leader is writing now (its I/O runs with mu_ released): another writer needed a
+  // durable bit a moment ago.
+  bool flushing() const { return flushing_; }
   // True once the flushes write the file O_DIRECT; false before the first flush and after a
   // fallback to buffered writes (the file system refused O_DIRECT).
   bool direct_io() const { return mode_ == WriteMode::direct; }

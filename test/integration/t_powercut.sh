@@ -8,7 +8,7 @@
 # recovery (mount, `wait --clean`, unmount: legs identical, acknowledged writes read back;
 # e2fsck of an ext4 inside). The crash model and the figures: docs/reliability.md §9.
 #
-# Workloads (wl_* below): randsync direct nosync stream alevict writebehind bursts remount evict
+# Workloads (wl_* below): randsync direct nosync stream alevict alburst writebehind bursts remount evict
 # discard failreadd resync (the data paths: the default here) and create namespace checkrepair
 # rescale ext4 checksums (names, offline tools, checksums: t_powercut_names.sh).
 # test/reliability/run --powercut runs
@@ -39,7 +39,7 @@ EVERY=${FM_PC_RECOVER_EVERY:-20}
 SEED=${FM_PC_SEED:-$((RANDOM * 32768 + RANDOM))}
 LOAD=${FM_PC_LOAD_SECS:-1}
 EXPECT=${FM_PC_EXPECT:-clean}
-WORKLOADS=${FM_PC_WORKLOADS:-randsync direct nosync stream alevict writebehind bursts remount evict discard failreadd resync}
+WORKLOADS=${FM_PC_WORKLOADS:-randsync direct nosync stream alevict alburst writebehind bursts remount evict discard failreadd resync}
 ROOT=$FM_TMP/root  # what the recorder shows: root/primary, root/secondary
 REC=$FM_TMP/rec    # its mount point: the set's config names REC/primary, REC/secondary
 SNAP=$FM_TMP/snap
@@ -176,6 +176,39 @@ wl_alevict() { # the activity log over its bound: activations, and retirements t
   snapshot_and_record alevict
   daemon_mount
   crashwriter disk.img "$LOAD" --blocks 4096 --sync-every 8 --seed "$SEED"
+  power_cut
+}
+
+wl_alburst() { # four writers at once into cold extents: activation in a burst (write-path.md §3b)
+  # 64 extents of 1 MiB, in groups of 8: a writer that activates an extent while another
+  # writer's flush runs activates the rest of its group in the same flush. Each round is
+  # swept clean first, so that it starts cold; at least one must have made a burst.
+  new_set
+  pc_config '.al_extent_size = 1048576'
+  daemon_mount
+  truncate -s 64M "$MNT/disk.img"
+  fm_unmount "$MNT"
+  snapshot_and_record alburst
+  daemon_mount
+  local n round k pids
+  for round in 1 2 3; do
+    "$FUSEMIRROR" wait --clean "$MNT" disk.img --timeout 20 >/dev/null || fail "alburst: disk.img not clean before round $round"
+    pids=()
+    for k in 0 1 2 3; do
+      crashwriter disk.img "$LOAD" --blocks 16384 --sync-every 8 --max-writes 48 --lanes 4 --lane "$k" \
+        --seed "$((SEED + round))" &
+      pids+=($!)
+    done
+    wait "${pids[@]}"
+  done
+  n=$(fm_image_json "$MNT" disk.img | jq -r .al_burst_extents)
+  [[ $n =~ ^[0-9]+$ ]] && ((n > 0)) || fail "alburst: four writers into cold extents activated $n extents ahead"
+  pids=()
+  for k in 0 1 2 3; do
+    crashwriter disk.img "$LOAD" --blocks 16384 --sync-every 8 --lanes 4 --lane "$k" --seed "$SEED" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
   power_cut
 }
 

@@ -13,6 +13,9 @@
 //       --run R: every other write is R blocks in one pwrite, at a multiple of R blocks (a
 //       whole chunk when R blocks make one: direct writes that cover chunks whole), the
 //       others single blocks; each block of a run is stamped and acknowledged on its own.
+//       --lanes J --lane K: this writer owns the blocks b with b % J == K only, so that J
+//       writers (processes) can load one file at once without writing each other's blocks
+//       (a generation is only ever compared with the same writer's). Not with --run.
 //   fm_crashwriter verify FILE ACKLOG
 //       Every acknowledged block must hold a valid stamp of that block with a generation
 //       >= the acknowledged one (a later, unacknowledged write may have replaced it, never
@@ -116,6 +119,11 @@ int cmd_write(int argc, char** argv) {
   const std::uint64_t run = arg_u64(argc, argv, "--run", 1);
   if (run == 0 || run > blocks || blocks % run != 0)
     return std::fprintf(stderr, "--run must divide --blocks (%llu)\n", static_cast<unsigned long long>(blocks)), 2;
+  const std::uint64_t lanes = arg_u64(argc, argv, "--lanes", 1), lane = arg_u64(argc, argv, "--lane", 0);
+  if (lanes == 0 || lane >= lanes || lanes > blocks || (lanes > 1 && run > 1))
+    return std::fprintf(stderr, "--lane must be below --lanes, --lanes at most --blocks, and not with --run\n"), 2;
+  // The writer's own blocks: b in [0, mine) stands for block b * lanes + lane.
+  const std::uint64_t mine = (blocks - lane + lanes - 1) / lanes;
   // Generations must grow across runs (a later run's write of a block must carry a larger
   // generation than any earlier acknowledged one): start above every acknowledged
   // generation in the log and above the wall clock in nanoseconds.
@@ -132,7 +140,7 @@ int cmd_write(int argc, char** argv) {
   std::mt19937_64 rng(seed ^ gen);
   std::vector<unsigned char> buf(kBlock), runbuf;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> pending;
-  std::uint64_t next = rng() % blocks;
+  std::uint64_t next = rng() % mine;
   for (std::uint64_t n = 0; n < max_writes; ++n) {
     if (run > 1 && n % 2 == 1) {
       // A run: R blocks at a multiple of R, one pwrite.
@@ -148,7 +156,7 @@ int cmd_write(int argc, char** argv) {
         return 0;  // the daemon died
       for (std::uint64_t i = 0; i < run; ++i) pending.emplace_back(first + i, g0 + i);
     } else {
-      const std::uint64_t b = sequential ? next++ % blocks : rng() % blocks;
+      const std::uint64_t b = (sequential ? next++ % mine : rng() % mine) * lanes + lane;
       fill_block(buf, b, ++gen, seed);
       if (::pwrite(fd, buf.data(), kBlock, static_cast<off_t>(b * kBlock)) != static_cast<ssize_t>(kBlock))
         return 0;  // the daemon died: expected in a crash test

@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <latch>
 #include <random>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "core/activity_log.hpp"
@@ -70,10 +72,11 @@ std::uint64_t sweep(Bitmap& bm, const std::function<std::error_code()>& sync = o
 
 // The chunks whose bit a mount would find set in the bitmap file as it is on disk now
 // (a crash: the file copied, then opened; every set bit is unsynced there).
-std::set<std::uint64_t> on_disk_after_crash(const std::string& path, const TempDir& td) {
+std::set<std::uint64_t> on_disk_after_crash(const std::string& path, const TempDir& td,
+                                            std::uint64_t image_size = kImage) {
   const std::string copy = td.path() + "/crash.fmbm";
   fmtest::write_bytes(copy, fmtest::read_bytes(path), 0600);
-  auto bm = open_at(copy, al_params(0));
+  auto bm = open_at(copy, al_params(0, image_size));
   std::set<std::uint64_t> set;
   for (std::uint64_t c = bm->next_unsynced(0); c < bm->stats().total_chunks; c = bm->next_unsynced(c + 1))
     set.insert(c);
@@ -336,6 +339,99 @@ TEST_SUITE("activity log") {
     md->end_write(5 * kCs, 4096, true);
     CHECK(md->stats().dirty_chunks == 15);  // chunk 5, then 6..19 ahead
     CHECK(md->chunk_clean(20));
+  }
+
+  TEST_CASE("adopt: only with room, at the back of the order, retired with its period unless written") {
+    ActivityLog al;
+    al.configure(4, 3);
+    std::vector<std::uint64_t> act, ret;
+    auto on_act = [&](std::uint64_t e) { act.push_back(e); };
+    auto on_ret = [&](std::uint64_t e) { ret.push_back(e); };
+    al.touch({0, 1}, on_act, on_ret);  // extent 0, written in period 0
+    al.end_period(on_ret);             // period 1 begins; 0 was written in period 0: kept
+    CHECK(al.adopt(5, on_act));
+    CHECK_FALSE(al.adopt(5, on_act));  // active already
+    CHECK(al.adopt(6, on_act));        // three active: the bound
+    CHECK_FALSE(al.adopt(7, on_act));  // no room: adopt never pushes an extent out
+    CHECK(act == std::vector<std::uint64_t>{0, 5, 6});
+    CHECK(ret.empty());
+    // Over the bound, the adopted extents go before the written one, the last adopted first.
+    al.touch({8, 9}, on_act, on_ret);  // extent 2
+    CHECK(ret == std::vector<std::uint64_t>{6});
+    CHECK(al.is_active(0));
+    // A write into an adopted extent keeps it; the untouched adopted one retires when the
+    // period ends, with extent 0 (not written in period 1).
+    al.touch({20, 21}, on_act, on_ret);  // extent 5: written now
+    al.end_period(on_ret);
+    CHECK(ret == std::vector<std::uint64_t>{6, 0});
+    CHECK(al.is_active(5));
+    CHECK(al.is_active(2));
+    CHECK(al.active() == 2);
+    // Adopted during period 2 and never written: gone when period 2 ends.
+    CHECK(al.adopt(9, on_act));
+    al.touch({8, 9}, on_act, on_ret);
+    al.touch({20, 21}, on_act, on_ret);
+    al.end_period(on_ret);
+    CHECK(ret == std::vector<std::uint64_t>{6, 0, 9});
+    CHECK(al.active() == 2);
+    ActivityLog off;
+    off.configure(4, 0);
+    CHECK_FALSE(off.adopt(1, on_act));
+  }
+
+  TEST_CASE("one writer at a time never activates ahead") {
+    TempDir td;
+    auto bm = fresh(td.path() + "/b.fmbm", 1024);
+    for (std::uint64_t e : {0, 1, 9, 14}) write_chunk(*bm, e * kExtChunks + 3);
+    const auto s = bm->stats();
+    CHECK(s.active_extents == 4);
+    CHECK(s.al_burst_extents == 0);
+    CHECK(s.dirty_chunks == 4 * kExtChunks);
+  }
+
+  TEST_CASE("writers arriving in cold extents during a flush activate their aligned groups") {
+    // 64 extents = 8 groups; 8 writers, one per group, released together. Whether one of
+    // them arrives while another's flush runs is up to the scheduler: fresh bitmaps until
+    // a burst happens (usually the first).
+    constexpr std::uint64_t kExtents = 64, kWriters = 8, kGroup = ActivityLog::kBurstGroup;
+    TempDir td;
+    std::unique_ptr<Bitmap> bm;
+    std::string path;
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      path = td.path() + "/b" + std::to_string(attempt) + ".fmbm";
+      bm = open_at(path, al_params(1024, 0));
+      REQUIRE_FALSE(bm->resize(kExtents * kExt));
+      std::latch go(kWriters);
+      std::vector<std::thread> ts;
+      for (std::uint64_t t = 0; t < kWriters; ++t)
+        ts.emplace_back([&, t] {
+          go.arrive_and_wait();
+          const std::uint64_t off = (t * kGroup + t % kGroup) * kExt + 8192;
+          REQUIRE_FALSE(bm->start_write(off, 4096));
+          bm->end_write(off, 4096, true);
+        });
+      for (auto& t : ts) t.join();
+      if (bm->stats().al_burst_extents > 0) break;
+    }
+    auto s = bm->stats();
+    REQUIRE(s.al_burst_extents > 0);
+    CHECK(s.active_extents == kWriters + s.al_burst_extents);
+    CHECK(s.dirty_chunks == s.active_extents * kExtChunks);  // every chunk of each, set
+    CHECK(s.logged_chunks == s.dirty_chunks - kWriters);     // all but the written ones
+    // The point of it: a write into an adopted extent needs no flush; a write into an
+    // extent of a group the burst did not reach needs one (one writer: no burst now).
+    std::uint64_t no_flush = 0;
+    for (std::uint64_t e = 0; e < kExtents; ++e) {
+      if (e % kGroup == (e / kGroup) % kGroup) continue;  // written above
+      const auto before = bm->stats().flushes;
+      write_chunk(*bm, e * kExtChunks + 5);
+      if (bm->stats().flushes == before) ++no_flush;
+    }
+    CHECK(no_flush == s.al_burst_extents);
+    CHECK(bm->stats().al_burst_extents == s.al_burst_extents);
+    // A crash now finds every chunk written set (with the whole of every active extent).
+    const auto on_disk = on_disk_after_crash(path, td, kExtents * kExt);
+    CHECK(on_disk.size() == kExtents * kExtChunks);
   }
 
   TEST_CASE("a range over many extents (a large punch or allocate) is left to md's rules") {
