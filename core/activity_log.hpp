@@ -41,7 +41,7 @@ class ActivityLog {
  public:
   using OnExtent = std::function<void(std::uint64_t extent)>;
   // Extents per aligned group that a cold burst activates together (Bitmap::al_burst_locked).
-  static constexpr std::uint64_t kBurstGroup = 8;
+  static constexpr std::uint64_t kBurstGroup = 64;
 
   // `max_extents` 0: the log is off (md's rules alone). `extent_chunks` >= 1.
   void configure(std::uint64_t extent_chunks, std::uint64_t max_extents);

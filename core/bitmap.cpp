@@ -159,12 +159,25 @@ void Bitmap::al_burst_locked(ChunkRange in) {
   // adopted extent no write touched retires when the sweep period ends, and is the first
   // to go when the set is over its bound (ActivityLog::adopt).
   // Safety: a superset of the intent, set in memory before the flush that carries it.
+  // Test builds only: FM_FAULT=al.burst_ondisk breaks the rule on purpose — an adopted
+  // extent is marked active and durable without its bits being set, so a write into it
+  // issues its data before any flush carries its bit — so that the power-cut suite can
+  // show it notices (t_powercut_canary.sh).
+  const bool broken = FM_FAULT_POINT("al.burst_ondisk");
+  auto activate = [&](std::uint64_t x) {
+    if (!broken) {
+      al_activate_locked(x);
+      return;
+    }
+    pages_.set_range(kActive, al_.chunks_of(x, total_chunks_));
+    pages_.set_range(kOndisk, al_.chunks_of(x, total_chunks_));
+  };
   const std::uint64_t g = ActivityLog::kBurstGroup;
   const std::uint64_t last = al_.extent_of(in.end - 1);
   for (std::uint64_t first = al_.extent_of(in.first) / g * g; first <= last; first += g)
     for (std::uint64_t e = first; e < first + g; ++e) {
       if (al_.chunks_of(e, total_chunks_).empty()) break;  // past the cover
-      if (al_.adopt(e, [&](std::uint64_t x) { al_activate_locked(x); })) ++al_burst_extents_;
+      if (al_.adopt(e, activate)) ++al_burst_extents_;
     }
 }
 

@@ -180,11 +180,11 @@ wl_alevict() { # the activity log over its bound: activations, and retirements t
 }
 
 wl_alburst() { # four writers at once into cold extents: activation in a burst (write-path.md §3b)
-  # 64 extents of 1 MiB, in groups of 8: a writer that activates an extent while another
+  # 256 extents of 256 KiB, in four groups of 64: a writer that activates an extent while another
   # writer's flush runs activates the rest of its group in the same flush. Each round is
   # swept clean first, so that it starts cold; at least one must have made a burst.
   new_set
-  pc_config '.al_extent_size = 1048576'
+  pc_config '.al_extent_size = 262144'
   daemon_mount
   truncate -s 64M "$MNT/disk.img"
   fm_unmount "$MNT"

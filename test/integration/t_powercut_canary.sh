@@ -4,7 +4,8 @@
 # data; FM_FAULT=al.clear_written makes the activity log clear written chunks at retirement;
 # FM_FAULT=checksums.keep_on_shrink keeps checksums a shrink invalidated; FM_FAULT=
 # fresh.keep_on_change keeps the checksums a direct write took from its buffer after the
-# chunk changed) must be caught by a
+# chunk changed; FM_FAULT=al.burst_ondisk lets writes into extents a burst adopted skip the
+# flush of their bits) must be caught by a
 # CI-sized run of t_powercut.sh (offline checks only). Skips (77) on a build without crash
 # points, where the fault
 # point does not exist.
@@ -34,4 +35,9 @@ FM_PC_WORKLOADS=checksums FM_PC_STATES=${FM_PC_STATES:-400} FM_PC_RECOVER_EVERY=
 #    a stale one and the checksum check must accuse. The direct workload, swept clean four
 #    times.
 FM_PC_WORKLOADS=direct FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 \
-  FM_PC_DAEMON_FAULT=fresh.keep_on_change FM_PC_EXPECT=violations exec bash "$here/t_powercut.sh"
+  FM_PC_DAEMON_FAULT=fresh.keep_on_change FM_PC_EXPECT=violations bash "$here/t_powercut.sh" || exit $?
+# 5. al.burst_ondisk: the extents a burst adopts count as durable before their flush
+#    (write-path.md §3b "Activation in a burst"), so writes into them issue data with no
+#    durable bit; the alburst workload (four writers into cold extents).
+FM_PC_WORKLOADS=alburst FM_PC_STATES=${FM_PC_STATES:-200} FM_PC_RECOVER_EVERY=0 \
+  FM_PC_DAEMON_FAULT=al.burst_ondisk FM_PC_EXPECT=violations exec bash "$here/t_powercut.sh"

@@ -390,10 +390,10 @@ TEST_SUITE("activity log") {
   }
 
   TEST_CASE("writers arriving in cold extents during a flush activate their aligned groups") {
-    // 64 extents = 8 groups; 8 writers, one per group, released together. Whether one of
-    // them arrives while another's flush runs is up to the scheduler: fresh bitmaps until
-    // a burst happens (usually the first).
-    constexpr std::uint64_t kExtents = 64, kWriters = 8, kGroup = ActivityLog::kBurstGroup;
+    // Four groups of extents; four writers, one per group, released together. Whether one
+    // of them arrives while another's flush runs is up to the scheduler: fresh bitmaps
+    // until a burst happens (usually the first).
+    constexpr std::uint64_t kGroup = ActivityLog::kBurstGroup, kWriters = 4, kExtents = kWriters * kGroup;
     TempDir td;
     std::unique_ptr<Bitmap> bm;
     std::string path;
@@ -406,7 +406,7 @@ TEST_SUITE("activity log") {
       for (std::uint64_t t = 0; t < kWriters; ++t)
         ts.emplace_back([&, t] {
           go.arrive_and_wait();
-          const std::uint64_t off = (t * kGroup + t % kGroup) * kExt + 8192;
+          const std::uint64_t off = (t * kGroup + t) * kExt + 8192;  // extent t of group t
           REQUIRE_FALSE(bm->start_write(off, 4096));
           bm->end_write(off, 4096, true);
         });
@@ -415,6 +415,7 @@ TEST_SUITE("activity log") {
     }
     auto s = bm->stats();
     REQUIRE(s.al_burst_extents > 0);
+    CHECK(s.al_burst_extents % (kGroup - 1) == 0);  // whole groups, less the written extent
     CHECK(s.active_extents == kWriters + s.al_burst_extents);
     CHECK(s.dirty_chunks == s.active_extents * kExtChunks);  // every chunk of each, set
     CHECK(s.logged_chunks == s.dirty_chunks - kWriters);     // all but the written ones
@@ -422,7 +423,7 @@ TEST_SUITE("activity log") {
     // extent of a group the burst did not reach needs one (one writer: no burst now).
     std::uint64_t no_flush = 0;
     for (std::uint64_t e = 0; e < kExtents; ++e) {
-      if (e % kGroup == (e / kGroup) % kGroup) continue;  // written above
+      if (e % kGroup == e / kGroup) continue;  // written above
       const auto before = bm->stats().flushes;
       write_chunk(*bm, e * kExtChunks + 5);
       if (bm->stats().flushes == before) ++no_flush;
@@ -432,6 +433,36 @@ TEST_SUITE("activity log") {
     // A crash now finds every chunk written set (with the whole of every active extent).
     const auto on_disk = on_disk_after_crash(path, td, kExtents * kExt);
     CHECK(on_disk.size() == kExtents * kExtChunks);
+  }
+
+  TEST_CASE("a burst adopts only while the log has room") {
+    constexpr std::uint64_t kGroup = ActivityLog::kBurstGroup, kBound = kGroup / 2;
+    TempDir td;
+    std::unique_ptr<Bitmap> bm;
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      bm = open_at(td.path() + "/r" + std::to_string(attempt) + ".fmbm", al_params(kBound, 0));
+      REQUIRE_FALSE(bm->resize(4 * kGroup * kExt));
+      std::latch go(4);
+      std::vector<std::thread> ts;
+      for (std::uint64_t t = 0; t < 4; ++t)
+        ts.emplace_back([&, t] {
+          go.arrive_and_wait();
+          REQUIRE_FALSE(bm->start_write((t * kGroup + 1) * kExt, 4096));
+          bm->end_write((t * kGroup + 1) * kExt, 4096, true);
+        });
+      for (auto& t : ts) t.join();
+      if (bm->stats().al_burst_extents > 0) break;
+    }
+    const auto s = bm->stats();
+    REQUIRE(s.al_burst_extents > 0);
+    CHECK(s.active_extents <= kBound);
+    // Every written extent is still active: an adoption never pushed one out, and the
+    // adopted extents went first when a later activation needed the room.
+    for (std::uint64_t t = 0; t < 4; ++t) {
+      const auto before = bm->stats().flushes;
+      write_chunk(*bm, (t * kGroup + 1) * kExtChunks + 7);
+      CHECK(bm->stats().flushes == before);
+    }
   }
 
   TEST_CASE("a range over many extents (a large punch or allocate) is left to md's rules") {
