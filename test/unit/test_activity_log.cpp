@@ -84,6 +84,31 @@ std::set<std::uint64_t> on_disk_after_crash(const std::string& path, const TempD
   return set;
 }
 
+// Fresh bitmaps at `path`N (al_extents `bound`, `extents` extents of kExt) until one write
+// at each of `offs`, all released together, makes a burst (writers arriving in cold extents
+// while another's flush runs: up to the scheduler, usually the first try). Returns that
+// bitmap and sets `path` to its file.
+std::unique_ptr<Bitmap> until_burst(const std::string& prefix, std::string& path, std::uint64_t bound,
+                                    std::uint64_t extents, const std::vector<std::uint64_t>& offs) {
+  std::unique_ptr<Bitmap> bm;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    path = prefix + std::to_string(attempt) + ".fmbm";
+    bm = open_at(path, al_params(bound, 0));
+    REQUIRE_FALSE(bm->resize(extents * kExt));
+    std::latch go(static_cast<std::ptrdiff_t>(offs.size()));
+    std::vector<std::thread> ts;
+    for (std::uint64_t off : offs)
+      ts.emplace_back([&, off] {
+        go.arrive_and_wait();
+        REQUIRE_FALSE(bm->start_write(off, 4096));
+        bm->end_write(off, 4096, true);
+      });
+    for (auto& t : ts) t.join();
+    if (bm->stats().al_burst_extents > 0) break;
+  }
+  return bm;
+}
+
 }  // namespace
 
 TEST_SUITE("activity log") {
@@ -390,29 +415,13 @@ TEST_SUITE("activity log") {
   }
 
   TEST_CASE("writers arriving in cold extents during a flush activate their aligned groups") {
-    // Four groups of extents; four writers, one per group, released together. Whether one
-    // of them arrives while another's flush runs is up to the scheduler: fresh bitmaps
-    // until a burst happens (usually the first).
+    // Four groups of extents; four writers, one per group, released together.
     constexpr std::uint64_t kGroup = ActivityLog::kBurstGroup, kWriters = 4, kExtents = kWriters * kGroup;
     TempDir td;
-    std::unique_ptr<Bitmap> bm;
     std::string path;
-    for (int attempt = 0; attempt < 200; ++attempt) {
-      path = td.path() + "/b" + std::to_string(attempt) + ".fmbm";
-      bm = open_at(path, al_params(1024, 0));
-      REQUIRE_FALSE(bm->resize(kExtents * kExt));
-      std::latch go(kWriters);
-      std::vector<std::thread> ts;
-      for (std::uint64_t t = 0; t < kWriters; ++t)
-        ts.emplace_back([&, t] {
-          go.arrive_and_wait();
-          const std::uint64_t off = (t * kGroup + t) * kExt + 8192;  // extent t of group t
-          REQUIRE_FALSE(bm->start_write(off, 4096));
-          bm->end_write(off, 4096, true);
-        });
-      for (auto& t : ts) t.join();
-      if (bm->stats().al_burst_extents > 0) break;
-    }
+    std::vector<std::uint64_t> offs;
+    for (std::uint64_t t = 0; t < kWriters; ++t) offs.push_back((t * kGroup + t) * kExt + 8192);  // extent t of group t
+    auto bm = until_burst(td.path() + "/b", path, 1024, kExtents, offs);
     auto s = bm->stats();
     REQUIRE(s.al_burst_extents > 0);
     CHECK(s.al_burst_extents % (kGroup - 1) == 0);  // whole groups, less the written extent
@@ -438,21 +447,10 @@ TEST_SUITE("activity log") {
   TEST_CASE("a burst adopts only while the log has room") {
     constexpr std::uint64_t kGroup = ActivityLog::kBurstGroup, kBound = kGroup / 2;
     TempDir td;
-    std::unique_ptr<Bitmap> bm;
-    for (int attempt = 0; attempt < 200; ++attempt) {
-      bm = open_at(td.path() + "/r" + std::to_string(attempt) + ".fmbm", al_params(kBound, 0));
-      REQUIRE_FALSE(bm->resize(4 * kGroup * kExt));
-      std::latch go(4);
-      std::vector<std::thread> ts;
-      for (std::uint64_t t = 0; t < 4; ++t)
-        ts.emplace_back([&, t] {
-          go.arrive_and_wait();
-          REQUIRE_FALSE(bm->start_write((t * kGroup + 1) * kExt, 4096));
-          bm->end_write((t * kGroup + 1) * kExt, 4096, true);
-        });
-      for (auto& t : ts) t.join();
-      if (bm->stats().al_burst_extents > 0) break;
-    }
+    std::string path;
+    std::vector<std::uint64_t> offs;
+    for (std::uint64_t t = 0; t < 4; ++t) offs.push_back((t * kGroup + 1) * kExt);
+    auto bm = until_burst(td.path() + "/r", path, kBound, 4 * kGroup, offs);
     const auto s = bm->stats();
     REQUIRE(s.al_burst_extents > 0);
     CHECK(s.active_extents <= kBound);
