@@ -102,6 +102,14 @@ crashwriter() { # crashwriter IMAGE SECS [ARGS] — the verifying load with mark
   timeout "$secs" "$CW" write "$MNT/$img" "$FM_TMP/logs/acks.$img" --mark "$REC/.recordfs" --image "$img" "$@" ||
     true
 }
+crashwriter_lanes() { # crashwriter_lanes IMAGE SECS [ARGS] — four crashwriters at once, on disjoint blocks
+  local k pids=()
+  for k in 0 1 2 3; do
+    crashwriter "$@" --lanes 4 --lane "$k" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}
 
 # ---------------------------------------------------------------------------- workloads
 # Each: new_set, setup (unrecorded: in the snapshot), snapshot_and_record, load, power_cut.
@@ -190,25 +198,14 @@ wl_alburst() { # four writers at once into cold extents: activation in a burst (
   fm_unmount "$MNT"
   snapshot_and_record alburst
   daemon_mount
-  local n round k pids
+  local n round
   for round in 1 2 3; do
     "$FUSEMIRROR" wait --clean "$MNT" disk.img --timeout 20 >/dev/null || fail "alburst: disk.img not clean before round $round"
-    pids=()
-    for k in 0 1 2 3; do
-      crashwriter disk.img "$LOAD" --blocks 16384 --sync-every 8 --max-writes 48 --lanes 4 --lane "$k" \
-        --seed "$((SEED + round))" &
-      pids+=($!)
-    done
-    wait "${pids[@]}"
+    crashwriter_lanes disk.img "$LOAD" --blocks 16384 --sync-every 8 --max-writes 48 --seed "$((SEED + round))"
   done
   n=$(fm_image_json "$MNT" disk.img | jq -r .al_burst_extents)
   [[ $n =~ ^[0-9]+$ ]] && ((n > 0)) || fail "alburst: four writers into cold extents activated $n extents ahead"
-  pids=()
-  for k in 0 1 2 3; do
-    crashwriter disk.img "$LOAD" --blocks 16384 --sync-every 8 --lanes 4 --lane "$k" --seed "$SEED" &
-    pids+=($!)
-  done
-  wait "${pids[@]}"
+  crashwriter_lanes disk.img "$LOAD" --blocks 16384 --sync-every 8 --seed "$SEED"
   power_cut
 }
 
