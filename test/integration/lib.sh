@@ -564,22 +564,35 @@ fm_bg_stop() { # fm_bg_stop PID
   _fm_kill_pid "$1" || fail "helper pid $1 would not stop"
 }
 
-# fm_kill_under_writer FILE N COUNT SLOTS BASE PID — a writer rewrites FILE N times, each
-# time COUNT 64 KiB blocks with fsync at block (i % SLOTS * COUNT + BASE); 0.3 s in, the
-# server PID is killed (-9) and stopped. Fails if the writer ended before the kill or saw
-# an error. FM_KILL_NS is the kill's time (date +%s%N).
+# fm_kill_under_writer FILE N COUNT SLOTS BASE PID — a writer rewrites FILE, each pass
+# COUNT 64 KiB blocks with fsync at block (i % SLOTS * COUNT + BASE), until told to stop.
+# After its third pass the server PID is killed (-9) and stopped; the writer then goes on
+# for N more passes and stops. Paced by the writer's progress, not by a clock, so a fast
+# host cannot finish the load before the kill. Fails if the writer saw an error or made
+# no progress for 30 s. FM_KILL_NS is the kill's time (date +%s%N).
 fm_kill_under_writer() {
-  local file=$1 n=$2 count=$3 slots=$4 base=$5 pid=$6 writer
-  fm_bg bash -c 'for i in $(seq 1 "$2"); do
-      dd if=/dev/urandom of="$1" bs=64K count="$3" seek=$((i % $4 * $3 + $5)) conv=notrunc,fsync status=none || exit 1
-    done' _ "$file" "$n" "$count" "$slots" "$base"
+  local file=$1 n=$2 count=$3 slots=$4 base=$5 pid=$6 writer at_kill
+  local prog=$FM_TMP/kill_writer.pass stop=$FM_TMP/kill_writer.stop
+  echo 0 >"$prog"
+  rm -f "$stop"
+  fm_bg bash -c 'i=0; until [[ -e $6 ]]; do i=$((i + 1))
+      dd if=/dev/urandom of="$1" bs=64K count="$2" seek=$((i % $3 * $2 + $4)) conv=notrunc,fsync status=none || exit 1
+      echo "$i" >"$5"
+    done' _ "$file" "$count" "$slots" "$base" "$prog" "$stop"
   writer=$FM_LAST_BG
-  sleep 0.3
-  kill -0 "$writer" 2>/dev/null || fail "the writer ended before the server was killed (make it longer)"
+  _passes() { local v; v=$(<"$prog"); echo "${v:-0}"; } # read while the writer rewrites it
+  _passes_at_least() { kill -0 "$writer" 2>/dev/null || return 0; (($(_passes) >= $1)); }
+  fm_wait_for "3 passes" 30 _passes_at_least 3 || fail "the writer made no 3 passes in 30 s"
+  kill -0 "$writer" 2>/dev/null || fail "the writer failed before the server was killed"
+  at_kill=$(_passes)
   kill -KILL "$pid"
   FM_KILL_NS=$(date +%s%N)
   fm_bg_stop "$pid"
+  fm_wait_for "$n passes after the kill" 30 _passes_at_least $((at_kill + n)) ||
+    fail "the writer made no $n passes in 30 s after the server was killed"
+  touch "$stop"
   wait "$writer" || fail "a user write failed while the server died"
+  fm_log "writer: $at_kill passes before the kill, $(($(<"$prog") - at_kill)) after"
 }
 
 # fm_wait_for WHAT SECS CMD... — polls CMD every 0.2s until it succeeds.

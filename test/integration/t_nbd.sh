@@ -115,7 +115,7 @@ dd if=/dev/urandom of="$K" bs=1M count=32 conv=notrunc status=none || fail "fill
 fm_wait_for "clean" 20 is_clean "$MNT" kill.img || fail "kill.img not clean: $(fm_image_json "$MNT" kill.img)"
 copied0=$(img_get "$MNT" kill.img .sync.copied_bytes)
 # a writer rewriting 1 MiB runs while the server dies; it must see no error
-fm_kill_under_writer "$K" 200 16 4 64 "$NBD_PID"
+fm_kill_under_writer "$K" 20 16 4 64 "$NBD_PID"
 fm_wait_for "degraded" 10 is_degraded "$MNT" kill.img || fail "kill.img not degraded after the server died"
 reason=$(img_get "$MNT" kill.img .degraded_reason)
 [[ $reason == *"export kill.img on $URI"* ]] || fail "degraded reason does not name the export: '$reason'"

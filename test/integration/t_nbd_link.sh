@@ -70,7 +70,7 @@ fm_wait_for "in sync" 20 in_sync "$MNT" d.img || fail "d.img not in sync: $(fm_i
 [[ $(img_get "$MNT" k.img .link.state) == connected ]] || fail "link not connected: $(fm_image_json "$MNT" k.img)"
 copied0=$(img_get "$MNT" k.img .sync.copied_bytes)
 dcopied0=$(img_get "$MNT" d.img .sync.copied_bytes)
-fm_kill_under_writer "$K" 100 4 8 32 "$NBD_PID"
+fm_kill_under_writer "$K" 20 4 8 32 "$NBD_PID"
 t_kill=$FM_KILL_NS
 fm_wait_for "degraded" 2 is_degraded "$MNT" k.img || fail "k.img not degraded: $(fm_image_json "$MNT" k.img)"
 # within one daemon sweep (daemon_sleep 1 s): the log's time of the failure
