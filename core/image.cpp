@@ -12,6 +12,7 @@
 #include "core/file_leg.hpp"
 #include "utils/crash_point.hpp"
 #include "utils/io.hpp"
+#include "utils/page_cache.hpp"
 #include "utils/proc_fd.hpp"
 #include "utils/size.hpp"
 
@@ -136,13 +137,32 @@ std::error_code Image::settle(const char* op, std::error_code primary, std::erro
   return primary;
 }
 
+bool Image::cached_whole(std::uint64_t off, std::size_t len) {
+  if (!cache_probe_ok_.load(std::memory_order_relaxed)) return false;
+  auto cached = utils::range_cached(primary_.get(), off, len);
+  if (cached) return *cached;
+  if (cache_probe_ok_.exchange(false))
+    spdlog::info("{}: cannot ask the page cache what it holds ({}): aligned reads are all direct", name(),
+                 cached.error().message());
+  return false;
+}
+
 utils::Result<std::size_t> Image::read_primary(std::span<std::byte> buf, std::uint64_t off) {
   // O_DIRECT needs the offset, the length and the buffer aligned to the device's logical
   // block; 4 KiB covers every device. Coherent with the buffered writes: a direct read
   // first writes back the dirty page-cache pages of its range (the kernel's rule), so it
   // returns what the last acknowledged write left. Only the read side bypasses the cache.
+  // A range already wholly in the cache (a recent write's pages, a re-read) is copied from
+  // there: a direct read of it would go to the disk for what memory holds. Either answer
+  // of the probe is safe, as both descriptors read the same file coherently; a page
+  // evicted between the probe and the read is simply read back into the cache.
   const auto addr = reinterpret_cast<std::uintptr_t>(buf.data());
   if (direct_ok_.load(std::memory_order_relaxed) && ((off | buf.size() | addr) & 4095) == 0) {
+    if (cached_whole(off, buf.size())) {
+      auto r = utils::pread_all(primary_.get(), buf, off);
+      if (r) cached_reads_.fetch_add(1, std::memory_order_relaxed);
+      return r;
+    }
     auto r = utils::pread_all(primary_direct_.get(), buf, off);
     if (r) direct_reads_.fetch_add(1, std::memory_order_relaxed);
     if (r || r.error() != std::errc::invalid_argument) return r;
@@ -484,6 +504,7 @@ ImageStatus Image::status() const {
   s.resync_copied_bytes = resync_copied_.load(std::memory_order_relaxed);
   s.mismatch_cnt = mismatch_cnt_.load(std::memory_order_relaxed);
   s.direct_reads = direct_reads();
+  s.cached_reads = cached_reads();
   s.direct_writes = direct_writes();
   s.hashes_from_writes = hashes_from_writes();
   if (wb_) {

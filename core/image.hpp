@@ -62,10 +62,12 @@ struct ImageOptions {
   // Config verify_reads: a read of a clean chunk with a checksum checks the primary's data
   // (docs/write-path.md §9.5). Needs checksums (attach_checksums).
   bool verify_reads = false;
-  // Config direct_reads: reads aligned to 4 KiB (offset, length and buffer) go to a second
-  // descriptor of the primary opened with O_DIRECT — no page-cache pages allocated, filled
-  // and evicted per read. Unaligned reads, and every read after the primary's file system
-  // refused O_DIRECT once, use the buffered descriptor. Writes are never direct.
+  // Config direct_reads: reads aligned to 4 KiB (offset, length and buffer) whose range is
+  // not wholly in the page cache go to a second descriptor of the primary opened with
+  // O_DIRECT — no page-cache pages allocated, filled and evicted per read; a range the
+  // cache already holds is read from it (docs/write-path.md §8a). Unaligned reads, and
+  // every read after the primary's file system refused O_DIRECT once, use the buffered
+  // descriptor. Writes are never direct.
   bool direct_reads = false;
   // Config direct_write_max (docs/write-path.md §1b): a write whose offset and length are
   // multiples of 4 KiB and whose length is at most this goes to both legs through O_DIRECT
@@ -117,6 +119,8 @@ class Image {
   int primary_fd() const { return primary_.get(); }
   // Reads served by the primary's O_DIRECT descriptor so far (ImageOptions::direct_reads).
   std::uint64_t direct_reads() const { return direct_reads_.load(std::memory_order_relaxed); }
+  // Aligned reads served from the page cache under direct_reads: their range was all there.
+  std::uint64_t cached_reads() const { return cached_reads_.load(std::memory_order_relaxed); }
   // Writes issued through the legs' O_DIRECT descriptors so far (direct_write_max).
   std::uint64_t direct_writes() const { return direct_writes_.load(std::memory_order_relaxed); }
   // Chunks the sweep hashed from a direct write's buffer instead of reading the primary.
@@ -279,10 +283,13 @@ class Image {
   std::string name_;  // guarded by name_mu_
   utils::UniqueFd primary_;
   // The primary again, O_DIRECT, read-only (ImageOptions::direct_reads); invalid when off or
-  // refused. direct_ok_ falls once for good when a direct read fails with EINVAL.
+  // refused. direct_ok_ falls once for good when a direct read fails with EINVAL;
+  // cache_probe_ok_ when the kernel cannot say what its page cache holds (cachestat).
   utils::UniqueFd primary_direct_;
   std::atomic<bool> direct_ok_{false};
+  std::atomic<bool> cache_probe_ok_{true};
   std::atomic<std::uint64_t> direct_reads_{0};
+  std::atomic<std::uint64_t> cached_reads_{0};
   // The primary again, O_DIRECT, read-write (ImageOptions::direct_write_max); dw_ok_ falls
   // once for good when a leg refuses a direct write with EINVAL (core/image_direct.cpp).
   utils::UniqueFd primary_dw_;  // set (or not) in the constructor only
@@ -326,6 +333,8 @@ class Image {
   std::atomic<std::uint64_t> read_verified_{0}, read_repaired_{0}, read_failed_{0};
   std::atomic<bool> primary_read_failed_{false};
   utils::Result<std::size_t> read_primary(std::span<std::byte> buf, std::uint64_t off);
+  // Is [off, off + len) of the primary all in the page cache? false when unknown.
+  bool cached_whole(std::uint64_t off, std::size_t len);
   std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it
   // The last few write streams: a write starting where one ended continues it (a
   // heuristic: a miss only costs a flush that could have been saved).

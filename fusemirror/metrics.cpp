@@ -72,6 +72,8 @@ void declare(prom::Exposition& x) {
     "Writes that waited because the write-behind queue was full.");
   c("fusemirror_secondary_reads_total", "Reads served by the secondary (the primary failed them).");
   c("fusemirror_direct_reads_total", "Reads served with O_DIRECT from the primary (config direct_reads).");
+  c("fusemirror_cached_reads_total",
+    "Aligned reads served from the page cache, which held their whole range (config direct_reads).");
   c("fusemirror_direct_writes_total", "Writes issued to the legs with O_DIRECT (config direct_write_max).");
   c("fusemirror_hashes_from_writes_total",
     "Chunks whose checksum the sweep took from a direct write's buffer instead of reading the primary.");
@@ -142,6 +144,7 @@ void add_set(prom::Exposition& x, const std::string& mp, const core::SetStatus& 
     add("fusemirror_write_behind_lag_held_seconds_total", i.wb_lag_held_seconds);
     add("fusemirror_secondary_reads_total", static_cast<double>(i.secondary_reads));
     add("fusemirror_direct_reads_total", static_cast<double>(i.direct_reads));
+    add("fusemirror_cached_reads_total", static_cast<double>(i.cached_reads));
     add("fusemirror_direct_writes_total", static_cast<double>(i.direct_writes));
     add("fusemirror_hashes_from_writes_total", static_cast<double>(i.hashes_from_writes));
     for (auto st : {core::LinkStatus::State::connected, core::LinkStatus::State::connecting, core::LinkStatus::State::down})

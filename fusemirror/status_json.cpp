@@ -67,6 +67,7 @@ nlohmann::json to_json(const core::SetStatus& set) {
                          {"lag_holds", s.wb_lag_holds}, {"lag_held_seconds", s.wb_lag_held_seconds}};
     i["secondary_reads"] = s.secondary_reads;
     i["direct_reads"] = s.direct_reads;
+    i["cached_reads"] = s.cached_reads;
     i["direct_writes"] = s.direct_writes;
     i["hashes_from_writes"] = s.hashes_from_writes;
     i["mismatch_cnt"] = s.mismatch_cnt;
@@ -163,6 +164,7 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.wb_lag_held_seconds = wb.value("lag_held_seconds", 0.0);
     m.secondary_reads = i.value("secondary_reads", std::uint64_t{0});
     m.direct_reads = i.value("direct_reads", std::uint64_t{0});
+    m.cached_reads = i.value("cached_reads", std::uint64_t{0});
     m.direct_writes = i.value("direct_writes", std::uint64_t{0});
     m.hashes_from_writes = i.value("hashes_from_writes", std::uint64_t{0});
     m.mismatch_cnt = i.value("mismatch_cnt", std::uint64_t{0});

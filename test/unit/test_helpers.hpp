@@ -84,6 +84,14 @@ inline std::vector<std::byte> read_bytes(const std::string& path) {
   return out;
 }
 
+// Drops the file's pages from the page cache: written back first, so none is dirty and
+// every one can go (POSIX_FADV_DONTNEED leaves dirty pages behind).
+inline void evict_cache(const std::string& path) {
+  fusemirror::utils::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd || ::fdatasync(fd.get()) != 0 || ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED) != 0)
+    throw std::runtime_error("cannot drop the page cache of " + path);
+}
+
 inline void write_bytes(const std::string& path, const std::vector<std::byte>& data,
                         mode_t mode = 0644) {
   fusemirror::utils::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));

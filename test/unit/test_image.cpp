@@ -628,16 +628,14 @@ TEST_CASE("a failed bitmap shows as bitmap-failed, refuses truncate, and recover
 
 }  // TEST_SUITE
 
-TEST_CASE("direct_reads: aligned reads bypass the page cache and return every acknowledged write") {
+TEST_CASE("direct_reads: aligned reads the cache does not hold go direct and return every acknowledged write") {
   core::ImageOptions io;
   io.direct_reads = true;
   fmtest::ImageFixture f(1 << 20, io);
-  // Buffered writes, none synced: their pages are dirty in the primary's page cache when
-  // the direct reads below run (the kernel writes a direct read's range back first).
   auto data = fmtest::pattern(1 << 20, 23);
   for (std::uint64_t off : {0ull, 4096ull, 12345ull, 65536ull * 3 + 7, (1ull << 20) - 5000})
     REQUIRE(f.img->write(std::as_bytes(std::span(data).subspan(off, 5000 - off % 7)), off));
-  auto want = fmtest::read_bytes(f.ppath);
+  auto want = fmtest::read_bytes(f.ppath);  // every page of the primary now in the cache
   REQUIRE(want.size() == data.size());
   auto* raw = static_cast<std::byte*>(std::aligned_alloc(4096, 3 << 16));
   REQUIRE(raw);
@@ -649,22 +647,39 @@ TEST_CASE("direct_reads: aligned reads bypass the page cache and return every ac
     CHECK(*r == n);
     CHECK(std::memcmp(at, want.data() + off, n) == 0);
   };
-  const std::uint64_t before = f.img->direct_reads();
-  check(raw, 0, 3 << 16);                     // aligned: direct
+  // The whole file is cached: aligned reads copy from the cache, none goes to the disk.
+  check(raw, 0, 3 << 16);
+  check(raw, 4096, 8192);
+  CHECK(f.img->cached_reads() == 2);
+  CHECK(f.img->direct_reads() == 0);
+
+  // Dropped from the cache, then written again without a sync: each range below misses
+  // pages, and the dirty ones of a recent write are written back by the direct read first.
+  fmtest::evict_cache(f.ppath);
+  auto more = fmtest::pattern(4096, 99);
+  REQUIRE(f.img->write(std::as_bytes(std::span(more)), 8192));
+  std::memcpy(want.data() + 8192, more.data(), 4096);
+  check(raw, 0, 3 << 16);                     // aligned, page 2 dirty, the rest gone: direct
   check(raw, 4096, 8192);                     // aligned: direct
   check(raw, (1 << 20) - 4096, 8192);         // aligned, across the end: short, direct
-  CHECK(f.img->direct_reads() == before + 3);
+  CHECK(f.img->direct_reads() == 3);
+  CHECK(f.img->cached_reads() == 2);
   check(raw + 512, 4096, 4096);               // buffer not 4 KiB aligned: buffered
   check(raw, 12345, 4096);                    // offset unaligned: buffered
   check(raw, 8192, 1000);                     // length unaligned: buffered
-  CHECK(f.img->direct_reads() == before + 3);
-  // A write after a direct read of its range is seen by the next direct read.
-  auto more = fmtest::pattern(4096, 99);
-  REQUIRE(f.img->write(std::as_bytes(std::span(more)), 8192));
-  auto r = f.img->read(std::span(raw, 4096), 8192);
-  REQUIRE(r);
-  CHECK(std::memcmp(raw, more.data(), 4096) == 0);
-  CHECK(f.img->direct_reads() == before + 4);
+  CHECK(f.img->direct_reads() == 3);
+  CHECK(f.img->cached_reads() == 2);          // neither counter counts unaligned reads
+  // Direct reads leave nothing in the cache; a buffered read brings a range in, and the
+  // next aligned read of it is served from there.
+  fmtest::evict_cache(f.ppath);
+  check(raw, 65536, 4096);
+  CHECK(f.img->direct_reads() == 4);
+  check(raw, 65536, 4096);
+  CHECK(f.img->direct_reads() == 5);          // still not cached: a direct read keeps no page
+  check(raw + 512, 65536, 4096);              // buffered: brings the page in
+  check(raw, 65536, 4096);
+  CHECK(f.img->cached_reads() == 3);
+  CHECK(f.img->status().cached_reads == 3);
 }
 
 TEST_CASE("direct_reads off: no read is direct") {
@@ -673,4 +688,5 @@ TEST_CASE("direct_reads off: no read is direct") {
   std::unique_ptr<std::byte, decltype(&std::free)> hold(raw, &std::free);
   REQUIRE(f.img->read(std::span(raw, 4096), 0));
   CHECK(f.img->direct_reads() == 0);
+  CHECK(f.img->cached_reads() == 0);
 }

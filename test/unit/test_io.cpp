@@ -1,5 +1,5 @@
 // Unit tests for utils/io: whole-buffer writes in aligned pieces (write_in_pieces,
-// pwrite_pieces).
+// pwrite_pieces); utils/page_cache: what the page cache holds of a range.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -14,6 +14,7 @@
 #include "test_helpers.hpp"
 #include "utils/fd.hpp"
 #include "utils/io.hpp"
+#include "utils/page_cache.hpp"
 
 using namespace fusemirror;
 
@@ -165,6 +166,34 @@ TEST_CASE("pwrite_pieces on a file: the same bytes as one pwrite; a short write 
   back = fmtest::read_bytes(path);
   CHECK(back.size() == 2 * 1024 * KiB + 100);
   CHECK(std::equal(big.begin(), big.begin() + static_cast<std::ptrdiff_t>(written), back.begin() + 1536 * KiB));
+}
+
+TEST_CASE("range_cached: true only when every page of the range is in the page cache") {
+  fmtest::TempDir dir;
+  const std::string path = dir / "f";
+  fmtest::write_bytes(path, fmtest::pattern(256 * KiB, 7));
+  utils::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  REQUIRE(fd.valid());
+  auto cached = [&](std::uint64_t off, std::uint64_t len) {
+    auto r = utils::range_cached(fd.get(), off, len);
+    REQUIRE(r);
+    return *r;
+  };
+  CHECK(cached(0, 256 * KiB));  // just written: all of it dirty in the cache
+  fmtest::evict_cache(path);
+  CHECK_FALSE(cached(0, 4 * KiB));
+  CHECK(cached(0, 0));          // an empty range holds nothing to miss
+  std::vector<std::byte> buf(8 * KiB);
+  REQUIRE(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM) == 0);  // no readahead around it
+  REQUIRE(utils::pread_all(fd.get(), std::span(buf).first(4 * KiB), 64 * KiB));  // one page back
+  CHECK(cached(64 * KiB, 4 * KiB));
+  CHECK(cached(64 * KiB + 100, 200));      // inside that page
+  CHECK_FALSE(cached(64 * KiB, 8 * KiB));  // the next page is not there
+  CHECK_FALSE(cached(60 * KiB, 8 * KiB));  // nor the one before
+  REQUIRE_FALSE(utils::pwrite_all(fd.get(), std::span(buf).first(4 * KiB), 68 * KiB));
+  CHECK(cached(64 * KiB, 8 * KiB));        // a written page is there (dirty)
+  CHECK_FALSE(cached(252 * KiB, 8 * KiB)); // past the end of the file: never cached
+  CHECK(utils::range_cached(-1, 0, 4096).error() == std::errc::bad_file_descriptor);
 }
 
 }  // TEST_SUITE
