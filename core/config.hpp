@@ -56,7 +56,7 @@ struct Config {
   // Checksums of clean chunks (docs/write-path.md §9): a sidecar per image beside its bitmap.
   bool checksums = true;
   bool verify_reads = false;   // reads check the primary against the checksums (needs checksums)
-  bool direct_reads = false;   // aligned reads of the primary bypass its page cache (O_DIRECT)
+  bool direct_reads = true;    // aligned reads the page cache lacks bypass it (O_DIRECT, §8a)
   double scrub_interval = 0;   // seconds between scheduled check passes per image; 0 = off
   bool scrub_repair = false;   // scheduled passes repair (else they only check)
   // The link to the secondary (docs/operations.md "replicating to another host"): an NBD

@@ -22,6 +22,14 @@ namespace {
 
 constexpr std::size_t kInlineWriteMax = 64 * 1024;
 
+// Counts itself among an image's reads or writes running now, for its lifetime; `now` is
+// the count with it.
+struct InFlight {
+  std::atomic<std::uint32_t>& n;
+  const std::uint32_t now = n.fetch_add(1, std::memory_order_relaxed) + 1;
+  ~InFlight() { n.fetch_sub(1, std::memory_order_relaxed); }
+};
+
 // Runs `secondary` on a pool thread and `primary` on this one, concurrently; returns both
 // results. With no usable secondary, only the primary runs.
 // `inline_both`: run both legs on this thread, primary first — for small buffered writes a
@@ -147,18 +155,38 @@ bool Image::cached_whole(std::uint64_t off, std::size_t len) {
   return false;
 }
 
+bool Image::read_buffered(std::uint64_t off, std::size_t len, std::uint32_t in_flight) {
+  // A reader alone that reads on from where the last read ended (cp, cat, a guest's
+  // single sequential stream at queue depth 1) is served faster by the cache's read-ahead
+  // than by one direct read at a time: measured 40 % faster at 128 KiB (performance.md
+  // "Direct reads"). Its pages then stay, as a buffered read's do. Reads that queue up —
+  // this one finds another in flight, or one did within the window (the count dips at
+  // some arrivals under a deep queue, as for direct writes) — go direct: the disk serves
+  // them in parallel, and the cache's per-page work costs more than it saves.
+  const std::int64_t now_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+  const bool sequential = next_read_off_.exchange(off + len, std::memory_order_relaxed) == off;
+  if (in_flight > 1)
+    last_read_company_ns_.store(now_ns, std::memory_order_relaxed);
+  else if (sequential &&
+           now_ns - last_read_company_ns_.load(std::memory_order_relaxed) >= opts_.direct_concurrent_window_ns)
+    return true;
+  return cached_whole(off, len);
+}
+
 utils::Result<std::size_t> Image::read_primary(std::span<std::byte> buf, std::uint64_t off) {
   // O_DIRECT needs the offset, the length and the buffer aligned to the device's logical
   // block; 4 KiB covers every device. Coherent with the buffered writes: a direct read
   // first writes back the dirty page-cache pages of its range (the kernel's rule), so it
   // returns what the last acknowledged write left. Only the read side bypasses the cache.
   // A range already wholly in the cache (a recent write's pages, a re-read) is copied from
-  // there: a direct read of it would go to the disk for what memory holds. Either answer
-  // of the probe is safe, as both descriptors read the same file coherently; a page
-  // evicted between the probe and the read is simply read back into the cache.
+  // there: a direct read of it would go to the disk for what memory holds; so is a lone
+  // sequential reader's (read_buffered). Either choice is safe, as both descriptors read
+  // the same file coherently; a page evicted between the probe and the read is simply
+  // read back into the cache.
   const auto addr = reinterpret_cast<std::uintptr_t>(buf.data());
   if (direct_ok_.load(std::memory_order_relaxed) && ((off | buf.size() | addr) & 4095) == 0) {
-    if (cached_whole(off, buf.size())) {
+    const InFlight in_flight{reads_in_flight_};
+    if (read_buffered(off, buf.size(), in_flight.now)) {
       auto r = utils::pread_all(primary_.get(), buf, off);
       if (r) cached_reads_.fetch_add(1, std::memory_order_relaxed);
       return r;
@@ -207,11 +235,7 @@ utils::Result<std::size_t> Image::write(std::span<const std::byte> data, std::ui
   // are on, locks whole 2 MiB blocks around its range (lock_floor/lock_ceil): a direct
   // write then never runs beside a buffered one in a page-cache folio they share, which
   // could leave that folio dirty with the direct write's old bytes (write-path.md §1b).
-  struct InFlight {
-    std::atomic<std::uint32_t>& n;
-    const std::uint32_t now = n.fetch_add(1, std::memory_order_relaxed) + 1;
-    ~InFlight() { n.fetch_sub(1, std::memory_order_relaxed); }
-  } in_flight{writes_in_flight_};
+  const InFlight in_flight{writes_in_flight_};
   // Under every lock it takes, the write first forgets its range's fresh hashes: the
   // primary's bytes there are about to change (core/fresh_hashes.hpp). Only a direct write
   // that the primary took whole puts new ones (write_direct).

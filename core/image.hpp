@@ -62,12 +62,14 @@ struct ImageOptions {
   // Config verify_reads: a read of a clean chunk with a checksum checks the primary's data
   // (docs/write-path.md §9.5). Needs checksums (attach_checksums).
   bool verify_reads = false;
-  // Config direct_reads: reads aligned to 4 KiB (offset, length and buffer) whose range is
-  // not wholly in the page cache go to a second descriptor of the primary opened with
-  // O_DIRECT — no page-cache pages allocated, filled and evicted per read; a range the
-  // cache already holds is read from it (docs/write-path.md §8a). Unaligned reads, and
-  // every read after the primary's file system refused O_DIRECT once, use the buffered
-  // descriptor. Writes are never direct.
+  // Config direct_reads: reads aligned to 4 KiB (offset, length and buffer) go to a second
+  // descriptor of the primary opened with O_DIRECT — no page-cache pages allocated, filled
+  // and evicted per read — unless the cache already holds their whole range, or a reader
+  // alone reads on from where the last read ended (the cache's read-ahead serves it
+  // better): docs/write-path.md §8a. Unaligned reads, and every read after the primary's
+  // file system refused O_DIRECT once, use the buffered descriptor. Writes are never
+  // direct. direct_concurrent_window_ns below also applies: a read that finds another in
+  // flight marks the image's reads as concurrent for that long.
   bool direct_reads = false;
   // Config direct_write_max (docs/write-path.md §1b): a write whose offset and length are
   // multiples of 4 KiB and whose length is at most this goes to both legs through O_DIRECT
@@ -119,7 +121,8 @@ class Image {
   int primary_fd() const { return primary_.get(); }
   // Reads served by the primary's O_DIRECT descriptor so far (ImageOptions::direct_reads).
   std::uint64_t direct_reads() const { return direct_reads_.load(std::memory_order_relaxed); }
-  // Aligned reads served from the page cache under direct_reads: their range was all there.
+  // Aligned reads direct_reads left to the page cache: their range was all there, or a
+  // reader alone read on sequentially.
   std::uint64_t cached_reads() const { return cached_reads_.load(std::memory_order_relaxed); }
   // Writes issued through the legs' O_DIRECT descriptors so far (direct_write_max).
   std::uint64_t direct_writes() const { return direct_writes_.load(std::memory_order_relaxed); }
@@ -290,6 +293,11 @@ class Image {
   std::atomic<bool> cache_probe_ok_{true};
   std::atomic<std::uint64_t> direct_reads_{0};
   std::atomic<std::uint64_t> cached_reads_{0};
+  // For the lone sequential reader (read_primary): aligned reads running now, where the
+  // last one ended, and when one last found another in flight (steady clock, ns).
+  std::atomic<std::uint32_t> reads_in_flight_{0};
+  std::atomic<std::uint64_t> next_read_off_{UINT64_MAX};
+  std::atomic<std::int64_t> last_read_company_ns_{INT64_MIN / 2};
   // The primary again, O_DIRECT, read-write (ImageOptions::direct_write_max); dw_ok_ falls
   // once for good when a leg refuses a direct write with EINVAL (core/image_direct.cpp).
   utils::UniqueFd primary_dw_;  // set (or not) in the constructor only
@@ -335,6 +343,8 @@ class Image {
   utils::Result<std::size_t> read_primary(std::span<std::byte> buf, std::uint64_t off);
   // Is [off, off + len) of the primary all in the page cache? false when unknown.
   bool cached_whole(std::uint64_t off, std::size_t len);
+  // Should this aligned read skip O_DIRECT? (read_primary; `in_flight` includes it)
+  bool read_buffered(std::uint64_t off, std::size_t len, std::uint32_t in_flight);
   std::atomic<bool> copy_file_range_ok_{true};  // false once the legs' file systems refuse it
   // The last few write streams: a write starting where one ended continues it (a
   // heuristic: a miss only costs a flush that could have been saved).

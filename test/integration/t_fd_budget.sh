@@ -7,8 +7,8 @@
 #      descriptors (FM_FD_IMAGES and FM_FD_LIMIT; `FM_FD_IMAGES=10000 FM_FD_LIMIT=` is the
 #      long run under the default limit of 20,000, where main before issue 12 failed from
 #      image ~6,661 with EMFILE; under 2,048 it failed from ~680): every create succeeds, the daemon's open descriptors, sampled throughout,
-#      stay under 4 x budget + a margin (an image holds its primary, secondary, bitmap and
-#      checksum file, and 2 more with direct writes on: 6 x budget; the budget is the daemon's "at most N images kept open" log line); status lists all 10,000; a sample of them is written, `fusemirror
+#      stay under (descriptors per image) x budget + a margin (an image holds its primary, secondary, bitmap and
+#      checksum file, 2 more with direct writes on and 1 with direct reads: 7 x budget; the budget is the daemon's "at most N images kept open" log line); status lists all 10,000; a sample of them is written, `fusemirror
 #      wait`, and both legs are equal byte for byte; an evicted image's control-tree
 #      attributes read "clean" without loading it.
 #   b) unmount + mount: the scan keeps the descriptors under the same bound, no image needs
@@ -52,11 +52,13 @@ PID=$(fm_daemon_pid "$MNT")
 BUDGET=$(budget_of "$PRI")
 LIMIT=$(awk '/Max open files/ {print $4}' "/proc/$PID/limits")
 # A daemon without a budget (before issue 12 §3) is held to what its limit would allow.
-[[ -n $BUDGET ]] || { BUDGET=$(((LIMIT - 512) / 6)); soft_fail "the daemon did not log its image budget"; }
-# Descriptors per open image: primary, secondary, bitmap, checksum file, and with direct
-# writes on (direct_write_max, on by default) each leg's O_DIRECT writer.
+[[ -n $BUDGET ]] || { BUDGET=$(((LIMIT - 512) / 7)); soft_fail "the daemon did not log its image budget"; }
+# Descriptors per open image: primary, secondary, bitmap, checksum file, with direct
+# writes on (direct_write_max, on by default) each leg's O_DIRECT writer, and with direct
+# reads on (direct_reads, on by default) the primary's O_DIRECT reader.
 PER_IMAGE=4
 (($(jq '.direct_write_max // 0' "$PRI/.fusemirror/config.json") > 0)) && PER_IMAGE=6
+[[ $(jq '.direct_reads // false' "$PRI/.fusemirror/config.json") == true ]] && PER_IMAGE=$((PER_IMAGE + 1))
 BOUND=$((PER_IMAGE * BUDGET + MARGIN))
 fm_log "daemon $PID: $(grep 'Max open files' "/proc/$PID/limits" | awk '{print $4"/"$5}') descriptors, budget $BUDGET images, bound $BOUND"
 sample_fds "$PID" "$FM_TMP/logs/peak" &

@@ -625,13 +625,13 @@ TEST_CASE("an NBD secondary is stored as its URI; a bad URI names the key and th
   CHECK(why.find("must not name an export") != std::string::npos);
 }
 
-TEST_CASE("direct_reads: default off, a boolean, kept by the dump") {
-  CHECK_FALSE(core::parse_config(minimal().dump(), "t").direct_reads);
+TEST_CASE("direct_reads: default on, a boolean, kept by the dump") {
+  CHECK(core::parse_config(minimal().dump(), "t").direct_reads);
   json j = minimal();
-  j["direct_reads"] = true;
+  j["direct_reads"] = false;
   core::Config c = core::parse_config(j.dump(), "t");
-  CHECK(c.direct_reads);
-  CHECK(core::parse_config(core::dump_config(c), "t").direct_reads);
+  CHECK_FALSE(c.direct_reads);
+  CHECK_FALSE(core::parse_config(core::dump_config(c), "t").direct_reads);
   j["direct_reads"] = 1;
   CHECK(reject(j).find("key 'direct_reads': must be true or false") != std::string::npos);
 }

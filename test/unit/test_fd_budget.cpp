@@ -84,8 +84,9 @@ TEST_CASE("budget: idle images beyond it are closed clean, listed, and reload wi
   }
   CHECK(s.table.loaded() <= 4);
   CHECK(s.table.size() == 20);
-  // primary, secondary, bitmap, checksums, and each leg's O_DIRECT writer (direct_write_max)
-  CHECK(open_fds() <= base + 4 * 6);
+  // primary, secondary, bitmap, checksums, the primary's O_DIRECT reader (direct_reads)
+  // and each leg's O_DIRECT writer (direct_write_max)
+  CHECK(open_fds() <= base + 4 * 7);
   auto sum = s.table.summary("img0");
   REQUIRE(sum);
   CHECK(sum->state == "clean");

@@ -682,6 +682,50 @@ TEST_CASE("direct_reads: aligned reads the cache does not hold go direct and ret
   CHECK(f.img->status().cached_reads == 3);
 }
 
+TEST_CASE("direct_reads: a reader alone reading on is left to the read-ahead, unless reads found company within the window") {
+  for (const bool wide : {false, true}) {
+    CAPTURE(wide);
+    core::ImageOptions io;
+    io.direct_reads = true;
+    io.direct_concurrent_window_ns = wide ? std::int64_t{3600} * 1'000'000'000 : 0;
+    fmtest::ImageFixture f(4 << 20, io);
+    auto data = fmtest::pattern(4 << 20, 31);
+    REQUIRE(f.img->write(std::as_bytes(std::span(data)), 0));
+    fmtest::evict_cache(f.ppath);
+    auto* raw = static_cast<std::byte*>(std::aligned_alloc(4096, 2 * 65536));
+    REQUIRE(raw);
+    std::unique_ptr<std::byte, decltype(&std::free)> hold(raw, &std::free);
+    auto read_at = [&](std::byte* at, std::uint64_t off) {
+      auto r = f.img->read(std::span(at, 65536), off);
+      REQUIRE(r);
+      REQUIRE(*r == 65536);
+      CHECK(std::memcmp(at, data.data() + off, 65536) == 0);
+    };
+    // Two readers at once, each re-reading its own range (never a continuation, never
+    // cached: all direct). A direct read sleeps on the disk, so the two overlap.
+    auto reader = [&](std::byte* at, std::uint64_t off) {
+      for (int i = 0; i < 2000; ++i) read_at(at, off);
+    };
+    std::thread t1(reader, raw, 0), t2(reader, raw + 65536, 1 << 20);
+    t1.join();
+    t2.join();
+    REQUIRE(f.img->direct_reads() == 4000);
+    // Then one reader alone, reading on: the first read is not a continuation (direct);
+    // the next continues it — left to the read-ahead unless the window is still open.
+    const std::uint64_t direct0 = f.img->direct_reads(), cached0 = f.img->cached_reads();
+    read_at(raw, 2 << 20);
+    read_at(raw, (2 << 20) + 65536);
+    read_at(raw, (2 << 20) + 2 * 65536);
+    if (wide) {
+      CHECK(f.img->direct_reads() == direct0 + 3);
+      CHECK(f.img->cached_reads() == cached0);
+    } else {
+      CHECK(f.img->direct_reads() == direct0 + 1);
+      CHECK(f.img->cached_reads() == cached0 + 2);
+    }
+  }
+}
+
 TEST_CASE("direct_reads off: no read is direct") {
   fmtest::ImageFixture f(1 << 20);
   auto* raw = static_cast<std::byte*>(std::aligned_alloc(4096, 4096));
