@@ -341,6 +341,15 @@ class Image {
   std::atomic<std::uint64_t> read_verified_{0}, read_repaired_{0}, read_failed_{0};
   std::atomic<bool> primary_read_failed_{false};
   utils::Result<std::size_t> read_primary(std::span<std::byte> buf, std::uint64_t off);
+  // Opens primary_direct_ when direct_reads is on (constructor; core/image_direct.cpp).
+  void open_direct_reads();
+  // Counts itself among the image's reads or writes running now, for its lifetime; `now`
+  // is the count with it.
+  struct InFlight {
+    std::atomic<std::uint32_t>& n;
+    const std::uint32_t now = n.fetch_add(1, std::memory_order_relaxed) + 1;
+    ~InFlight() { n.fetch_sub(1, std::memory_order_relaxed); }
+  };
   // Is [off, off + len) of the primary all in the page cache? false when unknown.
   bool cached_whole(std::uint64_t off, std::size_t len);
   // Should this aligned read skip O_DIRECT? (read_primary; `in_flight` includes it)

@@ -80,7 +80,7 @@ struct ImageStatus {
   double wb_lag_held_seconds = 0;
   std::uint64_t secondary_reads = 0;      // reads served by the secondary (primary failed)
   std::uint64_t direct_reads = 0;         // reads served with O_DIRECT (config direct_reads)
-  std::uint64_t cached_reads = 0;         // aligned reads the page cache held whole (direct_reads)
+  std::uint64_t cached_reads = 0;         // aligned reads direct_reads left to the page cache
   std::uint64_t direct_writes = 0;        // writes issued with O_DIRECT (config direct_write_max)
   std::uint64_t hashes_from_writes = 0;   // chunks the sweep hashed from a direct write's buffer
   ScrubStatus scrub;

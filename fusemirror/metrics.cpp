@@ -73,7 +73,7 @@ void declare(prom::Exposition& x) {
   c("fusemirror_secondary_reads_total", "Reads served by the secondary (the primary failed them).");
   c("fusemirror_direct_reads_total", "Reads served with O_DIRECT from the primary (config direct_reads).");
   c("fusemirror_cached_reads_total",
-    "Aligned reads served from the page cache, which held their whole range (config direct_reads).");
+    "Aligned reads config direct_reads left to the page cache: it held their range, or a lone reader read on.");
   c("fusemirror_direct_writes_total", "Writes issued to the legs with O_DIRECT (config direct_write_max).");
   c("fusemirror_hashes_from_writes_total",
     "Chunks whose checksum the sweep took from a direct write's buffer instead of reading the primary.");
