@@ -284,6 +284,22 @@ class Image {
   std::atomic<bool> bitmap_error_logged_{false};  // the sweeper's recover() failure, once
   mutable std::mutex name_mu_;
   std::string name_;  // guarded by name_mu_
+  // Reads or writes "in company": an arrival that finds enough others in flight says so
+  // (and is); for ImageOptions::direct_concurrent_window_ns after it, every arrival is.
+  // Under a deep queue the count some arrivals see dips (the others just completed).
+  class Company {
+   public:
+    bool at(bool found, std::int64_t now_ns, std::int64_t window_ns) {
+      if (found) {
+        last_ns_.store(now_ns, std::memory_order_relaxed);
+        return true;
+      }
+      return now_ns - last_ns_.load(std::memory_order_relaxed) < window_ns;
+    }
+
+   private:
+    std::atomic<std::int64_t> last_ns_{INT64_MIN / 2};  // steady clock; INT64_MIN/2: never
+  };
   utils::UniqueFd primary_;
   // The primary again, O_DIRECT, read-only (ImageOptions::direct_reads); invalid when off or
   // refused. direct_ok_ falls once for good when a direct read fails with EINVAL;
@@ -294,10 +310,10 @@ class Image {
   std::atomic<std::uint64_t> direct_reads_{0};
   std::atomic<std::uint64_t> cached_reads_{0};
   // For the lone sequential reader (read_primary): aligned reads running now, where the
-  // last one ended, and when one last found another in flight (steady clock, ns).
+  // last one ended, and whether reads have had company lately.
   std::atomic<std::uint32_t> reads_in_flight_{0};
   std::atomic<std::uint64_t> next_read_off_{UINT64_MAX};
-  std::atomic<std::int64_t> last_read_company_ns_{INT64_MIN / 2};
+  Company read_company_;
   // The primary again, O_DIRECT, read-write (ImageOptions::direct_write_max); dw_ok_ falls
   // once for good when a leg refuses a direct write with EINVAL (core/image_direct.cpp).
   utils::UniqueFd primary_dw_;  // set (or not) in the constructor only
@@ -305,9 +321,8 @@ class Image {
   std::atomic<bool> dw_ok_{false};
   std::atomic<std::uint64_t> direct_writes_{0};
   std::atomic<std::uint32_t> writes_in_flight_{0};  // Image::write calls running now
-  // The steady clock (ns) of the last arrival that found direct_write_inflight writes in
-  // flight (direct_write_fits); INT64_MIN/2: never.
-  std::atomic<std::int64_t> last_concurrent_ns_{INT64_MIN / 2};
+  // Whether writes have had direct_write_inflight in flight lately (direct_write_fits).
+  Company write_company_;
   std::unique_ptr<Leg> secondary_;  // null: none (degraded)
   std::unique_ptr<Bitmap> bitmap_;
   utils::ThreadPool* pool_;

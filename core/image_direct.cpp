@@ -84,11 +84,7 @@ bool Image::direct_write_fits(std::uint64_t off, std::uint64_t len, std::uint32_
   // writes went buffered, and a buffered write among direct ones costs more than either
   // (docs/performance.md "Direct writes": +25 % at qd32 with every write direct). A writer
   // alone never finds company, so it stays buffered.
-  if (in_flight >= opts_.direct_write_inflight) {
-    last_concurrent_ns_.store(now_ns, std::memory_order_relaxed);
-    return true;
-  }
-  return now_ns - last_concurrent_ns_.load(std::memory_order_relaxed) < opts_.direct_concurrent_window_ns;
+  return write_company_.at(in_flight >= opts_.direct_write_inflight, now_ns, opts_.direct_concurrent_window_ns);
 }
 
 bool Image::direct_legs_ready() const {
@@ -197,12 +193,8 @@ bool Image::read_buffered(std::uint64_t off, std::size_t len, std::uint32_t in_f
   // them in parallel, and the cache's per-page work costs more than it saves.
   const std::int64_t now_ns = std::chrono::steady_clock::now().time_since_epoch().count();
   const bool sequential = next_read_off_.exchange(off + len, std::memory_order_relaxed) == off;
-  if (in_flight > 1)
-    last_read_company_ns_.store(now_ns, std::memory_order_relaxed);
-  else if (sequential &&
-           now_ns - last_read_company_ns_.load(std::memory_order_relaxed) >= opts_.direct_concurrent_window_ns)
-    return true;
-  return cached_whole(off, len);
+  const bool company = read_company_.at(in_flight > 1, now_ns, opts_.direct_concurrent_window_ns);
+  return (sequential && !company) || cached_whole(off, len);
 }
 
 utils::Result<std::size_t> Image::read_primary(std::span<std::byte> buf, std::uint64_t off) {
@@ -216,7 +208,7 @@ utils::Result<std::size_t> Image::read_primary(std::span<std::byte> buf, std::ui
   // the same file coherently; a page evicted between the probe and the read is simply
   // read back into the cache.
   const auto addr = reinterpret_cast<std::uintptr_t>(buf.data());
-  if (direct_ok_.load(std::memory_order_relaxed) && ((off | buf.size() | addr) & 4095) == 0) {
+  if (direct_ok_.load(std::memory_order_relaxed) && ((off | buf.size() | addr) & (kDirectAlign - 1)) == 0) {
     const InFlight in_flight{reads_in_flight_};
     if (read_buffered(off, buf.size(), in_flight.now)) {
       auto r = utils::pread_all(primary_.get(), buf, off);

@@ -592,7 +592,7 @@ fm_kill_under_writer() {
     fail "the writer made no $n passes in 30 s after the server was killed"
   touch "$stop"
   wait "$writer" || fail "a user write failed while the server died"
-  fm_log "writer: $at_kill passes before the kill, $(($(<"$prog") - at_kill)) after"
+  fm_log "writer: $at_kill passes before the kill, $(($(_passes) - at_kill)) after"
 }
 
 # fm_wait_for WHAT SECS CMD... — polls CMD every 0.2s until it succeeds.
