@@ -6,6 +6,7 @@
 #include <boost/filesystem.hpp>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <spdlog/spdlog.h>
 
@@ -18,6 +19,7 @@
 #include "fusemirror/parallel_writes.hpp"
 #include "fusemirror/service_notify.hpp"
 #include "utils/error.hpp"
+#include "utils/heap_trim.hpp"
 #include "utils/log.hpp"
 #include "utils/printable.hpp"
 #include "utils/sd_notify.hpp"
@@ -117,7 +119,16 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   // After the fork: its thread would not survive it.
   fm::fuse::ServiceNotifier notifier(std::move(sd), *set, mp);
   notifier.start();
+  // Hands the memory of a burst's request threads back once the daemon is quiet.
+  fm::utils::HeapTrimmer trimmer;
+  trimmer.start();
 
+  // libfuse starts and ends request threads as the load comes and goes. With the default
+  // 8 MiB stacks, glibc's cache of 40 MiB keeps five stacks of ended threads and unmaps the
+  // rest, a TLB flush on every CPU each time (docs/performance.md "Thread churn"); 1 MiB
+  // (the deepest request path uses a few KiB) keeps forty. libfuse reads the variable
+  // when it starts a thread; a value the user set is kept.
+  ::setenv("FUSE_THREAD_STACK", "1048576", 0);
   fuse_loop_config* lc = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(lc, 0);
   fuse_loop_cfg_set_max_threads(lc, 64);
@@ -127,6 +138,7 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP || rc == -SIGTERM || rc == -SIGINT) rc = 0;
   fuse_loop_cfg_destroy(lc);
   notifier.stopping();
+  trimmer.stop();
   fuse_remove_signal_handlers(se);
   fuse_unmount(f);
   // No FUSE request can arrive any more: drain and mark the bitmaps clean.

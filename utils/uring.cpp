@@ -10,6 +10,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
 
 #include "utils/io.hpp"
 
@@ -17,33 +20,98 @@ namespace fusemirror::utils {
 namespace {
 
 std::atomic<bool> g_allowed{true};
+std::atomic<std::uint64_t> g_made{0};
+
+// Rings of threads that ended, kept for the next thread that needs one. libfuse ends idle
+// request threads and starts new ones as the load comes and goes; making a ring costs
+// io_uring_setup and three mappings, and ending one unmaps them, which flushes the TLB of
+// every CPU running another of the daemon's threads (an interprocessor interrupt each):
+// about 5 % of the daemon's CPU at qd32 before rings were kept (docs/performance.md
+// "Thread churn"). A ring is not tied to the thread that made it (no
+// IORING_SETUP_SINGLE_ISSUER); each thread that submits gets its own kernel worker pool.
+// A process's kept rings are its own: a forked child finds the pid changed and starts an
+// empty list (the parent's rings, mapped into it too, are never used there).
+class RingStore {
+ public:
+  static constexpr std::size_t kKeep = 64;  // libfuse's request threads at most (main.cpp)
+  // A kept ring, or null.
+  io_uring* take() {
+    std::lock_guard lk(mu_);
+    if (pid_ != ::getpid()) return nullptr;
+    if (free_.empty()) return nullptr;
+    io_uring* r = free_.back();
+    free_.pop_back();
+    return r;
+  }
+  // Keeps `r` (a ring with nothing in flight, made in this process), or closes it.
+  void give(io_uring* r) {
+    {
+      std::lock_guard lk(mu_);
+      const pid_t me = ::getpid();
+      if (pid_ != me) {  // the first ring of this process, or of a forked child
+        pid_ = me;
+        free_.clear();   // the parent's: left mapped, never used
+      }
+      if (free_.size() < kKeep) {
+        free_.push_back(r);
+        return;
+      }
+    }
+    io_uring_queue_exit(r);
+    delete r;
+  }
+
+ private:
+  std::mutex mu_;
+  pid_t pid_ = 0;
+  std::vector<io_uring*> free_;
+};
+// Never destroyed: threads may end (and give their rings back) while the process exits.
+RingStore& ring_store() {
+  static auto* store = new RingStore;
+  return *store;
+}
 
 // One per thread. `pid`: the process the ring was made in; a forked child's copy of the
 // thread-local (the forking thread's) is dropped, never used: its submission queue is
 // mapped shared with the parent's ring.
 struct Ring {
-  io_uring ring{};
+  io_uring* ring = nullptr;
   pid_t pid = 0;
-  bool ok = false;
   bool tried = false;
   bool used_last = false;
   ~Ring() {
-    if (ok && pid == ::getpid()) io_uring_queue_exit(&ring);
+    if (ring != nullptr && pid == ::getpid()) ring_store().give(ring);
   }
   io_uring* get() {
     const pid_t me = ::getpid();
     if (tried && pid != me) {
       // The child's copy: unmap and close it here (the parent's ring is not affected:
-      // mappings and descriptors are per process), then make a new one.
-      if (ok) io_uring_queue_exit(&ring);
-      ok = tried = false;
+      // mappings and descriptors are per process), then take or make another.
+      if (ring != nullptr) drop();
+      tried = false;
     }
     if (!tried) {
       tried = true;
       pid = me;
-      ok = io_uring_queue_init(4, &ring, 0) == 0;
+      ring = ring_store().take();
+      if (ring == nullptr) {
+        auto* r = new (std::nothrow) io_uring{};
+        if (r != nullptr && io_uring_queue_init(4, r, 0) == 0) {
+          ring = r;
+          g_made.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          delete r;
+        }
+      }
     }
-    return ok ? &ring : nullptr;
+    return ring;
+  }
+  // Closes this thread's ring; the thread writes with pwrite from now on.
+  void drop() {
+    io_uring_queue_exit(ring);
+    delete ring;
+    ring = nullptr;
   }
 };
 thread_local Ring t_ring;
@@ -60,6 +128,7 @@ void finish(int fd, std::span<const std::byte> data, std::uint64_t off, std::siz
 
 void set_uring_allowed(bool allowed) { g_allowed.store(allowed, std::memory_order_relaxed); }
 bool uring_used_last() { return t_ring.used_last; }
+std::uint64_t uring_rings_made() { return g_made.load(std::memory_order_relaxed); }
 
 PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::uint64_t off,
                       const std::function<void()>& meanwhile) {
@@ -110,8 +179,7 @@ PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::ui
     if (submitted < n) {
       // The entries not taken would go out with this ring's next submit: the ring goes,
       // with them, and this thread writes with pwrite from now on.
-      io_uring_queue_exit(ring);
-      t_ring.ok = false;
+      t_ring.drop();
     }
   }
   for (int i = submitted; i < n; ++i) finish(fds[i], data, off, 0, r.ec[i], r.done[i]);

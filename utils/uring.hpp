@@ -5,7 +5,8 @@
 // hand-off to another thread. Meant for O_DIRECT descriptors, whose writes io_uring runs
 // asynchronously (a buffered write would be copied inline or punted to a kernel worker:
 // the same copy, or the same hand-off). Each thread keeps a small ring of its own, made on
-// first use (and again in a forked child: a ring is never shared between processes).
+// first use (and again in a forked child: a ring is never shared between processes); when
+// the thread ends, its ring is kept for the next thread.
 // Where io_uring cannot be used — an old kernel (ENOSYS), kernel.io_uring_disabled or a
 // seccomp filter (EPERM), no memory for the ring — the thread writes one descriptor after
 // the other with pwrite, the same bytes with the same results.
@@ -36,5 +37,8 @@ PairWrite pwrite_pair(int fd0, int fd1, std::span<const std::byte> data, std::ui
 void set_uring_allowed(bool allowed);
 // Whether the calling thread's last pwrite_pair went through its ring (tests, logs).
 bool uring_used_last();
+// Rings this process has made (tests): a thread's ring outlives the thread, kept for the
+// next thread that needs one (up to 64), so threads that come and go make no new rings.
+std::uint64_t uring_rings_made();
 
 }  // namespace fusemirror::utils

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "test_helpers.hpp"
 #include "utils/fd.hpp"
@@ -127,4 +128,48 @@ TEST_CASE("pwrite_pair: a forked child makes its own ring (the parent's is not s
     CHECK(std::memcmp(got.data() + 4096, second.data(), 4096) == 0);
     CHECK(std::memcmp(got.data() + 8192, third.data(), 4096) == 0);
   }
+}
+
+TEST_CASE("pwrite_pair: a thread that ended leaves its ring to the next thread") {
+  TempDir d;
+  auto a = open_file(d / "a", O_RDWR), b = open_file(d / "b", O_RDWR);
+  auto data = fmtest::pattern(4096, 21);
+  auto write_from_new_thread = [&](std::uint64_t off) {
+    bool ok = false, ring = false;
+    std::thread([&] {
+      const auto r = utils::pwrite_pair(a.get(), b.get(), std::as_bytes(std::span(data)), off);
+      ok = !r.ec[0] && !r.ec[1] && r.done[0] == data.size() && r.done[1] == data.size();
+      ring = utils::uring_used_last();
+    }).join();
+    CHECK(ok);
+    CHECK(ring);
+  };
+  write_from_new_thread(0);  // makes a ring, or takes one an earlier test's thread left
+  const std::uint64_t made = utils::uring_rings_made();
+  for (int i = 1; i <= 8; ++i) write_from_new_thread(4096 * i);
+  CHECK(utils::uring_rings_made() == made);  // eight threads, no new ring
+  for (const char* f : {"a", "b"}) {
+    auto got = fmtest::read_bytes(d / f);
+    REQUIRE(got.size() == 9 * 4096);
+    for (int i = 0; i < 9; ++i) CHECK(std::memcmp(got.data() + 4096 * i, data.data(), 4096) == 0);
+  }
+  // A forked child never takes a ring its parent kept (its submission queue is the
+  // parent's): its thread makes one of its own.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::uint64_t before = utils::uring_rings_made();
+    bool ok = false;
+    std::thread([&] {
+      const auto r = utils::pwrite_pair(a.get(), b.get(), std::as_bytes(std::span(data)), 9 * 4096);
+      ok = !r.ec[0] && !r.ec[1] && utils::uring_used_last();
+    }).join();
+    ::_exit(ok && utils::uring_rings_made() == before + 1 ? 0 : 1);
+  }
+  int st = 0;
+  REQUIRE(::waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  write_from_new_thread(10 * 4096);  // the parent's kept ring still serves
+  CHECK(utils::uring_rings_made() == made);
 }
