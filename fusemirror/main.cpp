@@ -58,6 +58,13 @@ void check_mountpoint(const std::string& mp, const fm::core::Config& c) {
 // subcommand; never the mount(8) helper, which must daemonize for mount(8) to return).
 int do_mount(const std::string& source, const std::string& mp_arg, bool foreground,
              const std::vector<std::string>& opts, bool verbose, bool notify = false) {
+  // libfuse starts and ends request threads as the load comes and goes. With the default
+  // 8 MiB stacks, glibc's cache of 40 MiB keeps five stacks of ended threads and unmaps the
+  // rest, a TLB flush on every CPU each time (docs/performance.md "Thread churn"); 1 MiB
+  // keeps forty (no request path keeps large arrays on its stack). libfuse reads the
+  // variable when it starts a thread; a value the user set is kept. Set first, while this
+  // is the process's only thread (setenv races any getenv).
+  ::setenv("FUSE_THREAD_STACK", "1048576", 0);
   fm::utils::SdNotify sd = notify ? fm::utils::SdNotify::from_environment() : fm::utils::SdNotify();
   // Type=notify wants the process systemd started to be the daemon: a fork would leave it
   // a main process that exits before READY=1 (or a MAINPID race with the exiting parent).
@@ -123,12 +130,6 @@ int do_mount(const std::string& source, const std::string& mp_arg, bool foregrou
   fm::utils::HeapTrimmer trimmer;
   trimmer.start();
 
-  // libfuse starts and ends request threads as the load comes and goes. With the default
-  // 8 MiB stacks, glibc's cache of 40 MiB keeps five stacks of ended threads and unmaps the
-  // rest, a TLB flush on every CPU each time (docs/performance.md "Thread churn"); 1 MiB
-  // (the deepest request path uses a few KiB) keeps forty. libfuse reads the variable
-  // when it starts a thread; a value the user set is kept.
-  ::setenv("FUSE_THREAD_STACK", "1048576", 0);
   fuse_loop_config* lc = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(lc, 0);
   fuse_loop_cfg_set_max_threads(lc, 64);

@@ -1,6 +1,7 @@
 #include "utils/uring.hpp"
 
 #include <liburing.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -29,29 +30,24 @@ std::atomic<std::uint64_t> g_made{0};
 // about 5 % of the daemon's CPU at qd32 before rings were kept (docs/performance.md
 // "Thread churn"). A ring is not tied to the thread that made it (no
 // IORING_SETUP_SINGLE_ISSUER); each thread that submits gets its own kernel worker pool.
-// A process's kept rings are its own: a forked child finds the pid changed and starts an
-// empty list (the parent's rings, mapped into it too, are never used there).
+// A process's kept rings are its own: a forked child starts with an empty store (the
+// parent's rings are mapped into it too, and the parent's store may have been locked by
+// another thread at the fork; both are abandoned there, never used).
 class RingStore {
  public:
   static constexpr std::size_t kKeep = 64;  // libfuse's request threads at most (main.cpp)
   // A kept ring, or null.
   io_uring* take() {
     std::lock_guard lk(mu_);
-    if (pid_ != ::getpid()) return nullptr;
     if (free_.empty()) return nullptr;
     io_uring* r = free_.back();
     free_.pop_back();
     return r;
   }
-  // Keeps `r` (a ring with nothing in flight, made in this process), or closes it.
+  // Keeps `r` (a ring of this process with nothing in flight), or closes it.
   void give(io_uring* r) {
     {
       std::lock_guard lk(mu_);
-      const pid_t me = ::getpid();
-      if (pid_ != me) {  // the first ring of this process, or of a forked child
-        pid_ = me;
-        free_.clear();   // the parent's: left mapped, never used
-      }
       if (free_.size() < kKeep) {
         free_.push_back(r);
         return;
@@ -63,13 +59,19 @@ class RingStore {
 
  private:
   std::mutex mu_;
-  pid_t pid_ = 0;
   std::vector<io_uring*> free_;
 };
 // Never destroyed: threads may end (and give their rings back) while the process exits.
+RingStore* g_store = nullptr;
+std::once_flag g_store_once;
+// Runs in a forked child, whose only thread is the one that forked.
+void fresh_store_in_child() { g_store = new RingStore; }
 RingStore& ring_store() {
-  static auto* store = new RingStore;
-  return *store;
+  std::call_once(g_store_once, [] {
+    g_store = new RingStore;
+    ::pthread_atfork(nullptr, nullptr, fresh_store_in_child);
+  });
+  return *g_store;
 }
 
 // One per thread. `pid`: the process the ring was made in; a forked child's copy of the
