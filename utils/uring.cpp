@@ -61,54 +61,14 @@ class RingStore {
   std::mutex mu_;
   std::vector<io_uring*> free_;
 };
-// Never destroyed: threads may end (and give their rings back) while the process exits.
-RingStore* g_store = nullptr;
-std::once_flag g_store_once;
-// Runs in a forked child, whose only thread is the one that forked.
-void fresh_store_in_child() { g_store = new RingStore; }
-RingStore& ring_store() {
-  std::call_once(g_store_once, [] {
-    g_store = new RingStore;
-    ::pthread_atfork(nullptr, nullptr, fresh_store_in_child);
-  });
-  return *g_store;
-}
-
-// One per thread. `pid`: the process the ring was made in; a forked child's copy of the
-// thread-local (the forking thread's) is dropped, never used: its submission queue is
-// mapped shared with the parent's ring.
+// One per thread: made (or taken from the store) at the thread's first pwrite_pair, given
+// to the store when the thread ends.
 struct Ring {
   io_uring* ring = nullptr;
-  pid_t pid = 0;
   bool tried = false;
   bool used_last = false;
-  ~Ring() {
-    if (ring != nullptr && pid == ::getpid()) ring_store().give(ring);
-  }
-  io_uring* get() {
-    const pid_t me = ::getpid();
-    if (tried && pid != me) {
-      // The child's copy: unmap and close it here (the parent's ring is not affected:
-      // mappings and descriptors are per process), then take or make another.
-      if (ring != nullptr) drop();
-      tried = false;
-    }
-    if (!tried) {
-      tried = true;
-      pid = me;
-      ring = ring_store().take();
-      if (ring == nullptr) {
-        auto* r = new (std::nothrow) io_uring{};
-        if (r != nullptr && io_uring_queue_init(4, r, 0) == 0) {
-          ring = r;
-          g_made.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          delete r;
-        }
-      }
-    }
-    return ring;
-  }
+  ~Ring();
+  io_uring* get();
   // Closes this thread's ring; the thread writes with pwrite from now on.
   void drop() {
     io_uring_queue_exit(ring);
@@ -117,6 +77,48 @@ struct Ring {
   }
 };
 thread_local Ring t_ring;
+
+// Never destroyed: threads may end (and give their rings back) while the process exits.
+RingStore* g_store = nullptr;
+std::once_flag g_store_once;
+// Runs in a forked child, on its only thread, the one that forked. That thread's ring is
+// the parent's (its submission queue mapped shared): unmapped and closed here (the
+// parent's ring is not affected: mappings and descriptors are per process), and the
+// thread makes or takes another at its next write. The store starts empty.
+void fresh_rings_in_child() {
+  g_store = new RingStore;
+  if (t_ring.ring != nullptr) t_ring.drop();
+  t_ring.tried = false;
+}
+// Registers the fork handler before the process's first ring exists.
+RingStore& ring_store() {
+  std::call_once(g_store_once, [] {
+    g_store = new RingStore;
+    ::pthread_atfork(nullptr, nullptr, fresh_rings_in_child);
+  });
+  return *g_store;
+}
+
+Ring::~Ring() {
+  if (ring != nullptr) ring_store().give(ring);
+}
+
+io_uring* Ring::get() {
+  if (!tried) {
+    tried = true;
+    ring = ring_store().take();
+    if (ring == nullptr) {
+      auto* r = new (std::nothrow) io_uring{};
+      if (r != nullptr && io_uring_queue_init(4, r, 0) == 0) {
+        ring = r;
+        g_made.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        delete r;
+      }
+    }
+  }
+  return ring;
+}
 
 // Finishes a write that completed short (or not at all: from == 0) with pwrite.
 void finish(int fd, std::span<const std::byte> data, std::uint64_t off, std::size_t from, std::error_code& ec,
