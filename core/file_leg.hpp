@@ -4,7 +4,9 @@
 // read-ahead on the descriptor (POSIX_FADV_RANDOM: user reads come from the primary, and
 // read-ahead fills the cache with large folios that make every later small write into
 // them cost ~3× the CPU), and writes issued in pieces of at most `write_piece` bytes
-// (config leg_write_piece), so that the folios they allocate stay that small too.
+// (config leg_write_piece), so that the folios they allocate stay that small too — on a
+// local disk file system only (utils::local_disk_fs): on FUSE, NFS or SMB each piece
+// would be one more request paying the secondary's latency, so writes there go whole.
 #pragma once
 
 #include <string>
@@ -17,7 +19,8 @@ namespace fusemirror::core {
 class FileLeg final : public Leg {
  public:
   // `what` names the file in messages (its path). `write_piece`: the largest pwrite issued
-  // (aligned to it in the file; 0: each write whole).
+  // (aligned to it in the file; 0: each write whole), where the file is on a local disk
+  // file system; elsewhere each write goes whole.
   FileLeg(utils::UniqueFd fd, std::string what, std::uint64_t write_piece);
 
   std::string describe() const override { return what_; }

@@ -12,6 +12,7 @@
 #include "core/file_leg.hpp"
 #include "utils/crash_point.hpp"
 #include "utils/io.hpp"
+#include "utils/page_cache.hpp"
 #include "utils/size.hpp"
 
 namespace fusemirror::core {
@@ -83,6 +84,7 @@ Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> sec
                                         WriteBehind::LagBound{opts_.max_lag_bytes, opts_.max_lag_seconds});
   }
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
+  if (utils::local_disk_fs(primary_.get())) primary_piece_ = static_cast<std::size_t>(opts_.leg_write_piece);
   open_direct_writes();
   open_direct_reads();
 }
@@ -231,13 +233,14 @@ utils::Result<std::size_t> Image::finish_write(std::uint64_t off, std::uint64_t 
 }
 
 std::error_code Image::write_primary(std::span<const std::byte> data, std::uint64_t off, std::size_t* done) {
-  // In pieces of at most leg_write_piece, in order, each whole before the next (a file
-  // secondary does the same, core/file_leg.cpp): the same bytes in the same order under
+  // In pieces of at most leg_write_piece (on a local disk file system: primary_piece_), in
+  // order, each whole before the next (a file secondary does the same, core/file_leg.cpp):
+  // the same bytes in the same order under
   // the same range lock, all before end_write. A write torn between two pieces by a crash
   // or an error is the same as a short write, which pwrite_all already continues, and
   // `*done` counts the bytes of every piece written, as for one pwrite
   // (docs/write-path.md §1, "Leg writes in pieces").
-  return utils::pwrite_pieces(primary_.get(), data, off, static_cast<std::size_t>(opts_.leg_write_piece), done);
+  return utils::pwrite_pieces(primary_.get(), data, off, primary_piece_, done);
 }
 
 std::error_code Image::refuse_write(std::uint64_t off, std::uint64_t len, std::error_code primary,

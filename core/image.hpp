@@ -55,6 +55,8 @@ struct ImageOptions {
   // Config leg_write_piece: the largest pwrite a write issues to the primary, aligned to it
   // in the file (a file secondary takes it at its opening, core/file_leg.hpp); 0: each
   // write whole. Keeps the legs' page-cache folios small (docs/performance.md "Large folios").
+  // Only a leg on a local disk file system is written in pieces (utils::local_disk_fs):
+  // on FUSE, NFS or SMB each piece would be a request that pays the latency.
   std::uint64_t leg_write_piece = 64 << 10;
   // Config max_image_size: a write, truncate or size-changing fallocate that would make the
   // image larger is refused with EFBIG before either leg or the bitmap changes.
@@ -301,6 +303,9 @@ class Image {
     std::atomic<std::int64_t> last_ns_{INT64_MIN / 2};  // steady clock; INT64_MIN/2: never
   };
   utils::UniqueFd primary_;
+  // The size of the pieces write_primary writes in: leg_write_piece on a local disk file
+  // system, 0 (whole) on any other (utils::local_disk_fs; the constructor sets it).
+  std::size_t primary_piece_ = 0;
   // The primary again, O_DIRECT, read-only (ImageOptions::direct_reads); invalid when off or
   // refused. direct_ok_ falls once for good when a direct read fails with EINVAL;
   // cache_probe_ok_ when the kernel cannot say what its page cache holds (cachestat).

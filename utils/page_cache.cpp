@@ -3,6 +3,7 @@
 // and layouts are ABI: include/uapi/linux/mman.h, the generic syscall table).
 #include "utils/page_cache.hpp"
 
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -44,6 +45,28 @@ Result<bool> range_cached(int fd, std::uint64_t off, std::uint64_t len) {
   const std::uint64_t ps = page_size();
   const std::uint64_t pages = (off + len + ps - 1) / ps - off / ps;
   return cs.nr_cache >= pages;
+}
+
+bool local_disk_fs_type(std::uint64_t f_type) {
+  // The magic numbers are ABI (include/uapi/linux/magic.h; bcachefs's from its own tree).
+  switch (f_type) {
+    case 0xEF53:      // ext2, ext3, ext4
+    case 0x58465342:  // XFS
+    case 0x9123683E:  // Btrfs
+    case 0xF2F52010:  // F2FS
+    case 0xCA451A4E:  // bcachefs
+    case 0x01021994:  // tmpfs
+    case 0x794C7630:  // overlayfs
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool local_disk_fs(int fd) {
+  struct statfs st {};
+  if (::fstatfs(fd, &st) != 0) return false;
+  return local_disk_fs_type(static_cast<std::uint64_t>(static_cast<unsigned long>(st.f_type)));
 }
 
 }  // namespace fusemirror::utils

@@ -25,6 +25,8 @@
 #      drained unmount leaves nothing to resync at the next mount.
 #   h) fsync_waits_for_secondary=true: fsync returns only when the queue has reached the
 #      secondary; truncate (shrink, regrow) while writes are queued; SIGTERM drains.
+#   i) a secondary on FUSE is written whole: one 1 MiB write reaches fm_faultfs as at most
+#      8 requests (not 16 leg_write_piece pieces), synchronous and write-behind.
 #
 # Binaries: FM_FAULTFS, FM_CRASHWRITER (default: beside FUSEMIRROR's build dir).
 . "$(dirname "$0")/lib.sh"
@@ -446,6 +448,29 @@ fm_signal_daemon "$M" TERM
 assert_drained "$PF" "$BK/s_fs/disk.img" "SIGTERM drained the queue"
 ctl delay_ms_write=0
 fm_assert_log_clean "$PF"
+
+# ====================================================================== i) whole writes to a FUSE secondary
+# leg_write_piece (64 KiB by default) cuts leg writes into pieces on local disk file
+# systems only (utils::local_disk_fs): this secondary is on FUSE, where each piece would be
+# one more request paying the secondary's latency (docs/performance.md "Write-behind and
+# leg pieces"). One 1 MiB write through the mount reaches it as one pwrite's requests, at
+# least 128 KiB each — never as 16 of 64 KiB — synchronous and write-behind alike.
+for n in wi si; do
+  FM_CONTEXT="i: whole writes to a FUSE secondary ($n)"
+  if [[ $n == wi ]]; then new_set "$n" --write-behind 256; else new_set "$n"; fi
+  fm_mount "$FM_TMP/p_$n" "$FM_TMP/m_$n"
+  truncate -s 8M "$FM_TMP/m_$n/disk.img"
+  wait_clean "$FM_TMP/m_$n" disk.img 30
+  ctl "reset=1"
+  dd if="$FM_RAND" of="$FM_TMP/m_$n/disk.img" bs=1M count=1 seek=2 conv=notrunc status=none || fail "dd failed"
+  fm_wait_for "drain" 30 drained "$FM_TMP/m_$n" disk.img || fail "queue not drained: $(img "$FM_TMP/m_$n" disk.img)"
+  w=$(ffget writes) b=$(ffget bytes_written)
+  fm_log "$n: one 1 MiB write reached the FUSE secondary as $w write requests, $b bytes"
+  ((b == 1048576)) || soft_fail "$n: the secondary got $b bytes for one 1 MiB write"
+  ((w >= 1 && w <= 8)) || soft_fail "$n: one 1 MiB write reached the FUSE secondary as $w requests (pieces?)"
+  fm_unmount "$FM_TMP/m_$n"
+  assert_same "$FM_TMP/p_$n/disk.img" "$BK/s_$n/disk.img"
+done
 
 FM_CONTEXT="teardown"
 ff_stop

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -194,6 +195,33 @@ TEST_CASE("range_cached: true only when every page of the range is in the page c
   CHECK(cached(64 * KiB, 8 * KiB));        // a written page is there (dirty)
   CHECK_FALSE(cached(252 * KiB, 8 * KiB)); // past the end of the file: never cached
   CHECK(utils::range_cached(-1, 0, 4096).error() == std::errc::bad_file_descriptor);
+}
+
+TEST_CASE("local_disk_fs: local disk file systems by type; FUSE, NFS, SMB and the unknown are not") {
+  for (const std::uint64_t t : {0xEF53ull, 0x58465342ull, 0x9123683Eull, 0xF2F52010ull, 0xCA451A4Eull,
+                                0x01021994ull, 0x794C7630ull}) {
+    CAPTURE(t);
+    CHECK(utils::local_disk_fs_type(t));
+  }
+  // FUSE, NFS, SMB2, CIFS, Ceph, 9p, proc, and no type at all.
+  for (const std::uint64_t t : {0x65735546ull, 0x6969ull, 0xFE534D42ull, 0xFF534D42ull, 0x00C36400ull,
+                                0x01021997ull, 0x9FA0ull, 0ull}) {
+    CAPTURE(t);
+    CHECK_FALSE(utils::local_disk_fs_type(t));
+  }
+  CHECK_FALSE(utils::local_disk_fs(-1));  // fstatfs fails: not local
+  utils::UniqueFd proc(::open("/proc/self/status", O_RDONLY | O_CLOEXEC));
+  REQUIRE(proc.valid());
+  CHECK_FALSE(utils::local_disk_fs(proc.get()));
+  fmtest::TempDir dir;
+  const std::string path = dir / "f";
+  fmtest::write_bytes(path, fmtest::pattern(4 * KiB, 1));
+  utils::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(fd.valid());
+  struct statfs st {};
+  REQUIRE(::fstatfs(fd.get(), &st) == 0);
+  CHECK(utils::local_disk_fs(fd.get()) ==
+        utils::local_disk_fs_type(static_cast<std::uint64_t>(static_cast<unsigned long>(st.f_type))));
 }
 
 }  // TEST_SUITE
