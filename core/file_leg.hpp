@@ -31,6 +31,7 @@ class FileLeg final : public Leg {
   std::error_code set_size(std::uint64_t size) override;
   std::error_code fallocate(int mode, std::uint64_t off, std::uint64_t len) override;
   std::error_code punch(std::uint64_t off, std::uint64_t len) override;
+  std::uint64_t write_piece() const override { return write_piece_; }
   int fd() const override { return fd_.get(); }
   bool open_direct() override;
   int direct_fd() const override { return direct_fd_.get(); }

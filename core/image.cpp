@@ -85,6 +85,7 @@ Image::Image(std::string name, utils::UniqueFd primary, std::unique_ptr<Leg> sec
   }
   if (!secondary_ok_) (void)bitmap_->set_degraded(true);
   if (utils::local_disk_fs(primary_.get())) primary_piece_ = static_cast<std::size_t>(opts_.leg_write_piece);
+  if (secondary_) secondary_piece_.store(secondary_->write_piece(), std::memory_order_relaxed);
   open_direct_writes();
   open_direct_reads();
 }
@@ -459,6 +460,8 @@ ImageStatus Image::status() const {
   s.cached_reads = cached_reads();
   s.direct_writes = direct_writes();
   s.hashes_from_writes = hashes_from_writes();
+  s.primary_write_piece = primary_piece_;
+  s.secondary_write_piece = secondary_piece_.load(std::memory_order_relaxed);
   if (wb_) {
     s.wb_outstanding = wb_->outstanding();
     s.wb_limit = wb_->limit();

@@ -306,6 +306,9 @@ class Image {
   // The size of the pieces write_primary writes in: leg_write_piece on a local disk file
   // system, 0 (whole) on any other (utils::local_disk_fs; the constructor sets it).
   std::size_t primary_piece_ = 0;
+  // The secondary's (Leg::write_piece) for status, which must not touch secondary_ (re-add
+  // swaps it under the whole range lock): set with it.
+  std::atomic<std::uint64_t> secondary_piece_{0};
   // The primary again, O_DIRECT, read-only (ImageOptions::direct_reads); invalid when off or
   // refused. direct_ok_ falls once for good when a direct read fails with EINVAL;
   // cache_probe_ok_ when the kernel cannot say what its page cache holds (cachestat).

@@ -111,6 +111,7 @@ std::error_code Image::readd(std::unique_ptr<Leg> secondary, bool full, bool aut
     wb_->resume();
   }
   secondary_ = std::move(secondary);
+  secondary_piece_.store(secondary_->write_piece(), std::memory_order_relaxed);
   open_direct_writes();  // under the whole range lock: no write is choosing its path
   if (full) {
     struct stat st {};

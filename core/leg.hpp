@@ -59,6 +59,9 @@ class Leg {
   // Durable when it returns.
   virtual std::error_code write_record(const NbdRecord& /*r*/) { return utils::errno_code(ENOTSUP); }
 
+  // The largest pwrite a data write to this leg is cut into (core/file_leg.hpp: config
+  // leg_write_piece, on a local disk file system); 0: each write whole.
+  virtual std::uint64_t write_piece() const { return 0; }
   // The file's descriptor, or -1 when the leg is not a local file. Optimizations only
   // (copy_file_range, sync_file_range) and the file identity the records keep.
   virtual int fd() const { return -1; }

@@ -83,6 +83,8 @@ struct ImageStatus {
   std::uint64_t cached_reads = 0;         // aligned reads direct_reads left to the page cache
   std::uint64_t direct_writes = 0;        // writes issued with O_DIRECT (config direct_write_max)
   std::uint64_t hashes_from_writes = 0;   // chunks the sweep hashed from a direct write's buffer
+  std::uint64_t primary_write_piece = 0;    // largest pwrite of a leg write (leg_write_piece); 0: whole
+  std::uint64_t secondary_write_piece = 0;  // the same for the secondary (0 for NBD)
   ScrubStatus scrub;
   // Filled by the set, not the image:
   LinkStatus link;

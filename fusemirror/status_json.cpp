@@ -70,6 +70,7 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["cached_reads"] = s.cached_reads;
     i["direct_writes"] = s.direct_writes;
     i["hashes_from_writes"] = s.hashes_from_writes;
+    i["write_pieces"] = {{"primary", s.primary_write_piece}, {"secondary", s.secondary_write_piece}};
     i["mismatch_cnt"] = s.mismatch_cnt;
     const core::ScrubRecord& r = s.scrub.record;
     i["checksums"] = s.scrub.checksums;
@@ -167,6 +168,10 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.cached_reads = i.value("cached_reads", std::uint64_t{0});
     m.direct_writes = i.value("direct_writes", std::uint64_t{0});
     m.hashes_from_writes = i.value("hashes_from_writes", std::uint64_t{0});
+    if (auto wp = i.find("write_pieces"); wp != i.end() && wp->is_object()) {
+      m.primary_write_piece = wp->value("primary", std::uint64_t{0});
+      m.secondary_write_piece = wp->value("secondary", std::uint64_t{0});
+    }
     m.mismatch_cnt = i.value("mismatch_cnt", std::uint64_t{0});
     m.scrub.checksums = i.value("checksums", false);
     m.scrub.checksums_error = i.value("checksums_error", std::string());

@@ -468,6 +468,8 @@ for n in wi si; do
   fm_log "$n: one 1 MiB write reached the FUSE secondary as $w write requests, $b bytes"
   ((b == 1048576)) || soft_fail "$n: the secondary got $b bytes for one 1 MiB write"
   ((w >= 1 && w <= 8)) || soft_fail "$n: one 1 MiB write reached the FUSE secondary as $w requests (pieces?)"
+  wp=$(fm_image_json "$FM_TMP/m_$n" disk.img | jq -c .write_pieces)
+  [[ $wp == '{"primary":65536,"secondary":0}' ]] || soft_fail "$n: status write_pieces $wp: want 64 KiB on the local primary, 0 on FUSE"
   fm_unmount "$FM_TMP/m_$n"
   assert_same "$FM_TMP/p_$n/disk.img" "$BK/s_$n/disk.img"
 done

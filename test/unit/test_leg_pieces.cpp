@@ -121,6 +121,13 @@ TEST_CASE("each leg gets one pwrite per piece; 0 writes each request whole") {
     CHECK(fmtest::read_bytes(f.ppath) == fmtest::read_bytes(f.spath));
     return n;
   };
+  {
+    core::ImageOptions io;  // status says what each leg is cut into
+    io.leg_write_piece = 64 * KiB;
+    fmtest::ImageFixture f(kSize, io);
+    CHECK(f.img->status().primary_write_piece == 64 * KiB);
+    CHECK(f.img->status().secondary_write_piece == 64 * KiB);
+  }
   const std::uint64_t whole = count(0), pieces = count(64 * KiB);
   CHECK(whole >= 2);
   CHECK(whole < 2 + 10);
