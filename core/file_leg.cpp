@@ -14,7 +14,7 @@ namespace fusemirror::core {
 FileLeg::FileLeg(utils::UniqueFd fd, std::string what, std::uint64_t write_piece)
     : fd_(std::move(fd)),
       what_(std::move(what)),
-      write_piece_(fd_.valid() && utils::local_disk_fs(fd_.get()) ? static_cast<std::size_t>(write_piece) : 0) {
+      write_piece_(utils::local_disk_fs(fd_.get()) ? static_cast<std::size_t>(write_piece) : 0) {
   // A hint: a file system that ignores it only keeps its read-ahead.
   if (fd_.valid()) (void)::posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_RANDOM);
 }

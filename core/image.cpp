@@ -236,11 +236,10 @@ utils::Result<std::size_t> Image::finish_write(std::uint64_t off, std::uint64_t 
 std::error_code Image::write_primary(std::span<const std::byte> data, std::uint64_t off, std::size_t* done) {
   // In pieces of at most leg_write_piece (on a local disk file system: primary_piece_), in
   // order, each whole before the next (a file secondary does the same, core/file_leg.cpp):
-  // the same bytes in the same order under
-  // the same range lock, all before end_write. A write torn between two pieces by a crash
-  // or an error is the same as a short write, which pwrite_all already continues, and
-  // `*done` counts the bytes of every piece written, as for one pwrite
-  // (docs/write-path.md §1, "Leg writes in pieces").
+  // the same bytes in the same order under the same range lock, all before end_write. A
+  // write torn between two pieces by a crash or an error is the same as a short write,
+  // which pwrite_all already continues, and `*done` counts the bytes of every piece
+  // written, as for one pwrite (docs/write-path.md §1, "Leg writes in pieces").
   return utils::pwrite_pieces(primary_.get(), data, off, primary_piece_, done);
 }
 
