@@ -125,10 +125,7 @@ log "$TARGET: server pid $PID, loop $LOOP (dio $(cat "/sys/block/${LOOP#/dev/}/l
 flushes() { [[ $TARGET == fm ]] && jq -r '.images[0].bitmap_flushes' "$S/m/.fusemirror/status.json" || echo 0; }
 before_run() { # writes: a clean bitmap (fm); reads: the backing files' cache dropped (cold)
   if [[ $TARGET == fm ]]; then
-    for _ in $(seq 60); do
-      [[ $(jq -r '.images[0].dirty_chunks' "$S/m/.fusemirror/status.json") == 0 ]] && break
-      sleep 0.5
-    done
+    "$FM" wait --clean "$S/m" img --timeout 30 >/dev/null || log "note: the bitmap is not clean before this run"
   fi
   sync
   if [[ $dir == read ]]; then
@@ -155,7 +152,7 @@ ios=$(jq -r ".jobs[0].$dir.total_ios" "$OUT/fio.count.json")
 awk -v hz="$HZ" -v n="$ios" -v c=$((c1 - c0)) -v m=$((m1 - m0)) -v x=$((x1 - x0)) -v f=$((f1 - f0)) -v t="$TARGET" 'BEGIN {
   if (n == 0) { print "no requests completed"; exit }
   printf "per request (%d): %s CPU %.1f us, machine CPU %.1f us, context switches %.2f", n, t, 1e6 * c / hz / n, 1e6 * m / hz / n, x / n
-  if (t == "fm") printf ", bitmap flushes %.4f", f / n
+  if (t == "fm") printf ", bitmap flushes %d (%.2f per 1000 requests)", f, 1000 * f / n
   printf "\n" }' | tee "$OUT/per-request.txt"
 
 log "2/3 perf record -a -g during $WL for ${SECS}s"
