@@ -38,7 +38,7 @@ std::uint64_t Bitmap::set_dirty_locked(ChunkRange r) {
 void Bitmap::clear_bit_locked(std::uint64_t c) {
   if (!pages_.clear(kDirty, c)) return;
   pages_.clear(kOndisk, c);  // a flush will write this 0
-  pages_.clear(kLogged, c);
+  if (pages_.clear(kLogged, c)) rec_touch_locked(c);
   // Queued: the page stays until that flush (the commit tidies it after).
   commit_.touch_page(c / kBitsPerPage);
 }
@@ -48,6 +48,7 @@ void Bitmap::drop_past_locked(std::uint64_t chunks) {
   // never reappear; a queued index of a freed page is skipped there.
   if (pages_.drop_past(chunks)) commit_.touch_page(chunks / kBitsPerPage);
   al_.drop_past(chunks);  // their active and logged bits went with the pages
+  rec_cut_locked(chunks);
   commit_.cut_file_to(kHeaderSize + bits_bytes(chunks));
 }
 
@@ -105,12 +106,15 @@ ChunkRange Bitmap::al_activate_locked(std::uint64_t e) {
   // next one). Those that were clean are the log's own ("logged"): clean, equal and durable
   // on both legs until a write touches them.
   const ChunkRange x = al_.chunks_of(e, total_chunks_);
+  bool logged = false;
   for (std::uint64_t c = x.first; c < x.end; ++c) {
     if (pages_.test(kDirty, c) || pinned_locked(c)) continue;
     set_dirty_locked({c, c + 1});
     pages_.set_range(kLogged, {c, c + 1});
+    logged = true;
   }
   pages_.set_range(kActive, x);
+  if (logged) rec_touch_range_locked(x);  // the record may name them (written lazily)
   return x;
 }
 
@@ -253,10 +257,15 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
   const std::uint64_t fresh = set_dirty_locked(r);
   if (intent) intent->all_new = fresh == r.end - r.first;
   // Written from now on: no longer the log's own.
-  pages_.clear_range(kLogged, r);
+  if (pages_.clear_range(kLogged, r)) rec_touch_range_locked(r);
   // The activity log: the range's extents are the most recently written; a new one has all
   // its chunks set in the flush this write waits for (hull: the chunks it set).
   const ChunkRange al = al_touch_locked(r, intent);
+  // The record of logged chunks no longer names r's before the data goes (§3d).
+  if (auto ec = rec_before_data_locked(lk, r)) {
+    end_inflight_locked(r);
+    return ec;
+  }
   const bool all_durable = pages_.all_set(kOndisk, r);
   FM_CRASH_POINT("bitmap.after_set");
   if (!al.empty()) FM_CRASH_POINT("al.after_activate");
@@ -360,8 +369,10 @@ std::error_code Bitmap::mark_unsynced(std::uint64_t off, std::uint64_t len) {
   if (r.end > total_chunks_ || off + len > header_.sync_size) grow_locked(off + len);
   set_dirty_locked(r);
   pages_.set_range(kUnsynced, r);
-  // To be copied: not the log's own any more (a retirement must not clear it).
-  pages_.clear_range(kLogged, {r.first, std::min(r.end, total_chunks_)});
+  // To be copied: not the log's own any more (a retirement must not clear it), in the
+  // record too before a resync may copy it (§3d).
+  if (pages_.clear_range(kLogged, {r.first, std::min(r.end, total_chunks_)})) rec_touch_range_locked(r);
+  if (auto ec = rec_before_data_locked(lk, r)) return ec;
   if (!persist_bits_) return {};
   return wait_durable_locked(lk, commit_.requested_gen());
 }
@@ -383,13 +394,15 @@ void Bitmap::mark_synced(std::uint64_t c) {
   }
 }
 
-void Bitmap::mark_all_dirty_unsynced() {
-  std::lock_guard lk(mu_);
+std::error_code Bitmap::mark_all_dirty_unsynced() {
+  std::unique_lock lk(mu_);
   // The log's own chunks need no copy (never written: the secondary has them): cleared
   // first, so that a re-add after a long degraded period copies what was written only.
   al_.retire_all([&](std::uint64_t e) { al_retire_locked(e); });
   pages_.copy(kDirty, kUnsynced);
-  pages_.reset(kLogged);  // every one of them is to be copied now
+  rec_touch_logged_locked();
+  pages_.reset(kLogged);  // every one of them is to be copied now, and the record says so
+  return rec_before_data_locked(lk, {0, total_chunks_});
 }
 
 // ---- lazy clearing -----------------------------------------------------------------------
@@ -398,6 +411,9 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
                                            const RecordChecksums& record) {
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
+  // The record's pages left behind by retirements and activations ahead of writes, and its
+  // header after an events change: for precision only, never needed for safety (§3d).
+  if (rec_on_ && (rec_cut_ || !rec_pending_.empty() || rec_events_ != header_.events)) (void)rec_write_locked(lk);
   // The activity log's extents that no write touched during the period that just ended
   // retire: their logged chunks are cleared now (never written: nothing to sync or hash;
   // degraded or not), their written chunks are candidates below like any other.
@@ -550,6 +566,9 @@ BitmapStats Bitmap::stats() const {
   s.al_extents = al_.max_extents();
   s.al_extent_size = al_.enabled() ? al_.extent_chunks() * header_.chunk_size : 0;
   s.logged_chunks = pages_.count(kLogged);
+  s.al_record = rec_on_;
+  s.al_record_spared = rec_spared_;
+  s.al_record_writes = rec_writes_;
   return s;
 }
 

@@ -33,8 +33,10 @@
 //     once (degraded too: the absent secondary holds them; not unsynced ones); its written
 //     chunks become ordinary candidates for the md rules above (idle, synced legs,
 //     checksums recorded first, never while degraded).
-//   After a crash every set bit is resynced as always: the active extents (at most
-//   al_extents x al_extent_size) plus the chunks md itself would have left set.
+//   After a power cut every set bit is resynced as always: the active extents (at most
+//   al_extents x al_extent_size) plus the chunks md itself would have left set. After a
+//   crash of the daemon alone, the record of logged chunks (core/al_record.hpp, kept by
+//   core/bitmap_record.cpp, docs/write-path.md §3d) spares the chunks never written.
 //
 // Memory (docs/reliability.md §8): the bits are sparse, by 4 KiB bitmap page, as md allocates its
 // counter pages lazily (core/bitmap_pages.hpp says how). An empty image of any size costs a
@@ -63,13 +65,16 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <memory>
 #include <vector>
 
 #include "core/activity_log.hpp"
+#include "core/al_record.hpp"
 #include "core/bitmap_commit.hpp"
 #include "core/bitmap_format.hpp"
 #include "core/bitmap_pages.hpp"
@@ -123,6 +128,9 @@ struct BitmapStats {
   std::uint64_t al_extent_size = 0;  // bytes per extent (0 when off)
   std::uint64_t logged_chunks = 0;   // dirty chunks set by the log alone (never written)
   std::uint64_t al_burst_extents = 0;  // extents activated ahead of writes, in bursts (total)
+  bool al_record = false;              // the record of logged chunks is kept (attach_record)
+  std::uint64_t al_record_spared = 0;  // chunks its recovery did not copy at this mount
+  std::uint64_t al_record_writes = 0;  // record pages written (each a pwrite, never flushed)
   bool direct_io = false;  // flushes write the file O_DIRECT (false: buffered, or no flush yet)
 };
 
@@ -205,7 +213,8 @@ class Bitmap {
   void mark_synced(std::uint64_t c);
   // Marks every dirty chunk unsynced (after re-add: the secondary lacks them); the activity
   // log's extents are retired first, so that its never-written chunks are not copied.
-  void mark_all_dirty_unsynced();
+  // An error (the record of logged chunks could not be fenced off): nothing may be copied.
+  std::error_code mark_all_dirty_unsynced();
 
   // One sweep (called every daemon_sleep). `sync_legs` fdatasyncs both legs; it is called
   // without mu_ held, only when there is something to clear; then `record` (when given)
@@ -225,6 +234,15 @@ class Bitmap {
   // REQUIRES: no write in flight.
   std::error_code close_clean(const std::function<std::error_code()>& sync_legs,
                               const RecordChecksums& record = {});
+
+  // The activity log's record (core/al_record.hpp, docs/write-path.md §3d), in `fd` (the
+  // image's .fmal file). Called once, right after open and before any write. When this
+  // bitmap was loaded from an unclean shutdown and the record is this boot's and this
+  // bitmap's, the chunks it names as logged — never written since their extent became
+  // active, so equal on both legs — are not resynced: their bits are cleared, durably.
+  // Then this mount's record begins. Returns the chunks spared; `why_not` (when given)
+  // says why a record was not used ("" when it was, or when nothing was to recover).
+  std::uint64_t attach_record(utils::UniqueFd fd, std::string* why_not);
 
   // Makes every pending bit/header change durable now.
   std::error_code flush();
@@ -299,6 +317,27 @@ class Bitmap {
   bool inflight_locked(std::uint64_t c) const;
   bool pinned_locked(std::uint64_t c) const;
   void end_inflight_locked(const ChunkRange& r);
+  // ---- the record of logged chunks (core/bitmap_record.cpp) ----
+  // Record page holding chunk c: its logged bits changed, the file's copy is behind.
+  void rec_touch_locked(std::uint64_t c) {
+    if (rec_on_) rec_pending_[al_record_page(c)] = ++rec_seq_;
+  }
+  void rec_touch_range_locked(ChunkRange r) {
+    if (!rec_on_ || r.empty()) return;
+    for (std::uint64_t p = al_record_page(r.first); p <= al_record_page(r.end - 1); ++p)
+      rec_pending_[p] = ++rec_seq_;
+  }
+  // Every record page holding a logged bit (before the logged bits are reset).
+  void rec_touch_logged_locked();
+  // The image shrank to `chunks`: the record's pages past it go, its last page is rewritten.
+  void rec_cut_locked(std::uint64_t chunks);
+  // Before data may be written to r (or r copied by a resync): the record's pages of r are
+  // written when behind, and a record that failed is known dead by a durable header.
+  std::error_code rec_before_data_locked(std::unique_lock<std::mutex>& lk, ChunkRange r);
+  // Writes every pending record page (and the header when the events moved); releases mu_
+  // meanwhile. A write error kills the record (see bitmap_record.cpp) and is returned.
+  std::error_code rec_write_locked(std::unique_lock<std::mutex>& lk);
+
   // Loads the bits of chunks [0, chunks) from the file, page by page (absent when zero).
   std::error_code load_bits_locked(std::uint64_t chunks);
   std::error_code wait_durable_locked(std::unique_lock<std::mutex>& lk, std::uint64_t gen) {
@@ -320,6 +359,22 @@ class Bitmap {
   ActivityLog al_;                        // guarded by mu_
   std::uint64_t al_burst_extents_ = 0;    // guarded by mu_: al_burst_locked's adoptions
   std::vector<std::uint64_t> pinned_;     // guarded by mu_: chunks pin_clean() holds clear
+  // The record of logged chunks (core/al_record.hpp). rec_mu_ serialises its writes, so
+  // that the file only ever moves forward (each write snapshots the bits after the last);
+  // lock order rec_mu_ -> mu_. The rest is guarded by mu_.
+  std::mutex rec_mu_;
+  std::unique_ptr<AlRecord> rec_;          // set once by attach_record; written under rec_mu_
+  bool rec_on_ = false;                    // false: none, or dead after a write error
+  std::map<std::uint64_t, std::uint64_t> rec_pending_;  // record page -> seq of its last change
+  std::uint64_t rec_seq_ = 0;
+  std::optional<std::uint64_t> rec_cut_;   // pages to cut the file to, at the next write
+  std::uint64_t rec_events_ = 0;           // events in the record's header as written
+  std::uint64_t rec_fence_ = 0;            // header generation that kills a dead record
+  std::uint64_t rec_spared_ = 0, rec_writes_ = 0;  // for stats()
+  // From open: the bits were loaded from an unclean shutdown at these events (the
+  // record to believe must carry them).
+  bool recovering_ = false;
+  std::uint64_t recovered_events_ = 0;
   // Declared last: it refers to the members above. Guarded by mu_.
   BitmapCommit commit_;
 };

@@ -140,6 +140,10 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
   }
   // A file longer than the cover (an old daemon's, or a crafted one) is cut at the flush.
   bm->commit_.cut_file_to(kHeaderSize + (params.persist_bits ? bits_bytes(bm->total_chunks_) : 0));
+  // From an unclean shutdown: the activity log's record may spare the chunks it had logged
+  // (attach_record), when it carries the events this header had.
+  bm->recovering_ = load_bits && !all_dirty && !(h.state & kStateClean);
+  bm->recovered_events_ = h.events;
   // Every dirty chunk found at open must be copied before it may be cleared.
   bm->pages_.copy(kDirty, kUnsynced);
   if (bm->pages_.count(kUnsynced) == 0) bm->header_.state &= ~kStateNeedsFullSync;

@@ -244,6 +244,18 @@ std::uint64_t BitmapPages::next_set(Vec k, std::uint64_t from, std::uint64_t lim
   return limit;
 }
 
+void BitmapPages::copy_words(Vec k, std::uint64_t first_word, std::span<std::uint64_t> out) const {
+  std::fill(out.begin(), out.end(), 0);
+  for (std::size_t i = 0; i < out.size();) {
+    const std::uint64_t w = first_word + i;
+    const std::size_t in_page = static_cast<std::size_t>(w % kWords);
+    const std::size_t n = std::min(out.size() - i, kWords - in_page);
+    if (const Page* pg = find(w / kWords); pg && pg->v[k])
+      std::copy_n(pg->v[k]->begin() + in_page, n, out.begin() + i);
+    i += n;
+  }
+}
+
 BitmapPages::Snapshot BitmapPages::less(Vec k, unsigned minus) const {
   // Kept only for pages that have some: memory stays proportional to the set bits.
   Snapshot out;

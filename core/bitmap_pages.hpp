@@ -27,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -106,6 +107,9 @@ class BitmapPages {
 
   // The first bit of vector k at or past `from` and below `limit`, or `limit` when none.
   std::uint64_t next_set(Vec k, std::uint64_t from, std::uint64_t limit) const;
+  // Words [first_word, first_word + out.size()) of vector k (64 chunks a word, counted
+  // from chunk 0), zeros where absent: a window that need not align with the pages.
+  void copy_words(Vec k, std::uint64_t first_word, std::span<std::uint64_t> out) const;
   // For each page with a bit of vector k outside the vectors of `minus`: those bits.
   Snapshot less(Vec k, unsigned minus) const;
   // Calls f(chunk) for every bit of `snap` (a result of less()) still set in vector k and

@@ -310,7 +310,11 @@ std::error_code Control::sync_action(const std::string& rel, SyncAction action) 
     spdlog::warn("sync-action {} {}: the image is degraded; re-add its secondary first", rel, to_string(action));
     return utils::errno_code(EIO);
   }
-  if (action == SyncAction::resync) (*img)->bitmap()->mark_all_dirty_unsynced();
+  if (action == SyncAction::resync)
+    if (auto ec = (*img)->bitmap()->mark_all_dirty_unsynced()) {
+      spdlog::error("sync-action {} resync: cannot mark the image for a full resync: {}", rel, ec.message());
+      return ec;
+    }
   p_.resync.queue(*img, action);
   return {};
 }

@@ -14,6 +14,7 @@
 #include "core/layout.hpp"
 #include "utils/thread_pool.hpp"
 #include "core/scrub.hpp"
+#include "utils/size.hpp"
 
 namespace fusemirror::core {
 
@@ -33,6 +34,7 @@ class LoadUndo {
     if (secondary) unlink_in(legs_.secondary, rel_);
     if (bitmap) {
       unlink_in(legs_.bitmaps, bitmap_rel(rel_));
+      unlink_in(legs_.bitmaps, al_record_rel(rel_));
       (void)records_.remove(rel_);
     }
     if (checksums) unlink_in(legs_.bitmaps, checksum_rel(rel_));
@@ -171,6 +173,32 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load_within_budget(const std:
     img = load(rel);
   }
   return img;
+}
+
+std::error_code ImageLoader::attach_al_record(const std::string& rel, Bitmap& bm) {
+  if (!config_.bitmap || config_.al_extents == 0) {
+    (void)legs_.bitmaps.unlink(al_record_rel(rel));  // an old one would only mislead a reader
+    return {};
+  }
+  const std::string arel = al_record_rel(rel);
+  std::string refused;  // a refused object is moved aside and logged by open_sidecar_file
+  auto fd = open_sidecar_file(legs_.bitmaps, arel, "activity log record", &refused);
+  if (!fd) {
+    if (fd_exhausted(fd.error())) return fd.error();
+    spdlog::warn("{}/{}: cannot open the activity log record: {}; a crash will resync whole active extents",
+                 legs_.bitmaps.path(), arel, fd.error().message());
+    return {};
+  }
+  const bool recovering = bm.stats().unsynced_chunks > 0;
+  std::string why_not;
+  const std::uint64_t spared = bm.attach_record(std::move(*fd), &why_not);
+  if (spared)
+    spdlog::info("{}: the activity log record spares {} chunks ({}) of the resync: set by the log, never written",
+                 rel, spared, utils::format_size(spared * bm.chunk_size()));
+  else if (recovering && !why_not.empty())
+    spdlog::info("{}/{}: activity log record not used ({}); the resync copies whole active extents",
+                 legs_.bitmaps.path(), arel, why_not);
+  return {};
 }
 
 utils::Result<std::unique_ptr<Checksums>> ImageLoader::open_checksums(const std::string& rel, const Bitmap& bm,
@@ -329,6 +357,7 @@ utils::Result<std::shared_ptr<Image>> ImageLoader::load(const std::string& rel) 
   }
   if (!why.empty())
     spdlog::warn("{}/{}: bitmap not trusted: {}; full resync of {}", legs_.bitmaps.path(), brel, why, rel);
+  if (auto ec = attach_al_record(rel, **bm)) return ec;
   // Failed before this mount: the image loads degraded. Failed by the operator (held), it
   // stays out until re-add; otherwise the link's reconnect puts it back through re-add's
   // steps, the identity proof included (core/link.hpp).

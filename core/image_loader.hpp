@@ -86,6 +86,12 @@ class ImageLoader {
   utils::Result<std::unique_ptr<Checksums>> open_checksums(const std::string& rel, const Bitmap& bm,
                                                            bool bitmap_trusted, const struct stat& primary,
                                                            bool* made);
+  // The activity log's record of logged chunks (core/al_record.hpp), opened beside the
+  // bitmap and attached to it: after a crash of the daemon in this boot it spares the
+  // chunks the log set and nobody wrote. Without it (the log off, or the file unusable),
+  // a crash resyncs whole active extents; the load goes on — unless the daemon is out of
+  // descriptors (returned: the caller evicts idle images and retries, as for the others).
+  std::error_code attach_al_record(const std::string& rel, Bitmap& bm);
   // The mount's scan: when REL was closed clean (by an unmount or an eviction) and nothing
   // changed since, registers it unloaded without opening it for good (no bitmap or record
   // write, no descriptor kept); false when it must be loaded (see the .cpp).

@@ -118,7 +118,7 @@ std::error_code Image::readd(std::unique_ptr<Leg> secondary, bool full, bool aut
     if (::fstat(primary_.get(), &st) != 0) return utils::last_errno();
     if (auto ec = bitmap_->mark_unsynced(0, static_cast<std::uint64_t>(st.st_size))) return ec;
   }
-  bitmap_->mark_all_dirty_unsynced();
+  if (auto ec = bitmap_->mark_all_dirty_unsynced()) return ec;
   // Back in service: the degraded flag goes (events + 1); clearing resumes only after
   // resync has copied every unsynced chunk.
   if (auto ec = bitmap_->set_degraded(false)) return ec;

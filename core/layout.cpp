@@ -31,6 +31,8 @@ std::string bitmap_rel(std::string_view image_rel) { return std::string(image_re
 
 std::string checksum_rel(std::string_view image_rel) { return std::string(image_rel) + kChecksumSuffix; }
 
+std::string al_record_rel(std::string_view image_rel) { return std::string(image_rel) + kAlRecordSuffix; }
+
 std::string record_rel(std::string_view rel, bool dir) {
   return std::string(kMetaDirName) + "/" + kRecordsDirName + "/" + std::string(rel) +
          (dir ? "" : kRecordSuffix);

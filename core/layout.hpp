@@ -6,6 +6,7 @@
 //   PRIMARY/.fusemirror/fusemirror.log       the daemon's log
 //   BITMAPS/<image>.fmbm                     one bitmap per image (BITMAPS: bitmap_root())
 //   BITMAPS/<image>.fmck                     its checksums of clean chunks (core/checksums.hpp)
+//   BITMAPS/<image>.fmal                     its activity log's record (core/al_record.hpp)
 //   SECONDARY/.fusemirror/member.json        the secondary belongs to set UUID
 //   SECONDARY/.fusemirror/lock               flock()ed by the daemon
 //   SECONDARY/.fusemirror/images/<image>.json  the secondary's record of an image
@@ -31,13 +32,15 @@ inline constexpr const char* kBitmapsDirName = "bitmaps";
 inline constexpr const char* kRecordsDirName = "images";
 inline constexpr const char* kBitmapSuffix = ".fmbm";
 inline constexpr const char* kChecksumSuffix = ".fmck";
+inline constexpr const char* kAlRecordSuffix = ".fmal";
 inline constexpr const char* kRecordSuffix = ".json";
 
-// The longest name an image may have: its bitmap (NAME.fmbm), its checksums (NAME.fmck) and
-// its record (NAME.json) must fit NAME_MAX too. Longer names are refused (ENAMETOOLONG)
+// The longest name an image may have: its bitmap (NAME.fmbm), its checksums (NAME.fmck), its
+// activity log's record (NAME.fmal) and its record (NAME.json) must fit NAME_MAX too. Longer names are refused (ENAMETOOLONG)
 // before anything is made.
 inline constexpr std::size_t kMaxImageNameBytes = 255 - 5;
-static_assert(sizeof(".fmbm") - 1 == 5 && sizeof(".fmck") - 1 == 5 && sizeof(".json") - 1 == 5);
+static_assert(sizeof(".fmbm") - 1 == 5 && sizeof(".fmck") - 1 == 5 && sizeof(".fmal") - 1 == 5 &&
+              sizeof(".json") - 1 == 5);
 // ENAMETOOLONG when REL's last component is too long for an image, else {}.
 std::error_code check_image_name(std::string_view rel);
 
@@ -50,6 +53,8 @@ std::string parent_rel(std::string_view rel);
 std::string bitmap_rel(std::string_view image_rel);
 // An image's checksum file, beside its bitmap.
 std::string checksum_rel(std::string_view image_rel);
+// The record of its activity log's logged chunks, beside its bitmap.
+std::string al_record_rel(std::string_view image_rel);
 // The secondary's record of image REL (or, with `dir`, the directory of records mirroring
 // directory REL), relative to the secondary.
 std::string record_rel(std::string_view rel, bool dir = false);

@@ -84,8 +84,9 @@ std::unique_ptr<MirrorSet> MirrorSet::open(const Config& config, const std::stri
   // images beyond the budget are closed clean (core/image_loader.hpp), so a set of any size
   // fits the descriptor limit.
   // One more with direct_reads (the primary's O_DIRECT reader), two with direct writes
-  // (each leg's O_DIRECT writer).
-  const unsigned per_image = (c.checksums ? 4 : 3) + (c.direct_reads ? 1 : 0) + (c.direct_write_max ? 2 : 0);
+  // (each leg's O_DIRECT writer), one with the activity log (its record, core/al_record.hpp).
+  const unsigned per_image = (c.checksums ? 4 : 3) + (c.direct_reads ? 1 : 0) + (c.direct_write_max ? 2 : 0) +
+                             (c.bitmap && c.al_extents ? 1 : 0);
   s->loader_->set_budget(ImageLoader::budget_for(nofile, c.max_open_images, per_image));
   spdlog::info("descriptor limit {}: at most {} images kept open", nofile, s->loader_->budget());
   s->ns_ = std::make_unique<Namespace>(s->legs_, s->table_, *s->records_, *s->loader_);

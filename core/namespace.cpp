@@ -119,6 +119,7 @@ std::error_code Namespace::unlink(const std::string& rel) {
   table_.erase(rel);
   (void)legs_.bitmaps.unlink(bitmap_rel(rel));
   (void)legs_.bitmaps.unlink(checksum_rel(rel));  // follows the bitmap (may not exist)
+  (void)legs_.bitmaps.unlink(al_record_rel(rel));
   // An export is the server's: it stays (its identity record names the image it held).
   if (legs_.remote()) return {};
   if (auto ec = legs_.secondary.unlink(rel); ec && ec != std::errc::no_such_file_or_directory)
@@ -175,12 +176,15 @@ std::error_code Namespace::rename(const std::string& from, const std::string& to
       // The checksums follow the bitmap (a directory's move took them already), in the same
       // two directories, so one sync of both covers both names. A crash between the two
       // leaves a checksum file naming another image uuid: reset at load.
-      if (!is_dir) {
-        auto cf = legs_.bitmaps.parent_of(checksum_rel(from)), ct = legs_.bitmaps.parent_of(checksum_rel(to));
-        if (cf && ct && ::renameat(cf->first.get(), cf->second.c_str(), ct->first.get(), ct->second.c_str()) != 0 &&
-            errno == ENOENT)
-          (void)legs_.bitmaps.unlink(checksum_rel(to));  // none to move: none may stay at TO either
-      }
+      // The activity log's record follows too (a stale one at TO names another image uuid
+      // and is never believed; it is removed all the same).
+      if (!is_dir)
+        for (const auto& side : {checksum_rel, al_record_rel}) {
+          auto cf = legs_.bitmaps.parent_of(side(from)), ct = legs_.bitmaps.parent_of(side(to));
+          if (cf && ct && ::renameat(cf->first.get(), cf->second.c_str(), ct->first.get(), ct->second.c_str()) != 0 &&
+              errno == ENOENT)
+            (void)legs_.bitmaps.unlink(side(to));  // none to move: none may stay at TO either
+        }
       sync_both(legs_.bitmaps, bfrom, bto);
     }
   }
@@ -331,6 +335,7 @@ utils::Result<std::shared_ptr<Image>> Namespace::create_image(const std::string&
     // The old bitmap is unlinked, never truncated through (it could be a hard link).
     (void)legs_.bitmaps.unlink(bitmap_rel(rel));
     (void)legs_.bitmaps.unlink(checksum_rel(rel));
+    (void)legs_.bitmaps.unlink(al_record_rel(rel));
     table_.erase(rel);
   }
   auto img = loader_.load_within_budget(rel);
@@ -345,7 +350,8 @@ void Namespace::discard_new_image(const std::string& rel) {
   const std::pair<const Dir*, std::string> made[] = {{&legs_.primary, rel},
                                                      {&legs_.secondary, rel},
                                                      {&legs_.bitmaps, bitmap_rel(rel)},
-                                                     {&legs_.bitmaps, checksum_rel(rel)}};
+                                                     {&legs_.bitmaps, checksum_rel(rel)},
+                                                     {&legs_.bitmaps, al_record_rel(rel)}};
   for (const auto& [d, r] : made) {
     if (!d->valid()) continue;  // an NBD set has no secondary directory
     if (auto ec = d->unlink(r); ec && ec != std::errc::no_such_file_or_directory)

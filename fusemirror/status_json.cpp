@@ -59,6 +59,11 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["al_extent_size"] = s.bitmap.al_extent_size;
     i["logged_chunks"] = s.bitmap.logged_chunks;
     i["al_burst_extents"] = s.bitmap.al_burst_extents;
+    // Its record of logged chunks (§3d): kept or not, the chunks it spared the resync at
+    // this mount, the record pages written since.
+    i["al_record"] = s.bitmap.al_record;
+    i["al_record_spared"] = s.bitmap.al_record_spared;
+    i["al_record_writes"] = s.bitmap.al_record_writes;
     i["bitmap_error"] = s.bitmap.error;  // "" unless writes are refused (state bitmap-failed)
     i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak},
                          {"full_waits", s.wb_full_waits}, {"lag_seconds", s.wb_lag_seconds},
@@ -150,6 +155,9 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.bitmap.al_extent_size = i.value("al_extent_size", std::uint64_t{0});
     m.bitmap.logged_chunks = i.value("logged_chunks", std::uint64_t{0});
     m.bitmap.al_burst_extents = i.value("al_burst_extents", std::uint64_t{0});
+    m.bitmap.al_record = i.value("al_record", false);
+    m.bitmap.al_record_spared = i.value("al_record_spared", std::uint64_t{0});
+    m.bitmap.al_record_writes = i.value("al_record_writes", std::uint64_t{0});
     m.bitmap.error = i.value("bitmap_error", std::string());
     const auto& wb = i.at("write_behind");
     m.wb_outstanding = wb.at("outstanding").get<std::uint32_t>();

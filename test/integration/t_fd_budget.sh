@@ -53,11 +53,13 @@ BUDGET=$(budget_of "$PRI")
 LIMIT=$(awk '/Max open files/ {print $4}' "/proc/$PID/limits")
 # A daemon without a budget (before issue 12 §3) is held to what its limit would allow.
 [[ -n $BUDGET ]] || { BUDGET=$(((LIMIT - 512) / 7)); soft_fail "the daemon did not log its image budget"; }
-# Descriptors per open image: primary, secondary, bitmap, checksum file, with direct
-# writes on (direct_write_max, on by default) each leg's O_DIRECT writer, and with direct
-# reads on (direct_reads, on by default) the primary's O_DIRECT reader.
+# Descriptors per open image: primary, secondary, bitmap, checksum file, the activity
+# log's record (al_extents > 0, the default), with direct writes on (direct_write_max, on
+# by default) each leg's O_DIRECT writer, and with direct reads on (direct_reads, on by
+# default) the primary's O_DIRECT reader.
 PER_IMAGE=4
-(($(jq '.direct_write_max // 0' "$PRI/.fusemirror/config.json") > 0)) && PER_IMAGE=6
+(($(jq '.al_extents // 1024' "$PRI/.fusemirror/config.json") > 0)) && PER_IMAGE=$((PER_IMAGE + 1))
+(($(jq '.direct_write_max // 0' "$PRI/.fusemirror/config.json") > 0)) && PER_IMAGE=$((PER_IMAGE + 2))
 [[ $(jq '.direct_reads // false' "$PRI/.fusemirror/config.json") == true ]] && PER_IMAGE=$((PER_IMAGE + 1))
 BOUND=$((PER_IMAGE * BUDGET + MARGIN))
 fm_log "daemon $PID: $(grep 'Max open files' "/proc/$PID/limits" | awk '{print $4"/"$5}') descriptors, budget $BUDGET images, bound $BOUND"

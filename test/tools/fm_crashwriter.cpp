@@ -25,8 +25,11 @@
 //       --mark, "exists PATH" is written to CTL (PATH relative to the recorder's root).
 //   fm_crashwriter bitmapcheck PRIMARY SECONDARY BITMAP
 //       The md invariant after a crash: every chunk where the two legs differ has its bit
-//       set in the bitmap file (or the header is untrusted, which means a full resync).
-//       Prints "differing D unmarked U dirty B chunk_size C" and exits 1 if U > 0.
+//       set in the bitmap file (or the header is untrusted, which means a full resync) and
+//       is not spared by the activity log's record beside it (BITMAP with .fmal for .fmbm,
+//       read as the next mount would: this boot's, this bitmap's events — docs/write-path.md
+//       §3d). Prints "differing D unmarked U dirty B chunk_size C spared S" (B: the bits
+//       set and not spared, what the resync will copy) and exits 1 if U > 0.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -42,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "core/al_record.hpp"
 #include "core/bitmap_format.hpp"
 #include "utils/crc32c.hpp"
 
@@ -253,6 +257,28 @@ int cmd_bitmapcheck(char** argv) {
   const std::uint64_t size = static_cast<std::uint64_t>(std::max(ps.st_size, ss.st_size));
   std::vector<unsigned char> a(cs), b(cs);
   std::uint64_t differing = 0, unmarked = 0, dirty = 0;
+  // The record's logged chunks, as the next mount reads them (only after an unclean stop).
+  std::uint64_t spared = 0;
+  const std::string bm_path = argv[4];
+  if (!(h->state & fusemirror::core::kStateClean) && bm_path.size() > 5 &&
+      bm_path.compare(bm_path.size() - 5, 5, ".fmbm") == 0) {
+    fusemirror::utils::UniqueFd rfd(::open((bm_path.substr(0, bm_path.size() - 5) + ".fmal").c_str(),
+                                           O_RDONLY | O_CLOEXEC));
+    if (rfd) {
+      fusemirror::core::AlRecord rec(std::move(rfd));
+      const fusemirror::core::AlRecordId id{h->set_uuid, h->image_uuid, cs, h->events};
+      const std::uint64_t per = fusemirror::core::AlRecord::kChunksPerPage;
+      for (const auto& [pg, words] : rec.read(id, (bits + per - 1) / per, nullptr))
+        for (std::uint64_t i = 0; i < words.size(); ++i)
+          for (std::uint64_t w = words[i]; w; w &= w - 1) {
+            const std::uint64_t c = pg * per + i * 64 + static_cast<std::uint64_t>(__builtin_ctzll(w));
+            if (c < bits && ((map[c / 8] >> (c % 8)) & 1)) {
+              map[c / 8] &= static_cast<unsigned char>(~(1u << (c % 8)));  // not copied: as if clear
+              ++spared;
+            }
+          }
+    }
+  }
   for (std::uint64_t c = 0; c < bits; ++c) dirty += (map[c / 8] >> (c % 8)) & 1;
   for (std::uint64_t c = 0; c * cs < size; ++c) {
     std::fill(a.begin(), a.end(), 0);
@@ -264,13 +290,14 @@ int cmd_bitmapcheck(char** argv) {
     const bool marked = c < bits && ((map[c / 8] >> (c % 8)) & 1);
     if (!marked && c * cs < static_cast<std::uint64_t>(ps.st_size)) {
       ++unmarked;
-      if (unmarked <= 5) std::fprintf(stderr, "UNMARKED chunk %llu differs but its bit is clear\n",
+      if (unmarked <= 5) std::fprintf(stderr, "UNMARKED chunk %llu differs but its bit is clear or spared\n",
                                       static_cast<unsigned long long>(c));
     }
   }
-  std::printf("differing %llu unmarked %llu dirty %llu chunk_size %llu\n",
+  std::printf("differing %llu unmarked %llu dirty %llu chunk_size %llu spared %llu\n",
               static_cast<unsigned long long>(differing), static_cast<unsigned long long>(unmarked),
-              static_cast<unsigned long long>(dirty), static_cast<unsigned long long>(cs));
+              static_cast<unsigned long long>(dirty), static_cast<unsigned long long>(cs),
+              static_cast<unsigned long long>(spared));
   return unmarked ? 1 : 0;
 }
 
