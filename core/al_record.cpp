@@ -22,8 +22,7 @@ using Block = std::array<std::byte, kAlRecordBlock>;
 
 constexpr std::size_t kOffMagic = 0, kOffMajor = 8, kOffMinor = 10, kOffHeaderSize = 12, kOffSetUuid = 16,
                       kOffImageUuid = 32, kOffEvents = 48, kOffChunkSize = 56, kOffBootId = 64,
-                      kOffGeneration = 80, kOffPerPage = 88, kOffCrc = 4092;
-constexpr std::size_t kOffPageIndex = 4032, kOffPageGeneration = 4040;
+                      kOffGeneration = 80, kOffSlotSize = 88, kOffCrc = 4092;
 
 void seal(Block& b) {
   utils::put_le<std::uint32_t>(b, kOffCrc, utils::crc32c(std::span(b.data(), kOffCrc)));
@@ -34,7 +33,14 @@ bool sealed(std::span<const std::byte> b) {
          utils::get_le<std::uint32_t>(b, kOffCrc) == utils::crc32c(b.first(kOffCrc));
 }
 
-std::uint64_t page_offset(std::uint64_t p) { return kAlRecordBlock * (p + 1); }
+std::uint64_t slot_offset(std::uint64_t w) { return kAlRecordBlock + AlRecord::kSlotSize * w; }
+
+// A slot's CRC binds its bits and generation to its place.
+std::uint32_t slot_crc(std::span<const std::byte> first12, std::uint64_t w) {
+  std::array<std::byte, 8> where{};
+  utils::put_le<std::uint64_t>(where, 0, w);
+  return utils::crc32c(where, utils::crc32c(first12));
+}
 
 }  // namespace
 
@@ -49,8 +55,8 @@ std::array<std::byte, kAlRecordBlock> encode_al_header(const AlRecordHeader& h) 
   utils::put_le<std::uint64_t>(b, kOffEvents, h.id.events);
   utils::put_le<std::uint64_t>(b, kOffChunkSize, h.id.chunk_size);
   std::memcpy(b.data() + kOffBootId, h.boot_id.data(), 16);
-  utils::put_le<std::uint64_t>(b, kOffGeneration, h.generation);
-  utils::put_le<std::uint64_t>(b, kOffPerPage, AlRecord::kChunksPerPage);
+  utils::put_le<std::uint32_t>(b, kOffGeneration, h.generation);
+  utils::put_le<std::uint64_t>(b, kOffSlotSize, AlRecord::kSlotSize);
   seal(b);
   return b;
 }
@@ -67,40 +73,34 @@ std::optional<AlRecordHeader> decode_al_header(std::span<const std::byte> b, std
   if (!sealed(b)) return no("header checksum mismatch");
   if (utils::get_le<std::uint16_t>(b, kOffMajor) != kAlRecordVersionMajor) return no("unknown major version");
   if (utils::get_le<std::uint32_t>(b, kOffHeaderSize) != kAlRecordBlock) return no("bad header size");
-  if (utils::get_le<std::uint64_t>(b, kOffPerPage) != AlRecord::kChunksPerPage) return no("bad chunks per page");
+  if (utils::get_le<std::uint64_t>(b, kOffSlotSize) != AlRecord::kSlotSize) return no("bad slot size");
   AlRecordHeader h;
   std::memcpy(h.id.set_uuid.data(), b.data() + kOffSetUuid, 16);
   std::memcpy(h.id.image_uuid.data(), b.data() + kOffImageUuid, 16);
   h.id.events = utils::get_le<std::uint64_t>(b, kOffEvents);
   h.id.chunk_size = utils::get_le<std::uint64_t>(b, kOffChunkSize);
   std::memcpy(h.boot_id.data(), b.data() + kOffBootId, 16);
-  h.generation = utils::get_le<std::uint64_t>(b, kOffGeneration);
+  h.generation = utils::get_le<std::uint32_t>(b, kOffGeneration);
   if (h.generation == 0) return no("generation 0 (written by no fusemirror)");
   return h;
 }
 
-std::array<std::byte, kAlRecordBlock> encode_al_page(std::uint64_t p, std::uint64_t generation,
-                                                     const AlRecord::Words& w) {
-  Block b{};
-  for (std::size_t i = 0; i < w.size(); ++i) utils::put_le<std::uint64_t>(b, 8 * i, w[i]);
-  utils::put_le<std::uint64_t>(b, kOffPageIndex, p);
-  utils::put_le<std::uint64_t>(b, kOffPageGeneration, generation);
-  seal(b);
+std::array<std::byte, AlRecord::kSlotSize> encode_al_slot(std::uint64_t w, std::uint32_t generation,
+                                                        std::uint64_t bits) {
+  std::array<std::byte, AlRecord::kSlotSize> b{};
+  utils::put_le<std::uint64_t>(b, 0, bits);
+  utils::put_le<std::uint32_t>(b, 8, generation);
+  utils::put_le<std::uint32_t>(b, 12, slot_crc(std::span(b).first(12), w));
   return b;
 }
 
-std::optional<AlRecord::Words> decode_al_page(std::span<const std::byte> b, std::uint64_t p,
-                                              std::uint64_t generation) {
-  if (b.size() < kAlRecordBlock) return std::nullopt;
-  b = b.first(kAlRecordBlock);
-  if (!sealed(b) || utils::get_le<std::uint64_t>(b, kOffPageIndex) != p ||
-      utils::get_le<std::uint64_t>(b, kOffPageGeneration) != generation)
+std::optional<std::uint64_t> decode_al_slot(std::span<const std::byte> b, std::uint64_t w,
+                                            std::uint32_t generation) {
+  if (b.size() < AlRecord::kSlotSize) return std::nullopt;
+  if (utils::get_le<std::uint32_t>(b, 8) != generation ||
+      utils::get_le<std::uint32_t>(b, 12) != slot_crc(b.first(12), w))
     return std::nullopt;
-  for (std::size_t o = kOffPageGeneration + 8; o < kOffCrc; ++o)
-    if (b[o] != std::byte{0}) return std::nullopt;  // reserved: written by no fusemirror
-  AlRecord::Words w{};
-  for (std::size_t i = 0; i < w.size(); ++i) w[i] = utils::get_le<std::uint64_t>(b, 8 * i);
-  return w;
+  return utils::get_le<std::uint64_t>(b, 0);
 }
 
 std::optional<utils::Uuid> current_boot_id() {
@@ -124,11 +124,11 @@ std::optional<utils::Uuid> current_boot_id() {
   return id;
 }
 
-std::vector<AlRecord::Page> AlRecord::read(const AlRecordId& id, std::uint64_t max_pages,
+std::vector<AlRecord::Slot> AlRecord::read(const AlRecordId& id, std::uint64_t max_words,
                                            std::string* why_not) const {
   auto no = [&](std::string w) {
     if (why_not) *why_not = std::move(w);
-    return std::vector<Page>{};
+    return std::vector<Slot>{};
   };
   Block b{};
   auto got = utils::pread_all(fd_.get(), b, 0);
@@ -147,20 +147,22 @@ std::vector<AlRecord::Page> AlRecord::read(const AlRecordId& id, std::uint64_t m
               std::to_string(id.events));
   struct stat st {};
   if (::fstat(fd_.get(), &st) != 0) return no("unreadable: " + std::string(std::strerror(errno)));
-  const std::uint64_t in_file = static_cast<std::uint64_t>(st.st_size) / kAlRecordBlock;
-  const std::uint64_t n = std::min(max_pages, in_file == 0 ? 0 : in_file - 1);
-  std::vector<Page> pages;
-  for (std::uint64_t p = 0; p < n; ++p) {
-    auto r = utils::pread_all(fd_.get(), b, page_offset(p));
+  const std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
+  const std::uint64_t n = std::min(max_words, size > kAlRecordBlock ? (size - kAlRecordBlock) / kSlotSize : 0);
+  std::vector<Slot> slots;
+  // 256 slots a read: a shrunk or crafted file never makes this allocate more.
+  std::vector<std::byte> buf(256 * kSlotSize);
+  for (std::uint64_t w0 = 0; w0 < n; w0 += 256) {
+    const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(256, n - w0));
+    auto r = utils::pread_all(fd_.get(), std::span(buf).first(k * kSlotSize), slot_offset(w0));
     if (!r) return no("unreadable: " + r.error().message());
-    auto w = decode_al_page(std::span(b.data(), *r), p, h->generation);
-    if (!w) continue;  // absent, torn or an earlier mount's: nothing logged there
-    bool any = false;
-    for (std::uint64_t x : *w) any |= x != 0;
-    if (any) pages.emplace_back(p, *w);
+    for (std::size_t i = 0; i < k && (i + 1) * kSlotSize <= *r; ++i) {
+      auto bits = decode_al_slot(std::span(buf).subspan(i * kSlotSize, kSlotSize), w0 + i, h->generation);
+      if (bits && *bits) slots.emplace_back(w0 + i, *bits);  // else absent, torn or an earlier mount's
+    }
   }
   if (why_not) why_not->clear();
-  return pages;
+  return slots;
 }
 
 std::error_code AlRecord::begin(const AlRecordId& id) {
@@ -172,7 +174,7 @@ std::error_code AlRecord::begin(const AlRecordId& id) {
     const utils::Uuid r = utils::random_uuid();
     std::memcpy(&header_.generation, r.data(), sizeof header_.generation);
   } while (header_.generation == 0);
-  // The cut first: once the new header is there, no page of the old record may remain to
+  // The cut first: once the new header is there, no slot of the old record may remain to
   // be read with it (their generation would not match anyway; the cut frees the space).
   if (::ftruncate(fd_.get(), static_cast<off_t>(kAlRecordBlock)) != 0) return utils::last_errno();
   return utils::pwrite_all(fd_.get(), encode_al_header(header_), 0);
@@ -183,15 +185,26 @@ std::error_code AlRecord::write_header(std::uint64_t events) {
   return utils::pwrite_all(fd_.get(), encode_al_header(header_), 0);
 }
 
-std::error_code AlRecord::write_page(std::uint64_t p, const Words& w) {
-  return utils::pwrite_all(fd_.get(), encode_al_page(p, header_.generation, w), page_offset(p));
+std::error_code AlRecord::write_slots(std::uint64_t first_word, std::span<const std::uint64_t> bits) {
+  std::array<std::byte, 8 * kSlotSize> small{};
+  std::vector<std::byte> big;
+  std::span<std::byte> out(small.data(), bits.size() * kSlotSize);
+  if (bits.size() > 8) {
+    big.resize(bits.size() * kSlotSize);
+    out = big;
+  }
+  for (std::size_t i = 0; i < bits.size(); ++i) {
+    const auto s = encode_al_slot(first_word + i, header_.generation, bits[i]);
+    std::memcpy(out.data() + i * kSlotSize, s.data(), kSlotSize);
+  }
+  return utils::pwrite_all(fd_.get(), out, slot_offset(first_word));
 }
 
-std::error_code AlRecord::cut(std::uint64_t pages) {
+std::error_code AlRecord::cut(std::uint64_t words) {
   struct stat st {};
   if (::fstat(fd_.get(), &st) != 0) return utils::last_errno();
-  if (static_cast<std::uint64_t>(st.st_size) <= page_offset(pages)) return {};
-  if (::ftruncate(fd_.get(), static_cast<off_t>(page_offset(pages))) != 0) return utils::last_errno();
+  if (static_cast<std::uint64_t>(st.st_size) <= slot_offset(words)) return {};
+  if (::ftruncate(fd_.get(), static_cast<off_t>(slot_offset(words))) != 0) return utils::last_errno();
   return {};
 }
 

@@ -12,23 +12,23 @@
 // that wrote it (the header holds /proc/sys/kernel/random/boot_id) and only for the mount
 // whose bitmap it matches (set and image uuid, chunk size, the bitmap header's events).
 // After a power cut or a reboot it is ignored and the recovery copies whole extents, as
-// without it. Each mount starts it anew with a random generation that every page carries,
-// so no page of an earlier mount's record is ever taken for this one's.
+// without it. Each mount starts it anew with a random generation that every slot carries,
+// so no slot of an earlier mount's record is ever taken for this one's.
 //
 // Layout (little-endian; byte by byte in docs/on-disk-format.md §6):
 //   [0, 4096)            header: magic "FMALREC\0", version, uuids, events, chunk size,
-//                        boot id, generation, chunks per page; crc32c of [0, 4092) at 4092
-//   [4096 + 4096 p, ...) page p: the logged bits of chunks [32256 p, 32256 (p + 1)) as 504
-//                        u64 words (chunk 32256 p + i is bit i % 64 of word i / 64), then
-//                        at 4032 the page index (u64), at 4040 the generation (u64), zeros,
-//                        and at 4092 the crc32c of [0, 4092)
-// A page that is absent, torn, of another generation or index, reads as "nothing logged":
-// every fault makes the recovery copy more, never less.
-//
+//                        boot id, generation, slot size; crc32c of [0, 4092) at 4092
+//   [4096 + 16 w, +16)   slot w: the logged bits of chunks [64 w, 64 w + 64) (u64, chunk
+//                        64 w + b is bit b), the generation (u32), and the crc32c (u32) of
+//                        those 12 bytes followed by w (u64)
+// A slot is written by one pwrite of its 16 bytes (never torn by a kill: it lies within
+// one page), so a write into a chunk costs a 16-byte write, and writers of different
+// slots never wait for each other. A slot that is absent, torn, of another generation or
+// another place reads as "nothing logged": every fault makes the recovery copy more.
 // The rule that makes skipping a chunk safe is Bitmap's (core/bitmap_record.cpp): a chunk's
 // logged bit is cleared in this file before any data write to it is issued.
 //
-// Thread safety: none. Bitmap serialises every write (its rec_mu_).
+// Thread safety: none. Bitmap lets one writer at a time do its I/O (rec_writing_).
 #pragma once
 
 #include <array>
@@ -63,31 +63,30 @@ struct AlRecordId {
 struct AlRecordHeader {
   AlRecordId id;
   utils::Uuid boot_id{};
-  std::uint64_t generation = 0;  // random, non-zero, new at every mount
+  std::uint32_t generation = 0;  // random, non-zero, new at every mount; every slot carries it
 };
 
 class AlRecord {
  public:
-  static constexpr std::uint64_t kWordsPerPage = 504;
-  static constexpr std::uint64_t kChunksPerPage = kWordsPerPage * 64;  // 32256
-  using Words = std::array<std::uint64_t, kWordsPerPage>;
-  using Page = std::pair<std::uint64_t, Words>;  // page index, its logged words
+  static constexpr std::uint64_t kSlotSize = 16;
+  using Slot = std::pair<std::uint64_t, std::uint64_t>;  // word index, its logged bits
 
   explicit AlRecord(utils::UniqueFd fd) : fd_(std::move(fd)) {}
 
   // The logged chunks of the record in the file, when it is this boot's and matches `id`:
-  // the pages below `max_pages` that read valid (none absent or all zero). Otherwise
-  // empty, with `why_not` saying why (for the log).
-  std::vector<Page> read(const AlRecordId& id, std::uint64_t max_pages, std::string* why_not) const;
+  // the valid, non-zero slots below `max_words`. Otherwise empty, with `why_not` saying why
+  // (for the log).
+  std::vector<Slot> read(const AlRecordId& id, std::uint64_t max_words, std::string* why_not) const;
 
   // Starts this mount's record: a new generation, the header for `id` and this boot, the
-  // file cut to the header (every earlier page gone). No flush: see the file comment.
+  // file cut to the header (every earlier slot gone). No flush: see the file comment.
   std::error_code begin(const AlRecordId& id);
   // The header again, with the bitmap's events now `events`.
   std::error_code write_header(std::uint64_t events);
-  std::error_code write_page(std::uint64_t p, const Words& w);
-  // Drops every page at or past `pages` (the image shrank).
-  std::error_code cut(std::uint64_t pages);
+  // Slots first_word, first_word + 1, ... holding `bits`, in one pwrite.
+  std::error_code write_slots(std::uint64_t first_word, std::span<const std::uint64_t> bits);
+  // Drops every slot at or past `words` (the image shrank).
+  std::error_code cut(std::uint64_t words);
 
   const AlRecordHeader& header() const { return header_; }
 
@@ -96,8 +95,8 @@ class AlRecord {
   AlRecordHeader header_;
 };
 
-// The page holding chunk c.
-inline std::uint64_t al_record_page(std::uint64_t c) { return c / AlRecord::kChunksPerPage; }
+// The slot (64-chunk word) holding chunk c.
+inline std::uint64_t al_record_word(std::uint64_t c) { return c / 64; }
 
 // This boot's id (/proc/sys/kernel/random/boot_id), nullopt when unreadable (then no record
 // is ever believed). Test builds: FM_FAULT=al_record.other_boot returns another id, as
@@ -108,10 +107,10 @@ std::optional<utils::Uuid> current_boot_id();
 std::array<std::byte, kAlRecordBlock> encode_al_header(const AlRecordHeader& h);
 // nullopt, with `why`, when the block is not a valid header.
 std::optional<AlRecordHeader> decode_al_header(std::span<const std::byte> b, std::string* why);
-std::array<std::byte, kAlRecordBlock> encode_al_page(std::uint64_t p, std::uint64_t generation,
-                                                     const AlRecord::Words& w);
-// The words of page p, when the block is a valid page p of `generation`.
-std::optional<AlRecord::Words> decode_al_page(std::span<const std::byte> b, std::uint64_t p,
-                                              std::uint64_t generation);
+std::array<std::byte, AlRecord::kSlotSize> encode_al_slot(std::uint64_t w, std::uint32_t generation,
+                                                        std::uint64_t bits);
+// The bits of slot w, when the 16 bytes are a valid slot w of `generation`.
+std::optional<std::uint64_t> decode_al_slot(std::span<const std::byte> b, std::uint64_t w,
+                                            std::uint32_t generation);
 
 }  // namespace fusemirror::core

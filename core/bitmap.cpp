@@ -106,15 +106,13 @@ ChunkRange Bitmap::al_activate_locked(std::uint64_t e) {
   // next one). Those that were clean are the log's own ("logged"): clean, equal and durable
   // on both legs until a write touches them.
   const ChunkRange x = al_.chunks_of(e, total_chunks_);
-  bool logged = false;
   for (std::uint64_t c = x.first; c < x.end; ++c) {
     if (pages_.test(kDirty, c) || pinned_locked(c)) continue;
     set_dirty_locked({c, c + 1});
     pages_.set_range(kLogged, {c, c + 1});
-    logged = true;
+    rec_touch_locked(c);  // the record may name it (§3d)
   }
   pages_.set_range(kActive, x);
-  if (logged) rec_touch_range_locked(x);  // the record may name them (written lazily)
   return x;
 }
 
@@ -257,7 +255,7 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
   const std::uint64_t fresh = set_dirty_locked(r);
   if (intent) intent->all_new = fresh == r.end - r.first;
   // Written from now on: no longer the log's own.
-  if (pages_.clear_range(kLogged, r)) rec_touch_range_locked(r);
+  rec_clear_logged_locked(r);
   // The activity log: the range's extents are the most recently written; a new one has all
   // its chunks set in the flush this write waits for (hull: the chunks it set).
   const ChunkRange al = al_touch_locked(r, intent);
@@ -371,7 +369,7 @@ std::error_code Bitmap::mark_unsynced(std::uint64_t off, std::uint64_t len) {
   pages_.set_range(kUnsynced, r);
   // To be copied: not the log's own any more (a retirement must not clear it), in the
   // record too before a resync may copy it (§3d).
-  if (pages_.clear_range(kLogged, {r.first, std::min(r.end, total_chunks_)})) rec_touch_range_locked(r);
+  rec_clear_logged_locked({r.first, std::min(r.end, total_chunks_)});
   if (auto ec = rec_before_data_locked(lk, r)) return ec;
   if (!persist_bits_) return {};
   return wait_durable_locked(lk, commit_.requested_gen());
@@ -413,7 +411,7 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
   if (auto ec = commit_.error()) return ec;
   // The record's pages left behind by retirements and activations ahead of writes, and its
   // header after an events change: for precision only, never needed for safety (§3d).
-  if (rec_on_ && (rec_cut_ || !rec_pending_.empty() || rec_events_ != header_.events)) (void)rec_write_locked(lk);
+  rec_catch_up_locked(lk);
   // The activity log's extents that no write touched during the period that just ended
   // retire: their logged chunks are cleared now (never written: nothing to sync or hash;
   // degraded or not), their written chunks are candidates below like any other.

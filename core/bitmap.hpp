@@ -63,6 +63,7 @@
 
 #include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -130,7 +131,7 @@ struct BitmapStats {
   std::uint64_t al_burst_extents = 0;  // extents activated ahead of writes, in bursts (total)
   bool al_record = false;              // the record of logged chunks is kept (attach_record)
   std::uint64_t al_record_spared = 0;  // chunks its recovery did not copy at this mount
-  std::uint64_t al_record_writes = 0;  // record pages written (each a pwrite, never flushed)
+  std::uint64_t al_record_writes = 0;  // pwrites of record slots (never flushed)
   bool direct_io = false;  // flushes write the file O_DIRECT (false: buffered, or no flush yet)
 };
 
@@ -318,25 +319,30 @@ class Bitmap {
   bool pinned_locked(std::uint64_t c) const;
   void end_inflight_locked(const ChunkRange& r);
   // ---- the record of logged chunks (core/bitmap_record.cpp) ----
-  // Record page holding chunk c: its logged bits changed, the file's copy is behind.
+  // Chunk c's logged bit changed: its slot in the file is behind.
   void rec_touch_locked(std::uint64_t c) {
-    if (rec_on_) rec_pending_[al_record_page(c)] = ++rec_seq_;
+    if (rec_on_) rec_pending_[al_record_word(c)].latest = ++rec_seq_;
   }
-  void rec_touch_range_locked(ChunkRange r) {
-    if (!rec_on_ || r.empty()) return;
-    for (std::uint64_t p = al_record_page(r.first); p <= al_record_page(r.end - 1); ++p)
-      rec_pending_[p] = ++rec_seq_;
-  }
-  // Every record page holding a logged bit (before the logged bits are reset).
-  void rec_touch_logged_locked();
-  // The image shrank to `chunks`: the record's pages past it go, its last page is rewritten.
+  // Clears the logged bits of r, marking the slots that held one; returns bits cleared.
+  std::uint64_t rec_clear_logged_locked(ChunkRange r);
+  // Marks every slot holding a logged bit (before the logged bits are reset).
+  void rec_touch_logged_locked() { rec_touch_logged_in_locked({0, total_chunks_}); }
+  void rec_touch_logged_in_locked(ChunkRange r);
+  // The image shrank to `chunks`: the slots past it go, the last one is rewritten.
   void rec_cut_locked(std::uint64_t chunks);
-  // Before data may be written to r (or r copied by a resync): the record's pages of r are
-  // written when behind, and a record that failed is known dead by a durable header.
+  // Before data may be written to r (or r copied by a resync): the record's slots of r are
+  // written when behind (a cut that is due first), and a record that failed is known dead
+  // by a durable header.
   std::error_code rec_before_data_locked(std::unique_lock<std::mutex>& lk, ChunkRange r);
-  // Writes every pending record page (and the header when the events moved); releases mu_
-  // meanwhile. A write error kills the record (see bitmap_record.cpp) and is returned.
-  std::error_code rec_write_locked(std::unique_lock<std::mutex>& lk);
+  // Writes the slots of `words` (REQUIRES: each pending, not busy; they are claimed here),
+  // mu_ released meanwhile. A write error kills the record and is returned.
+  std::error_code rec_write_words_locked(std::unique_lock<std::mutex>& lk, const std::vector<std::uint64_t>& words);
+  // The cut that is due, once no slot write is in flight (mu_ held throughout).
+  void rec_cut_now_locked(std::unique_lock<std::mutex>& lk);
+  // Every slot behind, and the header when the events moved (the sweep: precision only).
+  void rec_catch_up_locked(std::unique_lock<std::mutex>& lk);
+  // A write of the record failed: it is dropped, and the header's events move on (fence).
+  void rec_kill_locked(std::error_code ec);
 
   // Loads the bits of chunks [0, chunks) from the file, page by page (absent when zero).
   std::error_code load_bits_locked(std::uint64_t chunks);
@@ -359,15 +365,23 @@ class Bitmap {
   ActivityLog al_;                        // guarded by mu_
   std::uint64_t al_burst_extents_ = 0;    // guarded by mu_: al_burst_locked's adoptions
   std::vector<std::uint64_t> pinned_;     // guarded by mu_: chunks pin_clean() holds clear
-  // The record of logged chunks (core/al_record.hpp). rec_mu_ serialises its writes, so
-  // that the file only ever moves forward (each write snapshots the bits after the last);
-  // lock order rec_mu_ -> mu_. The rest is guarded by mu_.
-  std::mutex rec_mu_;
-  std::unique_ptr<AlRecord> rec_;          // set once by attach_record; written under rec_mu_
+  // The record of logged chunks (core/al_record.hpp), guarded by mu_. A slot (64 chunks) is
+  // written by one caller at a time (`busy`; the others wait on rec_cv_ and usually find
+  // their change in that write — a group commit), so a slot in the file only moves
+  // forward: each write's snapshot is taken after the one before. Writers of different
+  // slots never wait for each other.
+  struct RecWord {
+    std::uint64_t latest = 0;   // seq of the last change of its logged bits
+    std::uint64_t written = 0;  // seq of the newest snapshot written to the file
+    bool busy = false;          // a caller is writing it now
+  };
+  std::unique_ptr<AlRecord> rec_;          // set once by attach_record
   bool rec_on_ = false;                    // false: none, or dead after a write error
-  std::map<std::uint64_t, std::uint64_t> rec_pending_;  // record page -> seq of its last change
+  std::size_t rec_busy_ = 0;               // slot writes in flight
+  std::condition_variable rec_cv_;
+  std::map<std::uint64_t, RecWord> rec_pending_;  // slots whose file copy is behind
   std::uint64_t rec_seq_ = 0;
-  std::optional<std::uint64_t> rec_cut_;   // pages to cut the file to, at the next write
+  std::optional<std::uint64_t> rec_cut_;   // slots to cut the file to, before the next write
   std::uint64_t rec_events_ = 0;           // events in the record's header as written
   std::uint64_t rec_fence_ = 0;            // header generation that kills a dead record
   std::uint64_t rec_spared_ = 0, rec_writes_ = 0;  // for stats()

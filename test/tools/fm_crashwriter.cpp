@@ -267,16 +267,14 @@ int cmd_bitmapcheck(char** argv) {
     if (rfd) {
       fusemirror::core::AlRecord rec(std::move(rfd));
       const fusemirror::core::AlRecordId id{h->set_uuid, h->image_uuid, cs, h->events};
-      const std::uint64_t per = fusemirror::core::AlRecord::kChunksPerPage;
-      for (const auto& [pg, words] : rec.read(id, (bits + per - 1) / per, nullptr))
-        for (std::uint64_t i = 0; i < words.size(); ++i)
-          for (std::uint64_t w = words[i]; w; w &= w - 1) {
-            const std::uint64_t c = pg * per + i * 64 + static_cast<std::uint64_t>(__builtin_ctzll(w));
-            if (c < bits && ((map[c / 8] >> (c % 8)) & 1)) {
-              map[c / 8] &= static_cast<unsigned char>(~(1u << (c % 8)));  // not copied: as if clear
-              ++spared;
-            }
+      for (const auto& [word, logged] : rec.read(id, (bits + 63) / 64, nullptr))
+        for (std::uint64_t w = logged; w; w &= w - 1) {
+          const std::uint64_t c = word * 64 + static_cast<std::uint64_t>(__builtin_ctzll(w));
+          if (c < bits && ((map[c / 8] >> (c % 8)) & 1)) {
+            map[c / 8] &= static_cast<unsigned char>(~(1u << (c % 8)));  // not copied: as if clear
+            ++spared;
           }
+        }
     }
   }
   for (std::uint64_t c = 0; c < bits; ++c) dirty += (map[c / 8] >> (c % 8)) & 1;

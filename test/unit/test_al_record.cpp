@@ -6,7 +6,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <optional>
 #include <random>
+#include <thread>
+#include <vector>
 #include <set>
 
 #include "core/al_record.hpp"
@@ -89,20 +93,26 @@ std::set<std::uint64_t> after_crash(const std::string& stem, const std::string& 
   return set;
 }
 
-// The logged bit of chunk c in the record file as it is now (false when the page is
-// absent or not this record's).
-bool logged_in_file(const std::string& fmal, std::uint64_t c) {
+// The logged bit of chunk c in the record file as it is now: false when the page is absent
+// or not this record's, nullopt when the header does not decode. No doctest macro: it is
+// called from several threads.
+std::optional<bool> logged_bit(const std::string& fmal, std::uint64_t c) {
   const auto bytes = fmtest::read_bytes(fmal);
   std::string why;
   auto h = core::decode_al_header(std::span(bytes).first(std::min<std::size_t>(bytes.size(), 4096)), &why);
-  REQUIRE_MESSAGE(h, why);
-  const std::uint64_t p = core::al_record_page(c);
-  const std::uint64_t off = 4096 * (p + 1);
-  if (bytes.size() < off + 4096) return false;
-  auto w = core::decode_al_page(std::span(bytes).subspan(off, 4096), p, h->generation);
-  if (!w) return false;
-  const std::uint64_t i = c % AlRecord::kChunksPerPage;
-  return ((*w)[i / 64] >> (i % 64)) & 1;
+  if (!h) return std::nullopt;
+  const std::uint64_t w = core::al_record_word(c);
+  const std::uint64_t off = 4096 + AlRecord::kSlotSize * w;
+  if (bytes.size() < off + AlRecord::kSlotSize) return false;
+  auto bits = core::decode_al_slot(std::span(bytes).subspan(off, AlRecord::kSlotSize), w, h->generation);
+  if (!bits) return false;
+  return (*bits >> (c % 64)) & 1;
+}
+
+bool logged_in_file(const std::string& fmal, std::uint64_t c) {
+  const auto b = logged_bit(fmal, c);
+  REQUIRE_MESSAGE(b.has_value(), fmal << ": the header does not decode");
+  return *b;
 }
 
 std::set<std::uint64_t> range(std::uint64_t first, std::uint64_t end) {
@@ -118,7 +128,7 @@ TEST_SUITE("activity log record") {
     core::AlRecordHeader h;
     h.id = {kSet, utils::random_uuid(), kCs, 42};
     h.boot_id = utils::random_uuid();
-    h.generation = 0x1234;
+    h.generation = 0x1234u;
     auto b = core::encode_al_header(h);
     std::string why;
     auto d = core::decode_al_header(b, &why);
@@ -140,18 +150,18 @@ TEST_SUITE("activity log record") {
     h.generation = 0;
     CHECK_FALSE(core::decode_al_header(core::encode_al_header(h), &why));
 
-    AlRecord::Words w{};
-    w[0] = 0b1011;
-    w[503] = 1ull << 63;
-    auto pg = core::encode_al_page(7, 0x1234, w);
-    auto back = core::decode_al_page(pg, 7, 0x1234);
+    const std::uint64_t bits = 0b1011 | (1ull << 63);
+    auto sl = core::encode_al_slot(7, 0x1234, bits);
+    auto back = core::decode_al_slot(sl, 7, 0x1234);
     REQUIRE(back);
-    CHECK(*back == w);
-    CHECK_FALSE(core::decode_al_page(pg, 6, 0x1234));  // another page's place
-    CHECK_FALSE(core::decode_al_page(pg, 7, 0x1235));  // an earlier mount's
-    auto torn = pg;
-    torn[100] ^= std::byte{4};
-    CHECK_FALSE(core::decode_al_page(torn, 7, 0x1234));
+    CHECK(*back == bits);
+    CHECK_FALSE(core::decode_al_slot(sl, 6, 0x1234));  // another slot's place
+    CHECK_FALSE(core::decode_al_slot(sl, 7, 0x1235));  // an earlier mount's
+    for (std::size_t i = 0; i < sl.size(); ++i) {
+      auto torn = sl;
+      torn[i] ^= std::byte{4};
+      CHECK_FALSE(core::decode_al_slot(torn, 7, 0x1234));
+    }
     CHECK(core::current_boot_id().has_value());
   }
 
@@ -216,14 +226,14 @@ TEST_SUITE("activity log record") {
   TEST_CASE("a shrink cuts the record; growing back finds nothing logged there") {
     TempDir td;
     const std::string stem = td.path() + "/img";
-    auto bm = fresh_pair(stem, 8, 2 * AlRecord::kChunksPerPage * kCs);
-    const std::uint64_t far = AlRecord::kChunksPerPage + 70;  // in record page 1
+    auto bm = fresh_pair(stem, 8, 2 * kImage);
+    const std::uint64_t far = kImage / kCs + 70;  // past the half
     write_chunk(*bm, far);
     CHECK(logged_in_file(stem + ".fmal", far + 1));
-    REQUIRE_FALSE(bm->resize(AlRecord::kChunksPerPage * kCs));  // page 1 gone
+    REQUIRE_FALSE(bm->resize(kImage));  // its slots gone
     write_chunk(*bm, 0);  // the next write cuts the file
-    CHECK(fmtest::file_size(stem + ".fmal") <= 2 * 4096);
-    REQUIRE_FALSE(bm->resize(2 * AlRecord::kChunksPerPage * kCs));
+    CHECK(fmtest::file_size(stem + ".fmal") <= 4096 + AlRecord::kSlotSize * (kImage / kCs / 64));
+    REQUIRE_FALSE(bm->resize(2 * kImage));
     write_chunk(*bm, far + 1);
     CHECK_FALSE(logged_in_file(stem + ".fmal", far + 1));
   }
@@ -290,6 +300,32 @@ TEST_SUITE("activity log record") {
     CHECK(after_crash(stem, td.path() + "/c") == range(0, kExtChunks));  // ... and is not believed
   }
 #endif
+
+  TEST_CASE("concurrent writers: when start_write returns, the file no longer names the chunk") {
+    TempDir td;
+    const std::string stem = td.path() + "/img";
+    auto bm = fresh_pair(stem, 4);  // four extents active at most: activations and retirements
+    std::atomic<int> stale{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([&, t] {
+        std::mt19937_64 rng(77 + t);
+        for (int i = 0; i < 60; ++i) {
+          const std::uint64_t c = (rng() % 8) * kExtChunks + rng() % kExtChunks;
+          if (bm->start_write(c * kCs, 4096)) {
+            ++stale;  // a failed start_write is a failure here too
+            continue;
+          }
+          if (logged_bit(stem + ".fmal", c).value_or(true)) ++stale;
+          bm->end_write(c * kCs, 4096, true);
+          if (i % 20 == 19) (void)bm->sweep(ok_sync);
+        }
+      });
+    for (auto& th : ts) th.join();
+    CHECK(stale.load() == 0);
+    CHECK(bm->stats().al_record);
+    CHECK(bm->stats().al_record_writes > 0);
+  }
 
   TEST_CASE("random writes, retirements, sweeps and unsynced marks: a crash at any step copies every written chunk") {
     TempDir td;
