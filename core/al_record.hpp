@@ -88,8 +88,6 @@ class AlRecord {
   // Drops every slot at or past `words` (the image shrank).
   std::error_code cut(std::uint64_t words);
 
-  const AlRecordHeader& header() const { return header_; }
-
  private:
   utils::UniqueFd fd_;
   AlRecordHeader header_;
