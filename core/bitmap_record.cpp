@@ -70,7 +70,8 @@ std::uint64_t Bitmap::attach_record(utils::UniqueFd fd, std::string* why_not) {
 }
 
 void Bitmap::rec_touch_logged_in_locked(ChunkRange r) {
-  if (!rec_on_) return;
+  // Every write passes here: with no logged chunk anywhere (a warm working set), no search.
+  if (!rec_on_ || pages_.count(kLogged) == 0) return;
   const std::uint64_t end = std::min(r.end, total_chunks_);
   for (std::uint64_t c = pages_.next_set(kLogged, r.first, end); c < end;
        c = pages_.next_set(kLogged, (al_record_word(c) + 1) * 64, end))
