@@ -3,6 +3,7 @@
 #include "core/al_record.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -165,7 +166,32 @@ std::vector<AlRecord::Slot> AlRecord::read(const AlRecordId& id, std::uint64_t m
   return slots;
 }
 
-std::error_code AlRecord::begin(const AlRecordId& id) {
+AlRecord::~AlRecord() { unmap(); }
+
+void AlRecord::unmap() {
+  if (map_) ::munmap(map_, map_len_);
+  map_ = nullptr;
+  map_len_ = 0;
+}
+
+std::error_code AlRecord::map(std::uint64_t words) {
+  // The file first holds the slots (sparse: ftruncate allocates nothing), then the mapping
+  // covers it, so that no store can reach past the end of the file.
+  unmap();
+  const std::uint64_t len = slot_offset(words);
+  if (::ftruncate(fd_.get(), static_cast<off_t>(len)) != 0) return utils::last_errno();
+  const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const std::uint64_t mlen = (len + page - 1) / page * page;
+  void* m = ::mmap(nullptr, static_cast<std::size_t>(mlen), PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+  if (m == MAP_FAILED) return utils::last_errno();
+  map_ = static_cast<std::byte*>(m);
+  map_len_ = static_cast<std::size_t>(mlen);
+  words_ = words;
+  allocated_.resize(static_cast<std::size_t>(mlen / page), false);
+  return {};
+}
+
+std::error_code AlRecord::begin(const AlRecordId& id, std::uint64_t words) {
   const auto boot = current_boot_id();
   if (!boot) return utils::errno_code(ENOENT);  // /proc/sys/kernel/random/boot_id unreadable
   header_.id = id;
@@ -176,8 +202,11 @@ std::error_code AlRecord::begin(const AlRecordId& id) {
   } while (header_.generation == 0);
   // The cut first: once the new header is there, no slot of the old record may remain to
   // be read with it (their generation would not match anyway; the cut frees the space).
+  unmap();
   if (::ftruncate(fd_.get(), static_cast<off_t>(kAlRecordBlock)) != 0) return utils::last_errno();
-  return utils::pwrite_all(fd_.get(), encode_al_header(header_), 0);
+  allocated_.clear();
+  if (auto ec = utils::pwrite_all(fd_.get(), encode_al_header(header_), 0)) return ec;
+  return map(words);
 }
 
 std::error_code AlRecord::write_header(std::uint64_t events) {
@@ -185,27 +214,33 @@ std::error_code AlRecord::write_header(std::uint64_t events) {
   return utils::pwrite_all(fd_.get(), encode_al_header(header_), 0);
 }
 
-std::error_code AlRecord::write_slots(std::uint64_t first_word, std::span<const std::uint64_t> bits) {
-  std::array<std::byte, 8 * kSlotSize> small{};
-  std::vector<std::byte> big;
-  std::span<std::byte> out(small.data(), bits.size() * kSlotSize);
-  if (bits.size() > 8) {
-    big.resize(bits.size() * kSlotSize);
-    out = big;
+std::error_code AlRecord::set_slot(std::uint64_t w, std::uint64_t bits) {
+  if (!map_ || w >= words_) return utils::errno_code(EINVAL);
+  const std::uint64_t off = slot_offset(w);
+  const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t p = static_cast<std::size_t>(off / page);
+  if (!allocated_[p]) {
+    // Blocks under the page before its first store: a store into a hole of a full file
+    // system would raise SIGBUS in the daemon; this call fails instead. KEEP_SIZE: the
+    // page may reach past the end of the file, whose size stays the slots' own.
+    if (::fallocate(fd_.get(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(p * page), static_cast<off_t>(page)) != 0)
+      return utils::last_errno();
+    allocated_[p] = true;
   }
-  for (std::size_t i = 0; i < bits.size(); ++i) {
-    const auto s = encode_al_slot(first_word + i, header_.generation, bits[i]);
-    std::memcpy(out.data() + i * kSlotSize, s.data(), kSlotSize);
-  }
-  return utils::pwrite_all(fd_.get(), out, slot_offset(first_word));
+  const auto slot = encode_al_slot(w, header_.generation, bits);
+  std::memcpy(map_ + off, slot.data(), kSlotSize);
+  ++stores_;
+  return {};
 }
 
-std::error_code AlRecord::cut(std::uint64_t words) {
-  struct stat st {};
-  if (::fstat(fd_.get(), &st) != 0) return utils::last_errno();
-  if (static_cast<std::uint64_t>(st.st_size) <= slot_offset(words)) return {};
-  if (::ftruncate(fd_.get(), static_cast<off_t>(slot_offset(words))) != 0) return utils::last_errno();
-  return {};
+std::error_code AlRecord::resize(std::uint64_t words) {
+  if (words == words_ && map_) return {};
+  if (words < words_) {
+    // The pages past the new end lose their blocks: allocated again when slots come back.
+    const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    allocated_.resize(static_cast<std::size_t>(slot_offset(words) / page), false);
+  }
+  return map(words);
 }
 
 }  // namespace fusemirror::core

@@ -7,13 +7,13 @@
 // not written since), equal on both legs. This file names them, so that after a crash of
 // the *daemon* the recovery copies the chunks that were written and no more, as md would.
 //
-// It is written with plain pwrite()s and never flushed: what it promises lasts as long as
-// the page cache, i.e. until the machine stops. So a reader trusts it only within the boot
-// that wrote it (the header holds /proc/sys/kernel/random/boot_id) and only for the mount
-// whose bitmap it matches (set and image uuid, chunk size, the bitmap header's events).
-// After a power cut or a reboot it is ignored and the recovery copies whole extents, as
-// without it. Each mount starts it anew with a random generation that every slot carries,
-// so no slot of an earlier mount's record is ever taken for this one's.
+// It is never flushed: what it promises lasts as long as the page cache, i.e. until the
+// machine stops. So a reader trusts it only within the boot that wrote it (the header holds
+// /proc/sys/kernel/random/boot_id) and only for the mount whose bitmap it matches (set and
+// image uuid, chunk size, the bitmap header's events). After a power cut or a reboot it is
+// ignored and the recovery copies whole extents, as without it. Each mount starts it anew
+// with a random generation that every slot carries, so no slot of an earlier mount's
+// record is ever taken for this one's.
 //
 // Layout (little-endian; byte by byte in docs/on-disk-format.md §6):
 //   [0, 4096)            header: magic "FMALREC\0", version, uuids, events, chunk size,
@@ -21,14 +21,20 @@
 //   [4096 + 16 w, +16)   slot w: the logged bits of chunks [64 w, 64 w + 64) (u64, chunk
 //                        64 w + b is bit b), the generation (u32), and the crc32c (u32) of
 //                        those 12 bytes followed by w (u64)
-// A slot is written by one pwrite of its 16 bytes (never torn by a kill: it lies within
-// one page), so a write into a chunk costs a 16-byte write, and writers of different
-// slots never wait for each other. A slot that is absent, torn, of another generation or
-// another place reads as "nothing logged": every fault makes the recovery copy more.
+// The header is written with pwrite(); the slots through a shared mapping of the file: a
+// slot's new value is a 16-byte store into the file's page-cache page — no system call,
+// and never held up by the kernel's dirty-page throttling, which stalled a 16-byte pwrite
+// for hundreds of µs while the legs' writeback ran (docs/performance.md, "The record's
+// slots, mapped"). A kill -9 keeps that page exactly as it keeps a pwrite's. Each page of
+// slots is allocated on disk (fallocate) before its first store, so a full file system
+// fails that call — the record is dropped — instead of faulting the daemon (SIGBUS). A
+// store interrupted by a kill leaves a slot whose CRC fails; a slot that is absent, torn,
+// of another generation or another place reads as "nothing logged": every fault makes the
+// recovery copy more.
 // The rule that makes skipping a chunk safe is Bitmap's (core/bitmap_record.cpp): a chunk's
 // logged bit is cleared in this file before any data write to it is issued.
 //
-// Thread safety: none. Bitmap lets one writer at a time do its I/O (rec_writing_).
+// Thread safety: none; Bitmap calls it under its mutex.
 #pragma once
 
 #include <array>
@@ -72,25 +78,42 @@ class AlRecord {
   using Slot = std::pair<std::uint64_t, std::uint64_t>;  // word index, its logged bits
 
   explicit AlRecord(utils::UniqueFd fd) : fd_(std::move(fd)) {}
+  ~AlRecord();
+  AlRecord(const AlRecord&) = delete;
+  AlRecord& operator=(const AlRecord&) = delete;
 
   // The logged chunks of the record in the file, when it is this boot's and matches `id`:
   // the valid, non-zero slots below `max_words`. Otherwise empty, with `why_not` saying why
   // (for the log).
   std::vector<Slot> read(const AlRecordId& id, std::uint64_t max_words, std::string* why_not) const;
 
-  // Starts this mount's record: a new generation, the header for `id` and this boot, the
-  // file cut to the header (every earlier slot gone). No flush: see the file comment.
-  std::error_code begin(const AlRecordId& id);
+  // Starts this mount's record for an image of `words` slots: a new generation, the file
+  // cut to the header (every earlier slot gone) then extended, sparse, to hold the slots,
+  // the header for `id` and this boot, the slots mapped. No flush: see the file comment.
+  std::error_code begin(const AlRecordId& id, std::uint64_t words);
   // The header again, with the bitmap's events now `events`.
   std::error_code write_header(std::uint64_t events);
-  // Slots first_word, first_word + 1, ... holding `bits`, in one pwrite.
-  std::error_code write_slots(std::uint64_t first_word, std::span<const std::uint64_t> bits);
-  // Drops every slot at or past `words` (the image shrank).
-  std::error_code cut(std::uint64_t words);
+  // Slot w holds `bits` from now on (a store into the mapping; the first store into a
+  // page of slots allocates that page first, and fails when it cannot). REQUIRES: w below
+  // the words of begin() or the last resize().
+  std::error_code set_slot(std::uint64_t w, std::uint64_t bits);
+  // The image now has `words` slots: the file and the mapping follow it (a shrink drops
+  // every slot at or past `words`).
+  std::error_code resize(std::uint64_t words);
+  // Slot stores so far (for the status).
+  std::uint64_t stores() const { return stores_; }
 
  private:
+  std::error_code map(std::uint64_t words);
+  void unmap();
+
   utils::UniqueFd fd_;
   AlRecordHeader header_;
+  std::byte* map_ = nullptr;        // [0, map_len_) of the file, shared
+  std::size_t map_len_ = 0;
+  std::uint64_t words_ = 0;         // slots the file and the mapping hold
+  std::vector<bool> allocated_;     // per page of the mapping: fallocated since begin()
+  std::uint64_t stores_ = 0;
 };
 
 // The slot (64-chunk word) holding chunk c.

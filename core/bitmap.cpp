@@ -26,6 +26,7 @@ void Bitmap::grow_locked(std::uint64_t size) {
   // file's extension (ftruncate, sparse) holds them as zeros on disk.
   header_.sync_size = std::max(header_.sync_size, size);
   total_chunks_ = std::max(total_chunks_, header_.bit_count());
+  rec_resize_locked(total_chunks_);
   // The new cover must be durable before data lands beyond the old one: the header carries
   // sync_size (start_write waits for header_gen when it grew the cover).
   commit_.touch_header();
@@ -38,7 +39,7 @@ std::uint64_t Bitmap::set_dirty_locked(ChunkRange r) {
 void Bitmap::clear_bit_locked(std::uint64_t c) {
   if (!pages_.clear(kDirty, c)) return;
   pages_.clear(kOndisk, c);  // a flush will write this 0
-  if (pages_.clear(kLogged, c)) rec_touch_locked(c);
+  if (pages_.clear(kLogged, c)) rec_store_locked(al_record_word(c));
   // Queued: the page stays until that flush (the commit tidies it after).
   commit_.touch_page(c / kBitsPerPage);
 }
@@ -48,7 +49,7 @@ void Bitmap::drop_past_locked(std::uint64_t chunks) {
   // never reappear; a queued index of a freed page is skipped there.
   if (pages_.drop_past(chunks)) commit_.touch_page(chunks / kBitsPerPage);
   al_.drop_past(chunks);  // their active and logged bits went with the pages
-  rec_cut_locked(chunks);
+  rec_resize_locked(chunks);
   commit_.cut_file_to(kHeaderSize + bits_bytes(chunks));
 }
 
@@ -110,8 +111,8 @@ ChunkRange Bitmap::al_activate_locked(std::uint64_t e) {
     if (pages_.test(kDirty, c) || pinned_locked(c)) continue;
     set_dirty_locked({c, c + 1});
     pages_.set_range(kLogged, {c, c + 1});
-    rec_touch_locked(c);  // the record may name it (§3d)
   }
+  rec_store_range_locked(x);  // the record names them (§3d)
   pages_.set_range(kActive, x);
   return x;
 }
@@ -260,7 +261,7 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
   // its chunks set in the flush this write waits for (hull: the chunks it set).
   const ChunkRange al = al_touch_locked(r, intent);
   // The record of logged chunks no longer names r's before the data goes (§3d).
-  if (auto ec = rec_before_data_locked(lk, r)) {
+  if (auto ec = rec_fence_locked(lk)) {
     end_inflight_locked(r);
     return ec;
   }
@@ -370,7 +371,7 @@ std::error_code Bitmap::mark_unsynced(std::uint64_t off, std::uint64_t len) {
   // To be copied: not the log's own any more (a retirement must not clear it), in the
   // record too before a resync may copy it (§3d).
   rec_clear_logged_locked({r.first, std::min(r.end, total_chunks_)});
-  if (auto ec = rec_before_data_locked(lk, r)) return ec;
+  if (auto ec = rec_fence_locked(lk)) return ec;
   if (!persist_bits_) return {};
   return wait_durable_locked(lk, commit_.requested_gen());
 }
@@ -398,9 +399,8 @@ std::error_code Bitmap::mark_all_dirty_unsynced() {
   // first, so that a re-add after a long degraded period copies what was written only.
   al_.retire_all([&](std::uint64_t e) { al_retire_locked(e); });
   pages_.copy(kDirty, kUnsynced);
-  rec_touch_logged_locked();
-  pages_.reset(kLogged);  // every one of them is to be copied now, and the record says so
-  return rec_before_data_locked(lk, {0, total_chunks_});
+  rec_drop_all_logged_locked();  // every one of them is to be copied now, and the record says so
+  return rec_fence_locked(lk);
 }
 
 // ---- lazy clearing -----------------------------------------------------------------------
@@ -411,7 +411,7 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
   if (auto ec = commit_.error()) return ec;
   // The record's pages left behind by retirements and activations ahead of writes, and its
   // header after an events change: for precision only, never needed for safety (§3d).
-  rec_catch_up_locked(lk);
+  rec_catch_up_locked();
   // The activity log's extents that no write touched during the period that just ended
   // retire: their logged chunks are cleared now (never written: nothing to sync or hash;
   // degraded or not), their written chunks are candidates below like any other.
@@ -566,7 +566,7 @@ BitmapStats Bitmap::stats() const {
   s.logged_chunks = pages_.count(kLogged);
   s.al_record = rec_on_;
   s.al_record_spared = rec_spared_;
-  s.al_record_writes = rec_writes_;
+  s.al_record_writes = rec_ ? rec_->stores() : 0;
   return s;
 }
 

@@ -131,7 +131,7 @@ struct BitmapStats {
   std::uint64_t al_burst_extents = 0;  // extents activated ahead of writes, in bursts (total)
   bool al_record = false;              // the record of logged chunks is kept (attach_record)
   std::uint64_t al_record_spared = 0;  // chunks its recovery did not copy at this mount
-  std::uint64_t al_record_writes = 0;  // pwrites of record slots (never flushed)
+  std::uint64_t al_record_writes = 0;  // stores into the record's slots (never flushed)
   bool direct_io = false;  // flushes write the file O_DIRECT (false: buffered, or no flush yet)
 };
 
@@ -319,29 +319,23 @@ class Bitmap {
   bool pinned_locked(std::uint64_t c) const;
   void end_inflight_locked(const ChunkRange& r);
   // ---- the record of logged chunks (core/bitmap_record.cpp) ----
-  // Chunk c's logged bit changed: its slot in the file is behind.
-  void rec_touch_locked(std::uint64_t c) {
-    if (rec_on_) rec_pending_[al_record_word(c)].latest = ++rec_seq_;
-  }
-  // Clears the logged bits of r, marking the slots that held one; returns bits cleared.
+  // Slot w of the record now holds the logged bits of its 64 chunks (a store; a failure
+  // kills the record).
+  void rec_store_locked(std::uint64_t w);
+  void rec_store_range_locked(ChunkRange r);
+  // Clears the logged bits of r, storing each slot that held one; returns bits cleared.
   std::uint64_t rec_clear_logged_locked(ChunkRange r);
-  // Marks every slot holding a logged bit (before the logged bits are reset).
-  void rec_touch_logged_locked() { rec_touch_logged_in_locked({0, total_chunks_}); }
-  void rec_touch_logged_in_locked(ChunkRange r);
-  // The image shrank to `chunks`: the slots past it go, the last one is rewritten.
-  void rec_cut_locked(std::uint64_t chunks);
-  // Before data may be written to r (or r copied by a resync): the record's slots of r are
-  // written when behind (a cut that is due first), and a record that failed is known dead
+  // Clears every logged bit, in memory and in the record.
+  void rec_drop_all_logged_locked();
+  // The cover is now `chunks`: the record's file and mapping follow it.
+  void rec_resize_locked(std::uint64_t chunks);
+  // Before data may be written (or copied by a resync): a record that failed is known dead
   // by a durable header.
-  std::error_code rec_before_data_locked(std::unique_lock<std::mutex>& lk, ChunkRange r);
-  // Writes the slots of `words` (REQUIRES: each pending, not busy; they are claimed here),
-  // mu_ released meanwhile. A write error kills the record and is returned.
-  std::error_code rec_write_words_locked(std::unique_lock<std::mutex>& lk, const std::vector<std::uint64_t>& words);
-  // The cut that is due, once no slot write is in flight (mu_ held throughout).
-  void rec_cut_now_locked(std::unique_lock<std::mutex>& lk);
-  // Every slot behind, and the header when the events moved (the sweep: precision only).
-  void rec_catch_up_locked(std::unique_lock<std::mutex>& lk);
-  // A write of the record failed: it is dropped, and the header's events move on (fence).
+  std::error_code rec_fence_locked(std::unique_lock<std::mutex>& lk);
+  // The header when the events moved (the sweep: precision only).
+  void rec_catch_up_locked();
+  // A store or write of the record failed: it is dropped, and the header's events move on
+  // (fence).
   void rec_kill_locked(std::error_code ec);
 
   // Loads the bits of chunks [0, chunks) from the file, page by page (absent when zero).
@@ -365,26 +359,13 @@ class Bitmap {
   ActivityLog al_;                        // guarded by mu_
   std::uint64_t al_burst_extents_ = 0;    // guarded by mu_: al_burst_locked's adoptions
   std::vector<std::uint64_t> pinned_;     // guarded by mu_: chunks pin_clean() holds clear
-  // The record of logged chunks (core/al_record.hpp), guarded by mu_. A slot (64 chunks) is
-  // written by one caller at a time (`busy`; the others wait on rec_cv_ and usually find
-  // their change in that write — a group commit), so a slot in the file only moves
-  // forward: each write's snapshot is taken after the one before. Writers of different
-  // slots never wait for each other.
-  struct RecWord {
-    std::uint64_t latest = 0;   // seq of the last change of its logged bits
-    std::uint64_t written = 0;  // seq of the newest snapshot written to the file
-    bool busy = false;          // a caller is writing it now
-  };
+  // The record of logged chunks (core/al_record.hpp), guarded by mu_: its slots always
+  // hold pages_' kLogged words while mu_ is free.
   std::unique_ptr<AlRecord> rec_;          // set once by attach_record
-  bool rec_on_ = false;                    // false: none, or dead after a write error
-  std::size_t rec_busy_ = 0;               // slot writes in flight
-  std::condition_variable rec_cv_;
-  std::map<std::uint64_t, RecWord> rec_pending_;  // slots whose file copy is behind
-  std::uint64_t rec_seq_ = 0;
-  std::optional<std::uint64_t> rec_cut_;   // slots to cut the file to, before the next write
+  bool rec_on_ = false;                    // false: none, or dead after a failure
   std::uint64_t rec_events_ = 0;           // events in the record's header as written
   std::uint64_t rec_fence_ = 0;            // header generation that kills a dead record
-  std::uint64_t rec_spared_ = 0, rec_writes_ = 0;  // for stats()
+  std::uint64_t rec_spared_ = 0;           // for stats()
   // From open: the bits were loaded from an unclean shutdown at these events (the
   // record to believe must carry them).
   bool recovering_ = false;

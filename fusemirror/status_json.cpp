@@ -60,7 +60,7 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["logged_chunks"] = s.bitmap.logged_chunks;
     i["al_burst_extents"] = s.bitmap.al_burst_extents;
     // Its record of logged chunks (§3d): kept or not, the chunks it spared the resync at
-    // this mount, the pwrites of its slots since.
+    // this mount, the stores into its slots since.
     i["al_record"] = s.bitmap.al_record;
     i["al_record_spared"] = s.bitmap.al_record_spared;
     i["al_record_writes"] = s.bitmap.al_record_writes;

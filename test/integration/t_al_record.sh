@@ -64,6 +64,9 @@ read -r _ differing _ unmarked _ dirty _ _ _ spared <<<"$out"
 fm_log "after the kill: $out"
 ((dirty == ${#CHUNKS[@]})) || fail "bitmap and record leave $dirty chunks to copy, not ${#CHUNKS[@]}: $out"
 ((spared == ${#CHUNKS[@]} * (EXT_CHUNKS - 1))) || fail "the record spares $spared chunks, not $((${#CHUNKS[@]} * (EXT_CHUNKS - 1))): $out"
+ex=$(fm_examine "$BM")
+grep -q "Record State : this boot's, matches the bitmap: $spared chunks logged, never written; a recovery now spares $spared set chunks" <<<"$ex" ||
+  fail "examine-bitmap does not show the record as the mount will read it: $ex"
 remount_and_resync
 ((COPIED == ${#CHUNKS[@]} * CS)) || fail "the resync copied $COPIED bytes, not $((${#CHUNKS[@]} * CS))"
 ((SPARED == ${#CHUNKS[@]} * (EXT_CHUNKS - 1))) || fail "status al_record_spared $SPARED"
@@ -105,6 +108,8 @@ EOF
 out=$("$CW" bitmapcheck "$PRI/disk.img" "$SEC/disk.img" "$BM") || fail "bitmapcheck on the forged record: $out"
 read -r _ _ _ _ _ dirty _ _ _ spared <<<"$out"
 ((spared == 0 && dirty == ${#CHUNKS[@]} * EXT_CHUNKS)) || fail "a forged record is believed: $out"
+grep -q "Record State : not believed: written at bitmap events" <<<"$(fm_examine "$BM")" ||
+  fail "examine-bitmap does not say why the forged record is not believed"
 remount_and_resync
 ((COPIED == ${#CHUNKS[@]} * EXT_CHUNKS * CS)) || fail "with a forged record the resync copied $COPIED bytes"
 grep -q "activity log record not used (written at bitmap events" "$FM_TMP"/logs/daemon.*.log ||

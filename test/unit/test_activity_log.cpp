@@ -13,6 +13,7 @@
 
 #include "core/activity_log.hpp"
 #include "core/bitmap.hpp"
+#include "al_test_helpers.hpp"
 #include "test_helpers.hpp"
 
 using namespace fusemirror;
@@ -24,29 +25,10 @@ using fmtest::TempDir;
 namespace {
 
 const utils::Uuid kSet = {1, 2, 3, 4, 5, 6, 0x47, 8, 0x89, 10, 11, 12, 13, 14, 15, 16};
-constexpr std::uint64_t kCs = 65536;
-constexpr std::uint64_t kExt = 4 << 20;         // 64 chunks per extent
-constexpr std::uint64_t kExtChunks = kExt / kCs;
-constexpr std::uint64_t kImage = 16 * kExt;     // 16 extents, 1024 chunks
+using namespace fmtest::al;  // kCs, kExt, kExtChunks, kImage, open_at, write_chunk, ...
 
 BitmapOpenParams al_params(std::uint64_t al_extents, std::uint64_t image_size = kImage) {
-  BitmapOpenParams p;
-  p.set_uuid = kSet;
-  p.chunk_size = kCs;
-  p.daemon_sleep_ms = 1000;
-  p.image_size = image_size;
-  p.al_extents = al_extents;
-  p.al_extent_size = kExt;
-  return p;
-}
-
-std::unique_ptr<Bitmap> open_at(const std::string& path, const BitmapOpenParams& p) {
-  utils::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  REQUIRE(fd.valid());
-  std::string why;
-  auto r = Bitmap::open(std::move(fd), p, &why);
-  REQUIRE_MESSAGE(r, "Bitmap::open failed: " << r.error().message());
-  return std::move(r).value();
+  return fmtest::al::params(kSet, al_extents, image_size);
 }
 
 // A fresh, clean bitmap (new file: an empty image, then grown by the writes' cover).
@@ -55,19 +37,6 @@ std::unique_ptr<Bitmap> fresh(const std::string& path, std::uint64_t al_extents)
   REQUIRE_FALSE(bm->resize(kImage));
   REQUIRE(bm->stats().dirty_chunks == 0);
   return bm;
-}
-
-std::error_code ok_sync() { return {}; }
-
-void write_chunk(Bitmap& bm, std::uint64_t c, std::uint64_t at = 0) {
-  REQUIRE_FALSE(bm.start_write(c * kCs + at, 4096));
-  bm.end_write(c * kCs + at, 4096, true);
-}
-
-std::uint64_t sweep(Bitmap& bm, const std::function<std::error_code()>& sync = ok_sync) {
-  auto r = bm.sweep(sync);
-  REQUIRE_MESSAGE(r, "sweep failed: " << r.error().message());
-  return *r;
 }
 
 // The chunks whose bit a mount would find set in the bitmap file as it is on disk now

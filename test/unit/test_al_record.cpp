@@ -15,6 +15,7 @@
 
 #include "core/al_record.hpp"
 #include "core/bitmap.hpp"
+#include "al_test_helpers.hpp"
 #include "test_helpers.hpp"
 #include "utils/crash_point.hpp"
 
@@ -27,36 +28,17 @@ using fmtest::TempDir;
 namespace {
 
 const utils::Uuid kSet = {9, 2, 3, 4, 5, 6, 0x47, 8, 0x89, 10, 11, 12, 13, 14, 15, 16};
-constexpr std::uint64_t kCs = 65536;
-constexpr std::uint64_t kExt = 4 << 20;  // 64 chunks per extent
-constexpr std::uint64_t kExtChunks = kExt / kCs;
-constexpr std::uint64_t kImage = 16 * kExt;
+using namespace fmtest::al;  // kCs, kExt, kExtChunks, kImage, open_at, write_chunk, ...
 
 BitmapOpenParams params(std::uint64_t al_extents = 8, std::uint64_t image_size = kImage) {
-  BitmapOpenParams p;
-  p.set_uuid = kSet;
-  p.chunk_size = kCs;
-  p.daemon_sleep_ms = 1000;
-  p.image_size = image_size;
-  p.al_extents = al_extents;
-  p.al_extent_size = kExt;
-  return p;
-}
-
-utils::UniqueFd open_rw(const std::string& path) {
-  utils::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  REQUIRE(fd.valid());
-  return fd;
+  return fmtest::al::params(kSet, al_extents, image_size);
 }
 
 // A bitmap at DIR/NAME.fmbm with its record DIR/NAME.fmal attached; `spared` and `why_not`
 // get what attach_record said.
 std::unique_ptr<Bitmap> open_pair(const std::string& stem, const BitmapOpenParams& p,
                                   std::uint64_t* spared = nullptr, std::string* why_not = nullptr) {
-  std::string why;
-  auto r = Bitmap::open(open_rw(stem + ".fmbm"), p, &why);
-  REQUIRE_MESSAGE(r, "Bitmap::open failed: " << r.error().message());
-  auto bm = std::move(r).value();
+  auto bm = fmtest::al::open_at(stem + ".fmbm", p);
   std::string wn;
   const std::uint64_t s = bm->attach_record(open_rw(stem + ".fmal"), &wn);
   if (spared) *spared = s;
@@ -72,13 +54,6 @@ std::unique_ptr<Bitmap> fresh_pair(const std::string& stem, std::uint64_t al_ext
   REQUIRE(bm->stats().dirty_chunks == 0);
   return bm;
 }
-
-void write_chunk(Bitmap& bm, std::uint64_t c) {
-  REQUIRE_FALSE(bm.start_write(c * kCs, 4096));
-  bm.end_write(c * kCs, 4096, true);
-}
-
-std::error_code ok_sync() { return {}; }
 
 // What a mount finds after a crash now: both files as they are (a kill -9 keeps the page
 // cache), copied, then opened. Returns the chunks it would resync.
