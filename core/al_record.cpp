@@ -166,6 +166,9 @@ std::vector<AlRecord::Slot> AlRecord::read(const AlRecordId& id, std::uint64_t m
   return slots;
 }
 
+AlRecord::AlRecord(utils::UniqueFd fd)
+    : fd_(std::move(fd)), page_(static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE))) {}
+
 AlRecord::~AlRecord() { unmap(); }
 
 void AlRecord::unmap() {
@@ -180,14 +183,13 @@ std::error_code AlRecord::map(std::uint64_t words) {
   unmap();
   const std::uint64_t len = slot_offset(words);
   if (::ftruncate(fd_.get(), static_cast<off_t>(len)) != 0) return utils::last_errno();
-  const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  const std::uint64_t mlen = (len + page - 1) / page * page;
+  const std::uint64_t mlen = (len + page_ - 1) / page_ * page_;
   void* m = ::mmap(nullptr, static_cast<std::size_t>(mlen), PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
   if (m == MAP_FAILED) return utils::last_errno();
   map_ = static_cast<std::byte*>(m);
   map_len_ = static_cast<std::size_t>(mlen);
   words_ = words;
-  allocated_.resize(static_cast<std::size_t>(mlen / page), false);
+  allocated_.resize(static_cast<std::size_t>(mlen / page_), false);
   return {};
 }
 
@@ -217,13 +219,12 @@ std::error_code AlRecord::write_header(std::uint64_t events) {
 std::error_code AlRecord::set_slot(std::uint64_t w, std::uint64_t bits) {
   if (!map_ || w >= words_) return utils::errno_code(EINVAL);
   const std::uint64_t off = slot_offset(w);
-  const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  const std::size_t p = static_cast<std::size_t>(off / page);
+  const std::size_t p = static_cast<std::size_t>(off / page_);
   if (!allocated_[p]) {
     // Blocks under the page before its first store: a store into a hole of a full file
     // system would raise SIGBUS in the daemon; this call fails instead. KEEP_SIZE: the
     // page may reach past the end of the file, whose size stays the slots' own.
-    if (::fallocate(fd_.get(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(p * page), static_cast<off_t>(page)) != 0)
+    if (::fallocate(fd_.get(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(p * page_), static_cast<off_t>(page_)) != 0)
       return utils::last_errno();
     allocated_[p] = true;
   }
@@ -234,12 +235,11 @@ std::error_code AlRecord::set_slot(std::uint64_t w, std::uint64_t bits) {
 }
 
 std::error_code AlRecord::resize(std::uint64_t words) {
-  if (words == words_ && map_) return {};
-  if (words < words_) {
-    // The pages past the new end lose their blocks: allocated again when slots come back.
-    const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-    allocated_.resize(static_cast<std::size_t>(slot_offset(words) / page), false);
-  }
+  if (!map_) return utils::errno_code(EINVAL);  // before begin()
+  if (words > words_) return map((words + kGrowWords - 1) / kGrowWords * kGrowWords);
+  if (words == words_) return {};
+  // The pages past the new end lose their blocks: allocated again when slots come back.
+  allocated_.resize(static_cast<std::size_t>(slot_offset(words) / page_), false);
   return map(words);
 }
 

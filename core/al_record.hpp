@@ -75,9 +75,10 @@ struct AlRecordHeader {
 class AlRecord {
  public:
   static constexpr std::uint64_t kSlotSize = 16;
+  static constexpr std::uint64_t kGrowWords = 4096;  // 64 KiB of slots: 16 GiB at 64 KiB chunks
   using Slot = std::pair<std::uint64_t, std::uint64_t>;  // word index, its logged bits
 
-  explicit AlRecord(utils::UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit AlRecord(utils::UniqueFd fd);
   ~AlRecord();
   AlRecord(const AlRecord&) = delete;
   AlRecord& operator=(const AlRecord&) = delete;
@@ -98,7 +99,8 @@ class AlRecord {
   // the words of begin() or the last resize().
   std::error_code set_slot(std::uint64_t w, std::uint64_t bits);
   // The image now has `words` slots: the file and the mapping follow it (a shrink drops
-  // every slot at or past `words`).
+  // every slot at or past `words`; a growth maps kGrowWords slots at a time, so that an
+  // image written by appending is not remapped every 64 chunks).
   std::error_code resize(std::uint64_t words);
   // Slot stores so far (for the status).
   std::uint64_t stores() const { return stores_; }
@@ -113,6 +115,7 @@ class AlRecord {
   std::size_t map_len_ = 0;
   std::uint64_t words_ = 0;         // slots the file and the mapping hold
   std::vector<bool> allocated_;     // per page of the mapping: fallocated since begin()
+  std::uint64_t page_;              // the system's page size
   std::uint64_t stores_ = 0;
 };
 

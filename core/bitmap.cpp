@@ -260,7 +260,8 @@ std::error_code Bitmap::start_write(std::uint64_t off, std::uint64_t len, std::u
   // The activity log: the range's extents are the most recently written; a new one has all
   // its chunks set in the flush this write waits for (hull: the chunks it set).
   const ChunkRange al = al_touch_locked(r, intent);
-  // The record of logged chunks no longer names r's before the data goes (§3d).
+  // The record no longer names r's chunks (rec_clear_logged_locked above); one that failed
+  // is known dead by a durable header before the data goes (§3d).
   if (auto ec = rec_fence_locked(lk)) {
     end_inflight_locked(r);
     return ec;
@@ -409,8 +410,8 @@ utils::Result<std::uint64_t> Bitmap::sweep(const std::function<std::error_code()
                                            const RecordChecksums& record) {
   std::unique_lock lk(mu_);
   if (auto ec = commit_.error()) return ec;
-  // The record's pages left behind by retirements and activations ahead of writes, and its
-  // header after an events change: for precision only, never needed for safety (§3d).
+  // The record's header after an events change: for precision only, never needed for
+  // safety (§3d).
   rec_catch_up_locked();
   // The activity log's extents that no write touched during the period that just ended
   // retire: their logged chunks are cleared now (never written: nothing to sync or hash;
