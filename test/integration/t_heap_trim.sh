@@ -26,11 +26,14 @@ fio --name=burst --filename="$DEV" --rw=randwrite --bs=1M --iodepth=32 --ioengin
   fail "fio through $DEV failed"
 AFTER=$(rss_kib "$PID")
 T0=$SECONDS
-while (($(rss_kib "$PID") > 64 * 1024 && SECONDS - T0 < 20)); do sleep 0.5; done
+# Both within the 20 s: a burst that left less than the bound resident must still be
+# trimmed (the trimmer acts once the daemon is quiet, not at once).
+trimmed() { grep -q 'heap trimmed' "$PRI/.fusemirror/fusemirror.log"; }
+while { (($(rss_kib "$PID") > 64 * 1024)) || ! trimmed; } && ((SECONDS - T0 < 20)); do sleep 0.5; done
 QUIET=$(rss_kib "$PID")
 fm_log "resident KiB: before the burst $BEFORE, right after it $AFTER, $((SECONDS - T0)) s later $QUIET"
 ((QUIET <= 64 * 1024)) || soft_fail "the daemon is still at $QUIET KiB resident 20 s after the burst (bound 65536)"
-grep -q 'heap trimmed' "$PRI/.fusemirror/fusemirror.log" || soft_fail "the log does not say the heap was trimmed"
+trimmed || soft_fail "the log does not say the heap was trimmed within 20 s of the burst"
 fm_alive "$PID" || fail "the daemon died"
 loop_detach "$DEV"
 fm_unmount "$MNT"
