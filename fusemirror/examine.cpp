@@ -100,7 +100,6 @@ void examine_checksums(const std::string& path, const core::BitmapHeader& bh, st
               r.in_progress ? (", a pass in progress at chunk " + std::to_string(r.cursor)).c_str() : "");
 }
 
-
 // The activity log's record beside a bitmap (core/al_record.hpp): whether the next mount
 // would believe it, and how many of the bitmap's set chunks it would spare from the resync.
 void examine_record(const std::string& path, const core::BitmapHeader& bh, std::span<const std::byte> bits) {
