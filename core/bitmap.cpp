@@ -400,7 +400,8 @@ std::error_code Bitmap::mark_all_dirty_unsynced() {
   // first, so that a re-add after a long degraded period copies what was written only.
   al_.retire_all([&](std::uint64_t e) { al_retire_locked(e); });
   pages_.copy(kDirty, kUnsynced);
-  rec_drop_all_logged_locked();  // every one of them is to be copied now, and the record says so
+  // Every one of them is to be copied now, and the record says so.
+  rec_clear_logged_locked({0, total_chunks_});
   return rec_fence_locked(lk);
 }
 

@@ -325,8 +325,6 @@ class Bitmap {
   void rec_store_range_locked(ChunkRange r);
   // Clears the logged bits of r, storing each slot that held one; returns bits cleared.
   std::uint64_t rec_clear_logged_locked(ChunkRange r);
-  // Clears every logged bit, in memory and in the record.
-  void rec_drop_all_logged_locked();
   // The cover is now `chunks`: the record's file and mapping follow it.
   void rec_resize_locked(std::uint64_t chunks);
   // Before data may be written (or copied by a resync): a record that failed is known dead

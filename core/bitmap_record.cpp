@@ -100,16 +100,6 @@ std::uint64_t Bitmap::rec_clear_logged_locked(ChunkRange r) {
   return cleared;
 }
 
-void Bitmap::rec_drop_all_logged_locked() {
-  if (pages_.count(kLogged) == 0) return;
-  std::vector<std::uint64_t> words;
-  for (std::uint64_t c = pages_.next_set(kLogged, 0, total_chunks_); c < total_chunks_;
-       c = pages_.next_set(kLogged, (al_record_word(c) + 1) * 64, total_chunks_))
-    words.push_back(al_record_word(c));
-  pages_.reset(kLogged);
-  for (std::uint64_t w : words) rec_store_locked(w);
-}
-
 void Bitmap::rec_resize_locked(std::uint64_t chunks) {
   if (!rec_on_) return;
   if (auto ec = rec_->resize((chunks + 63) / 64)) return rec_kill_locked(ec);
