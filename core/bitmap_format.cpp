@@ -120,6 +120,7 @@ std::string state_string(std::uint32_t state) {
   if (state & kStateNeedsFullSync) add("needs-full-sync");
   if (state & kStateDegraded) add("degraded");
   if (state & kStateHeld) add("held");
+  if (state & kStateNoBits) add("no-bits");
   return s;
 }
 
@@ -167,7 +168,8 @@ utils::Result<BitmapFile> read_bitmap_file(int fd, bool with_bits) {
     f.problem = why;
     return f;
   }
-  if (!with_bits) return f;
+  f.no_bits = (h->state & kStateNoBits) != 0;
+  if (!with_bits || f.no_bits) return f;
   const std::uint64_t need = (h->bit_count() + 7) / 8;
   struct stat st {};
   if (::fstat(fd, &st) != 0) return utils::last_errno();

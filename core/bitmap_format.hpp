@@ -53,9 +53,14 @@ inline constexpr std::uint32_t kStateDegraded = 1u << 3;       // the secondary 
 // With degraded: the operator failed it, so only `re-add` brings it back (no automatic
 // reconnect, core/link.hpp). Never set without degraded.
 inline constexpr std::uint32_t kStateHeld = 1u << 4;
+// Written by a daemon with bitmap "none" (config `bitmap` false): the file holds the header
+// alone, and its clean flag is all there is (docs/on-disk-format.md §2.3). A daemon with
+// bits that finds it clean (and not degraded) starts with every bit clear; otherwise all
+// dirty. Never set by a daemon that keeps bits.
+inline constexpr std::uint32_t kStateNoBits = 1u << 5;
 
 inline constexpr std::uint32_t kStateKnown =
-    kStateClean | kStateStale | kStateNeedsFullSync | kStateDegraded | kStateHeld;
+    kStateClean | kStateStale | kStateNeedsFullSync | kStateDegraded | kStateHeld | kStateNoBits;
 
 inline constexpr std::uint64_t kMinChunkSize = 4096;
 inline constexpr std::uint64_t kMaxChunkSize = 1ull << 30;
@@ -129,6 +134,7 @@ struct BitmapFile {
   // to a whole page that the daemon writes holds no bits and is not required.
   std::vector<std::byte> bits;
   bool bits_truncated = false;  // the file ends before the last bit; `bits` has what it holds
+  bool no_bits = false;         // kStateNoBits: bitmap "none" wrote it; `bits` is empty
   // The header decoded but header_implausible() refused it (`problem` says why); no bits
   // were read (their count is not to be believed).
   bool implausible = false;

@@ -61,8 +61,20 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
             std::to_string(params.max_image_size) + ")";
     } else {
       h = *dec;
-      if (params.persist_bits) why = bits_truncated_problem(h, file_size);
-      load_bits = why.empty() && params.persist_bits;
+      if (params.persist_bits && (h.state & kStateNoBits)) {
+        // Bitmap "none" wrote it: no bits to load or distrust. Closed clean and not degraded,
+        // the legs were identical at that close and nothing has written since (any mount
+        // clears the clean flag durably before its first write): every bit starts clear.
+        // Otherwise nothing says which chunks differ: all dirty, as "none" itself decides.
+        if (!(h.state & kStateClean) || (h.state & kStateDegraded)) {
+          all_dirty = true;
+          why = (h.state & kStateClean) ? "the bitmap was disabled while the secondary was out"
+                                        : "the bitmap was disabled and the set was not shut down cleanly";
+        }
+      } else if (params.persist_bits) {
+        why = bits_truncated_problem(h, file_size);
+        load_bits = why.empty();
+      }
       if (why.empty() && !params.persist_bits && !(h.state & kStateClean)) {
         // bitmap "none" keeps only the header: its clean flag is all there is to trust.
         all_dirty = true;
@@ -152,6 +164,12 @@ utils::Result<std::unique_ptr<Bitmap>> Bitmap::open(utils::UniqueFd fd,
   // The degraded flag stays: a secondary that left stays out until an operator re-adds it
   // (md keeps a faulty member out across restarts); its bits have kept accumulating.
   bm->header_.state &= ~(kStateClean | kStateStale);
+  // Which kind of file this is from now on, in the same durable header write; switching
+  // either way is safe at any crash: the flag and the file's length change in one
+  // flush (one fdatasync), and an old flag with a new length, or the reverse, is read as a
+  // header-only file that is not clean (all dirty) or as bits truncated (all dirty).
+  if (params.persist_bits) bm->header_.state &= ~kStateNoBits;
+  else bm->header_.state |= kStateNoBits;
   bm->header_.events += 1;
   bm->commit_.touch_header();
   if (auto ec = bm->wait_durable_locked(lk, bm->commit_.requested_gen())) {

@@ -88,6 +88,8 @@ RescaleReport rescale_bitmap_file(const std::string& path, std::uint64_t new_chu
                 "; not rescaled (a mount treats this bitmap as all dirty)");
   if (found->bits_truncated)
     throw Error(path + ": " + found->problem + "; not rescaled (a mount treats this bitmap as all dirty)");
+  if (found->no_bits)
+    throw Error(path + ": written with bitmap \"none\" (the header alone): no bits to rescale");
   const BitmapHeader* h = &*found->header;
   const std::vector<std::byte>& bits = found->bits;
 

@@ -164,6 +164,16 @@ int examine_bitmap(const std::string& file) {
               utils::format_size(h->sync_size).c_str());
   if (bf->implausible)
     throw Error(file + ": not trusted: " + bf->problem + "; a mount treats this bitmap as all dirty");
+  if (bf->no_bits) {
+    // Bitmap "none" (core/bitmap_format.hpp, kStateNoBits): the clean flag is all there is.
+    const bool clean = (h->state & core::kStateClean) && !(h->state & core::kStateDegraded);
+    std::printf("          Bitmap : none kept (bitmap \"none\"): %s\n",
+                clean ? "closed clean, every chunk in sync"
+                      : "not closed clean; a mount treats every chunk as dirty");
+    if (const std::string ck = sidecar_of(file, core::kChecksumSuffix); !ck.empty() && clean)
+      examine_checksums(ck, *h, bf->bits);
+    return 0;
+  }
   std::printf("          Bitmap : %llu bits (chunks), %llu dirty (%.1f%%)%s\n",
               static_cast<unsigned long long>(bits), static_cast<unsigned long long>(dirty),
               bits ? 100.0 * static_cast<double>(dirty) / static_cast<double>(bits) : 0.0,

@@ -4,7 +4,9 @@
 #     are copied to SECONDARY after mount (initial resync), visible in status;
 #   * while writes run: status dirty_chunks > 0 and examine-bitmap shows dirty bits;
 #   * ~3x daemon sleep after the writes stop: dirty_chunks == 0, examine-bitmap 0 dirty;
-#   * after unmount: examine-bitmap State clean, 0 dirty.
+#   * after unmount: examine-bitmap State clean, 0 dirty;
+#   * `bitmap` switched off and on: clean under "none" comes back with every bit clear (no
+#     resync), a crash under "none" comes back all dirty.
 . "$(dirname "$0")/lib.sh"
 
 SLEEP=1
@@ -234,6 +236,54 @@ for name in pre.img d/new.img; do
   assert_same "$P2/$name" "$S2/$name"
 done
 fm_assert_log_clean "$P2"
+
+# ------------------------------------------------------------------ bitmap off, then on again
+# An operator switches `bitmap` off and on. Closed clean under "none", the images must come
+# back with every bit clear — no full resync, checksums kept — and their data in sync.
+FM_CONTEXT="bitmap none -> on"
+P3=$FM_TMP/p3 S3=$FM_TMP/s3 M3=$FM_TMP/m3
+mkdir -p "$P3" "$S3" "$M3"
+fm_create "$P3" "$S3" --chunk-size 64K --daemon-sleep "$SLEEP"
+fm_json_edit "$P3/.fusemirror/config.json" '.bitmap = false'
+fm_mount "$P3" "$M3"
+pwrite_rand "$M3/sw.img" 0 $((4 * 1048576))
+fm_unmount "$M3"
+bm3=$(fm_bitmap_path "$P3" sw.img)
+out=$(fm_examine "$bm3")
+[[ $(fm_examine_field "$out" State) == "clean, no-bits" ]] ||
+  soft_fail "after a clean unmount with bitmap none, examine-bitmap State is '$(fm_examine_field "$out" State)', want 'clean, no-bits'"
+[[ $(fm_examine_field "$out" Bitmap) == *"every chunk in sync"* ]] ||
+  soft_fail "examine-bitmap of a clean none bitmap says Bitmap '$(fm_examine_field "$out" Bitmap)'"
+fm_json_edit "$P3/.fusemirror/config.json" '.bitmap = true'
+n0=$(grep -c 'full resync\|resync started' "$P3/.fusemirror/fusemirror.log" || true)
+fm_mount "$P3" "$M3"
+cmp -s "$M3/sw.img" "$P3/sw.img" || fail "sw.img reads differently through the mount"
+[[ $(fm_image_json "$M3" sw.img | jq -r .dirty_chunks) == 0 ]] ||
+  fail "bitmap switched on after a clean none unmount: $(fm_image_json "$M3" sw.img | jq -c '{dirty_chunks, sync}')"
+n1=$(grep -c 'full resync\|resync started' "$P3/.fusemirror/fusemirror.log" || true)
+((n1 == n0)) || fail "bitmap switched on after a clean none unmount started a resync: $(tail -n 5 "$P3/.fusemirror/fusemirror.log")"
+! grep -q 'checksums reset' "$P3/.fusemirror/fusemirror.log" || soft_fail "switching the bitmap on reset the checksums"
+pwrite_rand "$M3/sw.img" $((1048576 + 4096)) 4096
+fm_unmount "$M3"
+out=$(fm_examine "$bm3")
+read -r total dirty < <(fm_examine_bits "$out")
+((total == 64 && dirty == 0)) || soft_fail "after the switch on and a clean unmount: $total bits, $dirty dirty (want 64, 0)"
+[[ $(fm_examine_field "$out" State) == clean ]] || soft_fail "after the switch on, State '$(fm_examine_field "$out" State)'"
+assert_same "$P3/sw.img" "$S3/sw.img"
+# A crash under "none" (mounted, no clean unmount) must still mean all dirty once bits are on.
+fm_json_edit "$P3/.fusemirror/config.json" '.bitmap = false'
+fm_mount "$P3" "$M3"
+pwrite_rand "$M3/sw.img" 0 4096
+fm_kill9_daemon "$M3"
+fm_json_edit "$P3/.fusemirror/config.json" '.bitmap = true'
+fm_mount "$P3" "$M3"
+fm_wait_for "resync after a crash under none" 30 \
+  fm_image_is "$M3" sw.img '.dirty_chunks == 0 and .sync.action == "idle" and .state == "clean"' ||
+  fail "sw.img not in sync 30 s after a crash under none: $(fm_image_json "$M3" sw.img)"
+grep -q 'not shut down cleanly' "$P3/.fusemirror/fusemirror.log" ||
+  soft_fail "the log does not say why the bitmap was not trusted after a crash under none"
+fm_unmount "$M3"
+assert_same "$P3/sw.img" "$S3/sw.img"
 
 fm_assert_log_clean "$PRI"
 

@@ -842,6 +842,81 @@ TEST_CASE("bitmap none (persist_bits=false) keeps only the header") {
   }
 }
 
+TEST_CASE("bitmap switched on after \"none\": clean starts clear, anything else all dirty") {
+  // An operator turns `bitmap` from false to true: a set closed clean must not pay a full
+  // resync (the legs were identical at that close), and a header that says nothing about
+  // which chunks differ must never read as clean.
+  TempDir d;
+  const auto path = d / "img.fmbm";
+  auto none = params(11 * kCs);
+  none.persist_bits = false;
+  auto bits = params(11 * kCs);
+  auto close_none_clean = [&] {
+    auto bm = open_bm(path, none);
+    for (std::uint64_t c = 0; c < 11; ++c) bm->mark_synced(c);
+    write_once(*bm, 3 * kCs, 100);
+    REQUIRE_FALSE(bm->close_clean(ok_sync));
+    const auto h = fmtest::header_on_disk(path);
+    REQUIRE(fmtest::has(h.state, core::kStateClean));
+    REQUIRE(fmtest::has(h.state, core::kStateNoBits));
+    REQUIRE(fmtest::file_size(path) == core::kHeaderSize);
+  };
+  SUBCASE("closed clean under none: trusted, every bit clear, and bits kept from then on") {
+    close_none_clean();
+    {
+      std::string why;
+      auto bm = open_bm(path, bits, &why);
+      CHECK(why.empty());
+      CHECK(bm->stats().dirty_chunks == 0);
+      CHECK_FALSE(fmtest::has(fmtest::header_on_disk(path).state, core::kStateNoBits));
+      CHECK(fmtest::file_size(path) > core::kHeaderSize);  // the bits, all clear
+      write_once(*bm, 5 * kCs, 100);
+      CHECK(bm->stats().dirty_chunks == 1);
+      // Dropped without a clean close: the bit in the file is what the next mount resyncs.
+    }
+    std::string why;
+    auto bm = open_bm(path, bits, &why);
+    CHECK(why.empty());
+    CHECK(bm->stats().dirty_chunks == 1);
+  }
+  SUBCASE("not closed clean under none: all dirty") {
+    { auto bm = open_bm(path, none); }  // mounted (clean flag cleared), then a crash
+    std::string why;
+    auto bm = open_bm(path, bits, &why);
+    CHECK(why.find("not shut down cleanly") != std::string::npos);
+    CHECK(bm->stats().dirty_chunks == 11);
+  }
+  SUBCASE("clean but degraded under none: all dirty") {
+    close_none_clean();
+    auto h = fmtest::header_on_disk(path);
+    h.state |= core::kStateDegraded;
+    fmtest::write_bitmap_file(path, h);
+    std::string why;
+    auto bm = open_bm(path, bits, &why);
+    CHECK(why.find("secondary was out") != std::string::npos);
+    CHECK(bm->stats().dirty_chunks == 11);
+  }
+  SUBCASE("a bitmap with bits cut to its header, without the flag: still bits truncated") {
+    {
+      auto bm = open_bm(path, bits);
+      for (std::uint64_t c = 0; c < 11; ++c) bm->mark_synced(c);
+      REQUIRE_FALSE(bm->close_clean(ok_sync));
+    }
+    REQUIRE(::truncate(path.c_str(), core::kHeaderSize) == 0);
+    std::string why;
+    auto bm = open_bm(path, bits, &why);
+    CHECK(why.find("bits truncated") != std::string::npos);
+    CHECK(bm->stats().dirty_chunks == 11);
+  }
+  SUBCASE("bits switched off again: the header says so") {
+    close_none_clean();
+    { auto bm = open_bm(path, bits); REQUIRE_FALSE(bm->close_clean(ok_sync)); }
+    { auto bm = open_bm(path, none); REQUIRE_FALSE(bm->close_clean(ok_sync)); }
+    CHECK(fmtest::has(fmtest::header_on_disk(path).state, core::kStateNoBits));
+    CHECK(fmtest::file_size(path) == core::kHeaderSize);
+  }
+}
+
 }  // TEST_SUITE
 
 // ---- issue 12: memory proportional to the set bits, headers checked, hostile files ----------

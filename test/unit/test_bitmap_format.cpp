@@ -327,6 +327,7 @@ TEST_CASE("state_string") {
   CHECK(core::state_string(core::kStateClean) == "clean");
   CHECK(core::state_string(core::kStateDegraded | core::kStateStale) == "active, stale, degraded");
   CHECK(core::state_string(core::kStateClean | core::kStateNeedsFullSync) == "clean, needs-full-sync");
+  CHECK(core::state_string(core::kStateClean | core::kStateNoBits) == "clean, no-bits");
 }
 
 }  // TEST_SUITE
