@@ -18,6 +18,12 @@ ChunkRange ActivityLog::chunks_of(std::uint64_t extent, std::uint64_t limit) con
   return {first, std::min(limit, first + extent_chunks_)};
 }
 
+std::uint64_t ActivityLog::active_in(std::uint64_t first, std::uint64_t count) const {
+  std::uint64_t n = 0;
+  for (std::uint64_t e = first; e < first + count; ++e) n += index_.count(e);
+  return n;
+}
+
 std::uint64_t ActivityLog::pop_lru() {
   const std::uint64_t e = lru_.back().extent;
   index_.erase(e);

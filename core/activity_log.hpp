@@ -16,7 +16,8 @@
 //     as fast as without the log (md's two sweeps), and its checksums get recorded;
 //   * retire_all(): clean close;
 //   * adopt(e): activates an extent no write touched yet, only while the set has room —
-//     a cold burst's neighbours (docs/write-path.md §3b "Activation in a burst").
+//     a cold burst's or a dense group's neighbours (docs/write-path.md §3b
+//     "Activation in a burst").
 //
 // What activation and retirement do to the bits is Bitmap's business (core/bitmap.cpp):
 // this unit knows extents and their order only — no file, no bits, no md rules.
@@ -40,8 +41,11 @@ namespace fusemirror::core {
 class ActivityLog {
  public:
   using OnExtent = std::function<void(std::uint64_t extent)>;
-  // Extents per aligned group that a cold burst activates together (Bitmap::al_burst_locked).
+  // Extents per aligned group that a cold burst activates together (Bitmap::al_adopt_locked).
   static constexpr std::uint64_t kBurstGroup = 64;
+  // Active extents of a group from which a writer alone activates the rest (a dense group):
+  // a quarter, so that an adoption at most quadruples what a power cut resyncs there.
+  static constexpr std::uint64_t kDenseAt = kBurstGroup / 4;
 
   // `max_extents` 0: the log is off (md's rules alone). `extent_chunks` >= 1.
   void configure(std::uint64_t extent_chunks, std::uint64_t max_extents);
@@ -50,6 +54,8 @@ class ActivityLog {
   std::uint64_t max_extents() const { return max_; }
   std::uint64_t active() const { return index_.size(); }
   bool is_active(std::uint64_t extent) const { return index_.count(extent) != 0; }
+  // How many of the `count` extents from `first` on are active.
+  std::uint64_t active_in(std::uint64_t first, std::uint64_t count) const;
 
   std::uint64_t extent_of(std::uint64_t chunk) const { return chunk / extent_chunks_; }
   // The chunks of `extent`, cut at `limit` (the cover); empty past it.

@@ -144,23 +144,28 @@ ChunkRange Bitmap::al_touch_locked(ChunkRange r, Intent* intent) {
       },
       [&](std::uint64_t e) { al_retire_locked(e); });
   if (intent && !one_run) intent->al_first = intent->al_end = 0;
-  if (!hull.empty() && persist_bits_ && commit_.flushing()) al_burst_locked(in);
+  // Activation ahead of the writes (docs/write-path.md §3b): in a burst when another
+  // writer's flush runs (any group of the write's extents), else in a dense group only.
+  if (!hull.empty() && persist_bits_) al_adopt_locked(in, commit_.flushing() ? 0 : ActivityLog::kDenseAt);
   return hull;
 }
 
-void Bitmap::al_burst_locked(ChunkRange in) {
-  // Activation in a burst (docs/write-path.md §3b): this write activated an extent while
-  // another writer's flush is running, so writers are arriving in cold extents faster than
-  // flushes end (a deep random queue on a fresh bitmap). One by one, each activation would
-  // cost its writers a flush; the rest of the aligned group of kBurstGroup extents around
-  // each extent of the write is activated now, in the same flush, so that the writes about
-  // to come there find their bits durable. Only while the log has room (adopt() never
-  // retires an extent for it), at queue depth 1 only when the write meets the sweep's own
-  // flush (once per daemon_sleep: no writer's flush runs while it waits), and not
-  // part of the write's intent: its wait covers its own extents, and a cancel leaves the
-  // group active with its chunks logged — clean and equal, cleared when it retires. An
-  // adopted extent no write touched retires when the sweep period ends, and is the first
-  // to go when the set is over its bound (ActivityLog::adopt).
+void Bitmap::al_adopt_locked(ChunkRange in, std::uint64_t dense_at) {
+  // This write activated an extent; the rest of the aligned group of kBurstGroup extents
+  // around each extent of the write is activated now, in the same flush, so that the
+  // writes about to come there find their bits durable (docs/write-path.md §3b):
+  //   * in a burst (dense_at 0): another writer's flush is running, so writers are arriving
+  //     in cold extents faster than flushes end (a deep random queue on a fresh bitmap) —
+  //     one by one, each activation would cost its writers a flush;
+  //   * in a dense group (dense_at kDenseAt): a writer alone (queue depth 1, fdatasync per
+  //     write) whose group now holds kDenseAt active extents is spreading over the group,
+  //     and would pay one flush for each of the rest. A load that keeps to a few scattered
+  //     extents never gets there, so its crash price is unchanged.
+  // Only while the log has room (adopt() never retires an extent for it), and not part of
+  // the write's intent: its wait covers its own extents, and a cancel leaves the group
+  // active with its chunks logged — clean and equal, cleared when it retires. An adopted
+  // extent no write touched retires when the sweep period ends, and is the first to go
+  // when the set is over its bound (ActivityLog::adopt).
   // Safety: a superset of the intent, set in memory before the flush that carries it.
   // Test builds only: FM_FAULT=al.burst_ondisk breaks the rule on purpose — an adopted
   // extent is marked active and durable without its bits being set, so a write into it
@@ -177,11 +182,13 @@ void Bitmap::al_burst_locked(ChunkRange in) {
   };
   const std::uint64_t g = ActivityLog::kBurstGroup;
   const std::uint64_t last = al_.extent_of(in.end - 1);
-  for (std::uint64_t first = al_.extent_of(in.first) / g * g; first <= last; first += g)
+  for (std::uint64_t first = al_.extent_of(in.first) / g * g; first <= last; first += g) {
+    if (dense_at != 0 && al_.active_in(first, g) < dense_at) continue;
     for (std::uint64_t e = first; e < first + g; ++e) {
       if (al_.chunks_of(e, total_chunks_).empty()) break;  // past the cover
       if (al_.adopt(e, activate)) ++al_burst_extents_;
     }
+  }
 }
 
 std::uint64_t Bitmap::al_retire_locked(std::uint64_t e) {

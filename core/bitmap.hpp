@@ -297,9 +297,10 @@ class Bitmap {
   // Activates extent e: its clean chunks set dirty + logged, all of it kActive. Returns its
   // chunks (the cover's part).
   ChunkRange al_activate_locked(std::uint64_t e);
-  // A write into r activated an extent while a flush runs: the rest of the aligned groups of
-  // r's extents are adopted, while the log has room (docs/write-path.md §3b).
-  void al_burst_locked(ChunkRange r);
+  // A write into r activated an extent: the rest of the aligned groups of r's extents are
+  // adopted, while the log has room — every group (a burst: a flush runs) when `dense_at`
+  // is 0, else only groups with at least `dense_at` active extents (docs/write-path.md §3b).
+  void al_adopt_locked(ChunkRange r, std::uint64_t dense_at);
   // Extent e leaves the active set: its chunks are no longer kept from the sweep, and its
   // logged chunks are cleared now (degraded or not; not unsynced or in-flight ones).
   // Returns the chunks cleared.
@@ -355,7 +356,7 @@ class Bitmap {
   // only when nothing set a bit or moved the cover after it. Guarded by mu_.
   std::uint64_t changes_ = 0;
   ActivityLog al_;                        // guarded by mu_
-  std::uint64_t al_burst_extents_ = 0;    // guarded by mu_: al_burst_locked's adoptions
+  std::uint64_t al_burst_extents_ = 0;    // guarded by mu_: al_adopt_locked's adoptions
   std::vector<std::uint64_t> pinned_;     // guarded by mu_: chunks pin_clean() holds clear
   // The record of logged chunks (core/al_record.hpp), guarded by mu_: its slots always
   // hold pages_' kLogged words while mu_ is free.

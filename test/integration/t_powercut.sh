@@ -187,10 +187,11 @@ wl_alevict() { # the activity log over its bound: activations, and retirements t
   power_cut
 }
 
-wl_alburst() { # four writers at once into cold extents: activation in a burst (write-path.md §3b)
+wl_alburst() { # writers into cold extents: activation ahead, in a burst and in dense groups (write-path.md §3b)
   # 256 extents of 256 KiB, in four groups of 64: a writer that activates an extent while another
   # writer's flush runs activates the rest of its group in the same flush. Each round is
-  # swept clean first, so that it starts cold; at least one must have made a burst.
+  # swept clean first, so that it starts cold; at least one must have made a burst. Then a
+  # writer alone, from cold: its 16th extent in a group activates the rest (a dense group).
   new_set
   pc_config '.al_extent_size = 262144'
   daemon_mount
@@ -198,13 +199,17 @@ wl_alburst() { # four writers at once into cold extents: activation in a burst (
   fm_unmount "$MNT"
   snapshot_and_record alburst
   daemon_mount
-  local n round
+  local n m round
   for round in 1 2 3; do
     "$FUSEMIRROR" wait --clean "$MNT" disk.img --timeout 20 >/dev/null || fail "alburst: disk.img not clean before round $round"
     crashwriter_lanes disk.img "$LOAD" --blocks 16384 --sync-every 8 --max-writes 48 --seed "$((SEED + round))"
   done
   n=$(fm_image_json "$MNT" disk.img | jq -r .al_burst_extents)
   [[ $n =~ ^[0-9]+$ ]] && ((n > 0)) || fail "alburst: four writers into cold extents activated $n extents ahead"
+  "$FUSEMIRROR" wait --clean "$MNT" disk.img --timeout 20 >/dev/null || fail "alburst: disk.img not clean before the lone writer"
+  crashwriter disk.img "$LOAD" --blocks 16384 --sync-every 8 --max-writes 160 --seed "$((SEED + 4))"
+  m=$(fm_image_json "$MNT" disk.img | jq -r .al_burst_extents)
+  [[ $m =~ ^[0-9]+$ ]] && ((m > n)) || fail "alburst: a writer alone over cold groups activated $((m - n)) extents ahead"
   crashwriter_lanes disk.img "$LOAD" --blocks 16384 --sync-every 8 --seed "$SEED"
   power_cut
 }
