@@ -298,6 +298,7 @@ utils::Result<std::size_t> Image::write_behind(std::span<const std::byte> data, 
       return ec;
     };
     op.done = [this, off, len](bool ok) { bitmap_->end_write(off, len, ok); };
+    op.merge = true;  // every op of this queue writes the secondary at its offset
   } catch (const std::exception& e) {
     bitmap_->end_write(off, len, false);
     if (!wb_copy_failed_.exchange(true))  // once per image: a user can repeat it at will
@@ -466,6 +467,7 @@ ImageStatus Image::status() const {
     s.wb_limit = wb_->limit();
     s.wb_peak = wb_->peak();
     s.wb_full_waits = wb_->full_waits();
+    s.wb_merged = wb_->merged();
     const WriteBehind::LagStats lag = wb_->lag_stats();
     s.wb_lag_seconds = lag.seconds;
     s.wb_lag_bytes = lag.bytes;

@@ -69,6 +69,7 @@ struct ImageStatus {
   std::uint64_t mismatch_cnt = 0;         // chunks found different by the last check/repair
   std::uint32_t wb_outstanding = 0, wb_limit = 0, wb_peak = 0;
   std::uint64_t wb_full_waits = 0;  // writes that waited for a full write-behind queue
+  std::uint64_t wb_merged = 0;      // writes that ran joined to an older one's (requests saved)
   double wb_lag_seconds = 0;        // age of the oldest outstanding write-behind write
   std::uint64_t wb_lag_bytes = 0;   // data bytes of the outstanding write-behind writes
   // The lag bound (config max_lag_bytes / max_lag_seconds, 0 = none) and what it did: the

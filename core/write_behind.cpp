@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <new>
 #include <chrono>
 
 #include "utils/thread_pool.hpp"
@@ -96,8 +97,9 @@ void WriteBehindExecutor::worker() {
 
 // -------------------------------------------------------------------------- WriteBehind
 
-WriteBehind::WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit, LagBound bound)
-    : exec_(executor), limit_(limit ? limit : 1), bound_(bound) {}
+WriteBehind::WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit, LagBound bound,
+                         std::chrono::microseconds merge_after)
+    : exec_(executor), limit_(limit ? limit : 1), bound_(bound), merge_after_(merge_after) {}
 
 WriteBehind::~WriteBehind() { stop(); }
 
@@ -178,25 +180,68 @@ bool WriteBehind::over_lag_locked(std::size_t bytes) const {
   return false;
 }
 
+bool WriteBehind::blocked_locked(std::list<Entry>::iterator it) {
+  const std::uint64_t b = it->op.off, e = it->op.off + std::max<std::size_t>(it->op.data.size(), 1);
+  for (auto older = queue_.begin(); older != it; ++older) {
+    const std::uint64_t ob = older->op.off,
+                        oe = older->op.off + std::max<std::size_t>(older->op.data.size(), 1);
+    // An op without data (truncate-like, run set) orders against everything.
+    if (!older->op.data.size() || !it->op.data.size() || (b < oe && ob < e)) return true;
+  }
+  return false;
+}
+
 std::list<WriteBehind::Entry>::iterator WriteBehind::next_runnable_locked(
     std::list<Entry>::iterator from) {
-  for (auto it = from; it != queue_.end(); ++it) {
-    if (it->running) continue;
-    const std::uint64_t b = it->op.off,
-                        e = it->op.off + std::max<std::size_t>(it->op.data.size(), 1);
-    bool blocked = false;
-    for (auto older = queue_.begin(); older != it; ++older) {
-      const std::uint64_t ob = older->op.off,
-                          oe = older->op.off + std::max<std::size_t>(older->op.data.size(), 1);
-      // An op without data (truncate-like, run set) orders against everything.
-      if (!older->op.data.size() || !it->op.data.size() || (b < oe && ob < e)) {
-        blocked = true;
-        break;
-      }
-    }
-    if (!blocked) return it;
-  }
+  for (auto it = from; it != queue_.end(); ++it)
+    if (!it->running && !blocked_locked(it)) return it;
   return queue_.end();
+}
+
+std::vector<std::list<WriteBehind::Entry>::iterator> WriteBehind::claim_followers_locked(
+    std::list<Entry>::iterator it) {
+  // One pass per follower: a stream's writes are queued in order, so the next one is
+  // usually right behind. A follower never overlaps the run it joins (it starts where the
+  // run ends), so the order rule is the same as for running it alone.
+  std::vector<std::list<Entry>::iterator> with;
+  std::uint64_t end = it->op.off + it->op.data.size();
+  std::size_t total = it->op.data.size();
+  for (bool found = true; found && total < kMaxMerge;) {
+    found = false;
+    for (auto f = std::next(it); f != queue_.end(); ++f) {
+      if (f->running || !f->op.merge || f->op.off != end || f->op.data.empty() ||
+          total + f->op.data.size() > kMaxMerge || blocked_locked(f))
+        continue;
+      try {
+        with.push_back(f);
+      } catch (const std::bad_alloc&) {
+        return with;  // no memory for the list: what was claimed runs merged, the rest alone
+      }
+      f->running = true;
+      end += f->op.data.size();
+      total += f->op.data.size();
+      found = true;
+      break;
+    }
+  }
+  return with;
+}
+
+bool WriteBehind::run_merged(const std::list<Entry>::iterator& it,
+                             const std::vector<std::list<Entry>::iterator>& with, std::error_code& ec) {
+  Op joined;
+  try {
+    std::size_t n = it->op.data.size();
+    for (const auto& f : with) n += f->op.data.size();
+    joined.data.reserve(n);
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  joined.off = it->op.off;
+  joined.data.insert(joined.data.end(), it->op.data.begin(), it->op.data.end());
+  for (const auto& f : with) joined.data.insert(joined.data.end(), f->op.data.begin(), f->op.data.end());
+  ec = it->op.run(joined);
+  return true;
 }
 
 void WriteBehind::run_one() {
@@ -206,20 +251,41 @@ void WriteBehind::run_one() {
   if (it == queue_.end()) return;  // another worker took it
   it->running = true;
   const bool drop = dropping_;
+  std::vector<std::list<Entry>::iterator> with;
+  if (it->op.merge && !drop && merge_now_locked()) with = claim_followers_locked(it);
   // Round-robin: back on the ready list, behind the other images, if more can run now
   // (the older entries are running or still blocked: the scan goes on after `it`).
   const bool more = next_runnable_locked(std::next(it)) != queue_.end();
   lk.unlock();
   if (more) exec_.schedule(this);
-  bool ok = false;
-  if (!drop) {
-    std::error_code ec = it->op.run(it->op);
-    ok = !ec;
+  // The entries stay in the queue, running, until erased below: their data is not touched
+  // meanwhile, and younger writes that overlap them wait.
+  auto end = [](Entry& e, bool ok) {
+    if (e.op.done) e.op.done(ok);
+  };
+  std::error_code ec;
+  bool merged = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (drop) {
+    end(*it, false);
+  } else if (!with.empty() && run_merged(it, with, ec)) {
+    merged = true;
+    end(*it, !ec);
+    for (const auto& f : with) end(*f, !ec);
+  } else {
+    end(*it, !it->op.run(it->op));
+    for (const auto& f : with) end(*f, !f->op.run(f->op));
   }
-  if (it->op.done) it->op.done(ok);
+  const auto took = std::chrono::steady_clock::now() - t0;
   lk.lock();
+  if (!drop) run_avg_ += (took - run_avg_) / 8;
+  if (merged) merged_ += with.size();
   bytes_ -= it->op.data.size();
   queue_.erase(it);
+  for (const auto& f : with) {
+    bytes_ -= f->op.data.size();
+    queue_.erase(f);
+  }
   // Its end may have unblocked an overlapping younger operation.
   const bool unblocked = !stopping_ && next_runnable_locked(queue_.begin()) != queue_.end();
   lk.unlock();
@@ -285,6 +351,20 @@ std::uint32_t WriteBehind::outstanding() const {
 std::uint32_t WriteBehind::peak() const {
   std::lock_guard lk(mu_);
   return peak_;
+}
+
+bool WriteBehind::merge_now_locked() const {
+  if (merge_after_ == std::chrono::steady_clock::duration::zero()) return true;
+  // Slow runs and a backlog: the secondary, not the writers, sets the pace. A queue
+  // three quarters full, or writers held by the lag bound, is a backlog; below that the
+  // writers are the bottleneck and a merge would only add its copy.
+  const bool backlog = queue_.size() * 4 >= std::size_t{limit_} * 3 || held_now_ > 0;
+  return backlog && run_avg_ >= merge_after_;
+}
+
+std::uint64_t WriteBehind::merged() const {
+  std::lock_guard lk(mu_);
+  return merged_;
 }
 
 std::uint64_t WriteBehind::full_waits() const {

@@ -29,6 +29,20 @@
 // (the secondary failed: drop_all) or stops; a hung secondary holds them until the image
 // degrades (its request timeout), as a full queue does.
 //
+// Merging: while the queue's runs take `merge_after` or longer (a moving average: the
+// secondary is far away or slow) and the queue is backed up (three quarters full, or
+// writers held by the lag bound: the secondary sets the pace, not the writers), a worker
+// that claims an operation marked `merge` also claims the queued `merge` operations that
+// continue it byte for byte (each runnable by the order rule above), up to kMaxMerge bytes,
+// and runs them as one: the first one's `run` on an operation holding their data end to
+// end. A sequential stream through a loop device arrives in 512 KiB writes (the loop
+// queue's 128 segments); over a link with latency L each worker then carries up to
+// kMaxMerge instead of 512 KiB per L. Against a fast secondary, or while the writers set
+// the pace, the joined copy costs more than the fewer requests save (performance.md
+// "WAN"), hence the two conditions; `merge_after` 0 merges whenever a follower is queued.
+// Operations marked `merge` in one queue must all write `data` at `off` to the same
+// target; each still gets its own `done`, with the merged write's result.
+//
 // Each operation's `done(ok)` callback runs on a worker once the secondary completed it
 // (ok) or it was dropped or failed (!ok): the image ends the write in its bitmap there,
 // so a chunk stays dirty until every queued write to it reached the secondary.
@@ -110,7 +124,13 @@ class WriteBehind {
     // Runs the operation against the secondary (a pwrite of `data` unless set).
     std::function<std::error_code(const Op&)> run;
     std::function<void(bool ok)> done;
+    // May be merged with the `merge` operations that continue it (see above).
+    bool merge = false;
   };
+  // The most bytes one merged run carries (an NBD request's bound, core/nbd_leg.cpp).
+  static constexpr std::size_t kMaxMerge = 4u << 20;
+  // The average run time from which operations are merged (see above).
+  static constexpr std::chrono::microseconds kMergeAfter{5000};
 
   using LagBound = WriteBehindLagBound;
   // What the bound did, for status.
@@ -123,7 +143,8 @@ class WriteBehind {
   };
 
   // REQUIRES: `executor` outlives this queue.
-  WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit, LagBound bound = {});
+  WriteBehind(WriteBehindExecutor& executor, std::uint32_t limit, LagBound bound = {},
+              std::chrono::microseconds merge_after = kMergeAfter);
   ~WriteBehind();
   WriteBehind(const WriteBehind&) = delete;
   WriteBehind& operator=(const WriteBehind&) = delete;
@@ -157,6 +178,8 @@ class WriteBehind {
   std::uint32_t peak() const;
   // Submits that found the queue full and waited (cumulative).
   std::uint64_t full_waits() const;
+  // Operations that ran joined to an older one's run (cumulative: requests saved).
+  std::uint64_t merged() const;
   // Seconds since the oldest outstanding operation was queued (0 when none is).
   double lag_seconds() const;
   LagBound lag_bound() const { return bound_; }
@@ -175,10 +198,22 @@ class WriteBehind {
   bool over_lag_locked(std::size_t bytes) const;
   // The first entry at or after `from` that is not running and overlaps no older entry.
   std::list<Entry>::iterator next_runnable_locked(std::list<Entry>::iterator from);
+  // Whether entry `it` overlaps an older entry (or is ordered against every one). REQUIRES mu_.
+  bool blocked_locked(std::list<Entry>::iterator it);
+  // Claims (marks running) the `merge` entries that continue `it` byte for byte and may run
+  // now, up to kMaxMerge bytes in all, in the order they continue it. REQUIRES mu_.
+  std::vector<std::list<Entry>::iterator> claim_followers_locked(std::list<Entry>::iterator it);
+  // Whether a claim merges now (see "Merging" above). REQUIRES mu_.
+  bool merge_now_locked() const;
+  // Runs `it` and its claimed followers as one write; false when it could not be merged
+  // (no memory for the joined data: the caller runs them one by one).
+  static bool run_merged(const std::list<Entry>::iterator& it,
+                         const std::vector<std::list<Entry>::iterator>& with, std::error_code& ec);
 
   WriteBehindExecutor& exec_;
   const std::uint32_t limit_;
   const LagBound bound_;
+  const std::chrono::steady_clock::duration merge_after_;
   mutable std::mutex mu_;
   std::condition_variable cv_;  // space available / drained / range idle
   std::list<Entry> queue_;      // guarded by mu_: oldest first
@@ -187,10 +222,13 @@ class WriteBehind {
   bool abandoned_ = false;      // guarded by mu_
   std::uint32_t peak_ = 0;      // guarded by mu_
   std::uint64_t full_waits_ = 0;  // guarded by mu_
+  std::uint64_t merged_ = 0;      // guarded by mu_
   std::uint64_t bytes_ = 0;       // guarded by mu_: data bytes of queue_
   std::uint32_t held_now_ = 0;    // guarded by mu_
   std::uint64_t holds_ = 0;       // guarded by mu_
   std::chrono::steady_clock::duration held_{};  // guarded by mu_
+  // Guarded by mu_: the moving average of the runs' durations (1/8 the newest).
+  std::chrono::steady_clock::duration run_avg_{};
   // Guarded by exec_.mu_:
   bool in_ready_ = false;  // on the executor's ready list
   bool detached_ = false;  // stopped: never scheduled again

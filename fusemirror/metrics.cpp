@@ -70,6 +70,8 @@ void declare(prom::Exposition& x) {
   c("fusemirror_write_behind_lag_held_seconds_total", "Time writes waited for the lag bound, summed.");
   c("fusemirror_write_behind_full_waits_total",
     "Writes that waited because the write-behind queue was full.");
+  c("fusemirror_write_behind_merged_total",
+    "Write-behind writes that ran joined to the one they continue (requests saved).");
   c("fusemirror_secondary_reads_total", "Reads served by the secondary (the primary failed them).");
   c("fusemirror_direct_reads_total", "Reads served with O_DIRECT from the primary (config direct_reads).");
   c("fusemirror_cached_reads_total",
@@ -136,6 +138,7 @@ void add_set(prom::Exposition& x, const std::string& mp, const core::SetStatus& 
     add("fusemirror_write_behind_peak", i.wb_peak);
     add("fusemirror_write_behind_lag_seconds", i.wb_lag_seconds);
     add("fusemirror_write_behind_full_waits_total", static_cast<double>(i.wb_full_waits));
+    add("fusemirror_write_behind_merged_total", static_cast<double>(i.wb_merged));
     add("fusemirror_write_behind_lag_bytes", static_cast<double>(i.wb_lag_bytes));
     add("fusemirror_write_behind_max_lag_bytes", static_cast<double>(i.wb_max_lag_bytes));
     add("fusemirror_write_behind_max_lag_seconds", i.wb_max_lag_seconds);

@@ -66,7 +66,8 @@ nlohmann::json to_json(const core::SetStatus& set) {
     i["al_record_writes"] = s.bitmap.al_record_writes;
     i["bitmap_error"] = s.bitmap.error;  // "" unless writes are refused (state bitmap-failed)
     i["write_behind"] = {{"outstanding", s.wb_outstanding}, {"limit", s.wb_limit}, {"peak", s.wb_peak},
-                         {"full_waits", s.wb_full_waits}, {"lag_seconds", s.wb_lag_seconds},
+                         {"full_waits", s.wb_full_waits}, {"merged", s.wb_merged},
+                         {"lag_seconds", s.wb_lag_seconds},
                          {"lag_bytes", s.wb_lag_bytes}, {"max_lag_bytes", s.wb_max_lag_bytes},
                          {"max_lag_seconds", s.wb_max_lag_seconds}, {"held_writers", s.wb_held_writers},
                          {"lag_holds", s.wb_lag_holds}, {"lag_held_seconds", s.wb_lag_held_seconds}};
@@ -164,6 +165,7 @@ core::SetStatus set_status_from_json(const nlohmann::json& j) {
     m.wb_limit = wb.at("limit").get<std::uint32_t>();
     m.wb_peak = wb.value("peak", std::uint32_t{0});
     m.wb_full_waits = wb.value("full_waits", std::uint64_t{0});
+    m.wb_merged = wb.value("merged", std::uint64_t{0});
     m.wb_lag_seconds = wb.value("lag_seconds", 0.0);
     m.wb_lag_bytes = wb.value("lag_bytes", std::uint64_t{0});
     m.wb_max_lag_bytes = wb.value("max_lag_bytes", std::uint64_t{0});

@@ -17,6 +17,10 @@
 #      bitmap); one failed by the operator stays out (the bitmap header's held flag).
 #   d) fusemirror killed -9 with a full write-behind queue toward a slow server (nbdkit's
 #      delay filter): 0 acknowledged bytes lost, the catch-up after the remount, identical.
+#   e) sequential writes toward a slow server (100 ms a write) fill a queue longer than
+#      the 32 write-behind workers: writes that continue one another go as one request
+#      (`write_behind.merged` counts them); a second pass over the same range with other data, queued behind the
+#      first, lands last: the export ends identical to the primary and to the second pass.
 . "$(dirname "$0")/lib.sh"
 
 command -v nbdkit >/dev/null || fail "missing nbdkit (see test/integration/PACKAGES)"
@@ -51,6 +55,22 @@ same_prefix() { # same_prefix PRIMARY IMAGE — the served file's first SIZE byt
   cmp -n "$size" "$1/$2" "$SRV/$2" || fail "$2: the export's first $size bytes differ from the primary"
 }
 since_ms() { echo $((($(date +%s%N) - $1) / 1000000)); }
+# slow_set NAME IMAGE MIB WRITE_BEHIND — a set in $FM_TMP/NAME whose secondary is an export
+# of $SRV behind nbdkit's delay filter (100 ms a write), IMAGE (MIB MiB) created through
+# the mount at $MNT; sets P (the primary) and SLOW_PID.
+slow_set() {
+  local sock=$FM_TMP/$1.sock
+  P=$FM_TMP/$1
+  mkdir -p "$P"
+  chmod 755 "$P"
+  truncate -s $((($3 << 20) + TAIL)) "$SRV/$2"
+  fm_bg nbdkit -U "$sock" -f --filter=delay file dir="$SRV" delay-write=100ms
+  SLOW_PID=$FM_LAST_BG
+  fm_wait_for "slow nbdkit socket" 10 test -S "$sock" || fail "nbdkit did not create $sock"
+  fm_create "$P" "nbd+unix:///?socket=$sock" --chunk-size 64K --daemon-sleep 1 --write-behind "$4"
+  fm_mount "$P" "$MNT"
+  truncate -s $(($3 << 20)) "$MNT/$2"
+}
 
 start_server
 fm_create "$PRI" "$URI" --chunk-size 64K --daemon-sleep 1
@@ -185,17 +205,8 @@ same_prefix "$PRI" d.img
 
 # ====================================================================== d) kill -9, slow server
 FM_CONTEXT="kill -9 with a full write-behind queue"
-P2=$FM_TMP/primary2
-SOCK2=$FM_TMP/slow.sock
-mkdir -p "$P2"
-chmod 755 "$P2"
-truncate -s $(((8 << 20) + TAIL)) "$SRV/w.img"
-fm_bg nbdkit -U "$SOCK2" -f --filter=delay file dir="$SRV" delay-write=100ms
-SLOW_PID=$FM_LAST_BG
-fm_wait_for "slow nbdkit socket" 10 test -S "$SOCK2" || fail "nbdkit did not create $SOCK2"
-fm_create "$P2" "nbd+unix:///?socket=$SOCK2" --chunk-size 64K --daemon-sleep 1 --write-behind 8
-fm_mount "$P2" "$MNT"
-truncate -s $((8 << 20)) "$MNT/w.img"
+slow_set primary2 w.img 8 8
+P2=$P
 ACK=$FM_TMP/acks
 : >"$ACK"
 "$CW" write "$MNT/w.img" "$ACK" --blocks 2048 --seed 7 --sync-every 8 &
@@ -210,6 +221,26 @@ fm_mount "$P2" "$MNT"
 fm_wait_for "catch-up after remount" 40 in_sync "$MNT" w.img || fail "no catch-up after the remount: $(fm_image_json "$MNT" w.img)"
 fm_unmount "$MNT"
 same_prefix "$P2" w.img
+fm_bg_stop "$SLOW_PID"
+
+# ====================================================================== e) merged writes
+FM_CONTEXT="merged writes toward a slow server"
+slow_set primary3 s.img 32 128
+P3=$P
+head -c $((32 << 20)) /dev/urandom >"$FM_TMP/pass1"
+head -c $((32 << 20)) /dev/urandom >"$FM_TMP/pass2"
+for pass in pass1 pass2; do
+  dd if="$FM_TMP/$pass" of="$MNT/s.img" bs=256K oflag=direct conv=notrunc status=none ||
+    fail "dd $pass through the mount failed"
+done
+merged=$(img_get "$MNT" s.img '.write_behind.merged')
+[[ $merged =~ ^[0-9]+$ ]] && ((merged > 0)) ||
+  fail "no write was merged toward a 100 ms server with a full queue: $(fm_image_json "$MNT" s.img)"
+fm_log "merged writes: $merged of 256"
+fm_wait_for "in sync" 60 in_sync "$MNT" s.img || fail "the queue did not drain: $(fm_image_json "$MNT" s.img)"
+fm_unmount "$MNT"
+cmp "$FM_TMP/pass2" "$P3/s.img" || fail "the primary is not the second pass"
+same_prefix "$P3" s.img
 fm_bg_stop "$SLOW_PID"
 
 fm_pass

@@ -218,6 +218,167 @@ TEST_SUITE("write_behind") {
     CHECK(pos <= 3);  // not behind a's 29 queued writes
   }
 
+  // What merged runs did: (offset, bytes, data intact) per run, in the order they ran.
+  struct RunLog {
+    std::mutex mu;
+    struct Run {
+      std::uint64_t off;
+      std::size_t len;
+      bool data_ok;
+    };
+    std::vector<Run> runs;
+    std::error_code result;
+    // An op marked `merge` whose bytes are (its offset / 4096 + i) & 0xff; its run checks
+    // the bytes of the (maybe joined) op it is given the same way, and records it.
+    WriteBehind::Op op(std::uint64_t off, std::size_t len, std::atomic<int>* good = nullptr,
+                       std::atomic<int>* bad = nullptr) {
+      WriteBehind::Op o;
+      o.off = off;
+      o.data.resize(len);
+      for (std::size_t i = 0; i < len; ++i) o.data[i] = pattern(off + i);
+      o.merge = true;
+      o.run = [this](const WriteBehind::Op& x) {
+        bool ok = true;
+        for (std::size_t i = 0; i < x.data.size(); ++i) ok = ok && x.data[i] == pattern(x.off + i);
+        std::lock_guard lk(mu);
+        runs.push_back({x.off, x.data.size(), ok});
+        return result;
+      };
+      o.done = [good, bad](bool ok) {
+        if (good && ok) ++*good;
+        if (bad && !ok) ++*bad;
+      };
+      return o;
+    }
+    static std::byte pattern(std::uint64_t at) { return static_cast<std::byte>((at / 4096 * 7 + at % 251) & 0xff); }
+  };
+
+  TEST_CASE("merge: writes that continue one another, queued behind a busy worker, run as one") {
+    WriteBehindExecutor exec(1);
+    WriteBehind q(exec, 64, {}, std::chrono::microseconds(0));  // merge whatever the run time
+    Gate gate;
+    REQUIRE(q.submit(gated_op(64 << 20, 4096, gate)));  // the one worker is busy
+    RunLog log;
+    std::atomic<int> good{0}, bad{0};
+    constexpr std::size_t kPiece = 512 << 10;
+    // Ten pieces of one stream (5 MiB), one that continues nothing, and one that continues
+    // the stream but is not marked `merge`.
+    for (std::uint64_t k = 0; k < 10; ++k) REQUIRE(q.submit(log.op(k * kPiece, kPiece, &good, &bad)));
+    REQUIRE(q.submit(log.op(32 << 20, 8192, &good, &bad)));
+    auto plain = log.op(10 * kPiece, 4096, &good, &bad);
+    plain.merge = false;
+    REQUIRE(q.submit(std::move(plain)));
+    gate.release();
+    CHECK(q.drain(30));
+    CHECK(good == 12);
+    CHECK(q.merged() == 8);  // 7 joined the first run, 1 the second
+    CHECK(bad == 0);
+    std::lock_guard lk(log.mu);
+    REQUIRE(log.runs.size() == 4);
+    // At most kMaxMerge bytes a run: eight pieces, then the last two, then the others alone.
+    CHECK(log.runs[0].off == 0);
+    CHECK(log.runs[0].len == WriteBehind::kMaxMerge);
+    CHECK(log.runs[1].off == 8 * kPiece);
+    CHECK(log.runs[1].len == 2 * kPiece);
+    CHECK(log.runs[2].off == (32u << 20));
+    CHECK(log.runs[3].off == 10 * kPiece);
+    CHECK(log.runs[3].len == 4096);
+    for (const auto& r : log.runs) CHECK(r.data_ok);  // the joined bytes are each write's own
+  }
+
+  TEST_CASE("merge: a failed merged write fails every write in it") {
+    WriteBehindExecutor exec(1);
+    WriteBehind q(exec, 16, {}, std::chrono::microseconds(0));
+    Gate gate;
+    REQUIRE(q.submit(gated_op(64 << 20, 4096, gate)));
+    RunLog log;
+    log.result = std::make_error_code(std::errc::io_error);
+    std::atomic<int> good{0}, bad{0};
+    for (std::uint64_t k = 0; k < 4; ++k) REQUIRE(q.submit(log.op(k * 65536, 65536, &good, &bad)));
+    gate.release();
+    CHECK(q.drain(30));
+    CHECK(good == 0);
+    CHECK(bad == 4);
+    std::lock_guard lk(log.mu);
+    CHECK(log.runs.size() == 1);
+  }
+
+  TEST_CASE("merge: a write that overlaps an older one still running is not merged, and waits") {
+    WriteBehindExecutor exec(2);
+    WriteBehind q(exec, 16, {}, std::chrono::microseconds(0));
+    Gate gate;
+    std::atomic<bool> older_done{false};
+    // The older write [512K, 516K) blocks on worker 1; [0, 512K) is free to run, but the
+    // write that continues it, [512K, 1M), overlaps the older one: it must not join, and
+    // must run after the older one ended.
+    REQUIRE(q.submit(make_op(
+        512 << 10, 4096,
+        [&] {
+          gate.wait();
+          older_done = true;
+          return std::error_code{};
+        })));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // worker 1 is inside it
+    RunLog log;
+    std::atomic<bool> follower_after{false};
+    REQUIRE(q.submit(log.op(0, 512 << 10)));
+    auto follower = log.op(512 << 10, 512 << 10);
+    follower.done = [&](bool) { follower_after = older_done.load(); };
+    REQUIRE(q.submit(std::move(follower)));
+    for (int i = 0; i < 200; ++i) {
+      {
+        std::lock_guard lk(log.mu);
+        if (!log.runs.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    gate.release();
+    CHECK(q.drain(30));
+    CHECK(follower_after);
+    std::lock_guard lk(log.mu);
+    REQUIRE(log.runs.size() == 2);
+    CHECK(log.runs[0].off == 0);
+    CHECK(log.runs[0].len == (512u << 10));
+    CHECK(log.runs[1].off == (512u << 10));
+  }
+
+  TEST_CASE("merge: only while the runs are slow and the queue is backed up (the default policy)") {
+    // A stream of four writes queued behind one busy op. Busy runs of 60 ms make the
+    // average slow (over kMergeAfter), of 1 ms not; with a limit of 5 the four writes are a
+    // backlog when the first is claimed (three quarters full), with 64 not. Only slow and backed up merges.
+    struct Case {
+      int busy_ms;
+      std::uint32_t limit;
+      std::size_t runs;
+    };
+    for (const Case c : {Case{1, 5, 4}, Case{60, 64, 4}, Case{60, 5, 1}}) {
+      CAPTURE(c.busy_ms);
+      CAPTURE(c.limit);
+      WriteBehindExecutor exec(1);
+      WriteBehind q(exec, c.limit);
+      RunLog log;
+      Gate gate;
+      // Two busy runs: the first sets the average, the second holds the worker while the
+      // stream is queued.
+      REQUIRE(q.submit(make_op(64 << 20, 4096, [&c] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(c.busy_ms));
+        return std::error_code{};
+      })));
+      CHECK(q.drain(30));
+      REQUIRE(q.submit(make_op(65 << 20, 4096, [&gate, &c] {
+        gate.wait();
+        std::this_thread::sleep_for(std::chrono::milliseconds(c.busy_ms));
+        return std::error_code{};
+      })));
+      for (std::uint64_t k = 0; k < 4; ++k) REQUIRE(q.submit(log.op(k * 65536, 65536)));
+      gate.release();
+      CHECK(q.drain(30));
+      std::lock_guard lk(log.mu);
+      CHECK(log.runs.size() == c.runs);
+      CHECK(q.merged() == 4 - c.runs);
+    }
+  }
+
   TEST_CASE("drop_all drops queued writes (done(false)), resume runs them again") {
     WriteBehindExecutor exec(2);
     WriteBehind q(exec, 8);
