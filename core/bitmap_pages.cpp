@@ -13,7 +13,6 @@ static_assert(std::endian::native == std::endian::little,
 namespace {
 
 using Words = BitmapPages::Words;
-constexpr std::size_t kWords = BitmapPages::kWords;
 
 std::uint64_t popcount(std::uint64_t x) { return static_cast<std::uint64_t>(std::popcount(x)); }
 
