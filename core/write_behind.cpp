@@ -3,8 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <new>
 #include <chrono>
+#include <new>
 
 #include "utils/thread_pool.hpp"
 

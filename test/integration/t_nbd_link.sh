@@ -19,8 +19,9 @@
 #      delay filter): 0 acknowledged bytes lost, the catch-up after the remount, identical.
 #   e) sequential writes toward a slow server (100 ms a write) fill a queue longer than
 #      the 32 write-behind workers: writes that continue one another go as one request
-#      (`write_behind.merged` counts them); a second pass over the same range with other data, queued behind the
-#      first, lands last: the export ends identical to the primary and to the second pass.
+#      (`write_behind.merged` counts them); a second pass over the same range with other
+#      data, queued behind the first, lands last: the export ends identical to the primary
+#      and to the second pass.
 . "$(dirname "$0")/lib.sh"
 
 command -v nbdkit >/dev/null || fail "missing nbdkit (see test/integration/PACKAGES)"
