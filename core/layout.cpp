@@ -53,4 +53,16 @@ utils::UniqueFd lock_set_dir(const std::string& dir, const std::string& what) {
   return fd;
 }
 
+SetLock probe_set_lock(const std::string& dir) {
+  const std::string path = meta_dir(dir) + "/" + kLockName;
+  utils::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return SetLock::kGone;
+    throw utils::sys_error(path, "cannot open the set lock", errno);
+  }
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return SetLock::kFree;  // released on close
+  if (errno == EWOULDBLOCK) return SetLock::kHeld;
+  throw utils::sys_error(path, "cannot lock", errno);
+}
+
 }  // namespace fusemirror::core

@@ -66,4 +66,10 @@ std::string meta_dir(const std::string& dir);
 // the lock and who holds it.
 utils::UniqueFd lock_set_dir(const std::string& dir, const std::string& what);
 
+// Whether DIR's set lock is free now, without taking it for longer than the probe and
+// without creating it: kGone when DIR/.fusemirror/lock does not exist (nothing can hold
+// it). Throws utils::Error for any other failure, naming the lock and the reason.
+enum class SetLock { kFree, kHeld, kGone };
+SetLock probe_set_lock(const std::string& dir);
+
 }  // namespace fusemirror::core

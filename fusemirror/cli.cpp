@@ -283,15 +283,19 @@ int unmount(const std::string& mountpoint, double timeout_s) {
   // exiting with the descriptors they share, the set lock among them: wait for the lock
   // too, so that a mount right after this returns never finds the set "in use".
   for (;;) {
-    try {
-      (void)core::lock_set_dir(st0.primary, "primary");  // taken and at once released
+    const core::SetLock lock = core::probe_set_lock(st0.primary);
+    if (lock == core::SetLock::kFree) break;
+    if (lock == core::SetLock::kGone) {
+      // Removed (the set's directory with it, or only its metadata) while mounted: nothing
+      // can hold a lock that does not exist, and waiting would only time out.
+      std::fprintf(stderr, "fusemirror: %s: unmounted; the set lock %s/.fusemirror/lock no longer exists\n",
+                   utils::printable(mountpoint).c_str(), utils::printable(st0.primary).c_str());
       break;
-    } catch (const Error&) {
-      if (std::chrono::steady_clock::now() > deadline)
-        throw Error(mountpoint + ": unmounted, but the set lock on " + st0.primary + " is still held after " +
-                    std::to_string(static_cast<int>(timeout_s)) + "s");
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error(mountpoint + ": unmounted, but the set lock on " + st0.primary + " is still held after " +
+                  std::to_string(static_cast<int>(timeout_s)) + "s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return 0;
 }

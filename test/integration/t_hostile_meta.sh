@@ -17,6 +17,8 @@
 #              bitmap_dir inside the primary's image tree: mount refused with create's reason
 #   values     config.json with format 4294967297 or daemon_sleep 1e-300: mount refused
 #              naming the key
+#   gone       the primary's metadata directory moved away while mounted: unmount returns
+#              at once and says the set lock no longer exists (it waited 300 s)
 . "$(dirname "$0")/lib.sh"
 
 P=$PRI S=$SEC
@@ -141,5 +143,16 @@ FM_CONTEXT=""
 fm_mount "$P" "$MNT"
 cmp -s "$MNT/plain.img" "$S/plain.img" || fm_wait_for "plain.img in sync" 20 cmp -s "$MNT/plain.img" "$S/plain.img" ||
   soft_fail "plain.img differs between the legs after the remount"
+
+# ------------------------------------------------------------------ gone
+# The primary's metadata directory moved away while mounted (a user's `rm -rf` of the
+# set): `fusemirror unmount` returns at once, saying the set lock no longer exists. It
+# used to wait its whole timeout (300 s) for a lock that nothing could hold.
+FM_CONTEXT=gone
+mv "$P/.fusemirror" "$FM_TMP/meta.moved"
 fm_unmount "$MNT"
+grep -q 'set lock .* no longer exists' "$FM_TMP/logs/unmount.err" ||
+  soft_fail "unmount did not say the lock is gone: $(cat "$FM_TMP/logs/unmount.err")"
+mv "$FM_TMP/meta.moved" "$P/.fusemirror"
+FM_CONTEXT=""
 fm_pass
