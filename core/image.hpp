@@ -373,6 +373,9 @@ class Image {
     const std::uint32_t now = n.fetch_add(1, std::memory_order_relaxed) + 1;
     ~InFlight() { n.fetch_sub(1, std::memory_order_relaxed); }
   };
+  // The primary as a reader for the sweep's hashing: O_DIRECT where the page cache does
+  // not hold the range and the buffer is aligned (core/image_direct.cpp).
+  ReadAt primary_hash_reader();
   // Is [off, off + len) of the primary all in the page cache? false when unknown.
   bool cached_whole(std::uint64_t off, std::size_t len);
   // Should this aligned read skip O_DIRECT? (read_primary; `in_flight` includes it)

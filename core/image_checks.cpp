@@ -13,6 +13,7 @@
 
 #include "core/chunk_check.hpp"
 #include "core/image.hpp"
+#include "utils/aligned_buffer.hpp"
 #include "utils/crash_point.hpp"
 #include "utils/io.hpp"
 
@@ -67,7 +68,15 @@ std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forg
   constexpr std::uint64_t kBatchBytes = 32ull << 20;
   const std::uint64_t cs = bitmap_->chunk_size();
   const std::uint64_t batch_chunks = std::max<std::uint64_t>(1, kBatchBytes / cs);
-  std::vector<std::byte> buf(static_cast<std::size_t>(std::min<std::uint64_t>(cs, 1 << 20)));
+  // Aligned, so that the chunks not in the page cache are read O_DIRECT and do not fill it
+  // (primary_hash_reader); buffered reads into the vector if there is no memory for it.
+  const std::size_t buf_len = static_cast<std::size_t>(std::min<std::uint64_t>(cs, 1 << 20));
+  utils::AlignedBuffer aligned;
+  std::vector<std::byte> fallback;
+  std::byte* bp = aligned.get(buf_len);
+  if (bp == nullptr) fallback.resize(buf_len), bp = fallback.data();
+  const std::span<std::byte> buf(bp, buf_len);
+  const ReadAt read = primary_hash_reader();
   std::vector<ChunkRange> kept;
   auto keep = [&kept](ChunkRange r) {
     if (r.empty()) return;
@@ -104,7 +113,7 @@ std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forg
           stopped = true;
           break;
         }
-        auto h = hash_chunk(primary_.get(), c, cs, buf);
+        auto h = hash_chunk(read, c, cs, buf);
         if (!h) {
           // The primary cannot be read here: the chunk keeps its bit (no checksum is made of
           // data we could not read); what was hashed is still recorded.

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/image.hpp"
+#include "utils/aligned_buffer.hpp"
 #include "utils/crash_point.hpp"
 #include "utils/io.hpp"
 #include "utils/page_cache.hpp"
@@ -32,22 +33,7 @@ constexpr std::uint64_t kDirectAlign = 4096;  // every device's logical block di
 // The request thread's 4 KiB-aligned copy of a write whose buffer is not aligned (libfuse
 // places a write's data 80 bytes into its receive buffer). Grown to the largest direct
 // write seen, kept for the thread's life.
-struct AlignedBuffer {
-  void* p = nullptr;
-  std::size_t n = 0;
-  ~AlignedBuffer() { std::free(p); }
-  std::byte* get(std::size_t want) {
-    if (want > n) {
-      void* q = nullptr;
-      if (::posix_memalign(&q, kDirectAlign, want) != 0) return nullptr;
-      std::free(p);
-      p = q;
-      n = want;
-    }
-    return static_cast<std::byte*>(p);
-  }
-};
-thread_local AlignedBuffer t_buffer;
+thread_local utils::AlignedBuffer t_buffer;
 
 }  // namespace
 
@@ -171,6 +157,28 @@ void Image::open_direct_reads() {
   else
     spdlog::info("{}: direct reads off: cannot open the primary with O_DIRECT: {}", name_,
                  utils::last_errno().message());
+}
+
+ReadAt Image::primary_hash_reader() {
+  // The sweep hashes the chunks that writes dirtied. Direct writes leave nothing in the
+  // primary's page cache; a buffered read to hash them would fill it, and a direct write
+  // into a range with cached pages cannot be issued without blocking: io_uring hands it to
+  // a kernel worker, two more context switches and about twice the CPU per write until
+  // the pages are gone (docs/performance.md "Hashes that filled the cache"). So a chunk
+  // the cache does not hold whole is read O_DIRECT (aligned requests only: the caller's
+  // buffer must be aligned, chunk sizes are multiples of 4 KiB); one it holds is read from
+  // it, as read_primary does. Coherent either way: a direct read first writes back the
+  // dirty pages of its range. A direct read the kernel refuses (EINVAL: the file's tail
+  // past the last aligned block) is done again buffered.
+  return [this](std::span<std::byte> data, std::uint64_t off) -> utils::Result<std::size_t> {
+    const auto addr = reinterpret_cast<std::uintptr_t>(data.data());
+    if (direct_ok_.load(std::memory_order_relaxed) && ((off | data.size() | addr) & (kDirectAlign - 1)) == 0 &&
+        !cached_whole(off, data.size())) {
+      auto r = utils::pread_all(primary_direct_.get(), data, off);
+      if (r || r.error() != std::errc::invalid_argument) return r;
+    }
+    return utils::pread_all(primary_.get(), data, off);
+  };
 }
 
 bool Image::cached_whole(std::uint64_t off, std::size_t len) {

@@ -6,6 +6,8 @@
 #     second job (direct and buffered, some in one 2 MiB block at once), then a verify
 #     pass that reads every block back through the mount (buffered reads of what direct
 #     writes wrote over a cached range).
+#  1b. 4 KiB direct writes, then the sweep: the chunks it hashes are read O_DIRECT, so the
+#     primary's page cache stays empty.
 #  2. mkfs.ext4 + a tree copied in + e2fsck on the same image.
 #  3. status counts direct writes; after unmount both legs are byte-identical and e2fsck
 #     passes on each.
@@ -43,6 +45,23 @@ fio "${DIRECT_JOB[@]}" --verify_only=1 --output="$FM_TMP/logs/fio.reverify.out" 
 loop_detach "$L"
 n=$(fm_image_json "$MNT" d.img | jq -r .direct_writes)
 [[ $n =~ ^[0-9]+$ ]] && ((n > 1000)) || fail "status counts $n direct writes for d.img (expected thousands)"
+
+FM_CONTEXT="the sweep's hashing leaves the page cache empty"
+# 4 KiB direct writes dirty 64 KiB chunks they do not cover whole: the sweep reads those
+# chunks back to hash them. A buffered read would leave them in the primary's page cache,
+# and every later direct write into a cached page is handed to a kernel worker (io_uring
+# cannot issue it without blocking): twice the CPU per write (docs/performance.md "Hashes
+# that filled the cache"). The sweep reads them O_DIRECT instead.
+truncate -s 32M "$MNT/h.img"
+fio --name=h --filename="$MNT/h.img" --rw=randwrite --bs=4k --size=32M --number_ios=2048 --direct=1 \
+  --ioengine=psync --randseed=77 --output="$FM_TMP/logs/fio.h.out" || fail "fio on h.img failed"
+sync
+for f in "$PRI/h.img" "$SEC/h.img"; do dd if="$f" iflag=nocache count=0 status=none; done
+fm_timeout 60 "$FUSEMIRROR" wait --clean "$MNT" h.img --timeout 50 || fail "h.img not clean after 50 s"
+h=$(fm_image_json "$MNT" h.img)
+[[ $(jq -r .checksums <<<"$h") == true ]] || fail "h.img has no checksums: $h"
+cached=$(fincore -nb -o RES "$PRI/h.img")
+((cached <= 1048576)) || fail "after the sweep $cached bytes of the primary's h.img are in the page cache (expected at most 1 MiB of 32 MiB)"
 
 FM_CONTEXT="ext4 on the same kind of image"
 truncate -s 128M "$MNT/fs.img"
