@@ -1,7 +1,8 @@
 // fm_ceilingfs — the benchmark's FUSE ceiling: the least a FUSE file system can do to serve
 // one image file. It is configuration (f) of test/bench/run (docs/performance.md).
 //
-// Usage: fm_ceilingfs BACKING_FILE MOUNTPOINT [--threads N] [--cached]
+// Usage: fm_ceilingfs BACKING_FILE MOUNTPOINT [--threads N] [--cached] [--direct-read]
+//                     [--mirror SECOND_FILE [--mirror-writes auto|buffered|direct]]
 //   MOUNTPOINT/img is BACKING_FILE. Runs in the foreground until unmounted
 //   (fusermount3 -u MOUNTPOINT) or sent SIGTERM/SIGINT.
 //
@@ -14,6 +15,16 @@
 // mirror costs above this is the mirror's; whatever this costs above the plain file is
 // FUSE's. --cached drops FOPEN_DIRECT_IO (page cache in the kernel), for comparison with a
 // --page-cache mount.
+//
+// --mirror SECOND_FILE makes it the least a FUSE *mirror* can do, configuration (h): every
+// write goes to both files, with the cheapest leg writes measured here (docs/performance.md
+// "The hot path against (f)"): buffered and one after the other while the file system has
+// one write in hand, both at once and O_DIRECT through io_uring (utils/pwrite_pair) when
+// two or more are in flight and the write is 4 KiB-aligned — fusemirror's own rule
+// (`direct_write_inflight` 2) without its size limit, range locks, bitmap or hashes.
+// FUSE_FSYNC flushes both files at once. Reads come from BACKING_FILE only.
+// --mirror-writes buffered or direct takes one way for every write (aligned ones, for
+// direct), to measure each against the rule above (auto, the default).
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
@@ -21,15 +32,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fusemirror/parallel_writes.hpp"
+#include "utils/uring.hpp"
 
 namespace {
 
@@ -39,6 +54,10 @@ constexpr const char* kImgName = "img";
 int g_fd = -1;
 bool g_cached = false;
 int g_direct_fd = -1;  // --direct-read
+int g_fd2 = -1;                           // --mirror: the second file, buffered
+int g_dfd[2] = {-1, -1};                  // --mirror: both files with O_DIRECT
+std::atomic<unsigned> g_inflight{0};      // --mirror: writes in hand
+enum class Legs { kAuto, kBuffered, kDirect } g_legs = Legs::kAuto;  // --mirror-writes
 
 bool stat_of(fuse_ino_t ino, struct stat* st) {
   std::memset(st, 0, sizeof *st);
@@ -116,22 +135,59 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   fuse_reply_buf(req, p, static_cast<size_t>(n));
 }
 
-void op_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info*) {
+int write_all(int fd, const char* data, size_t size, off_t off) {
   size_t done = 0;
   while (done < size) {
-    const ssize_t n = ::pwrite(g_fd, data + done, size - done, off + static_cast<off_t>(done));
+    const ssize_t n = ::pwrite(fd, data + done, size - done, off + static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      fuse_reply_err(req, errno);
-      return;
+      return errno;
     }
     done += static_cast<size_t>(n);
   }
-  fuse_reply_write(req, done);
+  return 0;
+}
+
+// A mirror's write (--mirror, see the head of the file).
+int mirror_write(const char* data, size_t size, off_t off) {
+  const unsigned inflight = g_inflight.fetch_add(1, std::memory_order_relaxed) + 1;
+  int err = 0;
+  // libfuse places a write's data 80 bytes into its receive buffer: O_DIRECT needs a
+  // 4 KiB-aligned copy (one per thread, kept), as fusemirror makes.
+  thread_local std::vector<std::byte> aligned;
+  const bool direct = g_legs == Legs::kDirect || (g_legs == Legs::kAuto && inflight >= 2);
+  if (direct && off % 4096 == 0 && size % 4096 == 0) {
+    if (aligned.size() < size + 4096) aligned.resize(size + 4096);
+    std::byte* p = aligned.data() + (4096 - reinterpret_cast<std::uintptr_t>(aligned.data()) % 4096) % 4096;
+    std::memcpy(p, data, size);
+    const auto r = fusemirror::utils::pwrite_pair(g_dfd[0], g_dfd[1], std::span<const std::byte>(p, size),
+                                                  static_cast<std::uint64_t>(off));
+    err = r.ec[0] ? r.ec[0].value() : r.ec[1].value();
+  } else if ((err = write_all(g_fd, data, size, off)) == 0) {
+    err = write_all(g_fd2, data, size, off);
+  }
+  g_inflight.fetch_sub(1, std::memory_order_relaxed);
+  return err;
+}
+
+void op_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info*) {
+  const int err = g_fd2 >= 0 ? mirror_write(data, size, off) : write_all(g_fd, data, size, off);
+  if (err != 0)
+    fuse_reply_err(req, err);
+  else
+    fuse_reply_write(req, size);
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
-  fuse_reply_err(req, ::fdatasync(g_fd) == 0 ? 0 : errno);
+  if (g_fd2 < 0) {
+    fuse_reply_err(req, ::fdatasync(g_fd) == 0 ? 0 : errno);
+    return;
+  }
+  int err2 = 0;
+  std::thread second([&err2] { err2 = ::fdatasync(g_fd2) == 0 ? 0 : errno; });
+  const int err = ::fdatasync(g_fd) == 0 ? 0 : errno;
+  second.join();
+  fuse_reply_err(req, err != 0 ? err : err2);
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
@@ -169,7 +225,8 @@ void op_init(void*, fuse_conn_info* conn) {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: fm_ceilingfs BACKING_FILE MOUNTPOINT [--threads N] [--cached] [--direct-read]\n");
+  std::fprintf(stderr, "usage: fm_ceilingfs BACKING_FILE MOUNTPOINT [--threads N] [--cached] [--direct-read]\n"
+               "       [--mirror SECOND_FILE [--mirror-writes auto|buffered|direct]]\n");
   return 2;
 }
 
@@ -180,6 +237,7 @@ int main(int argc, char** argv) {
   const std::string backing = argv[1], mountpoint = argv[2];
   unsigned threads = 64;
   bool direct_read = false;
+  std::string second;
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) {
@@ -189,6 +247,14 @@ int main(int argc, char** argv) {
       g_cached = true;
     } else if (a == "--direct-read") {
       direct_read = true;
+    } else if (a == "--mirror" && i + 1 < argc) {
+      second = argv[++i];
+    } else if (a == "--mirror-writes" && i + 1 < argc) {
+      const std::string w = argv[++i];
+      if (w == "auto") g_legs = Legs::kAuto;
+      else if (w == "buffered") g_legs = Legs::kBuffered;
+      else if (w == "direct") g_legs = Legs::kDirect;
+      else return usage();
     } else {
       std::fprintf(stderr, "fm_ceilingfs: unknown argument '%s'\n", a.c_str());
       return usage();
@@ -202,6 +268,17 @@ int main(int argc, char** argv) {
   if (direct_read && (g_direct_fd = ::open(backing.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC)) < 0) {
     std::fprintf(stderr, "fm_ceilingfs: cannot open %s with O_DIRECT: %s\n", backing.c_str(), std::strerror(errno));
     return 1;
+  }
+
+  if (!second.empty()) {
+    g_fd2 = ::open(second.c_str(), O_RDWR | O_CLOEXEC);
+    g_dfd[0] = ::open(backing.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    g_dfd[1] = ::open(second.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    if (g_fd2 < 0 || g_dfd[0] < 0 || g_dfd[1] < 0) {
+      std::fprintf(stderr, "fm_ceilingfs: cannot open %s and %s (buffered and O_DIRECT): %s\n",
+                   backing.c_str(), second.c_str(), std::strerror(errno));
+      return 1;
+    }
   }
 
   fuse_lowlevel_ops ops{};
