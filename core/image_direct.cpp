@@ -164,7 +164,7 @@ ReadAt Image::primary_hash_reader() {
   // primary's page cache; a buffered read to hash them would fill it, and a direct write
   // into a range with cached pages cannot be issued without blocking: io_uring hands it to
   // a kernel worker, two more context switches and about twice the CPU per write until
-  // the pages are gone (docs/performance.md "Hashes that filled the cache"). So a chunk
+  // the pages are gone (docs/performance.md, "the hashes that filled the cache"). So a chunk
   // the cache does not hold whole is read O_DIRECT (aligned requests only: the caller's
   // buffer must be aligned, chunk sizes are multiples of 4 KiB); one it holds is read from
   // it, as read_primary does. Coherent either way: a direct read first writes back the

@@ -50,7 +50,7 @@ FM_CONTEXT="the sweep's hashing leaves the page cache empty"
 # 4 KiB direct writes dirty 64 KiB chunks they do not cover whole: the sweep reads those
 # chunks back to hash them. A buffered read would leave them in the primary's page cache,
 # and every later direct write into a cached page is handed to a kernel worker (io_uring
-# cannot issue it without blocking): twice the CPU per write (docs/performance.md "Hashes
+# cannot issue it without blocking): twice the CPU per write (docs/performance.md, "the hashes
 # that filled the cache"). The sweep reads them O_DIRECT instead.
 truncate -s 32M "$MNT/h.img"
 fio --name=h --filename="$MNT/h.img" --rw=randwrite --bs=4k --size=32M --number_ios=2048 --direct=1 \
