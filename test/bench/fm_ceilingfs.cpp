@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "fusemirror/parallel_writes.hpp"
+#include "utils/aligned_buffer.hpp"
 #include "utils/uring.hpp"
 
 namespace {
@@ -154,11 +155,10 @@ int mirror_write(const char* data, size_t size, off_t off) {
   int err = 0;
   // libfuse places a write's data 80 bytes into its receive buffer: O_DIRECT needs a
   // 4 KiB-aligned copy (one per thread, kept), as fusemirror makes.
-  thread_local std::vector<std::byte> aligned;
+  thread_local fusemirror::utils::AlignedBuffer aligned;
   const bool direct = g_legs == Legs::kDirect || (g_legs == Legs::kAuto && inflight >= 2);
-  if (direct && off % 4096 == 0 && size % 4096 == 0) {
-    if (aligned.size() < size + 4096) aligned.resize(size + 4096);
-    std::byte* p = aligned.data() + (4096 - reinterpret_cast<std::uintptr_t>(aligned.data()) % 4096) % 4096;
+  std::byte* p = nullptr;
+  if (direct && off % 4096 == 0 && size % 4096 == 0 && (p = aligned.get(size)) != nullptr) {
     std::memcpy(p, data, size);
     const auto r = fusemirror::utils::pwrite_pair(g_dfd[0], g_dfd[1], std::span<const std::byte>(p, size),
                                                   static_cast<std::uint64_t>(off));
