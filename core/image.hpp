@@ -376,6 +376,10 @@ class Image {
   // The primary as a reader for the sweep's hashing: O_DIRECT where the page cache does
   // not hold the range and the buffer is aligned (core/image_direct.cpp).
   ReadAt primary_hash_reader();
+  // One aligned read of the primary's O_DIRECT descriptor; nullopt when its file system
+  // refused O_DIRECT (EINVAL: direct reads then go off for good, logged once), so that the
+  // caller reads buffered (read_primary, primary_hash_reader).
+  std::optional<utils::Result<std::size_t>> pread_direct(std::span<std::byte> buf, std::uint64_t off);
   // Is [off, off + len) of the primary all in the page cache? false when unknown.
   bool cached_whole(std::uint64_t off, std::size_t len);
   // Should this aligned read skip O_DIRECT? (read_primary; `in_flight` includes it)

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <new>
 
 #include "core/chunk_check.hpp"
 #include "core/image.hpp"
@@ -69,12 +70,11 @@ std::error_code Image::record_checksums(std::vector<ChunkRange>& runs, bool forg
   const std::uint64_t cs = bitmap_->chunk_size();
   const std::uint64_t batch_chunks = std::max<std::uint64_t>(1, kBatchBytes / cs);
   // Aligned, so that the chunks not in the page cache are read O_DIRECT and do not fill it
-  // (primary_hash_reader); buffered reads into the vector if there is no memory for it.
+  // (primary_hash_reader). No memory for it is std::bad_alloc, as the vector it replaced.
   const std::size_t buf_len = static_cast<std::size_t>(std::min<std::uint64_t>(cs, 1 << 20));
   utils::AlignedBuffer aligned;
-  std::vector<std::byte> fallback;
   std::byte* bp = aligned.get(buf_len);
-  if (bp == nullptr) fallback.resize(buf_len), bp = fallback.data();
+  if (bp == nullptr) throw std::bad_alloc();
   const std::span<std::byte> buf(bp, buf_len);
   const ReadAt read = primary_hash_reader();
   std::vector<ChunkRange> kept;

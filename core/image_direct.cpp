@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "core/image.hpp"
@@ -168,17 +169,23 @@ ReadAt Image::primary_hash_reader() {
   // the cache does not hold whole is read O_DIRECT (aligned requests only: the caller's
   // buffer must be aligned, chunk sizes are multiples of 4 KiB); one it holds is read from
   // it, as read_primary does. Coherent either way: a direct read first writes back the
-  // dirty pages of its range. A direct read the kernel refuses (EINVAL: the file's tail
-  // past the last aligned block) is done again buffered.
+  // dirty pages of its range.
   return [this](std::span<std::byte> data, std::uint64_t off) -> utils::Result<std::size_t> {
     const auto addr = reinterpret_cast<std::uintptr_t>(data.data());
     if (direct_ok_.load(std::memory_order_relaxed) && ((off | data.size() | addr) & (kDirectAlign - 1)) == 0 &&
-        !cached_whole(off, data.size())) {
-      auto r = utils::pread_all(primary_direct_.get(), data, off);
-      if (r || r.error() != std::errc::invalid_argument) return r;
-    }
+        !cached_whole(off, data.size()))
+      if (auto r = pread_direct(data, off)) return *r;
     return utils::pread_all(primary_.get(), data, off);
   };
+}
+
+std::optional<utils::Result<std::size_t>> Image::pread_direct(std::span<std::byte> buf, std::uint64_t off) {
+  auto r = utils::pread_all(primary_direct_.get(), buf, off);
+  if (r || r.error() != std::errc::invalid_argument) return r;
+  if (direct_ok_.exchange(false))
+    spdlog::warn("{}: the primary's file system refused an O_DIRECT read at {}: reads are buffered from now on",
+                 name(), off);
+  return std::nullopt;
 }
 
 bool Image::cached_whole(std::uint64_t off, std::size_t len) {
@@ -223,12 +230,10 @@ utils::Result<std::size_t> Image::read_primary(std::span<std::byte> buf, std::ui
       if (r) cached_reads_.fetch_add(1, std::memory_order_relaxed);
       return r;
     }
-    auto r = utils::pread_all(primary_direct_.get(), buf, off);
-    if (r) direct_reads_.fetch_add(1, std::memory_order_relaxed);
-    if (r || r.error() != std::errc::invalid_argument) return r;
-    if (direct_ok_.exchange(false))
-      spdlog::warn("{}: the primary's file system refused an O_DIRECT read at {}: reads are buffered from now on",
-                   name(), off);
+    if (auto r = pread_direct(buf, off)) {
+      if (*r) direct_reads_.fetch_add(1, std::memory_order_relaxed);
+      return *r;
+    }
   }
   return utils::pread_all(primary_.get(), buf, off);
 }
