@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # scripts/sanitize.sh — the sanitizer and fuzzing runs of the reliability suite (issue 7 §4, §5).
 #
-#   scripts/sanitize.sh [asan] [asan-unit] [tsan] [fuzz]   (default: asan tsan fuzz)
+#   scripts/sanitize.sh [ci] [asan] [asan-unit] [tsan] [fuzz]   (default: asan tsan fuzz)
 #
-#   asan-unit  only the unit tests under ASan+UBSan (what scripts/test.sh runs in CI), built
+#   ci    what scripts/test.sh runs: one clang tree, build-ci (ASan+UBSan, libFuzzer's
+#         coverage instrumentation, -O1 -gline-tables-only, assertions and the named crash
+#         points on, so every unit test case runs), that builds both
+#         the unit tests and the fuzz targets, so core is compiled once for both; runs the
+#         unit tests, then each fuzz target FM_FUZZ_SECS seconds;
+#   asan-unit  only the unit tests under gcc's ASan+UBSan (CI ran this before `ci`), built
 #         into build-asan-unit at -O0 -g1 with assertions on: a third of the -O2 -g compile
 #         time (the unit tests run in seconds either way), and line numbers in every report;
 #
@@ -85,6 +90,30 @@ units() { # units DIR ENVNAME
   scan "$logs" "$dir unit tests"
 }
 
+# clang, ASan+UBSan and libFuzzer's coverage instrumentation; -O1 -gline-tables-only:
+# libFuzzer's recommended flags, and half the compile time (RelWithDebInfo's flags replaced,
+# so NDEBUG is not defined and assertions stay on).
+FUZZ_CMAKE=(-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only"
+  -DFUSEMIRROR_FUZZ=ON -DFUSEMIRROR_SANITIZE=ON -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link)
+
+run_fuzzers() { # run_fuzzers DIR — each fuzz target of DIR for FUZZ_SECS seconds
+  local dir=$ROOT/$1 t corpus args
+  for t in header config; do
+    corpus=$dir/corpus-$t
+    mkdir -p "$corpus"
+    args=(-max_total_time="$FUZZ_SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+      -artifact_prefix="$dir/crash-$t-")
+    [[ $t == config ]] && args+=(-dict="$ROOT/test/fuzz/config.dict")
+    echo "fuzz_$t: ${FUZZ_SECS}s"
+    if ! "$dir/test/fuzz/fuzz_$t" "${args[@]}" "$corpus" "$ROOT/test/fuzz/corpus/$t" \
+      >"$dir/fuzz_$t.log" 2>&1; then
+      failures+=("fuzz_$t: crash, see $1/fuzz_$t.log and $1/crash-$t-*")
+      grep -A20 -E '==ERROR|runtime error|deadly signal' "$dir/fuzz_$t.log" | head -n 40
+    fi
+    grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE|cov:' "$dir/fuzz_$t.log" | tail -n 2
+  done
+}
+
 for w in "${what[@]}"; do
   case $w in
     asan)
@@ -97,7 +126,7 @@ for w in "${what[@]}"; do
       fi
       ;;
     asan-unit)
-      # The CI subset: the unit tests only, under ASan+UBSan.
+      # The unit tests only, under gcc's ASan+UBSan (CI runs them in the `ci` tree instead).
       say "ASan+UBSan unit tests (build-asan-unit, -O0 -g1)"
       if build build-asan-unit fm_unit_tests -- -DFUSEMIRROR_SANITIZE=ON \
         -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O0 -g1"; then
@@ -117,44 +146,33 @@ for w in "${what[@]}"; do
         failures+=("build-tsan: build failed")
       fi
       ;;
+    ci)
+      say "clang ASan+UBSan tree for the unit tests and the fuzz targets (build-ci)"
+      if ! command -v clang++ >/dev/null; then
+        failures+=("ci: clang++ not installed (apt-get install clang)")
+        continue
+      fi
+      if build build-ci fm_unit_tests fuzz_header fuzz_config -- "${FUZZ_CMAKE[@]}" -DFUSEMIRROR_CRASH_POINTS=ON; then
+        units build-ci ASAN_OPTIONS
+        run_fuzzers build-ci
+      else
+        failures+=("build-ci: build failed")
+      fi
+      ;;
     fuzz)
       say "libFuzzer targets (build-fuzz, clang)"
       if ! command -v clang++ >/dev/null; then
         failures+=("fuzz: clang++ not installed (apt-get install clang)")
         continue
       fi
-      extra=()
-      # Until test/CMakeLists.txt adds the fuzz directory itself, pull it in from here.
-      if ! grep -q 'add_subdirectory(fuzz' "$ROOT/test/CMakeLists.txt"; then
-        mkdir -p "$ROOT/build-fuzz"
-        printf 'add_subdirectory("%s/test/fuzz" "${CMAKE_BINARY_DIR}/test/fuzz")\n' "$ROOT" \
-          >"$ROOT/build-fuzz/include-fuzz.cmake"
-        extra=(-DCMAKE_PROJECT_fusemirror_INCLUDE="$ROOT/build-fuzz/include-fuzz.cmake")
-      fi
-      # -O1 -gline-tables-only: libFuzzer's recommended flags, and half the compile time.
-      if build build-fuzz fuzz_header fuzz_config -- -DCMAKE_CXX_COMPILER=clang++ \
-        -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DFUSEMIRROR_FUZZ=ON -DFUSEMIRROR_SANITIZE=ON -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link \
-        "${extra[@]}"; then
-        for t in header config; do
-          corpus=$ROOT/build-fuzz/corpus-$t
-          mkdir -p "$corpus"
-          args=(-max_total_time="$FUZZ_SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
-            -artifact_prefix="$ROOT/build-fuzz/crash-$t-")
-          [[ $t == config ]] && args+=(-dict="$ROOT/test/fuzz/config.dict")
-          echo "fuzz_$t: ${FUZZ_SECS}s"
-          if ! "$ROOT/build-fuzz/test/fuzz/fuzz_$t" "${args[@]}" "$corpus" "$ROOT/test/fuzz/corpus/$t" \
-            >"$ROOT/build-fuzz/fuzz_$t.log" 2>&1; then
-            failures+=("fuzz_$t: crash, see build-fuzz/fuzz_$t.log and build-fuzz/crash-$t-*")
-            grep -A20 -E '==ERROR|runtime error|deadly signal' "$ROOT/build-fuzz/fuzz_$t.log" | head -n 40
-          fi
-          grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE|cov:' "$ROOT/build-fuzz/fuzz_$t.log" | tail -n 2
-        done
+      if build build-fuzz fuzz_header fuzz_config -- "${FUZZ_CMAKE[@]}"; then
+        run_fuzzers build-fuzz
       else
         failures+=("build-fuzz: build failed")
       fi
       ;;
     *)
-      echo "usage: scripts/sanitize.sh [asan] [tsan] [fuzz]" >&2
+      echo "usage: scripts/sanitize.sh [ci] [asan] [asan-unit] [tsan] [fuzz]" >&2
       exit 2
       ;;
   esac

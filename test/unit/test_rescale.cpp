@@ -74,8 +74,10 @@ TEST_CASE("rescale: expand 64K -> 4K copies each bit to its 16 children") {
 
 TEST_CASE("rescale: image sizes that are not a multiple of either chunk") {
   for (std::uint64_t size : {1ull, 4095ull, 4097ull, 65537ull, (1ull << 20) + 12345, (3ull << 20) - 1}) {
-    for (auto [oc, nc] : {std::pair<std::uint64_t, std::uint64_t>{4096, 65536}, {65536, 4096},
-                          {4096, 1 << 20}, {1 << 20, 8192}, {8192, 16384}}) {
+    for (auto chunks : {std::pair<std::uint64_t, std::uint64_t>{4096, 65536}, {65536, 4096},
+                        {4096, 1 << 20}, {1 << 20, 8192}, {8192, 16384}}) {
+      // not a structured binding: clang 14 cannot capture one in CAPTURE's lambda
+      const std::uint64_t oc = chunks.first, nc = chunks.second;
       CAPTURE(size);
       CAPTURE(oc);
       CAPTURE(nc);

@@ -160,7 +160,9 @@ TEST_SUITE("write_behind") {
       }
     for (auto& q : queues) CHECK(q->drain(60));
     for (unsigned i = 0; i < kQueues; ++i)
-      for (auto& [block, seqs] : per_block[i]) {
+      for (auto& entry : per_block[i]) {  // no structured binding: clang 14 cannot CAPTURE one
+        const auto& block = entry.first;
+        const auto& seqs = entry.second;
         CAPTURE(i);
         CAPTURE(block);
         CHECK(std::is_sorted(seqs.begin(), seqs.end()));
