@@ -64,6 +64,14 @@ void FileLeg::start_writeback(std::uint64_t off, std::uint64_t len) {
   ::sync_file_range(fd_.get(), static_cast<off_t>(off), static_cast<off_t>(len), SYNC_FILE_RANGE_WRITE);
 }
 
+void FileLeg::drop_cache(std::uint64_t off, std::uint64_t len) {
+  // The writeback first: POSIX_FADV_DONTNEED only starts it and skips the pages still
+  // under it.
+  ::sync_file_range(fd_.get(), static_cast<off_t>(off), static_cast<off_t>(len),
+                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  (void)::posix_fadvise(fd_.get(), static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
+}
+
 void FileLeg::read_ahead(std::uint64_t off, std::uint64_t len) {
   // With POSIX_FADV_RANDOM the kernel reads no more than each pread asks for; a pass that
   // reads the leg in order asks for its range ahead (small folios, as that reads them).

@@ -36,6 +36,7 @@ class FileLeg final : public Leg {
   bool open_direct() override;
   int direct_fd() const override { return direct_fd_.get(); }
   void start_writeback(std::uint64_t off, std::uint64_t len) override;
+  void drop_cache(std::uint64_t off, std::uint64_t len) override;
   void read_ahead(std::uint64_t off, std::uint64_t len) override;
 
  private:

@@ -17,6 +17,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -160,6 +161,9 @@ class Image {
   // `max_bytes` of them, without waiting (the disk gets many requests at once instead of
   // one per step). Returns the chunk after the last one requested.
   std::uint64_t read_ahead_unsynced(std::uint64_t from, std::uint64_t max_bytes) const;
+  // Drops from both legs' page cache what resync steps copied and have not dropped yet
+  // (the end of a resync, whichever way it ends; resync_step drops as it goes).
+  void drop_resync_cache();
   // Makes the secondary's size the primary's (under the whole-file lock).
   std::error_code reconcile_size();
   void set_sync_progress(SyncAction a, std::uint64_t done, std::uint64_t total);
@@ -342,6 +346,11 @@ class Image {
   std::string degraded_reason_;           // guarded by progress_mu_
   std::uint64_t sync_done_ = 0, sync_total_ = 0;  // guarded by progress_mu_
   std::atomic<std::uint64_t> resync_copied_{0};
+  // Ranges resync steps copied whose pages are still in the legs' cache, oldest first, and
+  // their bytes (the resync worker's only; docs/write-path.md, "Resync's drop-behind").
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> resync_behind_;
+  void drop_oldest_resync_range();
+  std::uint64_t resync_behind_bytes_ = 0;
   std::atomic<std::uint64_t> mismatch_cnt_{0};
   std::atomic<std::int64_t> last_write_ns_{0};
   ImageOptions opts_;

@@ -67,7 +67,38 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
   if (*copied) secondary_->start_writeback(off, stop - off);
   for (std::uint64_t c = first; c < end; ++c) bitmap_->mark_synced(c);
   resync_copied_.fetch_add(*copied, std::memory_order_relaxed);
+  // Drop-behind: the pages of a copy that ended kDropBehind ago leave both legs' cache.
+  // Otherwise a resync leaves the whole image cached twice — the primary read (read-ahead
+  // and copy_file_range go through its cache), the secondary written — evicting the host's
+  // working set, and every later O_DIRECT leg write into a cached page is handed to a
+  // kernel worker (docs/performance.md, "the hashes that filled the cache"). That copy's
+  // writeback, started a window ago, is done or nearly: the wait rarely blocks.
+  constexpr std::uint64_t kDropBehind = 32 << 20;
+  resync_behind_.emplace_back(off, stop - off);
+  resync_behind_bytes_ += stop - off;
+  while (resync_behind_bytes_ > kDropBehind) drop_oldest_resync_range();
   return end;
+}
+
+// REQUIRES: a range lock that keeps re-add out (any range: re-add takes the whole file).
+void Image::drop_oldest_resync_range() {
+  const auto [off, len] = resync_behind_.front();
+  resync_behind_.pop_front();
+  resync_behind_bytes_ -= len;
+  // Clean pages only: the copy wrote the primary's dirty pages back before it read them,
+  // and a write since then keeps its dirty pages (DONTNEED skips them).
+  ::posix_fadvise(primary_.get(), static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
+  if (secondary_ok()) secondary_->drop_cache(off, len);
+}
+
+void Image::drop_resync_cache() {
+  while (!resync_behind_.empty()) {
+    // Under the range's lock, as in a step: re-add swaps the secondary under the whole
+    // file's lock only.
+    const auto [off, len] = resync_behind_.front();
+    auto guard = locks_.lock(lock_floor(off), lock_ceil(off + len));
+    drop_oldest_resync_range();
+  }
 }
 
 std::uint64_t Image::read_ahead_unsynced(std::uint64_t from, std::uint64_t max_bytes) const {

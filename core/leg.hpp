@@ -75,6 +75,10 @@ class Leg {
   // Starts writing back [off, off + len) without waiting (resync's pacing); not a
   // durability step.
   virtual void start_writeback(std::uint64_t /*off*/, std::uint64_t /*len*/) {}
+  // Waits for the writeback of [off, off + len) and drops its clean pages from the cache
+  // (resync's drop-behind: a copy must not leave the leg's page cache full); pages written
+  // again meanwhile stay. Not a durability step; a hint where the leg has no page cache.
+  virtual void drop_cache(std::uint64_t /*off*/, std::uint64_t /*len*/) {}
   // Starts reading [off, off + len) into the cache without waiting (check's pass over
   // the leg, which otherwise gets no read-ahead on a file leg); a hint only.
   virtual void read_ahead(std::uint64_t /*off*/, std::uint64_t /*len*/) {}

@@ -160,6 +160,11 @@ void ResyncEngine::run_resync(const std::stop_token& st, const std::shared_ptr<I
   // resync then waits for the disk's queue, not for one seek per chunk, and a full one
   // overlaps reading the next runs with writing this one.
   constexpr std::uint64_t kReadAhead = 16 << 20, kReadAheadRefill = 8 << 20;
+  // However the pass ends, the steps' last copies leave the legs' page cache too.
+  struct DropBehind {
+    Image& img;
+    ~DropBehind() { img.drop_resync_cache(); }
+  } drop_behind{*img};
   while (!interrupted(st)) {
     const std::uint64_t cs = stats0.chunk_size;
     if (ahead <= next || (ahead - next) * cs < kReadAheadRefill)

@@ -5,6 +5,7 @@
 #   * while writes run: status dirty_chunks > 0 and examine-bitmap shows dirty bits;
 #   * ~3x daemon sleep after the writes stop: dirty_chunks == 0, examine-bitmap 0 dirty;
 #   * after unmount: examine-bitmap State clean, 0 dirty;
+#   * a resync leaves neither leg's page cache full (drop-behind);
 #   * `bitmap` switched off and on: clean under "none" comes back with every bit clear (no
 #     resync), a crash under "none" comes back all dirty.
 . "$(dirname "$0")/lib.sh"
@@ -163,10 +164,23 @@ pwrite_rand "$PRI/behind.img" 0 $((2 * 1048576 + 333))
 mkdir -p "$PRI/sub/deeper"
 truncate -s 1G "$PRI/sub/deeper/sparse.img"
 pwrite_rand "$PRI/sub/deeper/sparse.img" $((700 * 1048576)) 70000
+# 64 MiB of data for the resync's drop-behind: the copy must leave neither leg's page cache
+# full (docs/write-path.md, "Resync's drop-behind"). Its pages written here are dropped
+# first, so that only the resync could have cached them.
+dd if=/dev/urandom of="$PRI/big.img" bs=1M count=64 conv=fsync status=none || fail "writing big.img failed"
+dd if="$PRI/big.img" iflag=nocache count=0 status=none
 fm_mount "$PRI" "$MNT"
-for name in behind.img sub/deeper/sparse.img; do
+for name in behind.img sub/deeper/sparse.img big.img; do
   fm_wait_for "resync of $name" 60 resynced "$name" ||
     fail "$name (copied into the primary while unmounted) not in sync 60s after mount: $(fm_image_json "$MNT" "$name")"
+  if [[ $name == big.img ]]; then
+    # Before assert_same, whose reads fill the cache. The last copies' writeback may still
+    # be settling: at most 4 MiB of 64 may stay.
+    for leg in "$PRI" "$SEC"; do
+      cached=$(fincore -nb -o RES "$leg/big.img")
+      ((cached <= 4 << 20)) || fail "after the resync, $cached bytes of $leg/big.img are in the page cache (expected at most 4 MiB of 64)"
+    done
+  fi
   assert_same "$PRI/$name" "$SEC/$name"
 done
 # the images that were clean stay clean: no resync of them
