@@ -350,6 +350,9 @@ class Image {
   // their bytes (the resync worker's only; docs/write-path.md, "Resync's drop-behind").
   std::deque<std::pair<std::uint64_t, std::uint64_t>> resync_behind_;
   void drop_oldest_resync_range();
+  // Drops [off, off + len) from both legs' page cache, the secondary's after its writeback
+  // (a hint: dirty pages stay). REQUIRES: a range lock that keeps re-add out.
+  void drop_legs_cache(std::uint64_t off, std::uint64_t len);
   std::uint64_t resync_behind_bytes_ = 0;
   std::atomic<std::uint64_t> mismatch_cnt_{0};
   std::atomic<std::int64_t> last_write_ns_{0};

@@ -261,6 +261,13 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
   const std::uint64_t end = std::min(total, from + std::max<std::uint64_t>(n, 1));
   auto guard = locks_.lock(lock_floor(from * cs), lock_ceil(end * cs));
   if (wb_) wb_->wait_range_idle(from * cs, end * cs);  // compare what the queue delivered
+  // A check compares what the legs' disks hold, not clean pages left in the cache (a
+  // medium that changed under them would go unseen), and leaves no pages behind: a pass
+  // over a large image would otherwise evict the host's cache and leave both legs cached,
+  // where every later O_DIRECT write into a cached page goes to a kernel worker. The
+  // step's range leaves both legs' cache before it is read and after (write-path.md §2,
+  // "Resync's drop-behind").
+  drop_legs_cache(from * cs, (end - from) * cs);
   secondary_->read_ahead(from * cs, (end - from) * cs);  // a file leg has no read-ahead of its own
   std::vector<ChecksumEntry> adopt;
   for (std::uint64_t c = from; c < end; ++c) {
@@ -352,6 +359,7 @@ utils::Result<std::uint64_t> Image::check_step(std::uint64_t from, std::uint64_t
   if (!adopt.empty())
     if (auto ec = checksums_->record(std::move(adopt)))
       spdlog::warn("{}: checksums of verified chunks not recorded: {}", name(), ec.message());
+  drop_legs_cache(from * cs, (end - from) * cs);
   return end;
 }
 

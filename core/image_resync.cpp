@@ -86,7 +86,12 @@ void Image::drop_oldest_resync_range() {
   resync_behind_.pop_front();
   resync_behind_bytes_ -= len;
   // Clean pages only: the copy wrote the primary's dirty pages back before it read them,
-  // and a write since then keeps its dirty pages (DONTNEED skips them).
+  // and a write since then keeps its dirty pages.
+  drop_legs_cache(off, len);
+}
+
+void Image::drop_legs_cache(std::uint64_t off, std::uint64_t len) {
+  // DONTNEED drops clean pages only (it starts the writeback of dirty ones and skips them).
   ::posix_fadvise(primary_.get(), static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
   if (secondary_ok()) secondary_->drop_cache(off, len);
 }

@@ -1,6 +1,7 @@
 #!/bin/bash
 # shellcheck disable=SC2016 # the bash -c snippets get their values as arguments
 # t_check_repair — md's sync_action check/repair (docs/operations.md §6):
+#   * a check leaves neither leg's pages in the page cache (it compares the disks);
 #   * a few bytes changed in the secondary's backing file behind the daemon's back (reads
 #     are served from the primary, so nothing notices): `sync-action check` reports
 #     mismatch_cnt 1 and leaves both legs untouched; `repair` rewrites the chunk from the
@@ -51,6 +52,12 @@ fm_wait_for "clean" 15 is_clean disk.img || fail "not clean: $(fm_image_json "$M
 run_action disk.img check
 mm=$(img_get disk.img .mismatch_cnt)
 ((mm == 0)) || fail "check of identical legs reports mismatch_cnt $mm"
+# The check compares the legs' disks and leaves neither leg cached (written through the
+# mount, both were cached before it; docs/write-path.md §2, "Resync's drop-behind").
+for leg in "$PRI" "$SEC"; do
+  cached=$(fincore -nb -o RES "$leg/disk.img")
+  ((cached <= 1 << 20)) || fail "after a check, $cached bytes of $leg/disk.img are in the page cache (expected at most 1 MiB of 4)"
+done
 
 # 7 bytes of chunk 7, in the secondary's backing file, not through the mount
 printf 'garbage' | dd of="$SEC/disk.img" bs=1 seek=$((7 * CS + 1000)) conv=notrunc status=none
