@@ -215,6 +215,12 @@ class Image {
   ImageStatus status() const;
 
  private:
+  // Drops resync_behind_'s oldest range from both legs' cache. REQUIRES: a range lock that
+  // keeps re-add out (any range: re-add takes the whole file's).
+  void drop_oldest_resync_range();
+  // Drops [off, off + len) from both legs' page cache, the secondary's after its writeback
+  // (a hint: dirty pages stay). REQUIRES: a range lock that keeps re-add out.
+  void drop_legs_cache(std::uint64_t off, std::uint64_t len);
   // ftruncate + fdatasync of the secondary (reconcile_size, readd).
   std::error_code set_secondary_size(std::uint64_t size);
   // Write-behind: the primary has the data; queue the secondary's copy (or, when it cannot
@@ -349,10 +355,6 @@ class Image {
   // Ranges resync steps copied whose pages are still in the legs' cache, oldest first, and
   // their bytes (the resync worker's only; docs/write-path.md, "Resync's drop-behind").
   std::deque<std::pair<std::uint64_t, std::uint64_t>> resync_behind_;
-  void drop_oldest_resync_range();
-  // Drops [off, off + len) from both legs' page cache, the secondary's after its writeback
-  // (a hint: dirty pages stay). REQUIRES: a range lock that keeps re-add out.
-  void drop_legs_cache(std::uint64_t off, std::uint64_t len);
   std::uint64_t resync_behind_bytes_ = 0;
   std::atomic<std::uint64_t> mismatch_cnt_{0};
   std::atomic<std::int64_t> last_write_ns_{0};

@@ -80,7 +80,6 @@ utils::Result<std::uint64_t> Image::resync_step(std::uint64_t from, std::uint64_
   return end;
 }
 
-// REQUIRES: a range lock that keeps re-add out (any range: re-add takes the whole file).
 void Image::drop_oldest_resync_range() {
   const auto [off, len] = resync_behind_.front();
   resync_behind_.pop_front();
