@@ -3,11 +3,11 @@
 #
 #   scripts/sanitize.sh [ci] [asan] [asan-unit] [tsan] [fuzz]   (default: asan tsan fuzz)
 #
-#   ci    what scripts/test.sh runs: one clang tree, build-ci (ASan+UBSan, libFuzzer's
-#         coverage instrumentation, -O1 -gline-tables-only, assertions and the named crash
-#         points on, so every unit test case runs), that builds both
-#         the unit tests and the fuzz targets, so core is compiled once for both; runs the
-#         unit tests, then each fuzz target FM_FUZZ_SECS seconds;
+#   ci    what scripts/test.sh runs: one clang tree, build-ci, that builds both the unit
+#         tests and the fuzz targets, so core is compiled once for both (ASan+UBSan,
+#         libFuzzer's coverage instrumentation, -O1 -gline-tables-only, assertions and the
+#         named crash points on, so every unit test case runs); runs the unit tests, then
+#         each fuzz target FM_FUZZ_SECS seconds;
 #   asan-unit  only the unit tests under gcc's ASan+UBSan (CI ran this before `ci`), built
 #         into build-asan-unit at -O0 -g1 with assertions on: a third of the -O2 -g compile
 #         time (the unit tests run in seconds either way), and line numbers in every report;
@@ -96,6 +96,12 @@ units() { # units DIR ENVNAME
 FUZZ_CMAKE=(-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only"
   -DFUSEMIRROR_FUZZ=ON -DFUSEMIRROR_SANITIZE=ON -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link)
 
+have_clang() { # have_clang WHAT — records a failure for WHAT when clang++ is missing
+  command -v clang++ >/dev/null && return 0
+  failures+=("$1: clang++ not installed (apt-get install clang)")
+  return 1
+}
+
 run_fuzzers() { # run_fuzzers DIR — each fuzz target of DIR for FUZZ_SECS seconds
   local dir=$ROOT/$1 t corpus args
   for t in header config; do
@@ -148,10 +154,7 @@ for w in "${what[@]}"; do
       ;;
     ci)
       say "clang ASan+UBSan tree for the unit tests and the fuzz targets (build-ci)"
-      if ! command -v clang++ >/dev/null; then
-        failures+=("ci: clang++ not installed (apt-get install clang)")
-        continue
-      fi
+      have_clang ci || continue
       if build build-ci fm_unit_tests fuzz_header fuzz_config -- "${FUZZ_CMAKE[@]}" -DFUSEMIRROR_CRASH_POINTS=ON; then
         units build-ci ASAN_OPTIONS
         run_fuzzers build-ci
@@ -161,10 +164,7 @@ for w in "${what[@]}"; do
       ;;
     fuzz)
       say "libFuzzer targets (build-fuzz, clang)"
-      if ! command -v clang++ >/dev/null; then
-        failures+=("fuzz: clang++ not installed (apt-get install clang)")
-        continue
-      fi
+      have_clang fuzz || continue
       if build build-fuzz fuzz_header fuzz_config -- "${FUZZ_CMAKE[@]}"; then
         run_fuzzers build-fuzz
       else
